@@ -1,0 +1,49 @@
+"""Typed errors raised at the library's boundaries.
+
+Callers map them to user-facing outcomes: the HTTP service to 4xx responses, the batch
+tools to a logged, skipped file. Everything here derives from `SingerRetrievalError`.
+"""
+
+from __future__ import annotations
+
+
+class SingerRetrievalError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class AudioError(SingerRetrievalError):
+    """The input audio cannot be used. `path` names the file when there is one."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.reason = message
+        self.path = path
+
+
+class UnsupportedFormatError(AudioError):
+    """The bytes are not audio that any available decoder reads."""
+
+
+class DecoderMissingError(UnsupportedFormatError):
+    """The container needs a decoder that is not installed (ffmpeg for m4a/aac/mp4)."""
+
+
+class AudioTooShortError(AudioError):
+    """The audio is shorter than one analysis segment."""
+
+    def __init__(self, duration_s: float, min_duration_s: float, path: str | None = None):
+        super().__init__(
+            f"audio is {duration_s:.2f} s long; at least {min_duration_s:.2f} s is needed "
+            "(one analysis segment)",
+            path,
+        )
+        self.duration_s = duration_s
+        self.min_duration_s = min_duration_s
+
+
+class NoVoicedSegmentError(AudioError):
+    """No segment passed the voice-activity selection (silence, or too little voice)."""
+
+
+class CheckpointError(SingerRetrievalError):
+    """A checkpoint file is missing, corrupt, or not in a format this project reads."""
