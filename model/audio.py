@@ -1,0 +1,125 @@
+"""Audio decoding: any file or byte string in, mono float32 at the model's sample rate out.
+
+libsndfile (through soundfile) reads wav, flac, ogg/vorbis, opus and mp3 in-process. Other
+containers (m4a/aac, mp4, webm, ...: the DAMP dataset is m4a) go through an `ffmpeg`
+subprocess when one is on PATH; otherwise a `DecoderMissingError` names what to install.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+from model.errors import AudioError, DecoderMissingError, UnsupportedFormatError
+
+SAMPLE_RATE = 22050
+SNDFILE_FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "aiff", "aif")
+FFMPEG_FORMATS = ("m4a", "aac", "mp4", "webm", "wma")
+SUPPORTED_FORMATS = SNDFILE_FORMATS + FFMPEG_FORMATS
+
+AudioSource = Union[str, Path, bytes]
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def _describe(source: AudioSource) -> str | None:
+    return None if isinstance(source, bytes) else str(source)
+
+
+def _suffix(source: AudioSource) -> str:
+    return "" if isinstance(source, bytes) else Path(source).suffix.lower().lstrip(".")
+
+
+def _decode_ffmpeg(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode with ffmpeg to mono float32 at the file's own rate (probed by ffmpeg)."""
+    name = _describe(source)
+    data = source if isinstance(source, bytes) else None
+    # Ask ffmpeg for its own native rate: it resamples nothing, we do it once, in one place.
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0" if data else str(source)]
+    probe = subprocess.run(cmd + ["-f", "null", "-"], input=data, capture_output=True)
+    if probe.returncode != 0:
+        raise UnsupportedFormatError(_unsupported_message(probe.stderr.decode(errors="replace")), name)
+    rate = _ffmpeg_native_rate(source, data)
+    out = subprocess.run(
+        cmd + ["-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"],
+        input=data,
+        capture_output=True,
+    )
+    if out.returncode != 0:
+        raise UnsupportedFormatError(_unsupported_message(out.stderr.decode(errors="replace")), name)
+    return np.frombuffer(out.stdout, dtype=np.float32).copy(), rate
+
+
+def _ffmpeg_native_rate(source: AudioSource, data: bytes | None) -> int:
+    if shutil.which("ffprobe"):
+        cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+               "stream=sample_rate", "-of", "csv=p=0", "pipe:0" if data else str(source)]
+        res = subprocess.run(cmd, input=data, capture_output=True)
+        try:
+            return int(res.stdout.decode().strip().splitlines()[0])
+        except (ValueError, IndexError):
+            pass
+    return 44100  # m4a/aac is almost always 44.1 kHz; we resample afterwards anyway
+
+
+def _unsupported_message(detail: str = "") -> str:
+    msg = "not a decodable audio file; supported formats: " + ", ".join(SUPPORTED_FORMATS)
+    if not ffmpeg_available():
+        msg += f" ({', '.join(FFMPEG_FORMATS)} need ffmpeg, which is not installed)"
+    detail = detail.strip().splitlines()[-1] if detail.strip() else ""
+    return f"{msg}" + (f" [{detail}]" if detail else "")
+
+
+def decode(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode a file path or encoded bytes. Returns (float32 mono (samples,), native rate in Hz)."""
+    name = _describe(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise AudioError("empty file", name)
+        handle: io.BytesIO | str = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError("no such file", name)
+        if path.stat().st_size == 0:
+            raise AudioError("empty file", name)
+        handle = str(path)
+    try:
+        y, rate = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        if ffmpeg_available():
+            return _decode_ffmpeg(source)
+        if _suffix(source) in FFMPEG_FORMATS:
+            raise DecoderMissingError(
+                f"decoding .{_suffix(source)} needs ffmpeg, which is not installed "
+                "(apt-get install ffmpeg)", name) from err
+        raise UnsupportedFormatError(_unsupported_message(str(err)), name) from err
+    if y.shape[0] == 0:
+        raise AudioError("the file holds no audio samples", name)
+    return y.mean(axis=1).astype(np.float32), int(rate)
+
+
+def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """Band-limited resampling (soxr, high quality). (samples,) -> (samples * sr / orig_sr,)."""
+    if orig_sr == sr:
+        return y
+    import librosa  # heavy import, only when a rate actually differs
+
+    return librosa.resample(y, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq").astype(np.float32)
+
+
+def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode, downmix to mono and resample. Returns float32 (samples,) at `sr` Hz."""
+    y, rate = decode(source)
+    y = resample(y, rate, sr)
+    if not np.all(np.isfinite(y)):
+        raise AudioError("the audio holds NaN or infinite samples", _describe(source))
+    return y

@@ -1,0 +1,167 @@
+"""From audio to singer vectors: a track is the mean of its segment embeddings.
+
+`Embedder` wraps a loaded checkpoint and its feature recipe. `embed_many` is the batch path
+used by the indexer and the CLI: worker threads decode and resample (libsndfile, soxr and
+torch release the GIL), the calling thread computes features and runs the encoder on batches
+of segments gathered across files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.audio import AudioSource, load_audio
+from model.checkpoint import checkpoint_id, load_checkpoint
+from model.errors import AudioError
+from model.features import FeatureConfig, extract_segments
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """'auto' or None: CUDA when available, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TrackEmbedding:
+    """A track's singer vector: `vector` float32 (embed_dim,), L2-normalised."""
+
+    vector: np.ndarray
+    n_segments: int
+    duration_s: float
+
+
+def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
+    """(n, dim) segment embeddings -> (dim,) L2-normalised mean (the paper's track vector)."""
+    v = segment_embeddings.mean(axis=0)
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """A checkpoint ready for inference on one device."""
+
+    def __init__(self, net, features: FeatureConfig, meta: dict, device: torch.device, ckpt_id: str):
+        self.net = net
+        self.features = features
+        self.meta = meta
+        self.device = device
+        self.checkpoint_id = ckpt_id
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | None = None) -> "Embedder":
+        from model import DEFAULT_CHECKPOINT
+
+        path = Path(path) if path else DEFAULT_CHECKPOINT
+        dev = resolve_device(device)
+        net, features, meta = load_checkpoint(path, dev)
+        return cls(net, features, meta, dev, checkpoint_id(path))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.net.dims.embed_dim
+
+    @torch.inference_mode()
+    def embed_segments(self, segs: torch.Tensor, domain: str, batch_size: int = 256) -> np.ndarray:
+        """Log-mel segments (n, n_mels, frames) -> raw embeddings (n, embed_dim) float32."""
+        out = [
+            self.net(segs[i : i + batch_size].to(self.device), domain).float().cpu()
+            for i in range(0, len(segs), batch_size)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def segments(self, y: np.ndarray, all_segments: bool = False, path: str | None = None) -> torch.Tensor:
+        """Waveform at features.sample_rate -> (n, n_mels, frames) on this device."""
+        return extract_segments(y, self.features, all_segments, device=self.device, path=path)
+
+    def embed_audio(
+        self, y: np.ndarray, domain: str, all_segments: bool = False, path: str | None = None
+    ) -> TrackEmbedding:
+        """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. Raises AudioError."""
+        segs = self.segments(y, all_segments, path)
+        emb = self.embed_segments(segs, domain)
+        return TrackEmbedding(track_vector(emb), len(emb), len(y) / self.features.sample_rate)
+
+    def embed_file(self, source: AudioSource, domain: str, all_segments: bool = False) -> TrackEmbedding:
+        """A file path or encoded bytes -> TrackEmbedding. Raises AudioError."""
+        name = None if isinstance(source, bytes) else str(source)
+        y = load_audio(source, self.features.sample_rate)
+        return self.embed_audio(y, domain, all_segments, path=name)
+
+    def embed_many(
+        self,
+        sources: Sequence[AudioSource],
+        domain: str,
+        all_segments: bool = False,
+        workers: int = 2,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
+        """Embed many files; yields (index into sources, result or AudioError) as they finish.
+
+        Decoding runs in `workers` threads with a bounded queue; segments of several files are
+        run through the encoder together in batches of about `batch_size`. Never raises
+        AudioError: a bad file comes back as its error, so batch jobs can skip and report it.
+        """
+        from tqdm import tqdm
+
+        sr = self.features.sample_rate
+        bar = tqdm(total=len(sources), unit="file", disable=not progress)
+        buffered: list[tuple[int, torch.Tensor, float]] = []
+        n_buffered = 0
+
+        def flush() -> Iterator[tuple[int, TrackEmbedding]]:
+            nonlocal buffered, n_buffered
+            if not buffered:
+                return
+            emb = self.embed_segments(torch.cat([s for _, s, _ in buffered]), domain, batch_size)
+            start = 0
+            for i, segs, dur in buffered:
+                yield i, TrackEmbedding(track_vector(emb[start : start + len(segs)]), len(segs), dur)
+                start += len(segs)
+            buffered, n_buffered = [], 0
+
+        def decode(i: int) -> np.ndarray:
+            return load_audio(sources[i], sr)
+
+        with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
+            todo = iter(range(len(sources)))
+            running: dict[cf.Future, int] = {}
+            max_running = 2 * max(1, workers)  # bounded: memory stays flat on huge catalogues
+            while True:
+                for i in todo:
+                    running[pool.submit(decode, i)] = i
+                    if len(running) >= max_running:
+                        break
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    name = None if isinstance(sources[i], bytes) else str(sources[i])
+                    try:
+                        y = fut.result()
+                        segs = self.segments(y, all_segments, path=name)
+                    except AudioError as err:
+                        bar.update(1)
+                        yield i, err
+                        continue
+                    buffered.append((i, segs, len(y) / sr))
+                    n_buffered += len(segs)
+                    if n_buffered >= batch_size:
+                        for item in flush():
+                            bar.update(1)
+                            yield item
+            for item in flush():
+                bar.update(1)
+                yield item
+        bar.close()

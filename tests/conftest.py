@@ -1,0 +1,25 @@
+"""Shared fixtures: paths to ../shared and a tiny random-weight checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared is not present beside the checkout")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A CROSS model with random weights (real architecture, real feature recipe)."""
+    from model.checkpoint import make_random_checkpoint
+
+    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "random-cross.pt", seed=0)

@@ -1,0 +1,76 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from model.errors import AudioTooShortError, NoVoicedSegmentError
+from model.features import FeatureConfig, extract_segments, frame_voicing, log_mel, segment
+from tests.synth import VOICES, sing
+
+CFG = FeatureConfig()
+
+
+def librosa_recipe(y: np.ndarray) -> np.ndarray:
+    """The recipe of NOTES.md written with librosa, independently of model.features."""
+    mag = np.abs(librosa.stft(y, n_fft=1024, hop_length=512, window="hann", center=True))
+    mel = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=128) @ mag
+    return np.log10(1 + 10 * mel)
+
+
+def test_log_mel_matches_librosa_recipe():
+    rng = np.random.default_rng(0)
+    y = (sing(VOICES[1], 4.0) + 0.05 * rng.standard_normal(88200)).astype(np.float32)
+    ours = log_mel(y, CFG).numpy()
+    ref = librosa_recipe(y)
+    assert ours.shape == ref.shape == (128, 1 + len(y) // 512)
+    assert np.max(np.abs(ours - ref)) <= 1e-4 * np.max(np.abs(ref))
+    # elementwise relative error where there is energy
+    big = ref > 1e-2
+    assert np.max(np.abs(ours[big] - ref[big]) / ref[big]) < 1e-4
+
+
+def test_log_mel_batch_equals_single():
+    ys = np.stack([sing(v, 3.5, seed=i) for i, v in enumerate(VOICES)])
+    batch = log_mel(ys, CFG)
+    for i, y in enumerate(ys):
+        torch.testing.assert_close(batch[i], log_mel(y, CFG), rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_counts_and_hop():
+    mel = torch.arange(128 * 400, dtype=torch.float32).reshape(128, 400)
+    segs = segment(mel, CFG)
+    assert segs.shape == (3, 128, 129)  # non-overlapping: starts 0, 129, 258
+    torch.testing.assert_close(segs[1], mel[:, 129:258])
+    assert segment(mel, CFG, hop=64).shape[0] == 1 + (400 - 129) // 64
+
+
+def test_minimum_duration_is_one_segment():
+    n = CFG.min_samples
+    assert extract_segments(sing(VOICES[0], 3.0)[:n], CFG, all_segments=True).shape == (1, 128, 129)
+    with pytest.raises(AudioTooShortError) as err:
+        extract_segments(np.zeros(n - 1, np.float32), CFG)
+    assert err.value.min_duration_s == pytest.approx(2.972, abs=1e-3)
+    assert "2.97" in str(err.value)
+
+
+def test_voice_activity_keeps_voiced_segments_only():
+    voice = sing(VOICES[2], 6.1)
+    y = np.concatenate([voice, np.zeros(len(voice), np.float32)])
+    voiced = frame_voicing(y, CFG)
+    assert voiced[:200].mean() > 0.9 and voiced[-200:].mean() == 0.0
+    kept = extract_segments(y, CFG)
+    every = extract_segments(y, CFG, all_segments=True)
+    assert len(every) == 4 and len(kept) == 2
+    torch.testing.assert_close(kept, every[:2])
+
+
+def test_silence_has_no_voiced_segment():
+    with pytest.raises(NoVoicedSegmentError):
+        extract_segments(np.zeros(22050 * 5, np.float32), CFG)
+    # the switch keeps every segment, silent or not
+    assert len(extract_segments(np.zeros(22050 * 5, np.float32), CFG, all_segments=True)) == 1
+
+
+def test_config_round_trip():
+    cfg = FeatureConfig(vad_top_db=20.0, segment_hop=64)
+    assert FeatureConfig.from_dict(cfg.to_dict() | {"unknown_future_field": 1}) == cfg
