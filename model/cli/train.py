@@ -1,0 +1,101 @@
+"""`python -m model train`: train MONO, MIXED or CROSS from a manifest (or the shared-data recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("model.train")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("data")
+    src.add_argument("--manifest", help="training manifest (CSV, see model/manifest.py)")
+    src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
+    src.add_argument("--recipe", choices=["shared"],
+                     help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels)")
+    src.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"),
+                     help="for --recipe shared (default: ../shared/data)")
+    src.add_argument("--holdout", default="", help="comma-separated MIR-1K test singers to leave out")
+    src.add_argument("--val-singers", default="", help="comma-separated singers for validation")
+    src.add_argument("--backgrounds", nargs="*", default=[],
+                     help="folders or files of background music for on-the-fly mixing")
+    p.add_argument("--config", help="JSON file of training options (flags below override it)")
+    p.add_argument("--out", required=True, help="run directory (state.pt, last.pt, best.pt)")
+    p.add_argument("--model", dest="model_type", choices=["cross", "mono", "mixed"])
+    for name, typ in [("seed", int), ("batch-size", int), ("lr", float), ("epochs", int),
+                      ("pretrain-epochs", int), ("steps-per-epoch", int), ("margin", float),
+                      ("n-negatives", int), ("workers", int)]:
+        p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--negatives", choices=["random", "in-batch"])
+    p.add_argument("--speeds", type=lambda s: tuple(float(x) for x in s.split(",")),
+                   help="speed factors for pseudo-singers, e.g. 0.89,1,1.12")
+    p.add_argument("--spec-augment", action="store_true", default=None)
+    p.add_argument("--device", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
+    p.add_argument("--export", help="copy the best checkpoint here when done")
+    p.add_argument("--cache-dir", default="data/cache/audio",
+                   help="decoded-audio cache between runs ('' to disable)")
+
+
+def build_config(args: argparse.Namespace):
+    from model.train import TrainConfig
+
+    base = json.loads(Path(args.config).read_text()) if args.config else {}
+    for key in ("model_type", "seed", "batch_size", "lr", "epochs", "pretrain_epochs", "steps_per_epoch",
+                "margin", "n_negatives", "workers", "negatives", "speeds", "spec_augment", "device"):
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    return TrainConfig.from_dict(base)
+
+
+def load_rows(args: argparse.Namespace):
+    """(train rows, validation rows, background paths)."""
+    from model.datasets import mir1k_rows, split_singers, vowel_rows
+    from model.manifest import read_manifest
+    from model.mashup import read_backgrounds
+
+    backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
+    if args.recipe == "shared":
+        data = Path(args.data_dir)
+        rows = mir1k_rows(data / "mir1k") + vowel_rows(data / "vowels", Path(args.out) / "vowels")
+        backgrounds = backgrounds or [str(p) for p in read_backgrounds(data / "instrumental")]
+    else:
+        if not args.manifest:
+            raise SystemExit("give --manifest or --recipe")
+        rows = read_manifest(args.manifest, default_domain="mono")
+    holdout = [s for s in args.holdout.split(",") if s]
+    val_singers = [s for s in args.val_singers.split(",") if s]
+    rows, _ = split_singers(rows, holdout) if holdout else (rows, [])
+    rows, val = split_singers(rows, val_singers) if val_singers else (rows, [])
+    if args.val_manifest:
+        val += read_manifest(args.val_manifest, default_domain="mono")
+    return rows, val, backgrounds
+
+
+def main(args: argparse.Namespace) -> int:
+    import shutil
+
+    from model.train import train
+
+    try:
+        config = build_config(args)
+        rows, val, backgrounds = load_rows(args)
+    except (ValueError, OSError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("training %s on %d rows (%d singers), validating on %d rows; %d backgrounds",
+             config.model_type, len(rows), len({r.singer for r in rows}), len(val), len(backgrounds))
+    result = train(config, rows, val, backgrounds, args.out, resume=not args.no_resume,
+                   progress=sys.stderr.isatty(), cache_dir=args.cache_dir or None)
+    log.info("done in %.0f s; best validation %.3f -> %s", result["seconds"], result["best"],
+             result["best_checkpoint"])
+    if args.export:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result["best_checkpoint"], args.export)
+        log.info("exported %s", args.export)
+    return 0

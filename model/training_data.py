@@ -1,0 +1,259 @@
+"""In-memory training material and the sampler that draws 3-s crops from it.
+
+Every recording is decoded once at the feature rate and kept as float32. A training example
+is a crop of exactly one segment (`FeatureConfig.min_samples` samples, 129 frames):
+- monophonic: a crop of a singer's vocals that passes the voice-activity rule;
+- mixed: a pre-mixed recording (e.g. a mashup), or a vocal crop mixed on the fly over its own
+  aligned accompaniment or over a random background crop, at a vocal-to-background RMS ratio
+  drawn from a range (the paper's default is equal RMS).
+
+Pseudo-singers (optional): each speed factor r resamples a singer's crops by r (pitch and
+formants shift together, as when a tape runs faster), and each (singer, r) counts as its own
+identity, as in speed-perturbation recipes for speaker recognition. Labels are
+`singer_index * len(speeds) + speed_index`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.audio import load_audio
+from model.errors import AudioError
+from model.features import FeatureConfig, frame_voicing
+from model.manifest import ManifestRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recording:
+    """One recording of a singer: waveform(s) at the feature rate and voiced crop starts."""
+
+    singer: int
+    audio: np.ndarray  # (samples,) vocals, or the mix when premixed
+    accompaniment: np.ndarray | None = None  # aligned with audio, same length
+    song: str | None = None
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # samples
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """How mixed examples are made. Ratios in dB (vocal RMS over background RMS)."""
+
+    snr_db: tuple[float, float] = (-5.0, 5.0)
+    own_accompaniment: float = 0.5  # probability of using the aligned accompaniment when present
+    premixed: float = 0.5  # probability of using a premixed recording when the singer has one
+    gain_db: tuple[float, float] = (-12.0, 3.0)  # level of every example (recording conditions)
+
+
+def voiced_starts(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Start samples (multiples of the hop) of crops with >= vad_min_voiced voiced frames."""
+    voiced = frame_voicing(y, cfg).astype(np.float32)
+    n = cfg.segment_frames
+    if len(voiced) < n:
+        return np.zeros(0, np.int64)
+    share = np.convolve(voiced, np.ones(n, np.float32), "valid") / n
+    return np.flatnonzero(share >= cfg.vad_min_voiced).astype(np.int64) * cfg.hop_length
+
+
+def cached_load(path: str, sr: int, cache_dir: Path | None) -> np.ndarray:
+    """load_audio, memoised on disk as .npy keyed by path, size, mtime and rate (decoding and
+    resampling the whole training set takes minutes; reading it back takes seconds)."""
+    if cache_dir is None:
+        return load_audio(path, sr)
+    st = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{sr}".encode()).hexdigest()
+    file = cache_dir / f"{key}.npy"
+    if file.is_file():
+        return np.load(file)
+    y = load_audio(path, sr)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
+    np.save(tmp, y)
+    os.replace(tmp, file)
+    return y
+
+
+def _load(item: tuple[str, str | None, bool], sr: int, cache_dir: Path | None
+          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(audio, aligned accompaniment or None) of (path, accompaniment path, premixed)."""
+    path, acc_path, _ = item
+    audio = cached_load(path, sr, cache_dir)
+    if acc_path is None:
+        return audio, None
+    acc = cached_load(acc_path, sr, cache_dir)
+    n = min(len(audio), len(acc))
+    return audio[:n], acc[:n]
+
+
+def _recordings(rows: list[ManifestRow]) -> dict[tuple[str, str | None, bool], ManifestRow]:
+    """One entry per recording: a vocal take (with the accompaniment that some row pairs it
+    with) or a premixed file. A `mixed` row given as stems only adds its accompaniment to the
+    vocal take: its mix is made on the fly."""
+    acc_of = {r.vocal_path: r.accompaniment_path for r in rows if not r.path and r.vocal_path}
+    out: dict[tuple[str, str | None, bool], ManifestRow] = {}
+    seen: set[str] = set()
+    for r in rows:
+        premixed = bool(r.path) and r.domain == "mixed"
+        vocal = r.path or r.vocal_path
+        if not premixed and vocal in seen:
+            continue
+        seen.add(vocal)
+        out[(vocal, None if premixed else acc_of.get(vocal, r.accompaniment_path), premixed)] = r
+    return out
+
+
+class TrainingPool:
+    """Recordings grouped by singer, plus background material, ready for crop sampling."""
+
+    def __init__(self, cfg: FeatureConfig, speeds: tuple[float, ...] = (1.0,), mix: MixConfig = MixConfig()):
+        self.cfg = cfg
+        self.speeds = tuple(speeds)
+        self.mix = mix
+        self.singers: list[str] = []
+        self.mono: list[list[Recording]] = []  # per singer: vocal recordings
+        self.premixed: list[list[Recording]] = []  # per singer: mixes made elsewhere
+        self.backgrounds: list[np.ndarray] = []
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.singers) * len(self.speeds)
+
+    def load(self, rows: list[ManifestRow], backgrounds: list = (), workers: int = 2,
+             progress: bool = False, cache_dir: str | Path | None = None):
+        """Decode the rows' recordings (see `_recordings`) and the background files.
+        Unusable files and takes with no voiced crop are logged and skipped."""
+        from tqdm import tqdm
+
+        sr = self.cfg.sample_rate
+        cache = Path(cache_dir) if cache_dir else None
+        recordings = _recordings(rows)
+        names = sorted({r.singer for r in recordings.values()})
+        index = {s: i for i, s in enumerate(names)}
+        self.singers = names
+        self.mono = [[] for _ in names]
+        self.premixed = [[] for _ in names]
+        skipped = 0
+        loaded: dict[tuple, Recording] = {}
+        with cf.ThreadPoolExecutor(max(1, workers)) as pool:
+            futs = {pool.submit(_load, key, sr, cache): key for key in recordings}
+            bg_futs = [pool.submit(cached_load, str(b), sr, cache) for b in backgrounds]
+            for fut in tqdm(cf.as_completed(futs), total=len(futs), unit="rec", disable=not progress,
+                            desc="loading"):
+                key = futs[fut]
+                row, premixed = recordings[key], key[2]
+                try:
+                    audio, acc = fut.result()
+                except AudioError as err:
+                    log.warning("skipped %s", err)
+                    skipped += 1
+                    continue
+                if premixed:
+                    starts = np.arange(0, max(1, len(audio) - self.cfg.min_samples), self.cfg.hop_length)
+                else:
+                    starts = voiced_starts(audio, self.cfg)
+                if len(starts) == 0:
+                    skipped += 1
+                    continue
+                loaded[key] = Recording(index[row.singer], audio, acc, starts=starts, song=row.song)
+            for key in recordings:  # manifest order, whatever order decoding finished in
+                if key in loaded:
+                    rec = loaded[key]
+                    (self.premixed if key[2] else self.mono)[rec.singer].append(rec)
+            for fut in bg_futs:
+                try:
+                    self.backgrounds.append(fut.result())
+                except AudioError as err:
+                    log.warning("skipped background %s", err)
+        empty = [s for s, recs in zip(self.singers, self.mono) if not recs]
+        if empty:
+            raise ValueError(f"singers without usable vocal recordings: {empty}")
+        log.info("pool: %d singers, %d vocal and %d premixed recordings, %d backgrounds, %d skipped",
+                 len(self.singers), sum(map(len, self.mono)), sum(map(len, self.premixed)),
+                 len(self.backgrounds), skipped)
+        return self
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def _crop(self, rec: Recording, speed: float, rng: np.random.Generator, tracks: list[np.ndarray]):
+        """Crop the same span of each array in `tracks`, resampled by `speed`: list of (L,)."""
+        length = self.cfg.min_samples
+        span = int(np.ceil(length * speed)) + 1
+        n = len(tracks[0])
+        start = int(rng.choice(rec.starts)) if len(rec.starts) else 0
+        start = max(0, min(start, n - span))
+        out = []
+        for t in tracks:
+            piece = t[start : start + span]
+            if len(piece) < span:
+                piece = np.pad(piece, (0, span - len(piece)))
+            if speed != 1.0:  # linear interpolation: cheap, and the crop is band-limited enough
+                piece = np.interp(np.arange(length) * speed, np.arange(span), piece)
+            out.append(piece[:length].astype(np.float32))
+        return out
+
+    def _split(self, label: int) -> tuple[int, float]:
+        return label // len(self.speeds), self.speeds[label % len(self.speeds)]
+
+    def _gain(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        y = y * 10 ** (rng.uniform(*self.mix.gain_db) / 20) / max(float(np.abs(y).max()), 1e-6) * 0.5
+        return np.clip(y, -1.0, 1.0)
+
+    def sample_mono(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Vocal crops for pseudo-singer labels: (batch, samples)."""
+        out = []
+        for label in labels:
+            singer, speed = self._split(int(label))
+            rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
+            out.append(self._gain(self._crop(rec, speed, rng, [rec.audio])[0], rng))
+        return torch.from_numpy(np.stack(out))
+
+    def sample_mixed(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Mixed crops for pseudo-singer labels: (batch, samples)."""
+        out = []
+        for label in labels:
+            singer, speed = self._split(int(label))
+            if self.premixed[singer] and rng.random() < self.mix.premixed:
+                rec = self.premixed[singer][rng.integers(len(self.premixed[singer]))]
+                out.append(self._gain(self._crop(rec, speed, rng, [rec.audio])[0], rng))
+                continue
+            rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
+            own = rec.accompaniment is not None and rng.random() < self.mix.own_accompaniment
+            if own or not self.backgrounds:
+                tracks = [rec.audio] + ([rec.accompaniment] if rec.accompaniment is not None else [])
+                pieces = self._crop(rec, speed, rng, tracks)
+                vocal, bg = pieces[0], (pieces[1] if len(pieces) > 1 else None)
+            else:
+                vocal = self._crop(rec, speed, rng, [rec.audio])[0]
+                bg = self._background(rng)
+            if bg is None:
+                out.append(self._gain(vocal, rng))
+                continue
+            ratio = 10 ** (rng.uniform(*self.mix.snr_db) / 20)
+            g = _rms(vocal) / max(_rms(bg), 1e-8) / ratio
+            out.append(self._gain(vocal + g * bg, rng))
+        return torch.from_numpy(np.stack(out))
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        length = self.cfg.min_samples
+        bg = self.backgrounds[rng.integers(len(self.backgrounds))]
+        start = rng.integers(max(1, len(bg) - length))
+        piece = bg[start : start + length]
+        return np.pad(piece, (0, length - len(piece))).astype(np.float32)
+
+    def sample_labels(self, n: int, rng: np.random.Generator, distinct: bool = True) -> np.ndarray:
+        """n pseudo-singer labels, distinct when the pool has enough."""
+        return rng.choice(self.n_classes, size=n, replace=not distinct or n > self.n_classes)
+
+
+def _rms(y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
