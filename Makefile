@@ -14,14 +14,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Local use: accept catalogue writes without an API key unless the caller says otherwise.
 run: $(STAMP)
-	$(PY) -m service
+	SINGER_ALLOW_UNAUTHENTICATED_WRITES=$${SINGER_ALLOW_UNAUTHENTICATED_WRITES:-true} $(PY) -m service
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check model indexer service tests bench
+
+# Heavy benchmarks, not part of `make test` (see README: Benchmarks).
+bench: $(STAMP)
+	$(PY) bench/bench_indexer.py
+	$(PY) bench/bench_service.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

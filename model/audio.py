@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -23,7 +23,7 @@ SNDFILE_FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "aiff", "aif")
 FFMPEG_FORMATS = ("m4a", "aac", "mp4", "webm", "wma")
 SUPPORTED_FORMATS = SNDFILE_FORMATS + FFMPEG_FORMATS
 
-AudioSource = Union[str, Path, bytes]
+AudioSource = str | Path | bytes
 
 
 def ffmpeg_available() -> bool:
@@ -39,30 +39,35 @@ def _suffix(source: AudioSource) -> str:
 
 
 def _decode_ffmpeg(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode with ffmpeg to mono float32 at the file's own rate (probed by ffmpeg)."""
-    name = _describe(source)
-    data = source if isinstance(source, bytes) else None
-    # Ask ffmpeg for its own native rate: it resamples nothing, we do it once, in one place.
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0" if data else str(source)]
-    probe = subprocess.run(cmd + ["-f", "null", "-"], input=data, capture_output=True)
-    if probe.returncode != 0:
-        raise UnsupportedFormatError(_unsupported_message(probe.stderr.decode(errors="replace")), name)
-    rate = _ffmpeg_native_rate(source, data)
+    """Decode with ffmpeg to mono float32 at the stream's own rate (probed with ffprobe)."""
+    if isinstance(source, bytes):
+        # A seekable file, not a pipe: an mp4/m4a whose index (moov atom) sits at the end of the
+        # file cannot be demuxed from a pipe.
+        with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:
+            tmp.write(source)
+            tmp.flush()
+            return _ffmpeg_decode_path(tmp.name, name=None)
+    return _ffmpeg_decode_path(str(source), name=str(source))
+
+
+def _ffmpeg_decode_path(path: str, name: str | None) -> tuple[np.ndarray, int]:
+    rate = _ffmpeg_native_rate(path)
     out = subprocess.run(
-        cmd + ["-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"],
-        input=data,
-        capture_output=True,
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", path,
+         "-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"],
+        capture_output=True, check=False,
     )
-    if out.returncode != 0:
+    if out.returncode != 0 or not out.stdout:
         raise UnsupportedFormatError(_unsupported_message(out.stderr.decode(errors="replace")), name)
     return np.frombuffer(out.stdout, dtype=np.float32).copy(), rate
 
 
-def _ffmpeg_native_rate(source: AudioSource, data: bytes | None) -> int:
+def _ffmpeg_native_rate(path: str) -> int:
+    # Decode at the native rate: ffmpeg resamples nothing, `resample` does it once, in one place.
     if shutil.which("ffprobe"):
         cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-               "stream=sample_rate", "-of", "csv=p=0", "pipe:0" if data else str(source)]
-        res = subprocess.run(cmd, input=data, capture_output=True)
+               "stream=sample_rate", "-of", "csv=p=0", path]
+        res = subprocess.run(cmd, capture_output=True, check=False)
         try:
             return int(res.stdout.decode().strip().splitlines()[0])
         except (ValueError, IndexError):

@@ -95,7 +95,7 @@ def make_random_checkpoint(
                 t.copy_(torch.randn(t.shape, generator=gen) / (t.shape[1] * t.shape[2]) ** 0.5)
             elif name.endswith("running_var"):
                 t.copy_(0.5 + torch.rand(t.shape, generator=gen))
-            elif name.endswith("running_mean") or name.endswith("bias"):
+            elif name.endswith(("running_mean", "bias")):
                 t.copy_(0.1 * torch.randn(t.shape, generator=gen))
     net.set_normalization("mono", 0.10185046, 0.21093594)
     net.set_normalization("mixed", 0.22986141, 0.27396998)

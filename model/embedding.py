@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,15 @@ def resolve_device(device: str | None = None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def inference_threads(workers: int) -> int:
+    """Torch intra-op threads that leave a core to each decoding worker (at least 1).
+
+    Decoding threads and torch's own thread pool otherwise oversubscribe the CPU: on 2 cores
+    with 2 workers, 2 torch threads cost about a third of the throughput (bench/bench_indexer.py).
+    """
+    return max(1, (os.cpu_count() or 1) - max(1, workers))
 
 
 @dataclass
@@ -58,7 +68,7 @@ class Embedder:
         self.checkpoint_id = ckpt_id
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str | None = None) -> "Embedder":
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | None = None) -> Embedder:
         from model import DEFAULT_CHECKPOINT
 
         path = Path(path) if path else DEFAULT_CHECKPOINT
@@ -109,8 +119,12 @@ class Embedder:
         """Embed many files; yields (index into sources, result or AudioError) as they finish.
 
         Decoding runs in `workers` threads with a bounded queue; segments of several files are
-        run through the encoder together in batches of about `batch_size`. Never raises
-        AudioError: a bad file comes back as its error, so batch jobs can skip and report it.
+        run through the encoder together in batches of about `batch_size`. Results come in
+        completion order, not input order, and a decoded file waits until `batch_size` segments
+        are buffered (or the input ends): use the index to place each result. On CPU, give torch
+        `inference_threads(workers)` threads so decoding and inference do not oversubscribe
+        the cores. Never raises AudioError: a bad file comes back as its error, so batch jobs
+        can skip and report it.
         """
         from tqdm import tqdm
 

@@ -45,7 +45,7 @@ class FeatureConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureConfig":
+    def from_dict(cls, d: dict) -> FeatureConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -108,6 +108,24 @@ def segment_starts(n_frames: int, cfg: FeatureConfig, hop: int | None = None) ->
     return np.arange(0, n_frames - cfg.segment_frames + 1, hop, dtype=np.int64)
 
 
+def voiced_shares(y: np.ndarray | torch.Tensor, cfg: FeatureConfig,
+                  hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(start frames (n_segments,) int64, share of voiced frames in each segment (n_segments,))."""
+    voiced = frame_voicing(y, cfg)
+    starts = segment_starts(len(voiced), cfg, hop)
+    cum = np.concatenate([[0.0], np.cumsum(voiced, dtype=np.float64)])
+    return starts, (cum[starts + cfg.segment_frames] - cum[starts]) / cfg.segment_frames
+
+
+def voiced_segment_starts(y: np.ndarray | torch.Tensor, cfg: FeatureConfig,
+                          hop: int | None = None) -> np.ndarray:
+    """Start frames (int64) of the segments `extract_segments` keeps: the same voice-activity rule."""
+    if int(y.shape[-1]) < cfg.min_samples:
+        return np.zeros(0, dtype=np.int64)
+    starts, share = voiced_shares(y, cfg, hop)
+    return starts[share >= cfg.vad_min_voiced]
+
+
 def segment(mel: torch.Tensor, cfg: FeatureConfig, hop: int | None = None) -> torch.Tensor:
     """(n_mels, frames) -> (n_segments, n_mels, segment_frames) full segments, hop in frames."""
     hop = hop or cfg.segment_hop
@@ -135,9 +153,7 @@ def extract_segments(
     segs = segment(log_mel(y, cfg, device), cfg, hop)
     if all_segments:
         return segs
-    voiced = frame_voicing(y, cfg).astype(np.float32)
-    starts = segment_starts(len(voiced), cfg, hop)
-    share = np.array([voiced[s : s + cfg.segment_frames].mean() for s in starts])
+    _, share = voiced_shares(y, cfg, hop)
     keep = np.flatnonzero(share >= cfg.vad_min_voiced)
     if keep.size == 0:
         raise NoVoicedSegmentError(

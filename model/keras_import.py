@@ -64,7 +64,7 @@ def read_keras_branches(path: str | Path) -> list[list[tuple[LayerWeights, Layer
     except OSError as err:
         raise CheckpointError(f"{path}: not an HDF5 file ({err})") from err
     with fh:
-        weights = fh["model_weights"] if "model_weights" in fh else fh
+        weights = fh.get("model_weights", fh)
         subs = sorted((n for n in weights if re.fullmatch(r"model_\d+", n)), key=_index)
         if subs:
             return [_read_submodel(weights[n]) for n in subs]

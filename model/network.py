@@ -33,7 +33,7 @@ class EncoderDims:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EncoderDims":
+    def from_dict(cls, d: dict) -> EncoderDims:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -28,7 +28,7 @@ import torch
 
 from model.audio import load_audio
 from model.errors import AudioError
-from model.features import FeatureConfig, frame_voicing
+from model.features import FeatureConfig, voiced_segment_starts
 from model.manifest import ManifestRow
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,7 @@ class MixConfig:
 
 def voiced_starts(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Start samples (multiples of the hop) of crops with >= vad_min_voiced voiced frames."""
-    voiced = frame_voicing(y, cfg).astype(np.float32)
-    n = cfg.segment_frames
-    if len(voiced) < n:
-        return np.zeros(0, np.int64)
-    share = np.convolve(voiced, np.ones(n, np.float32), "valid") / n
-    return np.flatnonzero(share >= cfg.vad_min_voiced).astype(np.int64) * cfg.hop_length
+    return voiced_segment_starts(y, cfg, hop=1) * cfg.hop_length
 
 
 def cached_load(path: str, sr: int, cache_dir: Path | None) -> np.ndarray:

@@ -64,6 +64,36 @@ def backing(seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray:
     return (0.4 * y / np.abs(y).max()).astype(np.float32)
 
 
+def midi_hz(note: float) -> float:
+    return 440.0 * 2.0 ** ((note - 69) / 12)
+
+
+def harmonic_tone(f0: float, seconds: float, sr: int = SR, n_harmonics: int = 8,
+                  vibrato_cents: float = 0.0, formant_hz: float | None = None) -> np.ndarray:
+    """A harmonic tone (samples,) with 1/h partials, optional 5.5-Hz vibrato and a formant-ish
+    resonance (partials near `formant_hz` boosted), 20-ms attack and 50-ms release."""
+    t = np.arange(int(seconds * sr)) / sr
+    depth = 2.0 ** (vibrato_cents / 1200.0) - 1.0
+    phase = 2 * np.pi * f0 * (t - depth / (2 * np.pi * 5.5) * np.cos(2 * np.pi * 5.5 * t))
+    y = np.zeros_like(t)
+    for h in range(1, n_harmonics + 1):
+        if h * f0 >= sr / 2:
+            break
+        amp = 1.0 / h
+        if formant_hz:
+            amp *= 1.0 + 3.0 * np.exp(-(((h * f0) - formant_hz) / 300.0) ** 2)
+        y += amp * np.sin(h * phase)
+    env = np.clip(np.minimum(t / 0.02, (seconds - t) / 0.05), 0.0, 1.0)
+    return (0.2 * y * env).astype(np.float32)
+
+
+def chord_progression(chords: list[list[int]], seconds_each: float, sr: int = SR) -> np.ndarray:
+    """Chords of MIDI notes, one after another, each note a harmonic tone."""
+    return np.concatenate([
+        sum(harmonic_tone(midi_hz(n), seconds_each, sr) for n in ch) / len(ch) for ch in chords
+    ]).astype(np.float32)
+
+
 def write(path: Path, y: np.ndarray, sr: int = SR, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), y, sr, **kw)

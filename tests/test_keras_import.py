@@ -27,7 +27,7 @@ MEAN_STD = {"mono": (0.10185046, 0.21093594), "mixed": (0.22986141, 0.27396998)}
 def keras_branches(path, layout):
     """[(kernels, biases, bn params)] per branch, read from the h5 by layer index."""
     f = h5py.File(path, "r")["model_weights"]
-    num = lambda name: int(re.search(r"_(\d+)", name).group(1))  # noqa: E731
+    num = lambda name: int(re.search(r"_(\d+)", name).group(1))
     groups = []
     if layout == "flat":
         convs = sorted([k for k in f if k.startswith("conv1d")], key=num)

@@ -19,7 +19,7 @@ def test_encoder_shapes():
 def test_cross_has_two_encoders_shared_models_one():
     cross, mono = SingerNet("cross"), SingerNet("mono")
     assert cross.mono is not cross.mixed and mono.mono is mono.mixed
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters())
     assert n(cross) == 2 * n(mono)
     with pytest.raises(ValueError):
         cross(torch.randn(1, 128, 129), "vocals")

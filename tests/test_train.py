@@ -100,7 +100,7 @@ def test_training_run_checkpoint_and_resume(tiny_data, tmp_path):
     result = train(cfg, rows, val, bgs, tmp_path / "run")
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert {"val_loss", "val_mono2mix", "val_mean"} <= set(result["history"][-1])
-    net, feats, meta = load_checkpoint(result["best_checkpoint"])
+    net, _feats, meta = load_checkpoint(result["best_checkpoint"])
     assert net.model_type == "cross" and net.dims.embed_dim == 32
     assert TrainConfig.from_dict(meta["train_config"]) == cfg  # the recipe travels with the weights
     assert float(net.norm_std[1]) != 1.0  # statistics computed from the training data

@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from model.embedding import Embedder
+    import torch
+
+    from model.embedding import Embedder, inference_threads
 
     files = list(args.files)
     if args.files_from:
@@ -45,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
     except CheckpointError as err:
         log.error("%s", err)
         return 2
+    if embedder.device.type == "cpu":
+        torch.set_num_threads(inference_threads(args.workers))
     out = np.full((len(files), embedder.embed_dim), np.nan, dtype=np.float32)
     bad: list[tuple[str, str]] = []
     results = embedder.embed_many(files, args.domain, args.all_segments, args.workers,
