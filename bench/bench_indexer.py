@@ -1,0 +1,141 @@
+"""Batch indexing throughput next to a decode-only pass over the same files, in one run.
+
+    python bench/bench_indexer.py [--limit 300] [--workers 2] [--batch-size 64]
+                                  [--checkpoint CKPT] [--source FOLDER|CSV] [--json out.json]
+
+Files: by default the first `--limit` MIR-1K vocal clips (../shared/data/mir1k/vocals, Ogg
+Opus at 16 kHz, indexed as `mono`); `--source` takes any folder or manifest instead. After a
+pass that reads every file once (so both measured passes find them in the page cache), it
+times:
+
+1. decode-only: `model.audio.load_audio` (decode + resample to 22050 Hz) of every file in
+   `--workers` threads, the decoding the indexer does and nothing else;
+2. indexing: `indexer.run.index_listing` into a fresh catalogue in a temporary directory
+   (hashing, decoding, features, batched inference, SQLite commits), the same workers and
+   the same torch thread count as `python -m indexer`.
+
+The two passes alternate for `--rounds` rounds (a fresh catalogue each time). Reported:
+median files/s and realtime factor (audio seconds per wall second) of each, and their
+ratio (target: indexing keeps >= 75 % of decode-only throughput). Without a checkpoint (and
+no default one) a random-weight model of the same architecture is used: same compute.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from indexer.catalog import Catalog
+from indexer.run import index_listing
+from indexer.sources import Listing, SourceItem, read_source
+from model import DEFAULT_CHECKPOINT
+from model.audio import load_audio
+from model.checkpoint import make_random_checkpoint
+from model.embedding import Embedder, inference_threads
+from model.errors import AudioError
+
+MIR1K = REPO.parent / "shared" / "data" / "mir1k"
+
+
+def mir1k_listing(limit: int) -> Listing:
+    with (MIR1K / "index.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))[:limit]
+    return Listing([SourceItem(MIR1K / "vocals" / f"{r['clip']}.opus", r["singer"], "mono",
+                               title=r["clip"]) for r in rows])
+
+
+def decode_pass(paths: list[Path], workers: int, sr: int) -> tuple[float, float]:
+    """(wall seconds, audio seconds) to decode and resample every file."""
+    def one(path: Path) -> float:
+        try:
+            return len(load_audio(path, sr)) / sr
+        except AudioError:
+            return 0.0
+
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(workers) as pool:
+        audio = sum(pool.map(one, paths))
+    return time.perf_counter() - start, audio
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source", type=Path, help="folder or manifest (default: MIR-1K vocals)")
+    p.add_argument("--domain", default="mono", choices=["mono", "mixed"],
+                   help="domain for --source (default: mono)")
+    p.add_argument("--limit", type=int, default=300, help="files from MIR-1K (default: 300)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="torch threads (default: as python -m indexer)")
+    p.add_argument("--checkpoint", type=Path, help="default: the project's, else random weights")
+    p.add_argument("--rounds", type=int, default=3, help="decode/index rounds (median)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    listing = read_source(args.source, args.domain) if args.source else mir1k_listing(args.limit)
+    paths = [it.path for it in listing.items]
+    if not paths:
+        print("no files to index", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-indexer-") as tmp:
+        ckpt = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
+        weights = str(ckpt) if ckpt else "random weights (no default checkpoint yet)"
+        ckpt = ckpt or make_random_checkpoint(Path(tmp) / "random.pt")
+        embedder = Embedder.from_checkpoint(ckpt, device="cpu")
+        torch.set_num_threads(args.threads or inference_threads(args.workers))  # as the CLI
+        sr = embedder.features.sample_rate
+
+        for path in paths:  # page cache: both timed passes read from memory
+            path.read_bytes()
+        decode_pass(paths[: 2 * args.workers], args.workers, sr)  # imports, resampler setup
+        list(embedder.embed_many(paths[:4], listing.items[0].domain))  # first-call costs
+        decode_s, index_s = [], []
+        for r in range(args.rounds):  # alternated, so a slow spell of the machine hits both
+            seconds, audio_s = decode_pass(paths, args.workers, sr)
+            decode_s.append(seconds)
+            with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
+                start = time.perf_counter()
+                report = index_listing(catalog, embedder, listing, workers=args.workers,
+                                       batch_size=args.batch_size, progress=sys.stderr.isatty())
+                index_s.append(time.perf_counter() - start)  # hashing, last commit included
+
+    n, dec, idx = len(paths), statistics.median(decode_s), statistics.median(index_s)
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU",
+        "weights": weights, "files": n, "audio_min": round(audio_s / 60, 2),
+        "workers": args.workers, "batch_size": args.batch_size, "rounds": args.rounds,
+        "decode_only": {"median_s": round(dec, 2), "all_s": [round(x, 2) for x in decode_s],
+                        "files_per_s": round(n / dec, 1), "realtime_x": round(audio_s / dec)},
+        "indexing": {"median_s": round(idx, 2), "all_s": [round(x, 2) for x in index_s],
+                     "files_per_s": round(n / idx, 1), "realtime_x": round(audio_s / idx),
+                     "indexed": report.n_added, "failed": len(report.failures)},
+        "ratio": round(dec / idx, 3),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"indexing keeps {100 * result['ratio']:.0f} % of decode-only throughput "
+          f"(target >= 75 %)", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""`python -m indexer`: fill, inspect and edit a catalogue directory.
+
+    python -m indexer --index DIR [--checkpoint CKPT] [--domain mixed|mono] SOURCE
+    python -m indexer stats  --index DIR [--json]
+    python -m indexer remove --index DIR [ID ...] [--singer NAME] [--checkpoint-id ID]
+    python -m indexer export --index DIR [--format csv|json] [--vectors] [-o FILE]
+
+Exit status: 0 success, 1 some files failed (listed at the end), 2 unusable arguments,
+checkpoint, source or catalogue, 130 interrupted (what was embedded is committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("indexer")
+INTERRUPTED = 130  # the shell's status for SIGINT
+
+COMMANDS = {
+    "index": "embed the audio of a folder or CSV manifest into the catalogue (the default)",
+    "stats": "show what the catalogue holds",
+    "remove": "remove tracks by id, singer or checkpoint",
+    "export": "write the catalogue's tracks as CSV (a valid manifest) or JSON",
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, type=Path, metavar="DIR",
+                   help="catalogue directory (catalog.sqlite + FAISS files); created if absent")
+    p.add_argument("--index-kind", choices=["flat", "hnsw"], default="flat",
+                   help="FAISS index over track vectors: exact (flat) or approximate (hnsw)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer", description=__doc__,
+        epilog="Without a command, `index` is meant: python -m indexer --index DIR SOURCE",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {name: sub.add_parser(name, help=text, description=text)
+               for name, text in COMMANDS.items()}
+    for p in parsers.values():
+        _add_common(p)
+
+    p = parsers["index"]
+    p.add_argument("source", type=Path, metavar="SOURCE",
+                   help="folder (<singer>/<track> layout, or a manifest.csv at its root) or "
+                        "CSV manifest (path,singer[,title][,domain][,external_id])")
+    p.add_argument("--checkpoint", type=Path,
+                   help="model checkpoint (.pt); default: the project's CROSS model")
+    p.add_argument("--domain", choices=["mixed", "mono"], default="mixed",
+                   help="mixed: finished songs; mono: vocals only. A manifest's domain column "
+                        "overrides it per row (default: %(default)s)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="re-embed every file, even those already indexed")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda, cuda:N; model and FAISS")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="segments per inference batch (default: 64)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads for CPU inference (default: cores minus workers, >= 1)")
+    p.add_argument("--all-segments", action="store_true",
+                   help="embed every full segment (no voice-activity selection)")
+    p.add_argument("--commit-every", type=int, default=64, metavar="N",
+                   help="tracks per catalogue transaction; at most this many are re-embedded "
+                        "after a crash (default: 64; also every 2 s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = parsers["stats"]
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = parsers["remove"]
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="track ids")
+    p.add_argument("--singer", help="every track of this singer")
+    p.add_argument("--checkpoint-id",
+                   help="every track embedded by this checkpoint (see `stats`)")
+
+    p = parsers["export"]
+    p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
+    p.add_argument("--format", choices=["csv", "json"],
+                   help="default: from the output's extension, else csv")
+    p.add_argument("--vectors", action="store_true", help="include the track vectors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        argv.insert(0, "index")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU features
+    from indexer.catalog import CatalogError
+
+    try:
+        return {"index": _index, "stats": _stats, "remove": _remove, "export": _export}[
+            args.command](args)
+    except CatalogError as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return INTERRUPTED
+
+
+def _open(args, dim: int | None = None):
+    from indexer.catalog import Catalog
+
+    return Catalog.open(args.index, dim=dim, index=args.index_kind,
+                        device=getattr(args, "device", "cpu"))
+
+
+def _index(args) -> int:
+    import torch
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from indexer.run import index_source
+    from model.embedding import Embedder, inference_threads
+    from model.errors import CheckpointError
+    from model.manifest import ManifestError
+
+    if not args.source.exists():
+        hint = (f" (to run the `{args.source}` command, put it first: python -m indexer "
+                f"{args.source} --index ...)" if str(args.source) in COMMANDS else "")
+        log.error("no such folder or manifest: %s%s", args.source, hint)
+        return 2
+    try:
+        embedder = Embedder.from_checkpoint(args.checkpoint, args.device)
+    except CheckpointError as err:
+        default = "" if args.checkpoint else (
+            " (the project's default checkpoint; pass --checkpoint CKPT to use another)")
+        log.error("cannot load the model: %s%s", err, default)
+        return 2
+    if embedder.device.type == "cpu":
+        torch.set_num_threads(args.threads or inference_threads(args.workers))
+    progress = not args.no_progress and sys.stderr.isatty()
+    with _open(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
+        log.info("indexing %s into %s with checkpoint %s on %s", args.source, args.index,
+                 embedder.checkpoint_id, embedder.device)
+        try:
+            report = index_source(
+                catalog, embedder, args.source, domain=args.domain, rebuild=args.rebuild,
+                workers=args.workers, batch_size=args.batch_size,
+                all_segments=args.all_segments, progress=progress,
+                commit_every=args.commit_every,
+            )
+        except (ManifestError, FileNotFoundError) as err:
+            log.error("%s", err)
+            return 2
+    print(report.summary(), file=sys.stderr)
+    if report.interrupted:
+        return INTERRUPTED
+    return 0 if report.ok else 1
+
+
+def _stats(args) -> int:
+    if not (args.index / "catalog.sqlite").is_file():
+        log.error("no catalogue in %s", args.index)
+        return 2
+    with _open(args) as catalog:
+        stats = catalog.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    n = stats["n_tracks"]
+    print(f"catalogue {stats['directory']} (schema {stats['schema_version']}, "
+          f"{stats['dim']}-d, {stats['index']} index on {stats['faiss_device']})")
+    print(f"  tracks:  {sum(n.values())} ({n['mono']} mono, {n['mixed']} mixed), "
+          f"{stats['duration_h']:.2f} h of audio")
+    print(f"  singers: {stats['n_singers']}")
+    for ckpt, count in sorted(stats["checkpoint_ids"].items()):
+        print(f"  checkpoint {ckpt}: {count} tracks")
+    return 0
+
+
+def _remove(args) -> int:
+    if not (args.ids or args.singer or args.checkpoint_id):
+        log.error("give track ids, --singer or --checkpoint-id")
+        return 2
+    if not (args.index / "catalog.sqlite").is_file():
+        log.error("no catalogue in %s", args.index)
+        return 2
+    with _open(args) as catalog:
+        ids = list(args.ids)
+        if args.singer or args.checkpoint_id:
+            ids += catalog.track_ids(singer=args.singer, checkpoint_id=args.checkpoint_id)
+        removed = catalog.remove_tracks(ids, missing_ok=True)
+        missing = sorted(set(args.ids) - {t.id for t in removed})
+    for track in removed:
+        print(f"removed track {track.id}: {track.singer} / {track.title or track.path or ''}")
+    print(f"removed {len(removed)} tracks", file=sys.stderr)
+    if missing:
+        log.error("no such track ids: %s", ", ".join(map(str, missing)))
+        return 1
+    return 0
+
+
+def _export(args) -> int:
+    if not (args.index / "catalog.sqlite").is_file():
+        log.error("no catalogue in %s", args.index)
+        return 2
+    fmt = args.format or ("json" if args.output and args.output.suffix == ".json" else "csv")
+    with _open(args) as catalog:
+        if args.output is None:
+            n = catalog.export(sys.stdout, fmt, include_vectors=args.vectors)
+        else:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.output.with_name(args.output.name + ".tmp")
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                n = catalog.export(fh, fmt, include_vectors=args.vectors)
+            tmp.replace(args.output)
+    log.info("exported %d tracks as %s%s", n, fmt, f" to {args.output}" if args.output else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
