@@ -1,0 +1,13 @@
+#!/bin/sh
+# Container entry point.
+#   serve            the HTTP service (python -m service, configured by SINGER_* variables)
+#   index ARGS...    the batch indexer (python -m indexer ARGS...)
+#   anything else    run as a command (e.g. `bash`, `python -m model evaluate ...`)
+set -eu
+cmd="${1:-serve}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  serve) exec python -m service "$@" ;;
+  index) exec python -m indexer "$@" ;;
+  *) exec "$cmd" "$@" ;;
+esac

@@ -1,0 +1,53 @@
+"""`python -m service`: run the HTTP service with uvicorn, configured by SINGER_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from service.settings import Settings
+
+
+def _env_help() -> str:
+    lines = ["environment variables:"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default is not None else "(unset)"
+        lines.append(f"  SINGER_{name.upper():<30} {field.description or ''} [{default}]")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service", description=__doc__.splitlines()[0], epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        # Fail fast: a process that cannot load its model should exit, not linger unready.
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_failure=stop)
+    # One process: the catalogue's in-memory FAISS indexes must see every write, so scale
+    # with inference_workers (threads), not with uvicorn workers.
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    ))
+    server.run()
+    return 1 if app.state.runtime.state == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

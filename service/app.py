@@ -1,0 +1,57 @@
+"""The FastAPI application: `create_app(settings)`; nothing is loaded at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.routers import health, identify, search, singers, tracks
+from service.runtime import Runtime
+from service.settings import Settings
+from service.uploads import BodySizeLimit
+
+DESCRIPTION = """Who is singing? Singer identification (`/identify`) and query-by-singer track
+search (`/search`) over an embedded catalogue, with the CROSS model of Lee & Nam (ISMIR 2019).
+Write endpoints need the `X-API-Key` header when the service has a key configured."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app. The lifespan loads model and catalogue in a background thread
+    (`/readyz` answers 503 until then); `on_load_failure` is called if that fails."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    runtime = Runtime(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(runtime.load_in_background(on_load_failure))
+        try:
+            yield
+        finally:
+            await loading  # the loader thread cannot be interrupted; let it finish first
+            runtime.close()
+
+    app = FastAPI(
+        title="Singer retrieval",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    # Outermost last: metrics see every response, the 413s of the size limit included.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (identify, search, singers, tracks, health):
+        app.include_router(module.router)
+    app.include_router(tracks.write_router)
+    return app

@@ -1,0 +1,115 @@
+"""Map every error the service can meet to a JSON response: bad input is always a 4xx.
+
+Body of every error response: {"detail": <message or validation errors>, "code": <stable
+machine-readable string>, ...extra fields}. Only a bug reaches the 500 handler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from indexer.catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
+from model.audio import SUPPORTED_FORMATS
+from model.errors import (
+    AudioError,
+    AudioTooShortError,
+    NoVoicedSegmentError,
+    UnsupportedFormatError,
+)
+from service.inference import OverloadedError
+from service.uploads import UploadTooLargeError, too_large_body
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the service raises on purpose, with its HTTP status and stable code."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+def error_response(status: int, code: str, detail, headers: dict | None = None, **extra):
+    body = jsonable_encoder({"detail": detail, "code": code, **extra})
+    return JSONResponse(body, status, headers=headers)
+
+
+def audio_error_response(err: AudioError) -> JSONResponse:
+    """The 4xx for an audio file the model cannot use; `reason` has no server-side path."""
+    if isinstance(err, UnsupportedFormatError):
+        return error_response(
+            415, "unsupported_format", err.reason, supported_formats=list(SUPPORTED_FORMATS)
+        )
+    if isinstance(err, AudioTooShortError):
+        return error_response(
+            422, "audio_too_short", err.reason,
+            duration_s=round(err.duration_s, 3), min_duration_s=round(err.min_duration_s, 3),
+        )
+    if isinstance(err, NoVoicedSegmentError):
+        return error_response(422, "no_voiced_segment", err.reason)
+    return error_response(422, "invalid_audio", err.reason)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return error_response(err.status, err.code, err.message, err.headers, **err.extra)
+
+    @app.exception_handler(AudioError)
+    async def _audio_error(request: Request, err: AudioError):
+        return audio_error_response(err)
+
+    @app.exception_handler(TrackNotFoundError)
+    async def _not_found(request: Request, err: TrackNotFoundError):
+        return error_response(404, "track_not_found", str(err))
+
+    @app.exception_handler(DuplicateTrackError)
+    async def _duplicate(request: Request, err: DuplicateTrackError):
+        # Same content added concurrently by another process (the service itself serialises
+        # its own uploads of one content).
+        return error_response(409, "duplicate_track", str(err), track_id=err.track_id)
+
+    @app.exception_handler(CatalogError)
+    async def _catalog_error(request: Request, err: CatalogError):
+        # The catalogue refuses a write that conflicts with what it holds.
+        return error_response(409, "catalog_conflict", str(err))
+
+    @app.exception_handler(OverloadedError)
+    async def _overloaded(request: Request, err: OverloadedError):
+        return error_response(503, "overloaded", str(err), headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, err: RequestValidationError):
+        # Echo offending values only when they are plain scalars (never an upload object).
+        errors = [
+            {k: v for k, v in e.items()
+             if k != "input" or v is None or isinstance(v, (str, int, float, bool))}
+            for e in err.errors()
+        ]
+        return error_response(422, "invalid_parameters", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException):
+        if isinstance(err, UploadTooLargeError):
+            return JSONResponse(too_large_body(err.max_bytes), 413)
+        return error_response(
+            err.status_code, f"http_{err.status_code}", err.detail, getattr(err, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,24 @@
+"""`GET /singers`: the catalogue's singers, paginated."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from service.deps import ready_runtime
+from service.runtime import Runtime
+from service.schemas import SingerOut, SingersPage
+
+router = APIRouter(tags=["catalogue"])
+
+
+@router.get("/singers", response_model=SingersPage)
+async def list_singers(
+    runtime: Annotated[Runtime, Depends(ready_runtime)],
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SingersPage:
+    total, page = await runtime.catalog_call(runtime.catalog.list_singers, offset, limit)
+    return SingersPage(total=total, offset=offset, limit=limit,
+                       singers=[SingerOut.of(s) for s in page])

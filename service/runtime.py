@@ -1,0 +1,177 @@
+"""What the app serves with: the loaded model, the catalogue and the inference pool.
+
+Loading happens once, in a thread started by the app's lifespan, so the server answers
+`/healthz` (and `/readyz` with 503) while a large model or index is still loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from indexer.catalog import Catalog, Track
+from model.embedding import Embedder, TrackEmbedding
+from model.errors import AudioError
+from service.errors import ApiError
+from service.inference import InferencePool
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Another process (the batch indexer) may write to the catalogue while the service runs; the
+# checkpoints it holds are re-read at most this often on the query path, and on every /readyz.
+CHECKPOINT_RECHECK_S = 30.0
+
+
+class Runtime:
+    """Shared state of one app instance. `state` is 'loading', 'ready' or 'failed'."""
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.state = "loading"
+        self.error: str | None = None
+        self.embedder: Embedder | None = None
+        self.catalog: Catalog | None = None
+        # Checkpoints other than the loaded one that computed vectors in the catalogue.
+        self.foreign_checkpoints: set[str] = set()
+        self._checkpoints_read_at = 0.0
+        self.pool = InferencePool(settings.inference_workers, settings.max_pending)
+        # One lock per uploaded content: concurrent uploads of the same file add one track.
+        self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._register_metrics()
+
+    # -- loading -----------------------------------------------------------------------
+    def load(self) -> None:
+        """Load model and catalogue (blocking). Raises what loading raises."""
+        s = self.settings
+        start = time.perf_counter()
+        embedder = Embedder.from_checkpoint(s.checkpoint, s.device)
+        s.index_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.open(
+            s.index_dir, dim=embedder.embed_dim, index=s.index_kind, device=s.device
+        )
+        self.embedder, self.catalog = embedder, catalog
+        self._read_checkpoints()
+        if self.foreign_checkpoints:
+            log.warning("%s", self.checkpoint_mismatch_message())
+        log.info(
+            "loaded checkpoint %s on %s and catalogue %s in %.1f s",
+            embedder.checkpoint_id, embedder.device, s.index_dir, time.perf_counter() - start,
+        )
+        self.state = "ready"
+
+    async def load_in_background(self, on_failure: Callable[[BaseException], None] | None):
+        try:
+            await asyncio.to_thread(self.load)
+        except Exception as err:  # noqa: BLE001 - any load failure: up, but not ready
+            self.state, self.error = "failed", f"{err.__class__.__name__}: {err}"
+            log.error("loading the model or the catalogue failed: %s", self.error)
+            if on_failure is not None:
+                on_failure(err)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        if self.catalog is not None:
+            self.catalog.close()
+
+    # -- request helpers ---------------------------------------------------------------
+    def require_ready(self) -> None:
+        if self.state == "loading":
+            raise ApiError(503, "not_ready", "the model and catalogue are still loading",
+                           headers={"Retry-After": "5"})
+        if self.state == "failed":
+            raise ApiError(503, "load_failed", f"the service failed to load: {self.error}")
+
+    def checkpoint_mismatch_message(self) -> str:
+        return (
+            f"the catalogue holds vectors computed by checkpoint(s) "
+            f"{', '.join(sorted(self.foreign_checkpoints))}, not by the loaded checkpoint "
+            f"{self.embedder.checkpoint_id}; scores across checkpoints are meaningless. "
+            "Re-embed the catalogue with the loaded checkpoint (python -m indexer --rebuild ...), "
+            "remove the stale tracks (python -m indexer remove --checkpoint-id ID, or DELETE "
+            "/tracks/ID), or set SINGER_CHECKPOINT to the checkpoint that built it."
+        )
+
+    def _read_checkpoints(self) -> None:
+        self._checkpoints_read_at = time.monotonic()
+        ids = self.catalog.checkpoint_ids()
+        self.foreign_checkpoints = ids - {self.embedder.checkpoint_id}
+
+    async def refresh_checkpoints(self, max_age_s: float = 0.0) -> None:
+        """Re-read which checkpoints the catalogue holds, if the last read is older."""
+        if time.monotonic() - self._checkpoints_read_at >= max_age_s:
+            await self.catalog_call(self._read_checkpoints)
+
+    async def require_consistent_catalog(self) -> None:
+        """Queries and additions are refused (409) while the catalogue holds vectors of
+        another checkpoint: their scores against this model's vectors mean nothing."""
+        await self.refresh_checkpoints(CHECKPOINT_RECHECK_S)
+        if self.foreign_checkpoints:
+            raise ApiError(409, "checkpoint_mismatch", self.checkpoint_mismatch_message(),
+                           catalog_checkpoints=sorted(self.foreign_checkpoints),
+                           model_checkpoint=self.embedder.checkpoint_id)
+
+    async def embed(self, data: bytes, domain: str) -> TrackEmbedding:
+        """Encoded audio -> track embedding, in the bounded inference pool. Raises AudioError."""
+
+        def job() -> TrackEmbedding:
+            start = time.perf_counter()
+            emb = self.embedder.embed_file(data, domain)
+            self.metrics.observe("singer_embedding_seconds", {"domain": domain},
+                                 time.perf_counter() - start)
+            if not np.isfinite(emb.vector).all() or not np.any(emb.vector):
+                raise AudioError("the model produced no usable vector for this audio")
+            return emb
+
+        return await self.pool.run(job)
+
+    def content_lock(self, key: str) -> asyncio.Lock:
+        """The lock of one content hash; it lives as long as someone holds or awaits it."""
+        lock = self._content_locks.get(key)
+        if lock is None:
+            lock = self._content_locks[key] = asyncio.Lock()
+        return lock
+
+    async def catalog_call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """A catalogue operation (SQLite/FAISS, blocking) off the event loop."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def track_removed(self, track: Track) -> None:
+        """Keep the checkpoint check current after a delete (it may remove the last stale one)."""
+        if track.checkpoint_id in self.foreign_checkpoints:
+            await self.refresh_checkpoints()
+
+    # -- metrics -----------------------------------------------------------------------
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        m.histogram("singer_embedding_seconds",
+                    "Time to decode and embed one upload (inference thread), by domain.")
+        m.gauge("singer_ready", "1 when model and catalogue are loaded.",
+                lambda: [({}, float(self.state == "ready"))])
+        m.gauge("singer_inference_running", "Embeddings being computed now.",
+                lambda: [({}, float(self.pool.running))])
+        m.gauge("singer_inference_waiting", "Requests waiting for an inference slot.",
+                lambda: [({}, float(self.pool.waiting))])
+        m.gauge("singer_catalog_tracks", "Tracks in the catalogue, by domain.",
+                self._catalog_track_counts)
+        m.gauge("singer_catalog_singers", "Singers in the catalogue.", self._catalog_singers)
+
+    def _catalog_stats(self) -> dict:
+        return self.catalog.stats() if self.catalog is not None else {}
+
+    def _catalog_track_counts(self):
+        stats = self._catalog_stats()
+        return [({"domain": d}, float(n)) for d, n in sorted(stats.get("n_tracks", {}).items())]
+
+    def _catalog_singers(self):
+        stats = self._catalog_stats()
+        return [({}, float(stats["n_singers"]))] if "n_singers" in stats else []

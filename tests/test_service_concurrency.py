@@ -1,0 +1,164 @@
+"""Concurrency: bounded inference, and queries that stay correct while the catalogue changes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.inference import InferencePool, OverloadedError
+from tests.service_live import (
+    API_KEY,
+    LiveServer,
+    add_clip,
+    live_settings,
+    make_clip,
+    singer_name,
+    upload,
+)
+from tests.synth import VOICES
+
+KEY = {"X-API-Key": API_KEY}
+
+
+def test_inference_pool_bounds_running_and_waiting_jobs():
+    """At most `workers` jobs run; `max_pending` may wait; one more is refused at once."""
+
+    async def scenario():
+        pool = InferencePool(workers=2, max_pending=2)
+        gate = threading.Event()
+        peak = 0
+        lock = threading.Lock()
+        running = 0
+
+        def job(i):
+            nonlocal peak, running
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            gate.wait(10)
+            with lock:
+                running -= 1
+            return i
+
+        tasks = [asyncio.create_task(pool.run(job, i)) for i in range(4)]
+        while pool.running < 2 or pool.waiting < 2:
+            await asyncio.sleep(0.01)
+        with pytest.raises(OverloadedError):
+            await pool.run(job, 99)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        pool.shutdown()
+        return results, peak, pool.running, pool.waiting
+
+    results, peak, running, waiting = asyncio.run(scenario())
+    assert results == [0, 1, 2, 3] and peak == 2 and running == waiting == 0
+
+
+def same_singers(a: list[dict], b: list[dict]) -> bool:
+    return ([(s["name"], s["n_tracks"]) for s in a] == [(s["name"], s["n_tracks"]) for s in b]
+            and [s["score"] for s in a] == pytest.approx([s["score"] for s in b], abs=1e-6))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, random_checkpoint):
+    with LiveServer(live_settings(tmp_path_factory, random_checkpoint, inference_workers=2)) as srv:
+        yield srv
+
+
+def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
+    """Readers see the stable tracks with exactly their baseline scores, in score order,
+    plus at most churn tracks that existed at some point; the writer's tracks are all gone
+    afterwards and the answers are the baseline again."""
+    with server.client() as client:
+        stable = [add_clip(client, make_clip(tmp_path, v, "mono", s))
+                  for v in range(len(VOICES)) for s in (0, 1)]
+    stable_ids = {t["id"] for t in stable}
+    query = make_clip(tmp_path / "q", 0, "mono", 5).path
+    churn_clips = [make_clip(tmp_path / "churn", v, "mono", 9) for v in (1, 2, 3)]
+
+    def search(client):
+        r = upload(client, "/search", query, target="mono", top_k=50)
+        assert r.status_code == 200, r.text
+        return r.json()["tracks"]
+
+    def identify(client):
+        r = upload(client, "/identify", query, top_k=10)
+        assert r.status_code == 200, r.text
+        return r.json()["singers"]
+
+    with server.client() as client:
+        baseline = {t["id"]: t["score"] for t in search(client)}
+        baseline_singers = identify(client)
+    assert set(baseline) == stable_ids
+
+    created: set[int] = set()
+    seen_unknown: set[int] = set()
+    stop = threading.Event()
+
+    def writer():
+        with server.client() as client:
+            for cycle in range(4):
+                ids = []
+                for clip in churn_clips:
+                    r = upload(client, "/tracks", clip.path, headers=KEY,
+                               singer=f"churn-{cycle}", domain="mono")
+                    assert r.status_code == 201, r.text
+                    ids.append(r.json()["id"])
+                    created.add(ids[-1])
+                for track_id in ids:
+                    r = client.delete(f"/tracks/{track_id}", headers=KEY)
+                    assert r.status_code == 200, r.text
+        stop.set()
+
+    def reader(kind):
+        seen = 0
+        with server.client() as client:
+            while not stop.is_set() or seen < 3:
+                if kind == "search":
+                    tracks = search(client)
+                    scores = [t["score"] for t in tracks]
+                    assert scores == sorted(scores, reverse=True)
+                    got = {t["id"]: t["score"] for t in tracks}
+                    assert stable_ids <= set(got)
+                    for track_id, score in got.items():
+                        if track_id in baseline:
+                            assert score == pytest.approx(baseline[track_id], abs=1e-6)
+                        else:
+                            seen_unknown.add(track_id)
+                else:
+                    singers = identify(client)
+                    assert singers[0]["name"] == singer_name(0)
+                    mine = [s for s in singers if not s["name"].startswith("churn")]
+                    assert same_singers(mine, baseline_singers)
+                seen += 1
+        return seen
+
+    with ThreadPoolExecutor(5) as pool:
+        writing = pool.submit(writer)
+        readers = [pool.submit(reader, kind) for kind in ("search", "search", "identify",
+                                                           "identify")]
+        writing.result()
+        counts = [r.result() for r in readers]
+    assert all(c >= 3 for c in counts)
+    assert len(created) == 12 and seen_unknown <= created
+
+    with server.client() as client:
+        assert {t["id"]: t["score"] for t in search(client)} == pytest.approx(baseline)
+        assert same_singers(identify(client), baseline_singers)
+        assert all(client.get(f"/tracks/{i}").status_code == 404 for i in created)
+        assert client.get("/singers").json()["total"] == len(VOICES)
+
+
+def test_concurrent_uploads_of_one_file_add_one_track(server, tmp_path):
+    clip = make_clip(tmp_path, 3, "mixed", 11)
+    with ThreadPoolExecutor(4) as pool:
+        def post(_):
+            with server.client() as client:
+                return upload(client, "/tracks", clip.path, headers=KEY, singer="twin",
+                              domain="mixed")
+        responses = list(pool.map(post, range(4)))
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 201]
+    assert len({r.json()["id"] for r in responses}) == 1

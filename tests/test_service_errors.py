@@ -1,0 +1,206 @@
+"""Bad input never produces a 500: every error case of the API against a real uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from model.audio import SUPPORTED_FORMATS
+from tests.service_live import API_KEY, LiveServer, add_clip, live_settings, make_clip, upload
+from tests.synth import VOICES, sing, write
+
+LIMIT_MB = 0.5
+LIMIT = int(LIMIT_MB * 1024 * 1024)
+KEY = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, random_checkpoint):
+    with LiveServer(live_settings(tmp_path_factory, random_checkpoint, max_upload_mb=LIMIT_MB)) as srv:
+        with srv.client() as client:
+            add_clip(client, make_clip(tmp_path_factory.mktemp("c"), 0, "mono", 0))
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    (d / "noise.wav").write_bytes(rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    (d / "text.mp3").write_text("this is not audio\n" * 100)
+    (d / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000))
+    (d / "empty.wav").write_bytes(b"")
+    write(d / "short.wav", sing(VOICES[0], 1.0))
+    write(d / "silent.wav", np.zeros(22050 * 5, np.float32))
+    nan = sing(VOICES[1], 4.0)
+    nan[1000:2000] = np.nan
+    write(d / "nan.wav", nan, subtype="FLOAT")
+    write(d / "ok.wav", sing(VOICES[2], 4.0), subtype="PCM_16")
+    return d
+
+
+def post(client, endpoint, path, **form):
+    headers = KEY if endpoint == "/tracks" else None
+    if endpoint == "/tracks":
+        form = {"singer": "x", "domain": "mono", **form}
+    return upload(client, endpoint, path, headers=headers, **form)
+
+
+ENDPOINTS = ["/identify", "/search", "/tracks"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("name", ["noise.wav", "text.mp3", "image.png"])
+def test_undecodable_is_415_naming_the_formats(client, bad_files, endpoint, name):
+    r = post(client, endpoint, bad_files / name)
+    assert r.status_code == 415, r.text
+    body = r.json()
+    assert body["code"] == "unsupported_format"
+    assert body["supported_formats"] == list(SUPPORTED_FORMATS)
+    assert "wav" in body["detail"] and "flac" in body["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    "name, code",
+    [("short.wav", "audio_too_short"), ("silent.wav", "no_voiced_segment"),
+     ("empty.wav", "invalid_audio"), ("nan.wav", "invalid_audio")],
+)
+def test_unusable_audio_is_422_with_the_reason(client, bad_files, endpoint, name, code):
+    r = post(client, endpoint, bad_files / name)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == code
+    if code == "audio_too_short":
+        assert r.json()["duration_s"] == pytest.approx(1.0, abs=0.01)
+        assert r.json()["min_duration_s"] == pytest.approx(2.97, abs=0.05)
+        assert "1.00 s" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "endpoint, form",
+    [("/identify", {"top_k": 0}), ("/identify", {"top_k": 101}), ("/identify", {"top_k": "x"}),
+     ("/identify", {"domain": "vocals"}), ("/identify", {"models": "both"}),
+     ("/search", {"target": "songs"}), ("/search", {"top_k": -1}),
+     ("/tracks", {"singer": ""}), ("/tracks", {"singer": "   "}),
+     ("/tracks", {"domain": "karaoke"})],
+)
+def test_bad_parameters_are_422(client, bad_files, endpoint, form):
+    r = post(client, endpoint, bad_files / "ok.wav", **form)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_parameters"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_missing_file_or_not_multipart_is_422(client, endpoint):
+    headers = KEY if endpoint == "/tracks" else None
+    r = client.post(endpoint, data={"top_k": "3"}, headers=headers)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_parameters"
+    r = client.post(endpoint, json={"file": "x"}, headers=headers)
+    assert r.status_code == 422
+
+
+def test_unknown_ids_are_404_and_bad_ids_422(client):
+    assert client.get("/tracks/999999").status_code == 404
+    assert client.get("/tracks/999999").json()["code"] == "track_not_found"
+    assert client.delete("/tracks/999999", headers=KEY).status_code == 404
+    assert client.get("/tracks/abc").status_code == 422
+    assert client.get("/tracks/0").status_code == 422
+    assert client.get(f"/tracks/{2**64}").status_code == 422  # beyond SQLite's integers
+    assert client.get("/singers", params={"limit": 0}).status_code == 422
+    assert client.get("/singers", params={"offset": -1}).status_code == 422
+    assert client.get("/no-such-endpoint").json()["code"] == "http_404"
+    assert client.put("/tracks/1").status_code == 405
+
+
+def test_oversized_upload_is_413(client, tmp_path):
+    big = write(tmp_path / "big.wav", sing(VOICES[0], 20.0), subtype="PCM_16")
+    assert big.stat().st_size > LIMIT
+    for endpoint in ENDPOINTS:
+        r = post(client, endpoint, big)
+        assert r.status_code == 413, r.text
+        assert r.json()["code"] == "upload_too_large"
+        assert r.json()["max_upload_bytes"] == LIMIT
+
+
+def _raw_request(port: int, head: str, body_chunks=(), timeout: float = 30.0):
+    """Send a request by hand; returns (status line, bytes of body sent before the answer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sent = 0
+    answered = threading.Event()
+
+    def sender():
+        nonlocal sent
+        try:
+            sock.sendall(head.encode())
+            for chunk in body_chunks:
+                if answered.is_set():
+                    return
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the server closed the connection after answering
+            pass
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    try:
+        response = b""
+        while b"\r\n" not in response:
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+        answered.set()
+        return response.split(b"\r\n")[0].decode(), sent
+    finally:
+        answered.set()
+        thread.join(timeout)
+        sock.close()
+
+
+def test_413_from_declared_length_before_the_body_is_sent(server):
+    """Content-Length over the limit: the answer comes without a single body byte sent."""
+    head = (f"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * LIMIT}\r\n"
+            "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
+    status, sent = _raw_request(server.port, head)
+    assert status.startswith("HTTP/1.1 413"), status
+    assert sent == 0
+
+
+def test_413_while_streaming_a_body_of_unknown_length(server):
+    """Chunked upload without a length: cut off once the limit is passed, long before the
+    client would have finished (the stream here is 100x the limit)."""
+    head = ("POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
+    part = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n")
+    payload = 64 * 1024
+
+    def chunks():
+        yield b"%x\r\n%s\r\n" % (len(part), part)
+        for _ in range(100 * LIMIT // payload):
+            yield b"%x\r\n" % payload + b"\0" * payload + b"\r\n"
+            time.sleep(0.001)
+
+    status, sent = _raw_request(server.port, head, chunks())
+    assert status.startswith("HTTP/1.1 413"), status
+    assert sent < 20 * LIMIT
+
+
+def test_no_request_above_ever_got_a_500(client):
+    """The metrics count every response of this server by status (/readyz is 503 by design
+    while the model loads)."""
+    text = client.get("/metrics").text
+    lines = [ln for ln in text.splitlines() if ln.startswith("singer_http_requests_total{")
+             and 'route="/readyz"' not in ln]
+    assert any('status="4' in ln for ln in lines)
+    assert not [ln for ln in lines if 'status="5' in ln]
