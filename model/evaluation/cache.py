@@ -1,0 +1,102 @@
+"""A file cache of per-clip arrays (track embeddings, MFCC frames) so re-runs are fast.
+
+Layout: `<root>/<namespace>/<key[:2]>/<key>.npz` (and `.json` for small result records). The namespace says what produced the arrays
+(a checkpoint id, or the MFCC front end's settings); the key says from what: the rendering
+(domain, mix, SNR), the options, and each source file's path, size and modification time, so
+an edited file is never served stale. Writes are atomic (temp file + rename): an interrupted
+run leaves no half-written entry, and two runs may share a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/singer-retrieval/evaluation (~/.cache/... when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "singer-retrieval" / "evaluation"
+
+
+def file_identity(path: str | None) -> list | None:
+    """[absolute path, size, mtime_ns] of a file, or None for no file."""
+    if not path:
+        return None
+    st = os.stat(path)
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def namespace_for(settings: dict) -> str:
+    """A short stable name for a dict of settings (JSON-able)."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ArrayCache:
+    """Named arrays per key under one namespace. `root=None` disables caching (get -> None)."""
+
+    def __init__(self, root: str | Path | None, namespace: str):
+        self.dir = Path(root) / namespace if root is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(description: dict) -> str:
+        """The cache key of a JSON-able description of what was computed from what."""
+        blob = json.dumps(description, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        assert self.dir is not None
+        return self.dir / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        if self.dir is None:
+            return None
+        path = self._path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (FileNotFoundError, OSError, ValueError, zipfile.BadZipFile):
+            self.misses += 1  # absent or damaged: recompute (and overwrite)
+            return None
+        self.hits += 1
+        return arrays
+
+    def put(self, key: str, **arrays: np.ndarray) -> None:
+        if self.dir is None:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def get_json(self, key: str) -> dict | None:
+        """A JSON record stored with `put_json`, or None."""
+        if self.dir is None:
+            return None
+        try:
+            record = json.loads(self._path(key).with_suffix(".json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return record
+
+    def put_json(self, key: str, record: dict) -> None:
+        if self.dir is None:
+            return
+        path = self._path(key).with_suffix(".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False,
+                                         encoding="utf-8") as fh:
+            json.dump(record, fh)
+        os.replace(fh.name, path)
