@@ -58,7 +58,9 @@ def _ffmpeg_decode_path(path: str, name: str | None) -> tuple[np.ndarray, int]:
         capture_output=True, check=False,
     )
     if out.returncode != 0 or not out.stdout:
-        raise UnsupportedFormatError(_unsupported_message(out.stderr.decode(errors="replace")), name)
+        # ffmpeg names its input: for uploaded bytes that is our temp file, of no use to a client.
+        detail = out.stderr.decode(errors="replace").replace(path, name or "input")
+        raise UnsupportedFormatError(_unsupported_message(detail), name)
     return np.frombuffer(out.stdout, dtype=np.float32).copy(), rate
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# The research material is read in place: ../shared beside the checkout, or SINGER_SHARED_DIR.
+SHARED = Path(os.environ.get("SINGER_SHARED_DIR") or REPO.parent / "shared")
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
-        pytest.skip("../shared is not present beside the checkout")
+        pytest.skip(f"{SHARED} is not present (set SINGER_SHARED_DIR)")
     return SHARED
 
 

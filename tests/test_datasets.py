@@ -22,7 +22,6 @@ from model.datasets import (
 from model.features import FeatureConfig, extract_segments
 from model.manifest import ManifestRow, read_manifest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SR = 22050
 
 
@@ -104,9 +103,8 @@ def test_split_singers_holds_out_whole_singers_deterministically():
     assert {r.role for r in with_role(held, "val")} == {"val"} and held[0].role is None
 
 
-@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is absent")
-def test_shared_data_recipe_rows(tmp_path):
-    res = shared_data_recipe(SHARED / "data", tmp_path, mashups=False)
+def test_shared_data_recipe_rows(tmp_path, shared_dir):
+    res = shared_data_recipe(shared_dir / "data", tmp_path, mashups=False)
     rows = read_manifest(res.manifest)
     assert len(rows) == len(res.rows)
     by = Counter((r.extra["dataset"], r.extra["kind"], r.domain) for r in rows)

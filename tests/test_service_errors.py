@@ -68,6 +68,7 @@ def test_undecodable_is_415_naming_the_formats(client, bad_files, endpoint, name
     assert body["code"] == "unsupported_format"
     assert body["supported_formats"] == list(SUPPORTED_FORMATS)
     assert "wav" in body["detail"] and "flac" in body["detail"]
+    assert "/tmp" not in body["detail"]  # no server-side path leaks (ffmpeg's temp file)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
