@@ -98,6 +98,16 @@ def _render(clip: EvalClip, views: Sequence[View], sr: int) -> dict[View, np.nda
     return out
 
 
+def _cache_key(kind: str, clip: EvalClip, view: View, **extra) -> str:
+    """Cache key of one clip's rendering: its source files' identities, the view, `extra`."""
+    return ArrayCache.key({
+        "v": _CACHE_VERSION, "kind": kind, "view": [view.domain, view.snr_db],
+        "files": [file_identity(p) for p in _sources(clip, view)],
+        "mixed_from_file": view.snr_db is None and bool(clip.mixed_path),
+        **extra,
+    })
+
+
 class _Model:
     """A checkpoint under evaluation: its embedder, cache and collected track vectors."""
 
@@ -110,12 +120,7 @@ class _Model:
         self.vectors: dict[View, dict[int, np.ndarray]] = {}
 
     def key(self, clip: EvalClip, view: View) -> str:
-        return ArrayCache.key({
-            "v": _CACHE_VERSION, "kind": "track-vector", "view": [view.domain, view.snr_db],
-            "files": [file_identity(p) for p in _sources(clip, view)],
-            "mixed_from_file": view.snr_db is None and bool(clip.mixed_path),
-            "all_segments": self.all_segments,
-        })
+        return _cache_key("track-vector", clip, view, all_segments=self.all_segments)
 
 
 class _Mfcc:
@@ -130,11 +135,7 @@ class _Mfcc:
         self.frames: dict[View, dict[int, np.ndarray]] = {}
 
     def key(self, clip: EvalClip, view: View) -> str:
-        return ArrayCache.key({
-            "v": _CACHE_VERSION, "kind": "mfcc", "view": [view.domain, view.snr_db],
-            "files": [file_identity(p) for p in _sources(clip, view)],
-            "mixed_from_file": view.snr_db is None and bool(clip.mixed_path),
-        })
+        return _cache_key("mfcc", clip, view)
 
 
 def evaluate(
