@@ -388,6 +388,20 @@ class VocalOutcome:
 _STATE: dict = {}
 
 
+def _compile_numba_kernels(cfg: MashupConfig) -> None:
+    """Run the analysis once on 3 s of noise, in this process, before workers start.
+
+    librosa's beat tracker and chroma are numba functions cached on disk on first use. Worker
+    processes compiling them at the same time write that cache concurrently, and a process
+    loading a half-written entry can crash (seen as a segfault in a fresh environment).
+    Compiled here first, the workers only read the cache.
+    """
+    f = cfg.features
+    y = np.random.default_rng(0).standard_normal(3 * f.sample_rate).astype(np.float32) * 0.1
+    beats(y, f.sample_rate, f.hop_length)
+    chromagram(y, f.sample_rate, f.hop_length, cfg.chroma)
+
+
 def _worker_init() -> None:
     import torch
 
@@ -581,6 +595,7 @@ def make_mashups(
 
     pool = None
     if workers > 1:
+        _compile_numba_kernels(cfg)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                    initializer=_worker_init)
     try:
