@@ -123,6 +123,11 @@ def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
     return librosa.resample(y, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq").astype(np.float32)
 
 
+def rms(y: np.ndarray) -> float:
+    """Root-mean-square of a signal (samples,), accumulated in float64; 0 for no samples."""
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
+
+
 def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode, downmix to mono and resample. Returns float32 (samples,) at `sr` Hz."""
     y, rate = decode(source)

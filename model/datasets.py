@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
+from model.evaluation.snr import nominal_mix
 from model.manifest import ManifestRow, write_manifest
 
 log = logging.getLogger(__name__)
@@ -37,21 +38,15 @@ MUSDB_ACCOMPANIMENT_STEMS = ("drums", "bass", "other")
 # Mixing stems
 
 
-def mix_stems(vocals: np.ndarray, accompaniment: np.ndarray) -> np.ndarray:
-    """(vocals + accompaniment) / 2 over the common length: a 0 dB mix of level-matched stems."""
-    n = min(len(vocals), len(accompaniment))
-    return ((vocals[:n] + accompaniment[:n]) * 0.5).astype(np.float32)
-
-
 def load_row_audio(row: ManifestRow, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Audio of a manifest row, float32 (samples,) at `sr`.
 
-    `path` when the row has one, else the karaoke mix `mix_stems(vocal_path, accompaniment_path)`.
+    `path` when the row has one, else the karaoke mix `nominal_mix(vocal_path, accompaniment_path)`.
     Raises model.errors.AudioError subclasses like `load_audio`.
     """
     if row.path:
         return load_audio(row.path, sr)
-    return mix_stems(load_audio(row.vocal_path, sr), load_audio(row.accompaniment_path, sr))
+    return nominal_mix(load_audio(row.vocal_path, sr), load_audio(row.accompaniment_path, sr))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from model.audio import SUPPORTED_FORMATS, load_audio
+from model.audio import SUPPORTED_FORMATS, load_audio, rms
 from model.errors import AudioError
 from model.features import FeatureConfig, frame_voicing, voiced_segment_starts
 from model.keys import Key, chromagram, segment_keys
@@ -108,11 +108,6 @@ class MashupConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Signal-level building blocks
-
-
-def rms(y: np.ndarray) -> float:
-    """Root-mean-square of a signal (samples,)."""
-    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
 
 
 def beats(y: np.ndarray, sr: int, hop_length: int) -> tuple[float, np.ndarray]:

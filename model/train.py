@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from model.checkpoint import save_checkpoint
 from model.embedding import resolve_device
 from model.errors import AudioError
+from model.evaluation.snr import nominal_mix
 from model.features import FeatureConfig, extract_segments, log_mel
 from model.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.manifest import ManifestRow
@@ -317,7 +318,7 @@ def _val_segments(pool: TrainingPool, rows: list[ManifestRow], cfg: FeatureConfi
     for singer, song, rec in recs:
         if len(songs[singer]) < 2:
             continue
-        mixed = rec.audio if rec.accompaniment is None else (rec.audio + rec.accompaniment) / 2
+        mixed = rec.audio if rec.accompaniment is None else nominal_mix(rec.audio, rec.accompaniment)
         try:
             out["mono"].append(extract_segments(rec.audio, cfg))
             out["mixed"].append(extract_segments(mixed, cfg, all_segments=True))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.audio import load_audio
+from model.audio import load_audio, rms
 from model.errors import AudioError
 from model.features import FeatureConfig, voiced_segment_starts
 from model.manifest import ManifestRow
@@ -234,7 +234,7 @@ class TrainingPool:
                 out.append(self._gain(vocal, rng))
                 continue
             ratio = 10 ** (rng.uniform(*self.mix.snr_db) / 20)
-            g = _rms(vocal) / max(_rms(bg), 1e-8) / ratio
+            g = rms(vocal) / max(rms(bg), 1e-8) / ratio
             out.append(self._gain(vocal + g * bg, rng))
         return torch.from_numpy(np.stack(out))
 
@@ -248,7 +248,3 @@ class TrainingPool:
     def sample_labels(self, n: int, rng: np.random.Generator, distinct: bool = True) -> np.ndarray:
         """n pseudo-singer labels, distinct when the pool has enough."""
         return rng.choice(self.n_classes, size=n, replace=not distinct or n > self.n_classes)
-
-
-def _rms(y: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.audio import rms
+
 #: Vocal-to-accompaniment ratios of the default sweep, in dB.
 DEFAULT_SNRS_DB: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0)
-
-
-def _rms(y: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
 
 
 def _common_length(vocals: np.ndarray, accompaniment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,18 +38,18 @@ def mix_at_snr(vocals: np.ndarray, accompaniment: np.ndarray, snr_db: float) -> 
     """
     v, a = _common_length(vocals, accompaniment)
     v, a = v.astype(np.float64), a.astype(np.float64)
-    rv, ra = _rms(v), _rms(a)
+    rv, ra = rms(v), rms(a)
     nominal = (v + a) / 2.0
     if rv == 0.0 or ra == 0.0:
         return nominal.astype(np.float32)
     mix = v + a * (rv / ra) * 10.0 ** (-snr_db / 20.0)
-    return (mix * (_rms(nominal) / max(_rms(mix), 1e-20))).astype(np.float32)
+    return (mix * (rms(nominal) / max(rms(mix), 1e-20))).astype(np.float32)
 
 
 def measured_snr_db(vocals: np.ndarray, accompaniment: np.ndarray) -> float:
     """20 log10(rms(vocals) / rms(accompaniment)) in dB (inf / -inf for a silent stem)."""
     v, a = _common_length(vocals, accompaniment)
-    rv, ra = _rms(v), _rms(a)
+    rv, ra = rms(v), rms(a)
     if ra == 0.0:
         return float("inf")
     if rv == 0.0:
