@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from indexer.catalog import Catalog
+from catalog import Catalog
 from indexer.run import index_listing
 from indexer.sources import Listing, SourceItem, read_source
 from model import DEFAULT_CHECKPOINT

@@ -33,7 +33,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.synth: the project's synthetic singing voices
 
-from indexer.catalog import Catalog
+from catalog import Catalog
 from model import DEFAULT_CHECKPOINT
 from model.embedding import Embedder
 from tests.service_live import free_port

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU features
-    from indexer.catalog import CatalogError
+    from catalog import CatalogError
 
     try:
         return {"index": _index, "stats": _stats, "remove": _remove, "export": _export}[
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open(args, dim: int | None = None):
-    from indexer.catalog import Catalog
+    from catalog import Catalog
 
     return Catalog.open(args.index, dim=dim, index=args.index_kind,
                         device=getattr(args, "device", "cpu"))

@@ -16,7 +16,6 @@ report; it never stops the job.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -25,21 +24,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from indexer.catalog import Catalog, CatalogError, Track
+from catalog.hashing import content_hash
+from catalog import Catalog, CatalogError, Track
 from indexer.sources import Listing, SourceItem, read_source
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
 log = logging.getLogger(__name__)
-
-
-def file_hash(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -171,7 +162,7 @@ def _hash_all(items: Sequence[SourceItem], workers: int, progress: bool,
 
 def _try_hash(path: Path) -> tuple[str | None, str | None]:
     try:
-        return file_hash(path), None
+        return content_hash(path), None
     except FileNotFoundError:
         return None, "no such file"
     except OSError as err:

@@ -22,6 +22,7 @@ from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.errors import AudioError
 from model.features import FeatureConfig, extract_segments
+from model.vectors import normalized_mean
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class TrackEmbedding:
 
 def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
     """(n, dim) segment embeddings -> (dim,) L2-normalised mean (the paper's track vector)."""
-    v = segment_embeddings.mean(axis=0)
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+    return normalized_mean(segment_embeddings)
 
 
 class Embedder:

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-DOMAINS = ("mono", "mixed")
+from model.domains import DOMAINS
+
 MODEL_TYPES = ("cross", "mono", "mixed")
 
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from indexer.catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
+from catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
 from model.audio import SUPPORTED_FORMATS
 from model.errors import (
     AudioError,

@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from indexer.catalog import Catalog, Track
+from catalog import Catalog, Track
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 from service.errors import ApiError

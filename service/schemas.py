@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from indexer.catalog import Singer, SingerHit, Track, TrackHit
+from catalog import Singer, SingerHit, Track, TrackHit
 
 Domain = Literal["mono", "mixed"]
 MAX_TOP_K = 100

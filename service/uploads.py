@@ -1,4 +1,4 @@
-"""Uploads: the request-size limit, enforced while the body streams in, and reading/hashing.
+"""Uploads: the request-size limit, enforced while the body streams in, and reading.
 
 `BodySizeLimit` answers 413 from a declared Content-Length over the limit before reading any
 of the body, and otherwise counts the bytes as the application pulls them (multipart parsing
@@ -8,7 +8,6 @@ the limit; a client streaming an endless chunked body is cut off there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from fastapi import UploadFile
@@ -81,8 +80,3 @@ class BodySizeLimit:
 async def read_upload(file: UploadFile) -> bytes:
     """The uploaded file's bytes (the body was size-checked while it was received)."""
     return await file.read()
-
-
-def content_hash(data: bytes) -> str:
-    """Hex SHA-256 of the encoded file: the catalogue's duplicate key (with checkpoint, domain)."""
-    return hashlib.sha256(data).hexdigest()

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from indexer.catalog import (
+from catalog.store import (
     CATALOG_FILE,
     Catalog,
     CatalogError,

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from model.audio import load_audio
-from model.datasets import (
+from model.training.datasets import (
     damp_rows,
     load_row_audio,
     musdb_rows,
@@ -18,7 +18,7 @@ from model.datasets import (
     split_singers,
     with_role,
 )
-from model.evaluation.snr import nominal_mix
+from model.mixing import nominal_mix
 from model.features import FeatureConfig, extract_segments
 from model.manifest import ManifestRow, read_manifest
 

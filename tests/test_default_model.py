@@ -13,7 +13,7 @@ from model.audio import load_audio
 from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
 from model.evaluation import metrics
-from model.evaluation.snr import nominal_mix
+from model.mixing import nominal_mix
 from model.evaluation.splits import mir1k_split
 
 HELD_OUT = ("abjones", "bobon", "geniusturtle", "khair", "yifen")

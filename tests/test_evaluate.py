@@ -14,7 +14,7 @@ from model.embedding import Embedder
 from model.evaluation import metrics
 from model.evaluation.gmm_ubm import GmmUbmConfig
 from model.evaluation.runner import evaluate
-from model.evaluation.snr import measured_snr_db, mix_at_snr, nominal_mix
+from model.mixing import measured_snr_db, mix_at_snr, nominal_mix
 from model.evaluation.splits import read_eval_manifest
 from model.manifest import ManifestRow, write_manifest
 from tests.synth import VOICES, backing, sing, write

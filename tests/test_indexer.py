@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from indexer.__main__ import main
-from indexer.catalog import CATALOG_FILE, Catalog
-from indexer.run import file_hash, index_source
+from catalog.store import CATALOG_FILE, Catalog
+from catalog.hashing import content_hash
+from indexer.run import index_source
 from model.checkpoint import checkpoint_id, make_random_checkpoint
 from model.embedding import Embedder
 from tests.synth import VOICES, backing, sing, write
@@ -86,7 +87,7 @@ def test_folder_source_indexes_good_files_and_reports_bad_ones(
             ref = embedder.embed_file(t.path, "mixed")
             np.testing.assert_allclose(c.get_vector(t.id), ref.vector, atol=1e-5)
             assert t.n_segments == ref.n_segments == 2
-            assert t.content_hash == file_hash(t.path)
+            assert t.content_hash == content_hash(t.path)
             assert t.checkpoint_id == checkpoint_id(random_checkpoint)
 
     # A second run embeds nothing: everything is already indexed (the bad files fail again).

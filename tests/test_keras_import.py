@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.keras_import import import_keras
+from model.training.keras_import import import_keras
 
 FILES = {  # file: (model type, how its branches are stored)
     "cross_pretrained.h5": ("cross", "submodels"),

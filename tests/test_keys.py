@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.keys import (
+from model.training.keys import (
     MAJOR_PROFILE,
     MINOR_PROFILE,
     Key,

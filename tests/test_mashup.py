@@ -1,4 +1,4 @@
-"""Mashup generation (model/mashup.py) on synthetic singing and click-track backgrounds.
+"""Mashup generation (model/training/mashup.py) on synthetic singing and click-track backgrounds.
 
 Vocals: harmonic tones with vibrato and a formant, one note every 0.5 s (120 bpm), melodies in
 a known key. Backgrounds: a click every 0.5 s over a sustained C major chord (key C major,
@@ -15,13 +15,9 @@ import soundfile as sf
 
 from model.features import FeatureConfig, extract_segments, voiced_segment_starts
 from model.manifest import ManifestRow, read_manifest, write_manifest
-from model.mashup import (
-    MashupConfig,
-    make_mashups,
-    mix_segment,
-    nearest_beat_offset,
-    rms,
-)
+from model.audio import rms
+from model.mixing import mix_segment
+from model.training.mashup import MashupConfig, make_mashups, nearest_beat_offset
 from tests.synth import SR, harmonic_tone, midi_hz
 
 BEAT_S = 0.5  # 120 bpm
@@ -222,7 +218,7 @@ def test_extensions_relative_key_and_background_pitch_shift(corpus):
                  for r in ext.rows if r.singer == s} for s in ("erin", "fred")}
     assert tiers == {"erin": {("relative", "0", "C major")}, "fred": {("shift", "2", "D major")}}
     # The shifted background really is two semitones up: its chord's chroma moved by 2.
-    from model.keys import chromagram, find_key
+    from model.training.keys import chromagram, find_key
 
     fred = next(r for r in ext.rows if r.singer == "fred")
     mix, _ = sf.read(fred.path, dtype="float32")

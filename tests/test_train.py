@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.losses import hinge_rank_loss, in_batch_hinge_loss
+from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.manifest import ManifestRow
 from model.network import EncoderDims
-from model.train import TrainConfig, Trainer, train
-from model.training_data import MixConfig, TrainingPool
+from model.training.train import TrainConfig, Trainer, train
+from model.training.data import MixConfig, TrainingPool
 from tests.synth import VOICES, backing, sing, write
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.vector_index import (
+from catalog.vector_index import (
     FlatIndex,
     HNSWIndex,
     create_index,

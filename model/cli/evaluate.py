@@ -27,7 +27,7 @@ def _default_mir1k() -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.runner import SCENARIOS
-    from model.evaluation.snr import DEFAULT_SNRS_DB
+    from model.evaluation.runner import DEFAULT_SNRS_DB
 
     g = GmmUbmConfig()
     p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT",

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from model.checkpoint import checkpoint_id, load_checkpoint
-    from model.keras_import import import_keras
+    from model.training.keras_import import import_keras
 
     try:
         path = import_keras(args.src, args.dst, args.model_type)

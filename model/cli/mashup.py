@@ -1,5 +1,5 @@
-"""`python -m model mashup`: mix vocals over mashable backgrounds (model.mashup), or build the
-`../shared/data` training recipe (model.datasets.shared_data_recipe).
+"""`python -m model mashup`: mix vocals over mashable backgrounds (model.training.mashup), or build the
+`../shared/data` training recipe (model.training.datasets.shared_data_recipe).
 
   python -m model mashup --vocals VOCALS.csv --backgrounds DIR_OR_MANIFEST --out DIR
   python -m model mashup --recipe shared-data --data ../shared/data --out data/shared
@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-log = logging.getLogger("model.mashup")
+log = logging.getLogger("model.training.mashup")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from model.mashup import MashupConfig
+    from model.training.mashup import MashupConfig
 
     d = MashupConfig()  # the library's defaults are the CLI's
     src = parser.add_argument_group("input")
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes (<= 1: in-process)")
     parser.add_argument("--cache", help="background analysis cache (default OUT/cache)")
     parser.add_argument("--no-progress", action="store_true")
-    m = parser.add_argument_group("mashability and mixing (see model/mashup.py)")
+    m = parser.add_argument_group("mashability and mixing (see model/training/mashup.py)")
     m.add_argument("--snr-db", type=float, nargs=2, default=d.snr_db, metavar=("LO", "HI"),
                    help="vocal-to-background RMS ratio range in dB (default %(default)s: "
                         "equal RMS)")
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from model.mashup import MashupConfig
+    from model.training.mashup import MashupConfig
 
     return MashupConfig(
         snr_db=tuple(args.snr_db), tempo_tolerance=args.tempo_tolerance,
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     if args.recipe:
         if not args.data:
             raise SystemExit("--recipe needs --data")
-        from model.datasets import shared_data_recipe
+        from model.training.datasets import shared_data_recipe
 
         res = shared_data_recipe(
             args.data, args.out, mashups=not args.no_mashups, mashup_vowels=args.mashup_vowels,
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
         return 1 if res.mashup.failed else 0
     if not (args.vocals and args.backgrounds):
         raise SystemExit("give --vocals and --backgrounds, or --recipe")
-    from model.mashup import make_mashups
+    from model.training.mashup import make_mashups
 
     result = make_mashups(
         args.vocals, args.backgrounds, args.out, config=_config(args), seed=args.seed,

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("model.train")
+log = logging.getLogger("model.training.train")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from model.train import TrainConfig
+    from model.training.train import TrainConfig
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
     for key in ("model_type", "seed", "batch_size", "lr", "epochs", "pretrain_epochs", "steps_per_epoch",
@@ -55,9 +55,9 @@ def build_config(args: argparse.Namespace):
 
 def load_rows(args: argparse.Namespace):
     """(train rows, validation rows, background paths)."""
-    from model.datasets import mir1k_rows, split_singers, vowel_rows
+    from model.training.datasets import mir1k_rows, split_singers, vowel_rows
     from model.manifest import read_manifest
-    from model.mashup import read_backgrounds
+    from model.training.mashup import read_backgrounds
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
     if args.recipe == "shared":
@@ -80,7 +80,7 @@ def load_rows(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     import shutil
 
-    from model.train import train
+    from model.training.train import train
 
     try:
         config = build_config(args)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.vectors import l2_normalize
+
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
@@ -142,8 +144,7 @@ def cosine_scores(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Cosine similarity: (n, d) x (m, d) -> (n, m) float64. Zero vectors score 0."""
     q = np.asarray(queries, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    q, t = l2_normalize(q, axis=1), l2_normalize(t, axis=1)
     return q @ t.T
 
 
@@ -155,10 +156,8 @@ def singer_models(
     vectors: (n_tracks, d); singers: n_tracks names. Returns (sorted singer names, (n_singers, d)
     L2-normalised models).
     """
-    vectors = np.asarray(vectors, dtype=np.float64)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = l2_normalize(np.asarray(vectors, dtype=np.float64), axis=1)
     names = sorted(set(singers))
     labels = np.array([names.index(s) for s in singers])
-    models = np.stack([unit[labels == i].mean(axis=0) for i in range(len(names))])
-    models /= np.maximum(np.linalg.norm(models, axis=1, keepdims=True), 1e-12)
+    models = l2_normalize(np.stack([unit[labels == i].mean(axis=0) for i in range(len(names))]))
     return names, models

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+
+from model.domains import SCENARIO_TITLES
 from pathlib import Path
 
-SCENARIO_TITLES = {"mono2mono": "Mono2Mono", "mix2mix": "Mix2Mix", "mono2mix": "Mono2Mix"}
 
 
 def _fmt(x) -> str:

@@ -29,22 +29,19 @@ import numpy as np
 import torch
 
 from model.audio import SAMPLE_RATE, load_audio
+from model.domains import DOMAINS, SCENARIOS
 from model.embedding import Embedder, track_vector
 from model.errors import AudioError
 from model.evaluation import metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
-from model.evaluation.snr import mix_at_snr, nominal_mix
+from model.mixing import mix_at_snr, nominal_mix
 from model.evaluation.splits import EvalClip, split_summary
 
 log = logging.getLogger(__name__)
 
-#: Scenario name -> (query domain, target domain), as in the paper's section 4.1.
-SCENARIOS: dict[str, tuple[str, str]] = {
-    "mono2mono": ("mono", "mono"),
-    "mix2mix": ("mixed", "mixed"),
-    "mono2mix": ("mono", "mixed"),
-}
+#: Vocal-to-accompaniment ratios of the default SNR sweep, in dB.
+DEFAULT_SNRS_DB: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0)
 _CACHE_VERSION = 1
 
 
@@ -349,7 +346,7 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
             elif view in rendered and not isinstance(rendered[view], AudioError):
                 todo.append((view, rendered[view]))
         # One encoder pass per domain over the segments of all this clip's renderings.
-        for domain in ("mono", "mixed"):
+        for domain in DOMAINS:
             segs, owners = [], []
             for view, y in todo:
                 if view.domain != domain:
@@ -484,7 +481,7 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
         for m in models:
             idx = sorted(set(m.vectors.get(View("mono"), {})) | set(m.vectors.get(View("mixed"), {})))
             vecs, singers, domains = [], [], []
-            for d in ("mono", "mixed"):
+            for d in DOMAINS:
                 for i in idx:
                     v = m.vectors.get(View(d), {}).get(i)
                     if v is not None:

@@ -15,7 +15,8 @@ from service.deps import WriteRoute, api_key_scheme, ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
 from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut
-from service.uploads import content_hash, read_upload
+from catalog.hashing import content_hash
+from service.uploads import read_upload
 
 router = APIRouter(tags=["catalogue"])
 write_router = APIRouter(

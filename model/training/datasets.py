@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
-from model.evaluation.snr import nominal_mix
+from model.mixing import nominal_mix
 from model.manifest import ManifestRow, write_manifest
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class RecipeResult:
 
     rows: list[ManifestRow]
     manifest: Path
-    mashup: object | None = None  # model.mashup.MashupResult when mashups were made
+    mashup: object | None = None  # model.training.mashup.MashupResult when mashups were made
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -255,7 +255,7 @@ def shared_data_recipe(
       (`mixed`, vocal_path + accompaniment_path, no path; see `load_row_audio`).
     - Sung vowels (11 singers): pseudo-recordings (`mono`) in `out_dir/vowels/`.
     - With `mashups`: MIR-1K vocals (and the vowel recordings with `mashup_vowels`) mashed up
-      over `instrumental/` by `model.mashup.make_mashups` into `out_dir/mashup/` (its own
+      over `instrumental/` by `model.training.mashup.make_mashups` into `out_dir/mashup/` (its own
       manifest and report there); rows `mixed`, source = the vocal stem. Background
       analyses are cached in `cache_dir` (default `out_dir/mashup/cache`).
     """
@@ -270,7 +270,7 @@ def shared_data_recipe(
     rows = mir + vowels
     result = None
     if mashups:
-        from model.mashup import MashupConfig, make_mashups  # librosa-heavy; only when used
+        from model.training.mashup import MashupConfig, make_mashups  # librosa-heavy; only when used
 
         vocals = [r for r in mir if r.domain == "mono"]
         if mashup_vowels:

@@ -24,14 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import save_checkpoint
-from model.embedding import resolve_device
+from model.domains import DOMAINS, SCENARIOS
+from model.embedding import resolve_device, track_vector
 from model.errors import AudioError
-from model.evaluation.snr import nominal_mix
+from model.mixing import nominal_mix
 from model.features import FeatureConfig, extract_segments, log_mel
-from model.losses import hinge_rank_loss, in_batch_hinge_loss
+from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.manifest import ManifestRow
 from model.network import EncoderDims, SingerNet
-from model.training_data import MixConfig, TrainingPool
+from model.training.data import MixConfig, TrainingPool
 
 log = logging.getLogger(__name__)
 
@@ -232,22 +233,20 @@ class Trainer:
             self._val_cache = _val_segments(self.val_pool, self.val_rows, self.cfg.features)
         if not self._val_cache:
             return {}
-        vec: dict[str, list[np.ndarray]] = {"mono": [], "mixed": []}
+        vec: dict[str, list[np.ndarray]] = {d: [] for d in DOMAINS}
         for domain, vectors in vec.items():
             for segs in self._val_cache[domain]:
-                e = self.net(segs.to(self.device), domain).float().cpu().numpy().mean(0)
-                vectors.append(e / max(np.linalg.norm(e), 1e-12))
+                vectors.append(track_vector(self.net(segs.to(self.device), domain).float().cpu().numpy()))
         singers, roles = self._val_cache["singers"], self._val_cache["roles"]
         res = {}
-        for name, (q, m) in {"mono2mono": ("mono", "mono"), "mix2mix": ("mixed", "mixed"),
-                             "mono2mix": ("mono", "mixed")}.items():
+        for name, (q, m) in SCENARIOS.items():
             mi = [i for i, r in enumerate(roles) if r == "model"]
             qi = [i for i, r in enumerate(roles) if r == "query"]
             names, models = singer_models(np.stack([vec[m][i] for i in mi]), [singers[i] for i in mi])
             scores = cosine_scores(np.stack([vec[q][i] for i in qi]), models)
             truth = np.array([names.index(singers[i]) for i in qi])
             res[f"val_{name}"] = singer_identification(scores, truth, ks=(1,))["top1"]
-        res["val_mean"] = float(np.mean([res[k] for k in ("val_mono2mono", "val_mix2mix", "val_mono2mix")]))
+        res["val_mean"] = float(np.mean([res[f"val_{s}"] for s in SCENARIOS]))
         return res
 
     # -- persistence ------------------------------------------------------------------------

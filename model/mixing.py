@@ -1,4 +1,6 @@
-"""Mixing vocal and accompaniment stems: the nominal karaoke mix and re-mixes at a chosen ratio.
+"""Mixing vocals with accompaniment: the nominal karaoke mix, re-mixes and RMS-balanced gains.
+
+The one place where stems are mixed, for datasets, mashups, training and evaluation.
 
 The nominal mix is `(vocals + accompaniment) / 2`: stems are assumed level-matched by whoever
 made them (MIR-1K's are, so this is its 0 dB mix, as in the reference notes).
@@ -15,10 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from model.audio import rms
-
-#: Vocal-to-accompaniment ratios of the default sweep, in dB.
-DEFAULT_SNRS_DB: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0)
-
 
 def _common_length(vocals: np.ndarray, accompaniment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = min(len(vocals), len(accompaniment))  # stems of one clip; a resampler may differ by 1
@@ -55,3 +53,26 @@ def measured_snr_db(vocals: np.ndarray, accompaniment: np.ndarray) -> float:
     if rv == 0.0:
         return float("-inf")
     return 20.0 * np.log10(rv / ra)
+
+
+def background_gain(vocal: np.ndarray, background: np.ndarray, snr_db: float) -> float:
+    """Gain for `background` so that 20 log10(rms(vocal) / rms(gain * background)) = snr_db."""
+    rb = rms(background)
+    return 0.0 if rb == 0.0 else rms(vocal) / rb * 10.0 ** (-snr_db / 20.0)
+
+
+def mix_segment(
+    vocal: np.ndarray, background: np.ndarray, snr_db: float, peak: float = 0.99
+) -> tuple[np.ndarray, float, float]:
+    """RMS-balanced mix of two equal-length signals (samples,).
+
+    Returns (mix float32, vocal gain, background gain): mix = vg * vocal + bg * background with
+    rms(vg * vocal) / rms(bg * background) = snr_db in dB; vg < 1 only to keep |mix| <= peak.
+    """
+    if len(vocal) != len(background):
+        raise ValueError(f"lengths differ: vocal {len(vocal)}, background {len(background)}")
+    bg = background_gain(vocal, background, snr_db)
+    mix = vocal.astype(np.float64) + bg * background.astype(np.float64)
+    top = float(np.max(np.abs(mix))) if len(mix) else 0.0
+    scale = peak / top if top > peak else 1.0
+    return (mix * scale).astype(np.float32), scale, bg * scale

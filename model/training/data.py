@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.audio import load_audio, rms
+from model.audio import load_audio
+from model.mixing import background_gain
 from model.errors import AudioError
 from model.features import FeatureConfig, voiced_segment_starts
 from model.manifest import ManifestRow
@@ -233,8 +234,7 @@ class TrainingPool:
             if bg is None:
                 out.append(self._gain(vocal, rng))
                 continue
-            ratio = 10 ** (rng.uniform(*self.mix.snr_db) / 20)
-            g = rms(vocal) / max(rms(bg), 1e-8) / ratio
+            g = background_gain(vocal, bg, rng.uniform(*self.mix.snr_db))
             out.append(self._gain(vocal + g * bg, rng))
         return torch.from_numpy(np.stack(out))
 

@@ -38,7 +38,7 @@ from typing import IO, Self
 
 import numpy as np
 
-from indexer.vector_index import (
+from catalog.vector_index import (
     KINDS,
     FlatIndex,
     VectorIndex,
@@ -46,11 +46,13 @@ from indexer.vector_index import (
     load_index,
     resolve_gpu,
 )
-from model.errors import SingerRetrievalError
+from model.domains import DOMAINS
+from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
+from catalog.records import Singer, SingerHit, Track, TrackHit
+from model.vectors import l2_normalize, normalized_mean
 
 log = logging.getLogger(__name__)
 
-DOMAINS = ("mono", "mixed")
 SCHEMA_VERSION = 1
 DEFAULT_DIM = 256
 INDEX_FORMAT = 1
@@ -89,68 +91,6 @@ _TRACK_SELECT = (
 )
 
 
-class CatalogError(SingerRetrievalError):
-    """The catalogue cannot do what was asked (conflict, incompatible or unreadable files)."""
-
-
-class TrackNotFoundError(CatalogError):
-    """No track has this id."""
-
-    def __init__(self, track_id: int):
-        super().__init__(f"no track with id {track_id}")
-        self.track_id = track_id
-
-
-class DuplicateTrackError(CatalogError):
-    """A track with the same content, checkpoint and domain is already in the catalogue."""
-
-    def __init__(self, track_id: int | None, content_hash: str):
-        where = f" (track {track_id})" if track_id is not None else ""
-        super().__init__(
-            f"content {content_hash[:12]}... is already in the catalogue for this checkpoint "
-            f"and domain{where}"
-        )
-        self.track_id = track_id
-        self.content_hash = content_hash
-
-
-@dataclass(frozen=True)
-class Track:
-    id: int
-    singer: str
-    singer_id: int
-    domain: str  # "mono" | "mixed"
-    path: str | None
-    title: str | None
-    external_id: str | None
-    duration_s: float
-    n_segments: int
-    content_hash: str  # hex SHA-256 of the encoded file
-    checkpoint_id: str  # which weights computed the vector
-    created_at: str  # ISO 8601, UTC
-
-
-@dataclass(frozen=True)
-class Singer:
-    id: int
-    name: str
-    n_tracks: dict[str, int]  # per domain, both domains always present
-
-
-@dataclass(frozen=True)
-class TrackHit:
-    track: Track
-    score: float  # cosine similarity
-
-
-@dataclass(frozen=True)
-class SingerHit:
-    singer: Singer
-    score: float  # cosine similarity to the singer model
-    domain: str  # domain of the singer model
-    n_tracks: int  # tracks averaged into that model
-
-
 _TRACK_FIELDS = ("singer", "domain", "duration_s", "n_segments", "content_hash", "checkpoint_id")
 _OPTIONAL_FIELDS = ("path", "title", "external_id")
 _METADATA_FIELDS = ("singer", "path", "title", "external_id")
@@ -158,8 +98,7 @@ _METADATA_FIELDS = ("singer", "path", "title", "external_id")
 
 def singer_model(vectors: np.ndarray) -> np.ndarray:
     """(n, dim) L2-normalised track vectors -> (dim,) float32 L2-normalised mean."""
-    mean = np.asarray(vectors, np.float64).mean(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return normalized_mean(vectors)
 
 
 def _utc_now() -> str:
@@ -733,7 +672,7 @@ class Catalog:
         q = np.asarray(vector, np.float32).reshape(-1)
         if q.shape != (self.dim,):
             raise ValueError(f"query must have shape ({self.dim},), got {q.shape}")
-        return (q / max(float(np.linalg.norm(q)), 1e-12))[None, :]
+        return l2_normalize(q)[None, :]
 
     def search_tracks(self, vector: np.ndarray, k: int, domain: str | None = None
                       ) -> list[TrackHit]:

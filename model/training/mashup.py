@@ -2,7 +2,7 @@
 
 Pipeline, per the paper:
 1. Backgrounds: tempo and beats per track (librosa); a candidate window of one segment length
-   starts at every beat; its key is found by Krumhansl-Schmuckler on chroma (model.keys).
+   starts at every beat; its key is found by Krumhansl-Schmuckler on chroma (model.training.keys).
    Windows that are mostly quiet (fewer than `bg_min_active` of frames active by
    `model.features.frame_voicing`) are not used.
 2. Vocals: only the segments that pass the voice-activity selection of
@@ -48,10 +48,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from model.audio import SUPPORTED_FORMATS, load_audio, rms
+from model.audio import SUPPORTED_FORMATS, load_audio
+from model.mixing import mix_segment
 from model.errors import AudioError
 from model.features import FeatureConfig, frame_voicing, voiced_segment_starts
-from model.keys import Key, chromagram, segment_keys
+from model.training.keys import Key, chromagram, segment_keys
 from model.manifest import ManifestRow, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -160,29 +161,6 @@ def nearest_beat_offset(start: int, beat_samples: np.ndarray) -> int:
     if len(beat_samples) == 0:
         return 0
     return int(beat_samples[np.argmin(np.abs(beat_samples - start))] - start)
-
-
-def background_gain(vocal: np.ndarray, background: np.ndarray, snr_db: float) -> float:
-    """Gain for `background` so that 20 log10(rms(vocal) / rms(gain * background)) = snr_db."""
-    rb = rms(background)
-    return 0.0 if rb == 0.0 else rms(vocal) / rb * 10.0 ** (-snr_db / 20.0)
-
-
-def mix_segment(
-    vocal: np.ndarray, background: np.ndarray, snr_db: float, peak: float = 0.99
-) -> tuple[np.ndarray, float, float]:
-    """RMS-balanced mix of two equal-length signals (samples,).
-
-    Returns (mix float32, vocal gain, background gain): mix = vg * vocal + bg * background with
-    rms(vg * vocal) / rms(bg * background) = snr_db in dB; vg < 1 only to keep |mix| <= peak.
-    """
-    if len(vocal) != len(background):
-        raise ValueError(f"lengths differ: vocal {len(vocal)}, background {len(background)}")
-    bg = background_gain(vocal, background, snr_db)
-    mix = vocal.astype(np.float64) + bg * background.astype(np.float64)
-    top = float(np.max(np.abs(mix))) if len(mix) else 0.0
-    scale = peak / top if top > peak else 1.0
-    return (mix * scale).astype(np.float32), scale, bg * scale
 
 
 # ---------------------------------------------------------------------------------------------

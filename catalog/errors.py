@@ -1,0 +1,30 @@
+"""Typed catalogue errors; the service maps each to a documented 4xx."""
+
+from __future__ import annotations
+
+from model.errors import SingerRetrievalError
+
+
+class CatalogError(SingerRetrievalError):
+    """The catalogue cannot do what was asked (conflict, incompatible or unreadable files)."""
+
+
+class TrackNotFoundError(CatalogError):
+    """No track has this id."""
+
+    def __init__(self, track_id: int):
+        super().__init__(f"no track with id {track_id}")
+        self.track_id = track_id
+
+
+class DuplicateTrackError(CatalogError):
+    """A track with the same content, checkpoint and domain is already in the catalogue."""
+
+    def __init__(self, track_id: int | None, content_hash: str):
+        where = f" (track {track_id})" if track_id is not None else ""
+        super().__init__(
+            f"content {content_hash[:12]}... is already in the catalogue for this checkpoint "
+            f"and domain{where}"
+        )
+        self.track_id = track_id
+        self.content_hash = content_hash

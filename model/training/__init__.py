@@ -1,0 +1,1 @@
+"""Producing checkpoints: training data, losses, mashups, key analysis, training, Keras import."""

@@ -1,0 +1,25 @@
+"""Unit vectors: L2 normalisation and the normalised mean (track vectors, singer models)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-12  # a zero vector stays zero instead of becoming NaN
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x / ||x|| along `axis`, in x's float dtype (float64 for integer input)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), _EPS)
+
+
+def normalized_mean(vectors: np.ndarray) -> np.ndarray:
+    """(n, dim) vectors -> (dim,) float32 L2-normalised mean, accumulated in float64.
+
+    The paper's track vector (mean of segment embeddings) and singer model (mean of
+    L2-normalised track vectors) are both this.
+    """
+    mean = np.asarray(vectors, np.float64).mean(axis=0)
+    return l2_normalize(mean).astype(np.float32)
