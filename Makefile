@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check model indexer service tests bench
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Heavy benchmarks, not part of `make test` (see README: Benchmarks).
 bench: $(STAMP)

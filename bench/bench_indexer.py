@@ -56,12 +56,17 @@ MIR1K = REPO.parent / "shared" / "data" / "mir1k"
 def mir1k_listing(limit: int) -> Listing:
     with (MIR1K / "index.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))[:limit]
-    return Listing([SourceItem(MIR1K / "vocals" / f"{r['clip']}.opus", r["singer"], "mono",
-                               title=r["clip"]) for r in rows])
+    return Listing(
+        [
+            SourceItem(MIR1K / "vocals" / f"{r['clip']}.opus", r["singer"], "mono", title=r["clip"])
+            for r in rows
+        ]
+    )
 
 
 def decode_pass(paths: list[Path], workers: int, sr: int) -> tuple[float, float]:
     """(wall seconds, audio seconds) to decode and resample every file."""
+
     def one(path: Path) -> float:
         try:
             return len(load_audio(path, sr)) / sr
@@ -77,8 +82,12 @@ def decode_pass(paths: list[Path], workers: int, sr: int) -> tuple[float, float]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", type=Path, help="folder or manifest (default: MIR-1K vocals)")
-    p.add_argument("--domain", default="mono", choices=["mono", "mixed"],
-                   help="domain for --source (default: mono)")
+    p.add_argument(
+        "--domain",
+        default="mono",
+        choices=["mono", "mixed"],
+        help="domain for --source (default: mono)",
+    )
     p.add_argument("--limit", type=int, default=300, help="files from MIR-1K (default: 300)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
@@ -112,26 +121,47 @@ def main() -> int:
             decode_s.append(seconds)
             with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
                 start = time.perf_counter()
-                report = index_listing(catalog, embedder, listing, workers=args.workers,
-                                       batch_size=args.batch_size, progress=sys.stderr.isatty())
+                report = index_listing(
+                    catalog,
+                    embedder,
+                    listing,
+                    workers=args.workers,
+                    batch_size=args.batch_size,
+                    progress=sys.stderr.isatty(),
+                )
                 index_s.append(time.perf_counter() - start)  # hashing, last commit included
 
     n, dec, idx = len(paths), statistics.median(decode_s), statistics.median(index_s)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU",
-        "weights": weights, "files": n, "audio_min": round(audio_s / 60, 2),
-        "workers": args.workers, "batch_size": args.batch_size, "rounds": args.rounds,
-        "decode_only": {"median_s": round(dec, 2), "all_s": [round(x, 2) for x in decode_s],
-                        "files_per_s": round(n / dec, 1), "realtime_x": round(audio_s / dec)},
-        "indexing": {"median_s": round(idx, 2), "all_s": [round(x, 2) for x in index_s],
-                     "files_per_s": round(n / idx, 1), "realtime_x": round(audio_s / idx),
-                     "indexed": report.n_added, "failed": len(report.failures)},
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU",
+        "weights": weights,
+        "files": n,
+        "audio_min": round(audio_s / 60, 2),
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "decode_only": {
+            "median_s": round(dec, 2),
+            "all_s": [round(x, 2) for x in decode_s],
+            "files_per_s": round(n / dec, 1),
+            "realtime_x": round(audio_s / dec),
+        },
+        "indexing": {
+            "median_s": round(idx, 2),
+            "all_s": [round(x, 2) for x in index_s],
+            "files_per_s": round(n / idx, 1),
+            "realtime_x": round(audio_s / idx),
+            "indexed": report.n_added,
+            "failed": len(report.failures),
+        },
         "ratio": round(dec / idx, 3),
     }
     print(json.dumps(result, indent=2))
-    print(f"indexing keeps {100 * result['ratio']:.0f} % of decode-only throughput "
-          f"(target >= 75 %)", file=sys.stderr)
+    print(
+        f"indexing keeps {100 * result['ratio']:.0f} % of decode-only throughput (target >= 75 %)",
+        file=sys.stderr,
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -38,6 +38,8 @@ from typing import IO, Self
 
 import numpy as np
 
+from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
+from catalog.records import Singer, SingerHit, Track, TrackHit
 from catalog.vector_index import (
     KINDS,
     FlatIndex,
@@ -47,8 +49,6 @@ from catalog.vector_index import (
     resolve_gpu,
 )
 from model.domains import DOMAINS
-from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
-from catalog.records import Singer, SingerHit, Track, TrackHit
 from model.vectors import l2_normalize, normalized_mean
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,9 @@ class _Delta:
 class Catalog:
     """Tracks, singers and their FAISS indexes in one directory. Thread-safe (one lock)."""
 
-    def __init__(self, directory: Path, db: sqlite3.Connection, dim: int, kind: str,
-                 gpu: int | None):
+    def __init__(
+        self, directory: Path, db: sqlite3.Connection, dim: int, kind: str, gpu: int | None
+    ):
         """Use `Catalog.open`."""
         self.directory = directory
         self.dim = dim
@@ -147,8 +148,14 @@ class Catalog:
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, *, dim: int | None = DEFAULT_DIM, index: str = "flat",
-             device: str = "auto") -> Catalog:
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        dim: int | None = DEFAULT_DIM,
+        index: str = "flat",
+        device: str = "auto",
+    ) -> Catalog:
         """Open (creating if absent) the catalogue in `directory`.
 
         `dim`: the vector dimension; None: whatever the catalogue holds (DEFAULT_DIM if new).
@@ -163,7 +170,9 @@ class Catalog:
         directory.mkdir(parents=True, exist_ok=True)
         try:
             db = sqlite3.connect(
-                directory / CATALOG_FILE, timeout=60.0, isolation_level=None,
+                directory / CATALOG_FILE,
+                timeout=60.0,
+                isolation_level=None,
                 check_same_thread=False,
             )
             db.execute("PRAGMA journal_mode=WAL")
@@ -171,7 +180,9 @@ class Catalog:
             db.execute("PRAGMA foreign_keys=ON")
             dim = _prepare_schema(db, dim, directory)
         except sqlite3.DatabaseError as err:
-            raise CatalogError(f"{directory / CATALOG_FILE}: not a usable catalogue: {err}") from err
+            raise CatalogError(
+                f"{directory / CATALOG_FILE}: not a usable catalogue: {err}"
+            ) from err
         catalog = cls(directory, db, dim, index, resolve_gpu(device))
         with catalog._lock:
             catalog._load_or_rebuild()
@@ -193,9 +204,10 @@ class Catalog:
         try:
             if self._load_indexes(generation):
                 return
-        except Exception as err:  # noqa: BLE001 - a damaged file is only a cache: rebuild it
-            log.warning("%s is unreadable (%s); rebuilding it from the catalogue",
-                        self.index_path, err)
+        except Exception as err:
+            log.warning(
+                "%s is unreadable (%s); rebuilding it from the catalogue", self.index_path, err
+            )
         self._rebuild()
         try:
             self.save_indexes()
@@ -205,24 +217,37 @@ class Catalog:
     def _load_indexes(self, generation: int) -> bool:
         path = self.index_path
         if not path.is_file():
-            log.log(logging.INFO if generation else logging.DEBUG,
-                    "%s is missing; building it from the catalogue", path.name)
+            log.log(
+                logging.INFO if generation else logging.DEBUG,
+                "%s is missing; building it from the catalogue",
+                path.name,
+            )
             return False
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         meta = json.loads(arrays.pop("meta").tobytes().decode())
-        expected = {"format": INDEX_FORMAT, "uuid": self._uuid, "kind": self.kind,
-                    "dim": self.dim, "generation": generation}
+        expected = {
+            "format": INDEX_FORMAT,
+            "uuid": self._uuid,
+            "kind": self.kind,
+            "dim": self.dim,
+            "generation": generation,
+        }
         if {k: meta.get(k) for k in expected} != expected:
-            log.info("%s does not match the catalogue (%s, not %s); rebuilding it",
-                     path.name, {k: meta.get(k) for k in expected}, expected)
+            log.info(
+                "%s does not match the catalogue (%s, not %s); rebuilding it",
+                path.name,
+                {k: meta.get(k) for k in expected},
+                expected,
+            )
             return False
         groups: dict[str, dict[str, np.ndarray]] = {}
         for key, value in arrays.items():
             group, _, name = key.rpartition(".")
             groups.setdefault(group, {})[name] = value
-        tracks = {d: load_index(self.kind, self.dim, groups[f"tracks.{d}"], self._gpu)
-                  for d in DOMAINS}
+        tracks = {
+            d: load_index(self.kind, self.dim, groups[f"tracks.{d}"], self._gpu) for d in DOMAINS
+        }
         singers = {d: FlatIndex.from_arrays(self.dim, groups[f"singers.{d}"]) for d in DOMAINS}
         counts = self._track_counts()
         if any(len(tracks[d]) != counts[d] for d in DOMAINS):
@@ -260,8 +285,13 @@ class Catalog:
                 singers[key[1]].add([key[0]], singer_model(self._unpack(group)))
         self._tracks, self._singers, self._generation = tracks, singers, generation
         n = sum(len(t) for t in tracks.values())
-        log.log(logging.INFO if n else logging.DEBUG, "built %s indexes of %d tracks in %.1f s",
-                self.kind, n, time.perf_counter() - start)
+        log.log(
+            logging.INFO if n else logging.DEBUG,
+            "built %s indexes of %d tracks in %.1f s",
+            self.kind,
+            n,
+            time.perf_counter() - start,
+        )
 
     # -- persistence of the derived indexes -------------------------------------------
     def save_indexes(self) -> bool:
@@ -271,8 +301,13 @@ class Catalog:
             self._sync()
             if self._saved_generation == self._generation:
                 return False
-            meta = {"format": INDEX_FORMAT, "uuid": self._uuid, "kind": self.kind,
-                    "dim": self.dim, "generation": self._generation}
+            meta = {
+                "format": INDEX_FORMAT,
+                "uuid": self._uuid,
+                "kind": self.kind,
+                "dim": self.dim,
+                "generation": self._generation,
+            }
             arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
             for name, group in (("tracks", self._tracks), ("singers", self._singers)):
                 for d, index in group.items():
@@ -328,9 +363,12 @@ class Catalog:
                 for singer_id in {s for s, _ in delta.singers}:  # a singer goes with its last track
                     self._db.execute(
                         "DELETE FROM singers WHERE id = ? AND NOT EXISTS "
-                        "(SELECT 1 FROM tracks WHERE singer_id = ?)", (singer_id, singer_id))
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'generation'",
-                                 (str(generation + 1),))
+                        "(SELECT 1 FROM tracks WHERE singer_id = ?)",
+                        (singer_id, singer_id),
+                    )
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation + 1),)
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -366,15 +404,34 @@ class Catalog:
                 self._singers[d].add([singer_id], model)
 
     # -- writes ------------------------------------------------------------------------
-    def add_track(self, vector: np.ndarray, *, singer: str, domain: str, duration_s: float,
-                  n_segments: int, content_hash: str, checkpoint_id: str, path: str | None = None,
-                  title: str | None = None, external_id: str | None = None,
-                  replace: bool = False) -> Track:
+    def add_track(
+        self,
+        vector: np.ndarray,
+        *,
+        singer: str,
+        domain: str,
+        duration_s: float,
+        n_segments: int,
+        content_hash: str,
+        checkpoint_id: str,
+        path: str | None = None,
+        title: str | None = None,
+        external_id: str | None = None,
+        replace: bool = False,
+    ) -> Track:
         """Add one track (see `add_tracks`). Durable when it returns."""
-        item = {"vector": vector, "singer": singer, "domain": domain, "duration_s": duration_s,
-                "n_segments": n_segments, "content_hash": content_hash,
-                "checkpoint_id": checkpoint_id, "path": path, "title": title,
-                "external_id": external_id}
+        item = {
+            "vector": vector,
+            "singer": singer,
+            "domain": domain,
+            "duration_s": duration_s,
+            "n_segments": n_segments,
+            "content_hash": content_hash,
+            "checkpoint_id": checkpoint_id,
+            "path": path,
+            "title": title,
+            "external_id": external_id,
+        }
         return self.add_tracks([item], replace=replace)[0]
 
     def add_tracks(self, items: Iterable[dict], *, replace: bool = False) -> list[Track]:
@@ -412,19 +469,33 @@ class Catalog:
         singer = str(item["singer"]).strip()
         if not singer:
             raise ValueError("singer must not be empty")
-        return {**{k: None for k in _OPTIONAL_FIELDS}, **item, "singer": singer,
-                "vector": (vector / norm).astype(np.float32),
-                "duration_s": float(item["duration_s"]), "n_segments": int(item["n_segments"])}
+        return {
+            **{k: None for k in _OPTIONAL_FIELDS},
+            **item,
+            "singer": singer,
+            "vector": (vector / norm).astype(np.float32),
+            "duration_s": float(item["duration_s"]),
+            "n_segments": int(item["n_segments"]),
+        }
 
     def _singer_id(self, name: str) -> int:
-        self._db.execute("INSERT INTO singers (name) VALUES (?) ON CONFLICT (name) DO NOTHING",
-                         (name,))
+        self._db.execute(
+            "INSERT INTO singers (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,)
+        )
         return self._db.execute("SELECT id FROM singers WHERE name = ?", (name,)).fetchone()[0]
 
     def _insert(self, item: dict, replace: bool, delta: _Delta) -> int:
         singer_id = self._singer_id(item["singer"])
-        values = (singer_id, item["path"], item["title"], item["external_id"], item["duration_s"],
-                  item["n_segments"], item["checkpoint_id"], item["vector"].tobytes())
+        values = (
+            singer_id,
+            item["path"],
+            item["title"],
+            item["external_id"],
+            item["duration_s"],
+            item["n_segments"],
+            item["checkpoint_id"],
+            item["vector"].tobytes(),
+        )
         existing = []
         if replace:
             existing = self._db.execute(
@@ -453,10 +524,10 @@ class Catalog:
                     (*values, item["domain"], item["content_hash"], _utc_now()),
                 )
             except sqlite3.IntegrityError as err:
-                found = self.find_track(item["content_hash"], item["checkpoint_id"],
-                                        item["domain"])
-                raise DuplicateTrackError(found.id if found else None,
-                                          item["content_hash"]) from err
+                found = self.find_track(item["content_hash"], item["checkpoint_id"], item["domain"])
+                raise DuplicateTrackError(
+                    found.id if found else None, item["content_hash"]
+                ) from err
             track_id = cursor.lastrowid
         delta.upsert(item["domain"], track_id, item["vector"], existed=bool(existing))
         delta.singers.add((singer_id, item["domain"]))
@@ -479,8 +550,9 @@ class Catalog:
                     raise ValueError("singer must not be empty")
                 new_singer = self._singer_id(name)
                 if new_singer != old.singer_id:
-                    self._db.execute("UPDATE tracks SET singer_id = ? WHERE id = ?",
-                                     (new_singer, track_id))
+                    self._db.execute(
+                        "UPDATE tracks SET singer_id = ? WHERE id = ?", (new_singer, track_id)
+                    )
                     delta.singers |= {(old.singer_id, old.domain), (new_singer, old.domain)}
             for key, value in changes.items():
                 self._db.execute(f"UPDATE tracks SET {key} = ? WHERE id = ?", (value, track_id))
@@ -537,8 +609,9 @@ class Catalog:
         """The stored vector of a track: float32 (dim,), L2-normalised."""
         with self._lock:
             self._check_open()
-            row = self._db.execute("SELECT vector FROM tracks WHERE id = ?",
-                                   (int(track_id),)).fetchone()
+            row = self._db.execute(
+                "SELECT vector FROM tracks WHERE id = ?", (int(track_id),)
+            ).fetchone()
         if row is None:
             raise TrackNotFoundError(track_id)
         return self._unpack([row[0]])[0]
@@ -549,7 +622,8 @@ class Catalog:
             self._check_open()
             row = self._db.execute(
                 f"{_TRACK_SELECT} WHERE t.content_hash = ? AND t.checkpoint_id = ? "
-                "AND t.domain = ?", (content_hash, checkpoint_id, domain),
+                "AND t.domain = ?",
+                (content_hash, checkpoint_id, domain),
             ).fetchone()
         return self._track(row) if row else None
 
@@ -563,12 +637,20 @@ class Catalog:
                 found[row[0]] = self._track(row)
         return [found[i] for i in ids if i in found]
 
-    def track_ids(self, *, singer: str | None = None, checkpoint_id: str | None = None,
-                  domain: str | None = None) -> list[int]:
+    def track_ids(
+        self,
+        *,
+        singer: str | None = None,
+        checkpoint_id: str | None = None,
+        domain: str | None = None,
+    ) -> list[int]:
         """Ids of the tracks matching every filter given."""
         clauses, params = [], []
-        for column, value in (("s.name", singer), ("t.checkpoint_id", checkpoint_id),
-                              ("t.domain", domain)):
+        for column, value in (
+            ("s.name", singer),
+            ("t.checkpoint_id", checkpoint_id),
+            ("t.domain", domain),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -577,7 +659,8 @@ class Catalog:
             self._check_open()
             rows = self._db.execute(
                 f"SELECT t.id FROM tracks t JOIN singers s ON s.id = t.singer_id{where} "
-                "ORDER BY t.id", params,
+                "ORDER BY t.id",
+                params,
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -587,8 +670,9 @@ class Catalog:
         while True:
             with self._lock:
                 self._check_open()
-                rows = self._db.execute(f"{_TRACK_SELECT} WHERE t.id > ? ORDER BY t.id LIMIT 1000",
-                                        (last,)).fetchall()
+                rows = self._db.execute(
+                    f"{_TRACK_SELECT} WHERE t.id > ? ORDER BY t.id LIMIT 1000", (last,)
+                ).fetchall()
             if not rows:
                 return
             yield from (self._track(r) for r in rows)
@@ -601,7 +685,8 @@ class Catalog:
         rows = self._db.execute(
             f"SELECT s.id, s.name, t.domain, count(t.id) FROM singers s "
             f"LEFT JOIN tracks t ON t.singer_id = s.id WHERE s.id IN ({marks}) "
-            "GROUP BY s.id, t.domain", ids,
+            "GROUP BY s.id, t.domain",
+            ids,
         ).fetchall()
         names: dict[int, str] = {}
         counts: dict[int, dict[str, int]] = {}
@@ -617,10 +702,13 @@ class Catalog:
         with self._lock:
             self._check_open()
             total = self._db.execute("SELECT count(*) FROM singers").fetchone()[0]
-            ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM singers ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
-                (max(0, int(limit)), max(0, int(offset))),
-            )]
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM singers ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
+                    (max(0, int(limit)), max(0, int(offset))),
+                )
+            ]
             singers = self._singers_by_id(ids)
         return total, [singers[i] for i in ids]
 
@@ -654,16 +742,24 @@ class Catalog:
             with self._snapshot():
                 n_tracks = self._track_counts()
                 n_singers = self._db.execute("SELECT count(*) FROM singers").fetchone()[0]
-                checkpoints = dict(self._db.execute(
-                    "SELECT checkpoint_id, count(*) FROM tracks GROUP BY checkpoint_id"))
+                checkpoints = dict(
+                    self._db.execute(
+                        "SELECT checkpoint_id, count(*) FROM tracks GROUP BY checkpoint_id"
+                    )
+                )
                 hours = self._db.execute("SELECT coalesce(sum(duration_s), 0) FROM tracks")
                 duration_h = hours.fetchone()[0] / 3600.0
                 generation = self._read_generation()
         return {
-            "n_tracks": n_tracks, "n_singers": n_singers, "checkpoint_ids": checkpoints,
-            "duration_h": round(duration_h, 3), "index": self.kind, "dim": self.dim,
+            "n_tracks": n_tracks,
+            "n_singers": n_singers,
+            "checkpoint_ids": checkpoints,
+            "duration_h": round(duration_h, 3),
+            "index": self.kind,
+            "dim": self.dim,
             "faiss_device": "cpu" if self._gpu is None else f"cuda:{self._gpu}",
-            "schema_version": SCHEMA_VERSION, "generation": generation,
+            "schema_version": SCHEMA_VERSION,
+            "generation": generation,
             "directory": str(self.directory),
         }
 
@@ -674,8 +770,9 @@ class Catalog:
             raise ValueError(f"query must have shape ({self.dim},), got {q.shape}")
         return l2_normalize(q)[None, :]
 
-    def search_tracks(self, vector: np.ndarray, k: int, domain: str | None = None
-                      ) -> list[TrackHit]:
+    def search_tracks(
+        self, vector: np.ndarray, k: int, domain: str | None = None
+    ) -> list[TrackHit]:
         """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both."""
         q = self._query(vector)
         if domain is not None and domain not in DOMAINS:
@@ -702,8 +799,11 @@ class Catalog:
             scores, ids = self._singers[domain].search(q, k)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             singers = self._singers_by_id([i for _, i in pairs])
-        return [SingerHit(singers[i], s, domain, singers[i].n_tracks[domain])
-                for s, i in pairs if i in singers]
+        return [
+            SingerHit(singers[i], s, domain, singers[i].n_tracks[domain])
+            for s, i in pairs
+            if i in singers
+        ]
 
     # -- export ------------------------------------------------------------------------
     def export(self, fh: IO[str], fmt: str = "csv", include_vectors: bool = False) -> int:
@@ -779,16 +879,24 @@ def _prepare_schema(db: sqlite3.Connection, dim: int | None, directory: Path) ->
     if version == 0:
         tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         if tables:
-            raise CatalogError(f"{directory / CATALOG_FILE}: an SQLite file that is not a catalogue")
+            raise CatalogError(
+                f"{directory / CATALOG_FILE}: an SQLite file that is not a catalogue"
+            )
         db.execute("BEGIN IMMEDIATE")
         try:
             if int(db.execute("PRAGMA user_version").fetchone()[0]) == 0:  # not raced
                 # Statement by statement: executescript() would commit the transaction.
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
-                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-                    ("dim", str(dim or DEFAULT_DIM)), ("generation", "0"),
-                    ("created_at", _utc_now()), ("uuid", uuid.uuid4().hex)])
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("dim", str(dim or DEFAULT_DIM)),
+                        ("generation", "0"),
+                        ("created_at", _utc_now()),
+                        ("uuid", uuid.uuid4().hex),
+                    ],
+                )
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:

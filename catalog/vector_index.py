@@ -48,8 +48,9 @@ def resolve_gpu(device: str | None) -> int | None:
         number = int(device.partition(":")[2] or 0)
         if gpu_available() and number < faiss.get_num_gpus():
             return number
-        log.warning("FAISS has no GPU %s here (faiss-cpu build or no device): searching on CPU",
-                    device)
+        log.warning(
+            "FAISS has no GPU %s here (faiss-cpu build or no device): searching on CPU", device
+        )
         return None
     raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
@@ -170,9 +171,10 @@ class FlatIndex(VectorIndex):
             mirror._flat = flat  # the wrapper does not own it: keep it alive with the mirror
             n = len(self)
             if n:
-                mirror.add_with_ids(self._index.index.reconstruct_n(0, n),
-                                    faiss.vector_to_array(self._index.id_map))
-        except Exception as err:  # noqa: BLE001 - CPU search is always correct
+                mirror.add_with_ids(
+                    self._index.index.reconstruct_n(0, n), faiss.vector_to_array(self._index.id_map)
+                )
+        except Exception as err:
             log.warning("FAISS GPU %d unusable (%s); searching on CPU", self._gpu, err)
             self._gpu = None
             return None

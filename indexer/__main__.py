@@ -29,48 +29,84 @@ COMMANDS = {
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, type=Path, metavar="DIR",
-                   help="catalogue directory (catalog.sqlite + FAISS files); created if absent")
-    p.add_argument("--index-kind", choices=["flat", "hnsw"], default="flat",
-                   help="FAISS index over track vectors: exact (flat) or approximate (hnsw)")
+    p.add_argument(
+        "--index",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="catalogue directory (catalog.sqlite + FAISS files); created if absent",
+    )
+    p.add_argument(
+        "--index-kind",
+        choices=["flat", "hnsw"],
+        default="flat",
+        help="FAISS index over track vectors: exact (flat) or approximate (hnsw)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m indexer", description=__doc__,
+        prog="python -m indexer",
+        description=__doc__,
         epilog="Without a command, `index` is meant: python -m indexer --index DIR SOURCE",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parsers = {name: sub.add_parser(name, help=text, description=text)
-               for name, text in COMMANDS.items()}
+    parsers = {
+        name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS.items()
+    }
     for p in parsers.values():
         _add_common(p)
 
     p = parsers["index"]
-    p.add_argument("source", type=Path, metavar="SOURCE",
-                   help="folder (<singer>/<track> layout, or a manifest.csv at its root) or "
-                        "CSV manifest (path,singer[,title][,domain][,external_id])")
-    p.add_argument("--checkpoint", type=Path,
-                   help="model checkpoint (.pt); default: the project's CROSS model")
-    p.add_argument("--domain", choices=["mixed", "mono"], default="mixed",
-                   help="mixed: finished songs; mono: vocals only. A manifest's domain column "
-                        "overrides it per row (default: %(default)s)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="re-embed every file, even those already indexed")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when available), cpu, cuda, cuda:N; model and FAISS")
+    p.add_argument(
+        "source",
+        type=Path,
+        metavar="SOURCE",
+        help="folder (<singer>/<track> layout, or a manifest.csv at its root) or "
+        "CSV manifest (path,singer[,title][,domain][,external_id])",
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, help="model checkpoint (.pt); default: the project's CROSS model"
+    )
+    p.add_argument(
+        "--domain",
+        choices=["mixed", "mono"],
+        default="mixed",
+        help="mixed: finished songs; mono: vocals only. A manifest's domain column "
+        "overrides it per row (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rebuild", action="store_true", help="re-embed every file, even those already indexed"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available), cpu, cuda, cuda:N; model and FAISS",
+    )
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="segments per inference batch (default: 64)")
-    p.add_argument("--threads", type=int,
-                   help="torch threads for CPU inference (default: cores minus workers, >= 1)")
-    p.add_argument("--all-segments", action="store_true",
-                   help="embed every full segment (no voice-activity selection)")
-    p.add_argument("--commit-every", type=int, default=64, metavar="N",
-                   help="tracks per catalogue transaction; at most this many are re-embedded "
-                        "after a crash (default: 64; also every 2 s)")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="segments per inference batch (default: 64)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for CPU inference (default: cores minus workers, >= 1)",
+    )
+    p.add_argument(
+        "--all-segments",
+        action="store_true",
+        help="embed every full segment (no voice-activity selection)",
+    )
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=64,
+        metavar="N",
+        help="tracks per catalogue transaction; at most this many are re-embedded "
+        "after a crash (default: 64; also every 2 s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = parsers["stats"]
@@ -79,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["remove"]
     p.add_argument("ids", nargs="*", type=int, metavar="ID", help="track ids")
     p.add_argument("--singer", help="every track of this singer")
-    p.add_argument("--checkpoint-id",
-                   help="every track embedded by this checkpoint (see `stats`)")
+    p.add_argument("--checkpoint-id", help="every track embedded by this checkpoint (see `stats`)")
 
     p = parsers["export"]
     p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
-    p.add_argument("--format", choices=["csv", "json"],
-                   help="default: from the output's extension, else csv")
+    p.add_argument(
+        "--format", choices=["csv", "json"], help="default: from the output's extension, else csv"
+    )
     p.add_argument("--vectors", action="store_true", help="include the track vectors")
     return parser
 
@@ -95,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "index")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU features
     from catalog import CatalogError
 
     try:
         return {"index": _index, "stats": _stats, "remove": _remove, "export": _export}[
-            args.command](args)
+            args.command
+        ](args)
     except CatalogError as err:
         log.error("%s", err)
         return 2
@@ -114,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 def _open(args, dim: int | None = None):
     from catalog import Catalog
 
-    return Catalog.open(args.index, dim=dim, index=args.index_kind,
-                        device=getattr(args, "device", "cpu"))
+    return Catalog.open(
+        args.index, dim=dim, index=args.index_kind, device=getattr(args, "device", "cpu")
+    )
 
 
 def _index(args) -> int:
@@ -128,28 +168,46 @@ def _index(args) -> int:
     from model.manifest import ManifestError
 
     if not args.source.exists():
-        hint = (f" (to run the `{args.source}` command, put it first: python -m indexer "
-                f"{args.source} --index ...)" if str(args.source) in COMMANDS else "")
+        hint = (
+            f" (to run the `{args.source}` command, put it first: python -m indexer "
+            f"{args.source} --index ...)"
+            if str(args.source) in COMMANDS
+            else ""
+        )
         log.error("no such folder or manifest: %s%s", args.source, hint)
         return 2
     try:
         embedder = Embedder.from_checkpoint(args.checkpoint, args.device)
     except CheckpointError as err:
-        default = "" if args.checkpoint else (
-            " (the project's default checkpoint; pass --checkpoint CKPT to use another)")
+        default = (
+            ""
+            if args.checkpoint
+            else (" (the project's default checkpoint; pass --checkpoint CKPT to use another)")
+        )
         log.error("cannot load the model: %s%s", err, default)
         return 2
     if embedder.device.type == "cpu":
         torch.set_num_threads(args.threads or inference_threads(args.workers))
     progress = not args.no_progress and sys.stderr.isatty()
     with _open(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
-        log.info("indexing %s into %s with checkpoint %s on %s", args.source, args.index,
-                 embedder.checkpoint_id, embedder.device)
+        log.info(
+            "indexing %s into %s with checkpoint %s on %s",
+            args.source,
+            args.index,
+            embedder.checkpoint_id,
+            embedder.device,
+        )
         try:
             report = index_source(
-                catalog, embedder, args.source, domain=args.domain, rebuild=args.rebuild,
-                workers=args.workers, batch_size=args.batch_size,
-                all_segments=args.all_segments, progress=progress,
+                catalog,
+                embedder,
+                args.source,
+                domain=args.domain,
+                rebuild=args.rebuild,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                all_segments=args.all_segments,
+                progress=progress,
                 commit_every=args.commit_every,
             )
         except (ManifestError, FileNotFoundError) as err:
@@ -171,10 +229,14 @@ def _stats(args) -> int:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
     n = stats["n_tracks"]
-    print(f"catalogue {stats['directory']} (schema {stats['schema_version']}, "
-          f"{stats['dim']}-d, {stats['index']} index on {stats['faiss_device']})")
-    print(f"  tracks:  {sum(n.values())} ({n['mono']} mono, {n['mixed']} mixed), "
-          f"{stats['duration_h']:.2f} h of audio")
+    print(
+        f"catalogue {stats['directory']} (schema {stats['schema_version']}, "
+        f"{stats['dim']}-d, {stats['index']} index on {stats['faiss_device']})"
+    )
+    print(
+        f"  tracks:  {sum(n.values())} ({n['mono']} mono, {n['mixed']} mixed), "
+        f"{stats['duration_h']:.2f} h of audio"
+    )
     print(f"  singers: {stats['n_singers']}")
     for ckpt, count in sorted(stats["checkpoint_ids"].items()):
         print(f"  checkpoint {ckpt}: {count} tracks")

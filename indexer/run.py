@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from catalog.hashing import content_hash
 from catalog import Catalog, CatalogError, Track
+from catalog.hashing import content_hash
 from indexer.sources import Listing, SourceItem, read_source
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
@@ -82,7 +82,9 @@ class IndexReport:
             lines.append("failed:")
             lines += [f"  {f.path}: {f.reason}" for f in self.failures]
         if self.other_checkpoints:
-            others = ", ".join(f"{k} ({n} tracks)" for k, n in sorted(self.other_checkpoints.items()))
+            others = ", ".join(
+                f"{k} ({n} tracks)" for k, n in sorted(self.other_checkpoints.items())
+            )
             lines.append(
                 f"note: the catalogue also holds vectors of other checkpoints: {others}; the "
                 "service refuses queries until they are re-indexed (--rebuild over their "
@@ -100,8 +102,14 @@ class _Job:
 class _Writer:
     """Buffers embedded tracks and commits them in batches, one transaction each."""
 
-    def __init__(self, catalog: Catalog, report: IndexReport, checkpoint_id: str,
-                 commit_every: int, commit_interval_s: float):
+    def __init__(
+        self,
+        catalog: Catalog,
+        report: IndexReport,
+        checkpoint_id: str,
+        commit_every: int,
+        commit_interval_s: float,
+    ):
         self.catalog, self.report, self.checkpoint_id = catalog, report, checkpoint_id
         self.commit_every, self.commit_interval_s = max(1, commit_every), commit_interval_s
         self.pending: list[tuple[_Job, dict]] = []
@@ -109,14 +117,27 @@ class _Writer:
 
     def add(self, job: _Job, emb: TrackEmbedding) -> None:
         item = job.item
-        self.pending.append((job, {
-            "vector": emb.vector, "singer": item.singer, "domain": item.domain,
-            "duration_s": emb.duration_s, "n_segments": emb.n_segments,
-            "content_hash": job.digest, "checkpoint_id": self.checkpoint_id,
-            "path": str(item.path), "title": item.title, "external_id": item.external_id,
-        }))
-        if (len(self.pending) >= self.commit_every
-                or time.monotonic() - self.last_commit >= self.commit_interval_s):
+        self.pending.append(
+            (
+                job,
+                {
+                    "vector": emb.vector,
+                    "singer": item.singer,
+                    "domain": item.domain,
+                    "duration_s": emb.duration_s,
+                    "n_segments": emb.n_segments,
+                    "content_hash": job.digest,
+                    "checkpoint_id": self.checkpoint_id,
+                    "path": str(item.path),
+                    "title": item.title,
+                    "external_id": item.external_id,
+                },
+            )
+        )
+        if (
+            len(self.pending) >= self.commit_every
+            or time.monotonic() - self.last_commit >= self.commit_interval_s
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -129,8 +150,9 @@ class _Writer:
             self.report.n_added += len(pending)
             return
         except (CatalogError, ValueError) as err:
-            log.warning("a batch of %d tracks was refused (%s); writing them one by one",
-                        len(pending), err)
+            log.warning(
+                "a batch of %d tracks was refused (%s); writing them one by one", len(pending), err
+            )
         for job, rec in pending:  # isolate the track that the catalogue refuses
             try:
                 self.catalog.add_tracks([rec], replace=True)
@@ -144,14 +166,21 @@ def _fail(report: IndexReport, path: str | Path, reason: str) -> None:
     report.failures.append(Failure(str(path), reason))
 
 
-def _hash_all(items: Sequence[SourceItem], workers: int, progress: bool,
-              report: IndexReport) -> list[_Job]:
+def _hash_all(
+    items: Sequence[SourceItem], workers: int, progress: bool, report: IndexReport
+) -> list[_Job]:
     """Hash the files in threads (hashlib releases the GIL); unreadable files fail."""
     jobs: list[_Job] = []
     with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="hash") as pool:
         results = pool.map(_try_hash, [it.path for it in items])
-        bar = tqdm(zip(items, results), total=len(items), desc="hashing", unit="file",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            zip(items, results),
+            total=len(items),
+            desc="hashing",
+            unit="file",
+            disable=not progress,
+            leave=False,
+        )
         for item, (digest, error) in bar:
             if error is not None:
                 _fail(report, item.path, error)
@@ -169,8 +198,9 @@ def _try_hash(path: Path) -> tuple[str | None, str | None]:
         return None, f"cannot read the file ({err.strerror or err})"
 
 
-def _plan(catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool,
-          report: IndexReport) -> list[_Job]:
+def _plan(
+    catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool, report: IndexReport
+) -> list[_Job]:
     """Drop duplicates within the source and (unless rebuild) what is already indexed."""
     first: dict[tuple[str, str], _Job] = {}
     todo: list[_Job] = []
@@ -181,12 +211,16 @@ def _plan(catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool,
             if other.singer == job.item.singer:
                 report.duplicates.append((str(job.item.path), str(other.path)))
             else:
-                _fail(report, job.item.path,
-                      f"same audio as {other.path}, which is filed under singer {other.singer!r}")
+                _fail(
+                    report,
+                    job.item.path,
+                    f"same audio as {other.path}, which is filed under singer {other.singer!r}",
+                )
             continue
         first[key] = job
-        existing = None if rebuild else catalog.find_track(job.digest, checkpoint_id,
-                                                           job.item.domain)
+        existing = (
+            None if rebuild else catalog.find_track(job.digest, checkpoint_id, job.item.domain)
+        )
         if existing is None:
             todo.append(job)
         else:
@@ -195,20 +229,32 @@ def _plan(catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool,
     return todo
 
 
-def _update_metadata(catalog: Catalog, track: Track, item: SourceItem,
-                     report: IndexReport) -> None:
-    wanted = {"singer": item.singer, "path": str(item.path), "title": item.title,
-              "external_id": item.external_id}
+def _update_metadata(catalog: Catalog, track: Track, item: SourceItem, report: IndexReport) -> None:
+    wanted = {
+        "singer": item.singer,
+        "path": str(item.path),
+        "title": item.title,
+        "external_id": item.external_id,
+    }
     changes = {k: v for k, v in wanted.items() if getattr(track, k) != v}
     if changes:
         catalog.update_track(track.id, **changes)
         report.n_updated += 1
 
 
-def index_listing(catalog: Catalog, embedder: Embedder, listing: Listing, *,
-                  rebuild: bool = False, workers: int = 2, batch_size: int = 64,
-                  all_segments: bool = False, progress: bool = False, commit_every: int = 64,
-                  commit_interval_s: float = 2.0) -> IndexReport:
+def index_listing(
+    catalog: Catalog,
+    embedder: Embedder,
+    listing: Listing,
+    *,
+    rebuild: bool = False,
+    workers: int = 2,
+    batch_size: int = 64,
+    all_segments: bool = False,
+    progress: bool = False,
+    commit_every: int = 64,
+    commit_interval_s: float = 2.0,
+) -> IndexReport:
     """Embed and store the items of `listing`; see the module docstring.
 
     A KeyboardInterrupt stops the job after committing what was embedded; the report says
@@ -224,14 +270,20 @@ def index_listing(catalog: Catalog, embedder: Embedder, listing: Listing, *,
     log.info("%d files to embed, %d already indexed", len(todo), report.n_skipped)
 
     writer = _Writer(catalog, report, ckpt, commit_every, commit_interval_s)
-    bar = tqdm(total=len(todo), desc="indexing", unit="track", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), desc="indexing", unit="track", disable=not progress, dynamic_ncols=True
+    )
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
             batch = [j for j in todo if j.item.domain == domain]
-            results = embedder.embed_many([j.item.path for j in batch], domain, all_segments,
-                                          workers=workers, batch_size=batch_size)
+            results = embedder.embed_many(
+                [j.item.path for j in batch],
+                domain,
+                all_segments,
+                workers=workers,
+                batch_size=batch_size,
+            )
             for i, result in results:
                 if isinstance(result, AudioError):
                     _fail(report, batch[i].item.path, result.reason)
@@ -240,8 +292,11 @@ def index_listing(catalog: Catalog, embedder: Embedder, listing: Listing, *,
                     report.audio_s += result.duration_s
                 bar.update(1)
                 elapsed = time.perf_counter() - embed_start
-                bar.set_postfix_str(f"{report.audio_s / max(elapsed, 1e-9):.1f}x realtime, "
-                                    f"{len(report.failures)} failed", refresh=False)
+                bar.set_postfix_str(
+                    f"{report.audio_s / max(elapsed, 1e-9):.1f}x realtime, "
+                    f"{len(report.failures)} failed",
+                    refresh=False,
+                )
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("interrupted: committing what was embedded")
@@ -255,8 +310,9 @@ def index_listing(catalog: Catalog, embedder: Embedder, listing: Listing, *,
     return report
 
 
-def index_source(catalog: Catalog, embedder: Embedder, source: str | Path, *,
-                 domain: str = "mixed", **options) -> IndexReport:
+def index_source(
+    catalog: Catalog, embedder: Embedder, source: str | Path, *, domain: str = "mixed", **options
+) -> IndexReport:
     """Index a folder or a CSV manifest (see indexer/sources.py) into `catalog`.
 
     `domain` applies to a folder and to manifest rows that name none. `options` are those of

@@ -20,8 +20,10 @@ from model.manifest import read_manifest
 
 FOLDER_MANIFEST = "manifest.csv"
 NO_SINGER = "no singer: put the file in a <singer>/ folder or list it in a manifest"
-NO_PATH = ("the indexer needs one audio file in 'path' (vocal_path/accompaniment_path rows "
-           "are mixed only by training and evaluation)")
+NO_PATH = (
+    "the indexer needs one audio file in 'path' (vocal_path/accompaniment_path rows "
+    "are mixed only by training and evaluation)"
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,10 @@ def read_source(source: str | Path, domain: str) -> Listing:
     source = Path(source)
     if source.is_dir():
         manifest = source / FOLDER_MANIFEST
-        return read_manifest_source(manifest, domain) if manifest.is_file() else scan_folder(
-            source, domain
+        return (
+            read_manifest_source(manifest, domain)
+            if manifest.is_file()
+            else scan_folder(source, domain)
         )
     if source.is_file():
         return read_manifest_source(source, domain)
@@ -97,7 +101,12 @@ def read_manifest_source(csv_path: str | Path, domain: str) -> Listing:
             continue
         path = Path(row.path)
         listing.items.append(
-            SourceItem(path, row.singer, row.domain or domain, title=row.title or path.stem,
-                       external_id=row.external_id)
+            SourceItem(
+                path,
+                row.singer,
+                row.domain or domain,
+                title=row.title or path.stem,
+                external_id=row.external_id,
+            )
         )
     return listing

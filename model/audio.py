@@ -53,9 +53,25 @@ def _decode_ffmpeg(source: AudioSource) -> tuple[np.ndarray, int]:
 def _ffmpeg_decode_path(path: str, name: str | None) -> tuple[np.ndarray, int]:
     rate = _ffmpeg_native_rate(path)
     out = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", path,
-         "-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"],
-        capture_output=True, check=False,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            path,
+            "-ac",
+            "1",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ar",
+            str(rate),
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=False,
     )
     if out.returncode != 0 or not out.stdout:
         # ffmpeg names its input: for uploaded bytes that is our temp file, of no use to a client.
@@ -67,8 +83,18 @@ def _ffmpeg_decode_path(path: str, name: str | None) -> tuple[np.ndarray, int]:
 def _ffmpeg_native_rate(path: str) -> int:
     # Decode at the native rate: ffmpeg resamples nothing, `resample` does it once, in one place.
     if shutil.which("ffprobe"):
-        cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-               "stream=sample_rate", "-of", "csv=p=0", path]
+        cmd = [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=sample_rate",
+            "-of",
+            "csv=p=0",
+            path,
+        ]
         res = subprocess.run(cmd, capture_output=True, check=False)
         try:
             return int(res.stdout.decode().strip().splitlines()[0])
@@ -107,7 +133,9 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
         if _suffix(source) in FFMPEG_FORMATS:
             raise DecoderMissingError(
                 f"decoding .{_suffix(source)} needs ffmpeg, which is not installed "
-                "(apt-get install ffmpeg)", name) from err
+                "(apt-get install ffmpeg)",
+                name,
+            ) from err
         raise UnsupportedFormatError(_unsupported_message(str(err)), name) from err
     if y.shape[0] == 0:
         raise AudioError("the file holds no audio samples", name)

@@ -57,14 +57,18 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err.__class__.__name__}: {err})") from err
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({err.__class__.__name__}: {err})"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a {FORMAT} checkpoint (convert Keras .h5 files with "
             "`python -m model import-keras`)"
         )
     if payload.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload['version']} is newer than {VERSION}"
+        )
     try:
         net = SingerNet(payload["model_type"], EncoderDims.from_dict(payload["dims"]))
         net.load_state_dict(payload["state_dict"])

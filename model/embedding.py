@@ -60,7 +60,9 @@ def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
 class Embedder:
     """A checkpoint ready for inference on one device."""
 
-    def __init__(self, net, features: FeatureConfig, meta: dict, device: torch.device, ckpt_id: str):
+    def __init__(
+        self, net, features: FeatureConfig, meta: dict, device: torch.device, ckpt_id: str
+    ):
         self.net = net
         self.features = features
         self.meta = meta
@@ -89,7 +91,9 @@ class Embedder:
         ]
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
 
-    def segments(self, y: np.ndarray, all_segments: bool = False, path: str | None = None) -> torch.Tensor:
+    def segments(
+        self, y: np.ndarray, all_segments: bool = False, path: str | None = None
+    ) -> torch.Tensor:
         """Waveform at features.sample_rate -> (n, n_mels, frames) on this device."""
         return extract_segments(y, self.features, all_segments, device=self.device, path=path)
 
@@ -101,7 +105,9 @@ class Embedder:
         emb = self.embed_segments(segs, domain)
         return TrackEmbedding(track_vector(emb), len(emb), len(y) / self.features.sample_rate)
 
-    def embed_file(self, source: AudioSource, domain: str, all_segments: bool = False) -> TrackEmbedding:
+    def embed_file(
+        self, source: AudioSource, domain: str, all_segments: bool = False
+    ) -> TrackEmbedding:
         """A file path or encoded bytes -> TrackEmbedding. Raises AudioError."""
         name = None if isinstance(source, bytes) else str(source)
         y = load_audio(source, self.features.sample_rate)
@@ -140,7 +146,10 @@ class Embedder:
             emb = self.embed_segments(torch.cat([s for _, s, _ in buffered]), domain, batch_size)
             start = 0
             for i, segs, dur in buffered:
-                yield i, TrackEmbedding(track_vector(emb[start : start + len(segs)]), len(segs), dur)
+                yield (
+                    i,
+                    TrackEmbedding(track_vector(emb[start : start + len(segs)]), len(segs), dur),
+                )
                 start += len(segs)
             buffered, n_buffered = [], 0
 

@@ -63,7 +63,9 @@ class FeatureConfig:
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
     import librosa
 
-    return torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    return torch.from_numpy(
+        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    )
 
 
 def _as_tensor(y: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
@@ -81,8 +83,13 @@ def log_mel(
     y = _as_tensor(y, device)
     window = torch.hann_window(cfg.n_fft, periodic=True, device=y.device)
     spec = torch.stft(
-        y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=window, center=True,
-        pad_mode=cfg.pad_mode, return_complex=True,
+        y,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        window=window,
+        center=True,
+        pad_mode=cfg.pad_mode,
+        return_complex=True,
     ).abs()  # (…, 1 + n_fft // 2, frames)
     basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).to(y.device)
     mel = torch.matmul(basis, spec)
@@ -108,8 +115,9 @@ def segment_starts(n_frames: int, cfg: FeatureConfig, hop: int | None = None) ->
     return np.arange(0, n_frames - cfg.segment_frames + 1, hop, dtype=np.int64)
 
 
-def voiced_shares(y: np.ndarray | torch.Tensor, cfg: FeatureConfig,
-                  hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def voiced_shares(
+    y: np.ndarray | torch.Tensor, cfg: FeatureConfig, hop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(start frames (n_segments,) int64, share of voiced frames in each segment (n_segments,))."""
     voiced = frame_voicing(y, cfg)
     starts = segment_starts(len(voiced), cfg, hop)
@@ -117,9 +125,10 @@ def voiced_shares(y: np.ndarray | torch.Tensor, cfg: FeatureConfig,
     return starts, (cum[starts + cfg.segment_frames] - cum[starts]) / cfg.segment_frames
 
 
-def voiced_segment_starts(y: np.ndarray | torch.Tensor, cfg: FeatureConfig,
-                          hop: int | None = None) -> np.ndarray:
-    """Start frames (int64) of the segments `extract_segments` keeps: the same voice-activity rule."""
+def voiced_segment_starts(
+    y: np.ndarray | torch.Tensor, cfg: FeatureConfig, hop: int | None = None
+) -> np.ndarray:
+    """Start frames (int64) of the segments `extract_segments` keeps (same voice-activity rule)."""
     if int(y.shape[-1]) < cfg.min_samples:
         return np.zeros(0, dtype=np.int64)
     starts, share = voiced_shares(y, cfg, hop)

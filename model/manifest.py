@@ -4,10 +4,10 @@ A manifest is a CSV file with a header row. Every row is one recording:
 
 | column               | required | meaning                                                      |
 |----------------------|----------|--------------------------------------------------------------|
-| path                 | yes*     | audio file; relative paths are resolved against the CSV's folder |
-| singer               | yes      | singer name (the identity the model learns and the index ranks) |
+| path                 | yes*     | audio file; relative to the CSV's folder unless absolute     |
+| singer               | yes      | singer name: the identity the model learns, the index ranks  |
 | title                | no       | human-readable title                                         |
-| domain               | no       | `mono` (vocals only) or `mixed` (a finished song); default given by the reader |
+| domain               | no       | `mono` (vocals) or `mixed` (a song); default from the reader |
 | external_id          | no       | caller's own id for the track                                |
 | song                 | no       | song id: performances of one song share it (used by splits)  |
 | role                 | no       | free label used by recipes: `train`, `val`, `model`, `query` |
@@ -105,6 +105,8 @@ def write_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> Path:
         writer = csv.writer(fh)
         writer.writerow(used + extra_cols)
         for r in rows:
-            writer.writerow([getattr(r, c) or "" for c in used] + [r.extra.get(c, "") for c in extra_cols])
+            writer.writerow(
+                [getattr(r, c) or "" for c in used] + [r.extra.get(c, "") for c in extra_cols]
+            )
     tmp.replace(path)  # atomic: readers never see a half-written manifest
     return path

@@ -18,6 +18,7 @@ import numpy as np
 
 from model.audio import rms
 
+
 def _common_length(vocals: np.ndarray, accompaniment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = min(len(vocals), len(accompaniment))  # stems of one clip; a resampler may differ by 1
     return vocals[:n], accompaniment[:n]

@@ -19,7 +19,9 @@ def _env_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service", description=__doc__.splitlines()[0], epilog=_env_help(),
+        prog="python -m service",
+        description=__doc__.splitlines()[0],
+        epilog=_env_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -29,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     from service.app import create_app
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:
@@ -41,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, on_load_failure=stop)
     # One process: the catalogue's in-memory FAISS indexes must see every write, so scale
     # with inference_workers (threads), not with uvicorn workers.
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=30,
+        )
+    )
     server.run()
     return 1 if app.state.runtime.state == "failed" else 0
 

@@ -18,7 +18,9 @@ API_KEY_HEADER = "X-API-Key"
 # Declares the header in the OpenAPI schema ("Authorize" in /docs). Enforcement is in
 # WriteRoute, which runs before the request body is read.
 api_key_scheme = APIKeyHeader(
-    name=API_KEY_HEADER, auto_error=False, scheme_name="APIKey",
+    name=API_KEY_HEADER,
+    auto_error=False,
+    scheme_name="APIKey",
     description="Required by write endpoints when SINGER_API_KEY is set.",
 )
 
@@ -40,11 +42,16 @@ def check_write_access(runtime: Runtime, provided_key: str | None) -> None:
     if settings.api_key is not None:
         expected = settings.api_key.get_secret_value().encode()
         if provided_key is None or not secrets.compare_digest(provided_key.encode(), expected):
-            raise ApiError(401, "unauthorized", f"a valid {API_KEY_HEADER} header is required",
-                           headers={"WWW-Authenticate": API_KEY_HEADER})
+            raise ApiError(
+                401,
+                "unauthorized",
+                f"a valid {API_KEY_HEADER} header is required",
+                headers={"WWW-Authenticate": API_KEY_HEADER},
+            )
     elif not settings.allow_unauthenticated_writes:
         raise ApiError(
-            403, "writes_disabled",
+            403,
+            "writes_disabled",
             "write endpoints are disabled: set SINGER_API_KEY (clients send it in the "
             f"{API_KEY_HEADER} header), or SINGER_ALLOW_UNAUTHENTICATED_WRITES=true for local use",
         )

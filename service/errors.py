@@ -53,8 +53,11 @@ def audio_error_response(err: AudioError) -> JSONResponse:
         )
     if isinstance(err, AudioTooShortError):
         return error_response(
-            422, "audio_too_short", err.reason,
-            duration_s=round(err.duration_s, 3), min_duration_s=round(err.min_duration_s, 3),
+            422,
+            "audio_too_short",
+            err.reason,
+            duration_s=round(err.duration_s, 3),
+            min_duration_s=round(err.min_duration_s, 3),
         )
     if isinstance(err, NoVoicedSegmentError):
         return error_response(422, "no_voiced_segment", err.reason)
@@ -95,8 +98,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, err: RequestValidationError):
         # Echo offending values only when they are plain scalars (never an upload object).
         errors = [
-            {k: v for k, v in e.items()
-             if k != "input" or v is None or isinstance(v, (str, int, float, bool))}
+            {
+                k: v
+                for k, v in e.items()
+                if k != "input" or v is None or isinstance(v, (str, int, float, bool))
+            }
             for e in err.errors()
         ]
         return error_response(422, "invalid_parameters", errors)

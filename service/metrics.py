@@ -78,8 +78,10 @@ class Metrics:
         lines: list[str] = []
         with self._lock:
             counters = {k: dict(v) for k, v in self._counters.items()}
-            histograms = {k: (b, {lk: list(s) for lk, s in v.items()})
-                          for k, (b, v) in self._histograms.items()}
+            histograms = {
+                k: (b, {lk: list(s) for lk, s in v.items()})
+                for k, (b, v) in self._histograms.items()
+            }
         for name, (kind, help_text) in self._help.items():
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
@@ -90,7 +92,7 @@ class Metrics:
                 buckets, series = histograms[name]
                 for labels, state in sorted(series.items()):
                     cumulative = 0.0
-                    for bound, count in zip(buckets + (math.inf,), state[: len(buckets) + 1]):
+                    for bound, count in zip((*buckets, math.inf), state[: len(buckets) + 1]):
                         cumulative += count
                         le = _fmt_labels(labels, ("le", _fmt_value(bound)))
                         lines.append(f"{name}_bucket{le} {_fmt_value(cumulative)}")

@@ -65,14 +65,17 @@ class Runtime:
             log.warning("%s", self.checkpoint_mismatch_message())
         log.info(
             "loaded checkpoint %s on %s and catalogue %s in %.1f s",
-            embedder.checkpoint_id, embedder.device, s.index_dir, time.perf_counter() - start,
+            embedder.checkpoint_id,
+            embedder.device,
+            s.index_dir,
+            time.perf_counter() - start,
         )
         self.state = "ready"
 
     async def load_in_background(self, on_failure: Callable[[BaseException], None] | None):
         try:
             await asyncio.to_thread(self.load)
-        except Exception as err:  # noqa: BLE001 - any load failure: up, but not ready
+        except Exception as err:
             self.state, self.error = "failed", f"{err.__class__.__name__}: {err}"
             log.error("loading the model or the catalogue failed: %s", self.error)
             if on_failure is not None:
@@ -86,8 +89,12 @@ class Runtime:
     # -- request helpers ---------------------------------------------------------------
     def require_ready(self) -> None:
         if self.state == "loading":
-            raise ApiError(503, "not_ready", "the model and catalogue are still loading",
-                           headers={"Retry-After": "5"})
+            raise ApiError(
+                503,
+                "not_ready",
+                "the model and catalogue are still loading",
+                headers={"Retry-After": "5"},
+            )
         if self.state == "failed":
             raise ApiError(503, "load_failed", f"the service failed to load: {self.error}")
 
@@ -116,9 +123,13 @@ class Runtime:
         another checkpoint: their scores against this model's vectors mean nothing."""
         await self.refresh_checkpoints(CHECKPOINT_RECHECK_S)
         if self.foreign_checkpoints:
-            raise ApiError(409, "checkpoint_mismatch", self.checkpoint_mismatch_message(),
-                           catalog_checkpoints=sorted(self.foreign_checkpoints),
-                           model_checkpoint=self.embedder.checkpoint_id)
+            raise ApiError(
+                409,
+                "checkpoint_mismatch",
+                self.checkpoint_mismatch_message(),
+                catalog_checkpoints=sorted(self.foreign_checkpoints),
+                model_checkpoint=self.embedder.checkpoint_id,
+            )
 
     async def embed(self, data: bytes, domain: str) -> TrackEmbedding:
         """Encoded audio -> track embedding, in the bounded inference pool. Raises AudioError."""
@@ -126,8 +137,9 @@ class Runtime:
         def job() -> TrackEmbedding:
             start = time.perf_counter()
             emb = self.embedder.embed_file(data, domain)
-            self.metrics.observe("singer_embedding_seconds", {"domain": domain},
-                                 time.perf_counter() - start)
+            self.metrics.observe(
+                "singer_embedding_seconds", {"domain": domain}, time.perf_counter() - start
+            )
             if not np.isfinite(emb.vector).all() or not np.any(emb.vector):
                 raise AudioError("the model produced no usable vector for this audio")
             return emb
@@ -153,16 +165,30 @@ class Runtime:
     # -- metrics -----------------------------------------------------------------------
     def _register_metrics(self) -> None:
         m = self.metrics
-        m.histogram("singer_embedding_seconds",
-                    "Time to decode and embed one upload (inference thread), by domain.")
-        m.gauge("singer_ready", "1 when model and catalogue are loaded.",
-                lambda: [({}, float(self.state == "ready"))])
-        m.gauge("singer_inference_running", "Embeddings being computed now.",
-                lambda: [({}, float(self.pool.running))])
-        m.gauge("singer_inference_waiting", "Requests waiting for an inference slot.",
-                lambda: [({}, float(self.pool.waiting))])
-        m.gauge("singer_catalog_tracks", "Tracks in the catalogue, by domain.",
-                self._catalog_track_counts)
+        m.histogram(
+            "singer_embedding_seconds",
+            "Time to decode and embed one upload (inference thread), by domain.",
+        )
+        m.gauge(
+            "singer_ready",
+            "1 when model and catalogue are loaded.",
+            lambda: [({}, float(self.state == "ready"))],
+        )
+        m.gauge(
+            "singer_inference_running",
+            "Embeddings being computed now.",
+            lambda: [({}, float(self.pool.running))],
+        )
+        m.gauge(
+            "singer_inference_waiting",
+            "Requests waiting for an inference slot.",
+            lambda: [({}, float(self.pool.waiting))],
+        )
+        m.gauge(
+            "singer_catalog_tracks",
+            "Tracks in the catalogue, by domain.",
+            self._catalog_track_counts,
+        )
         m.gauge("singer_catalog_singers", "Singers in the catalogue.", self._catalog_singers)
 
     def _catalog_stats(self) -> dict:

@@ -25,8 +25,11 @@ class UploadTooLargeError(HTTPException):
 
 
 def too_large_body(max_bytes: int) -> dict:
-    return {"detail": f"request body larger than the limit of {max_bytes} bytes",
-            "code": "upload_too_large", "max_upload_bytes": max_bytes}
+    return {
+        "detail": f"request body larger than the limit of {max_bytes} bytes",
+        "code": "upload_too_large",
+        "max_upload_bytes": max_bytes,
+    }
 
 
 class BodySizeLimit:
@@ -70,10 +73,17 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(too_large_body(self.max_bytes)).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

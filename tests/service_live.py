@@ -29,8 +29,13 @@ def live_settings(tmp_path_factory, checkpoint, **overrides):
     """Settings of a test server: a fresh catalogue, `checkpoint`, CPU, writes behind API_KEY."""
     from service.settings import Settings
 
-    return Settings(index_dir=tmp_path_factory.mktemp("svc") / "index", checkpoint=checkpoint,
-                    device="cpu", api_key=API_KEY, **overrides)
+    return Settings(
+        index_dir=tmp_path_factory.mktemp("svc") / "index",
+        checkpoint=checkpoint,
+        device="cpu",
+        api_key=API_KEY,
+        **overrides,
+    )
 
 
 def free_port() -> int:
@@ -111,7 +116,11 @@ class ServiceProcess:
         # Output to a file, not a pipe: a full pipe would block the server's logging.
         self.log = (self.cwd / "server.log").open("a")
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
+            self.cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -155,26 +164,38 @@ def render(voice_index: int, domain: str, seed: int, seconds: float = SECONDS) -
 
 
 def make_clip(directory: Path, voice_index: int, domain: str, seed: int, **kw) -> Clip:
-    path = write(directory / f"{singer_name(voice_index)}-{domain}-{seed}.wav",
-                 render(voice_index, domain, seed, **kw), subtype="PCM_16")
+    path = write(
+        directory / f"{singer_name(voice_index)}-{domain}-{seed}.wav",
+        render(voice_index, domain, seed, **kw),
+        subtype="PCM_16",
+    )
     return Clip(path, singer_name(voice_index), domain)
 
 
 def make_corpus(directory: Path, seeds=(0, 1)) -> list[Clip]:
     """Every voice in both domains, one take per seed."""
-    return [make_clip(directory, v, d, s)
-            for v in range(len(VOICES)) for d in ("mono", "mixed") for s in seeds]
+    return [
+        make_clip(directory, v, d, s)
+        for v in range(len(VOICES))
+        for d in ("mono", "mixed")
+        for s in seeds
+    ]
 
 
 def upload(client: httpx.Client, endpoint: str, path: Path, headers=None, **form):
     with open(path, "rb") as fh:
-        return client.post(endpoint, files={"file": (path.name, fh, "audio/wav")},
-                           data={k: str(v) for k, v in form.items()}, headers=headers)
+        return client.post(
+            endpoint,
+            files={"file": (path.name, fh, "audio/wav")},
+            data={k: str(v) for k, v in form.items()},
+            headers=headers,
+        )
 
 
 def add_clip(client: httpx.Client, clip: Clip, key: str | None = API_KEY) -> dict:
     headers = {"X-API-Key": key} if key else None
-    r = upload(client, "/tracks", clip.path, headers=headers, singer=clip.singer,
-               domain=clip.domain)
+    r = upload(
+        client, "/tracks", clip.path, headers=headers, singer=clip.singer, domain=clip.domain
+    )
     assert r.status_code == 201, r.text
     return r.json()

@@ -44,9 +44,11 @@ def sing(voice: Voice, seconds: float, seed: int = 0, sr: int = SR) -> np.ndarra
     y = np.zeros(n)
     for h in range(1, 25):
         fh = h * f0
-        gain = h ** (-1.5 / voice.brightness) * sum(
-            np.exp(-0.5 * ((fh - f) / 120.0) ** 2) for f in voice.formants
-        ) + 0.02 * h ** -1.0
+        gain = (
+            h ** (-1.5 / voice.brightness)
+            * sum(np.exp(-0.5 * ((fh - f) / 120.0) ** 2) for f in voice.formants)
+            + 0.02 * h**-1.0
+        )
         y += np.where(fh < sr / 2, gain * np.sin(h * phase), 0.0)
     y += 0.003 * rng.standard_normal(n)
     return (0.5 * y / np.abs(y).max()).astype(np.float32)
@@ -68,8 +70,14 @@ def midi_hz(note: float) -> float:
     return 440.0 * 2.0 ** ((note - 69) / 12)
 
 
-def harmonic_tone(f0: float, seconds: float, sr: int = SR, n_harmonics: int = 8,
-                  vibrato_cents: float = 0.0, formant_hz: float | None = None) -> np.ndarray:
+def harmonic_tone(
+    f0: float,
+    seconds: float,
+    sr: int = SR,
+    n_harmonics: int = 8,
+    vibrato_cents: float = 0.0,
+    formant_hz: float | None = None,
+) -> np.ndarray:
     """A harmonic tone (samples,) with 1/h partials, optional 5.5-Hz vibrato and a formant-ish
     resonance (partials near `formant_hz` boosted), 20-ms attack and 50-ms release."""
     t = np.arange(int(seconds * sr)) / sr
@@ -81,7 +89,7 @@ def harmonic_tone(f0: float, seconds: float, sr: int = SR, n_harmonics: int = 8,
             break
         amp = 1.0 / h
         if formant_hz:
-            amp *= 1.0 + 3.0 * np.exp(-(((h * f0) - formant_hz) / 300.0) ** 2)
+            amp *= 1.0 + 3.0 * np.exp(-((((h * f0) - formant_hz) / 300.0) ** 2))
         y += amp * np.sin(h * phase)
     env = np.clip(np.minimum(t / 0.02, (seconds - t) / 0.05), 0.0, 1.0)
     return (0.2 * y * env).astype(np.float32)
@@ -89,9 +97,9 @@ def harmonic_tone(f0: float, seconds: float, sr: int = SR, n_harmonics: int = 8,
 
 def chord_progression(chords: list[list[int]], seconds_each: float, sr: int = SR) -> np.ndarray:
     """Chords of MIDI notes, one after another, each note a harmonic tone."""
-    return np.concatenate([
-        sum(harmonic_tone(midi_hz(n), seconds_each, sr) for n in ch) / len(ch) for ch in chords
-    ]).astype(np.float32)
+    return np.concatenate(
+        [sum(harmonic_tone(midi_hz(n), seconds_each, sr) for n in ch) / len(ch) for ch in chords]
+    ).astype(np.float32)
 
 
 def write(path: Path, y: np.ndarray, sr: int = SR, **kw) -> Path:

@@ -14,8 +14,16 @@ def tone(freq: float, seconds: float, sr: int) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
 
 
-@pytest.mark.parametrize("ext,kw", [("wav", {}), ("flac", {}), ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
-                                    ("opus", {"format": "OGG", "subtype": "OPUS"}), ("mp3", {"format": "MP3"})])
+@pytest.mark.parametrize(
+    ("ext", "kw"),
+    [
+        ("wav", {}),
+        ("flac", {}),
+        ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
+        ("opus", {"format": "OGG", "subtype": "OPUS"}),
+        ("mp3", {"format": "MP3"}),
+    ],
+)
 def test_decodes_libsndfile_formats(tmp_path, ext, kw):
     y = sing(VOICES[1], 3.5, sr=48000 if ext == "opus" else 22050)
     path = tmp_path / f"a.{ext}"

@@ -1,4 +1,4 @@
-"""The catalogue: real SQLite files and FAISS indexes, checked against numpy on the stored vectors."""
+"""The catalogue: real SQLite files and FAISS indexes, checked against numpy on stored vectors."""
 
 from __future__ import annotations
 
@@ -29,9 +29,18 @@ def unit(rng: np.random.Generator) -> np.ndarray:
 
 
 def item(rng, i: int, singer: str, domain: str = "mono", **kw) -> dict:
-    return {"vector": unit(rng), "singer": singer, "domain": domain, "duration_s": 10.0 + i,
-            "n_segments": 3, "content_hash": f"hash{i}", "checkpoint_id": "ckpt-a",
-            "path": f"/music/{singer}/{i}.wav", "title": f"take {i}", **kw}
+    return {
+        "vector": unit(rng),
+        "singer": singer,
+        "domain": domain,
+        "duration_s": 10.0 + i,
+        "n_segments": 3,
+        "content_hash": f"hash{i}",
+        "checkpoint_id": "ckpt-a",
+        "path": f"/music/{singer}/{i}.wav",
+        "title": f"take {i}",
+        **kw,
+    }
 
 
 def fill(catalog: Catalog, rng, n: int = 30, singers: int = 5) -> list:
@@ -70,8 +79,9 @@ def assert_search_matches_numpy(catalog: Catalog, query: np.ndarray, k: int = 7)
         names = sorted(models, key=lambda n: -float(models[n] @ query))
         hits = catalog.search_singers(query, 3, domain)
         assert [h.singer.name for h in hits] == names[:3]
-        np.testing.assert_allclose([h.score for h in hits],
-                                   [models[n] @ query for n in names[:3]], atol=1e-5)
+        np.testing.assert_allclose(
+            [h.score for h in hits], [models[n] @ query for n in names[:3]], atol=1e-5
+        )
 
 
 @pytest.fixture
@@ -93,8 +103,15 @@ def test_search_equals_brute_force(catalog, rng):
 
 def test_a_stored_vector_is_the_normalised_input(catalog, rng):
     raw = 3.0 * unit(rng)
-    track = catalog.add_track(raw, singer="a", domain="mixed", duration_s=5.0, n_segments=1,
-                              content_hash="h", checkpoint_id="c")
+    track = catalog.add_track(
+        raw,
+        singer="a",
+        domain="mixed",
+        duration_s=5.0,
+        n_segments=1,
+        content_hash="h",
+        checkpoint_id="c",
+    )
     np.testing.assert_allclose(catalog.get_vector(track.id), raw / 3.0, atol=1e-6)
     hit = catalog.search_tracks(raw, 1)[0]
     assert hit.track == track and hit.score == pytest.approx(1.0, abs=1e-5)
@@ -219,7 +236,7 @@ def test_concurrent_writers_and_readers(catalog, rng):
             local = np.random.default_rng(w)
             for i in range(10):
                 catalog.add_track(**item(local, 1000 * w + i, f"w{w}", "mixed"))
-        except Exception as err:  # noqa: BLE001 - collected for the assertion below
+        except Exception as err:
             errors.append(err)
 
     def reader():
@@ -267,7 +284,8 @@ def test_export_csv_is_a_manifest_and_json_has_vectors(catalog, rng, tmp_path):
     (tmp_path / "export.csv").write_text(buf.getvalue())
     rows = read_manifest(tmp_path / "export.csv")
     assert [(r.path, r.singer, r.domain, r.title) for r in rows] == [
-        (t.path, t.singer, t.domain, t.title) for t in tracks]
+        (t.path, t.singer, t.domain, t.title) for t in tracks
+    ]
     buf = io.StringIO()
     catalog.export(buf, "json", include_vectors=True)
     data = json.loads(buf.getvalue())

@@ -10,6 +10,9 @@ import pytest
 import soundfile as sf
 
 from model.audio import load_audio
+from model.features import FeatureConfig, extract_segments
+from model.manifest import ManifestRow, read_manifest
+from model.mixing import nominal_mix
 from model.training.datasets import (
     damp_rows,
     load_row_audio,
@@ -18,9 +21,6 @@ from model.training.datasets import (
     split_singers,
     with_role,
 )
-from model.mixing import nominal_mix
-from model.features import FeatureConfig, extract_segments
-from model.manifest import ManifestRow, read_manifest
 
 SR = 22050
 
@@ -38,15 +38,20 @@ def test_damp_reader_walks_singer_folders(tmp_path):
     (tmp_path / "stray.m4a").write_bytes(b"")  # not in a singer folder
     rows = damp_rows(tmp_path)
     assert [(r.singer, Path(r.path).name) for r in rows] == [
-        ("alice", "perf1.m4a"), ("alice", "perf2.M4A"), ("bob", "perf3.m4a")]
+        ("alice", "perf1.m4a"),
+        ("alice", "perf2.M4A"),
+        ("bob", "perf3.m4a"),
+    ]
     assert all(r.domain == "mono" and r.extra["dataset"] == "damp" for r in rows)
 
 
 def test_musdb_accompaniment_is_drums_plus_bass_plus_other(tmp_path):
     track = tmp_path / "musdb" / "train" / "Some Artist - Some Song"
     track.mkdir(parents=True)
-    stems = {s: _tone(1.0, hz, i) for i, (s, hz) in
-             enumerate([("drums", 100), ("bass", 55), ("other", 330), ("vocals", 440)])}
+    stems = {
+        s: _tone(1.0, hz, i)
+        for i, (s, hz) in enumerate([("drums", 100), ("bass", 55), ("other", 330), ("vocals", 440)])
+    }
     for name, y in stems.items():
         sf.write(str(track / f"{name}.wav"), np.stack([y, 0.5 * y], axis=1), SR, subtype="FLOAT")
     (tmp_path / "musdb" / "test" / "Incomplete - Track").mkdir(parents=True)  # no stems: skipped
@@ -54,7 +59,11 @@ def test_musdb_accompaniment_is_drums_plus_bass_plus_other(tmp_path):
     assert len(rows) == 1
     row = rows[0]
     assert (row.singer, row.song, row.role, row.domain) == (
-        "Some Artist", "Some Artist - Some Song", "train", "mixed")
+        "Some Artist",
+        "Some Artist - Some Song",
+        "train",
+        "mixed",
+    )
     assert row.path == row.accompaniment_path and row.vocal_path == str(track / "vocals.wav")
     acc, sr = sf.read(row.path, dtype="float32", always_2d=True)
     expected = stems["drums"] + stems["bass"] + stems["other"]
@@ -67,8 +76,12 @@ def test_karaoke_row_audio_is_the_mean_of_the_stems(tmp_path):
     v, a = _tone(2.0, 220, 0), _tone(2.1, 110, 1)
     sf.write(str(tmp_path / "v.wav"), v, SR, subtype="FLOAT")
     sf.write(str(tmp_path / "a.wav"), a, SR, subtype="FLOAT")
-    row = ManifestRow(singer="x", domain="mixed", vocal_path=str(tmp_path / "v.wav"),
-                      accompaniment_path=str(tmp_path / "a.wav"))
+    row = ManifestRow(
+        singer="x",
+        domain="mixed",
+        vocal_path=str(tmp_path / "v.wav"),
+        accompaniment_path=str(tmp_path / "a.wav"),
+    )
     y = load_row_audio(row)
     np.testing.assert_allclose(y, (v + a[: len(v)]) / 2, atol=1e-6)
     np.testing.assert_array_equal(nominal_mix(v, a), y)
@@ -77,7 +90,9 @@ def test_karaoke_row_audio_is_the_mean_of_the_stems(tmp_path):
 
 
 def _rows(singers, per_singer=3):
-    return [ManifestRow(singer=s, path=f"/x/{s}/{i}.wav") for s in singers for i in range(per_singer)]
+    return [
+        ManifestRow(singer=s, path=f"/x/{s}/{i}.wav") for s in singers for i in range(per_singer)
+    ]
 
 
 def test_split_singers_holds_out_whole_singers_deterministically():

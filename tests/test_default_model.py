@@ -13,8 +13,8 @@ from model.audio import load_audio
 from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
 from model.evaluation import metrics
-from model.mixing import nominal_mix
 from model.evaluation.splits import mir1k_split
+from model.mixing import nominal_mix
 
 HELD_OUT = ("abjones", "bobon", "geniusturtle", "khair", "yifen")
 CONFIG = model.DEFAULT_CHECKPOINT.with_name("cross-default.train.json")
@@ -28,7 +28,8 @@ def test_default_checkpoint_records_its_training():
     assert not set(HELD_OUT) & set(meta["train_singers"])
     recipe = json.loads(CONFIG.read_text())
     assert {k: meta["train_config"][k] for k in recipe} == {
-        k: list(v) if isinstance(v, list) else v for k, v in recipe.items()}
+        k: list(v) if isinstance(v, list) else v for k, v in recipe.items()
+    }
     assert (model.DEFAULT_CHECKPOINT.parent / "MODEL_CARD.md").is_file()
 
 
@@ -43,7 +44,7 @@ def held_out_clips(shared_dir):
     return picked
 
 
-@pytest.mark.parametrize("query_domain, model_domain", [("mono", "mono"), ("mono", "mixed")])
+@pytest.mark.parametrize(("query_domain", "model_domain"), [("mono", "mono"), ("mono", "mixed")])
 def test_identifies_unseen_singers_well_above_chance(held_out_clips, query_domain, model_domain):
     emb = Embedder.from_checkpoint(model.DEFAULT_CHECKPOINT, "cpu")
 
@@ -55,9 +56,12 @@ def test_identifies_unseen_singers_well_above_chance(held_out_clips, query_domai
     models = [c for c in held_out_clips if c.role == "model"]
     queries = [c for c in held_out_clips if c.role == "query"]
     names, singer_vecs = metrics.singer_models(
-        np.stack([vector(c, model_domain) for c in models]), [c.singer for c in models])
+        np.stack([vector(c, model_domain) for c in models]), [c.singer for c in models]
+    )
     truth = np.array([names.index(c.singer) for c in queries])
-    scores = metrics.cosine_scores(np.stack([vector(c, query_domain) for c in queries]), singer_vecs)
+    scores = metrics.cosine_scores(
+        np.stack([vector(c, query_domain) for c in queries]), singer_vecs
+    )
     top1 = metrics.singer_identification(scores, truth, ks=(1,))["top1"]
     # 5 candidates: chance is 0.2. On these 20 queries the shipped model scores 0.75 in both
     # cases, random weights of the same architecture 0.40 (mono) and 0.15 (mono -> mixed).

@@ -54,9 +54,13 @@ class Stage:
 
 def parse_dockerfile(path: Path) -> list[Stage]:
     """Instructions per build stage, with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(
-        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
-    ))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+        ),
+    )
     stages: list[Stage] = []
     for line in text.splitlines():
         if not line.strip():
@@ -80,8 +84,9 @@ def exec_form(args: str) -> list[str]:
 def expand(value: str, env: dict[str, str] | None = None) -> str:
     """Compose-style ${VAR:-default} / ${VAR} interpolation against `env` (default: none)."""
     env = env or {}
-    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}",
-                  lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    return re.sub(
+        r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value
+    )
 
 
 def dockerignore_patterns() -> list[str]:
@@ -99,8 +104,10 @@ def is_ignored(relpath: str, patterns: list[str]) -> bool:
     for pattern in patterns:
         negate = pattern.startswith("!")
         pat = pattern.lstrip("!").strip("/")
-        if any(fnmatch.fnmatch(c, pat) or fnmatch.fnmatch(c, pat.replace("**/", ""))
-               for c in candidates):
+        if any(
+            fnmatch.fnmatch(c, pat) or fnmatch.fnmatch(c, pat.replace("**/", ""))
+            for c in candidates
+        ):
             ignored = not negate
     return ignored
 
@@ -205,8 +212,9 @@ def test_compose_volumes_and_commands_agree(compose):
     # Both services see the same catalogue volume, which holds the index directory.
     index_dir = services["api"]["environment"].get("SINGER_INDEX_DIR", env["SINGER_INDEX_DIR"])
     catalog_mounts = {t for t in mounts["api"] if PurePosixPath(index_dir).is_relative_to(t)}
-    assert catalog_mounts and all(mounts["indexer"].get(t) == mounts["api"][t]
-                                  for t in catalog_mounts)
+    assert catalog_mounts and all(
+        mounts["indexer"].get(t) == mounts["api"][t] for t in catalog_mounts
+    )
     # The commands: sub-commands the entry point knows; the indexer writes where the api reads.
     assert services["api"]["command"][0] in entrypoint_commands()
     command = services["indexer"]["command"]
@@ -248,8 +256,9 @@ def test_dockerfile_requirements_step_runs(dockerfile, tmp_path):
     assert len(runs) == 1
     tokens = shlex.split(runs[0].split(">")[0])
     code = tokens[tokens.index("-c") + 1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert any(d.startswith("fastapi") for d in out) and any(d.startswith("numpy") for d in out)
     if dockerfile.name.endswith(".gpu"):
         assert not any(d.startswith(("faiss-cpu", "torch")) for d in out)
@@ -267,7 +276,9 @@ def container_env(stage: Stage, root: Path, port: int) -> dict[str, str]:
         env[key] = value
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        PYTHONPATH=str(REPO), SINGER_HOST="127.0.0.1", SINGER_PORT=str(port),
+        PYTHONPATH=str(REPO),
+        SINGER_HOST="127.0.0.1",
+        SINGER_PORT=str(port),
         SINGER_API_KEY=API_KEY,
     )
     return env
@@ -286,8 +297,15 @@ def test_entrypoint_index_serve_and_crash(compose, tmp_path):
             clip.path.rename(clip.path.with_name(f"take{seed}.wav"))
     command = compose["services"]["indexer"]["command"]
     mapped = [str(tmp_path / a.lstrip("/")) if a.startswith("/") else a for a in command]
-    done = subprocess.run(entry + mapped, env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        entry + mapped,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     serve = ServiceProcess(entry + exec_form(stage.last("CMD")), env, port, tmp_path).start()
@@ -302,8 +320,14 @@ def test_entrypoint_index_serve_and_crash(compose, tmp_path):
             assert r.status_code == 200, r.text
             assert {s["name"] for s in r.json()["singers"]} == {"singer-0", "singer-1"}
             new = make_clip(tmp_path / "new", 2, "mono", 7)
-            r = upload(client, "/tracks", new.path, headers={"X-API-Key": API_KEY},
-                       singer="late singer", domain="mono")
+            r = upload(
+                client,
+                "/tracks",
+                new.path,
+                headers={"X-API-Key": API_KEY},
+                singer="late singer",
+                domain="mono",
+            )
             assert r.status_code == 201, r.text
             track_id = r.json()["id"]
     finally:

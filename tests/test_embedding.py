@@ -68,33 +68,62 @@ def test_embed_many_yields_errors_instead_of_raising(embedder, songs, tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "model", *map(str, args)], check=False, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "model", *map(str, args)],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_embed_cli_end_to_end(random_checkpoint, songs, embedder, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(map(str, songs[3:])) + "\n")
     out = tmp_path / "e.npy"
-    res = run_cli("embed", "--checkpoint", random_checkpoint, "--domain", "mixed", "--out", out,
-                  "--files-from", listing, *songs[:3])
+    res = run_cli(
+        "embed",
+        "--checkpoint",
+        random_checkpoint,
+        "--domain",
+        "mixed",
+        "--out",
+        out,
+        "--files-from",
+        listing,
+        *songs[:3],
+    )
     assert res.returncode == 0, res.stderr
     arr = np.load(out)
     assert arr.shape == (6, 256) and arr.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(arr, axis=1), 1.0, rtol=1e-5)
     for i, p in enumerate(songs):  # row i is file i, in input order
-        np.testing.assert_allclose(arr[i], embedder.embed_file(p, "mixed").vector, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            arr[i], embedder.embed_file(p, "mixed").vector, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_embed_cli_bad_file(random_checkpoint, songs, tmp_path):
     bad = write(tmp_path / "short.wav", sing(VOICES[0], 1.0))
     out = tmp_path / "e.npy"
-    res = run_cli("embed", "--checkpoint", random_checkpoint, "--domain", "mono", "--out", out,
-                  songs[0], bad)
+    res = run_cli(
+        "embed", "--checkpoint", random_checkpoint, "--domain", "mono", "--out", out, songs[0], bad
+    )
     assert res.returncode != 0 and str(bad) in res.stderr and "at least 2.97 s" in res.stderr
     assert not out.exists()
-    res = run_cli("embed", "--checkpoint", random_checkpoint, "--domain", "mono", "--out", out,
-                  "--skip-bad", songs[0], bad)
+    res = run_cli(
+        "embed",
+        "--checkpoint",
+        random_checkpoint,
+        "--domain",
+        "mono",
+        "--out",
+        out,
+        "--skip-bad",
+        songs[0],
+        bad,
+    )
     assert res.returncode == 0 and str(bad) in res.stderr
     arr = np.load(out)
     assert np.isfinite(arr[0]).all() and np.isnan(arr[1]).all()

@@ -21,14 +21,26 @@ def _write_index(root, rows):
 
 def test_split_rule_on_a_small_index(tmp_path):
     # Songs sort as strings: a_1 < a_10 < a_2, so a_1 and a_2 are models and a_10 a query.
-    rows = [("a_1_01", "a", "a_1", 5), ("a_1_02", "a", "a_1", 5), ("a_10_01", "a", "a_10", 5),
-            ("a_2_01", "a", "a_2", 5), ("b_1_01", "b", "b_1", 5), ("b_2_01", "b", "b_2", 5),
-            ("solo_1_01", "solo", "solo_1", 5)]
+    rows = [
+        ("a_1_01", "a", "a_1", 5),
+        ("a_1_02", "a", "a_1", 5),
+        ("a_10_01", "a", "a_10", 5),
+        ("a_2_01", "a", "a_2", 5),
+        ("b_1_01", "b", "b_1", 5),
+        ("b_2_01", "b", "b_2", 5),
+        ("solo_1_01", "solo", "solo_1", 5),
+    ]
     _write_index(tmp_path / "mir1k", rows)
     clips = mir1k_split(tmp_path / "mir1k")
     roles = {c.clip_id: c.role for c in clips}
-    assert roles == {"a_1_01": "model", "a_1_02": "model", "a_10_01": "query",
-                     "a_2_01": "model", "b_1_01": "model", "b_2_01": "query"}
+    assert roles == {
+        "a_1_01": "model",
+        "a_1_02": "model",
+        "a_10_01": "query",
+        "a_2_01": "model",
+        "b_1_01": "model",
+        "b_2_01": "query",
+    }
     clip = next(c for c in clips if c.clip_id == "a_10_01")
     assert clip.vocal_path == str(tmp_path / "mir1k" / "vocals" / "a_10_01.opus")
     assert clip.accompaniment_path == str(tmp_path / "mir1k" / "accompaniment" / "a_10_01.opus")
@@ -59,12 +71,19 @@ def test_mir1k_split_on_real_data(shared_dir):
 
 def test_manifest_pairs_renderings_by_external_id(tmp_path):
     rows = [
-        ManifestRow(singer="ann", path="ann1_vox.wav", domain="mono", role="model",
-                    external_id="ann-1"),
-        ManifestRow(singer="ann", path="ann1_mix.wav", domain="mixed", role="model",
-                    external_id="ann-1"),
-        ManifestRow(singer="ann", vocal_path="v/ann2.wav", accompaniment_path="a/ann2.wav",
-                    role="query", song="s2"),
+        ManifestRow(
+            singer="ann", path="ann1_vox.wav", domain="mono", role="model", external_id="ann-1"
+        ),
+        ManifestRow(
+            singer="ann", path="ann1_mix.wav", domain="mixed", role="model", external_id="ann-1"
+        ),
+        ManifestRow(
+            singer="ann",
+            vocal_path="v/ann2.wav",
+            accompaniment_path="a/ann2.wav",
+            role="query",
+            song="s2",
+        ),
         ManifestRow(singer="bob", path="bob1_mix.wav", domain="mixed", role="query"),
     ]
     clips = read_eval_manifest(write_manifest(tmp_path / "eval.csv", rows))

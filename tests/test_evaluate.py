@@ -14,9 +14,9 @@ from model.embedding import Embedder
 from model.evaluation import metrics
 from model.evaluation.gmm_ubm import GmmUbmConfig
 from model.evaluation.runner import evaluate
-from model.mixing import measured_snr_db, mix_at_snr, nominal_mix
 from model.evaluation.splits import read_eval_manifest
 from model.manifest import ManifestRow, write_manifest
+from model.mixing import measured_snr_db, mix_at_snr, nominal_mix
 from tests.synth import VOICES, backing, sing, write
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,18 +35,35 @@ def eval_manifest(tmp_path_factory):
                 seed = 100 * s + 10 * song + take
                 write(root / "vocals" / f"{name}.wav", sing(voice, 3.4, seed))
                 write(root / "backing" / f"{name}.wav", backing(3.4, seed))
-                rows.append(ManifestRow(singer=f"singer{s}", role=role, song=f"s{s}_{song}",
-                                        external_id=name, vocal_path=f"vocals/{name}.wav",
-                                        accompaniment_path=f"backing/{name}.wav"))
+                rows.append(
+                    ManifestRow(
+                        singer=f"singer{s}",
+                        role=role,
+                        song=f"s{s}_{song}",
+                        external_id=name,
+                        vocal_path=f"vocals/{name}.wav",
+                        accompaniment_path=f"backing/{name}.wav",
+                    )
+                )
     vox, acc = sing(VOICES[0], 3.4, 999), backing(3.4, 999)
     write(root / "pair" / "vox.wav", vox)
     write(root / "pair" / "mix.wav", nominal_mix(vox, acc))
     for path, domain in (("pair/vox.wav", "mono"), ("pair/mix.wav", "mixed")):
-        rows.append(ManifestRow(singer="singer0", role="query", path=path, domain=domain,
-                                external_id="pair"))
+        rows.append(
+            ManifestRow(
+                singer="singer0", role="query", path=path, domain=domain, external_id="pair"
+            )
+        )
     write(root / "short" / "vox.wav", sing(VOICES[1], 1.0, 5))
-    rows.append(ManifestRow(singer="singer1", role="query", path="short/vox.wav", domain="mono",
-                            external_id="too-short"))
+    rows.append(
+        ManifestRow(
+            singer="singer1",
+            role="query",
+            path="short/vox.wav",
+            domain="mono",
+            external_id="too-short",
+        )
+    )
     return write_manifest(root / "eval.csv", rows)
 
 
@@ -54,9 +71,27 @@ def eval_manifest(tmp_path_factory):
 def cli_run(tmp_path_factory, eval_manifest, random_checkpoint):
     out = tmp_path_factory.mktemp("out")
     cache = tmp_path_factory.mktemp("cache")
-    rc = cli(["evaluate", "--checkpoint", str(random_checkpoint), "--manifest", str(eval_manifest),
-              "--gmm", "--gmm-components", "8", "--snr-sweep", "--snr", "-5", "5", "--tsne",
-              "--cache-dir", str(cache), "--out", str(out)])
+    rc = cli(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--manifest",
+            str(eval_manifest),
+            "--gmm",
+            "--gmm-components",
+            "8",
+            "--snr-sweep",
+            "--snr",
+            "-5",
+            "5",
+            "--tsne",
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+        ]
+    )
     return rc, out, cache
 
 
@@ -98,7 +133,9 @@ def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_check
 
     def vector(clip, domain):
         if domain == "mono":
-            return emb.embed_file(clip.mono_path or clip.vocal_path, "mono", all_segments=True).vector
+            return emb.embed_file(
+                clip.mono_path or clip.vocal_path, "mono", all_segments=True
+            ).vector
         if clip.mixed_path:
             return emb.embed_file(clip.mixed_path, "mixed", all_segments=True).vector
         y = nominal_mix(load_audio(clip.vocal_path), load_audio(clip.accompaniment_path))
@@ -117,7 +154,8 @@ def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_check
         assert result[scenario]["singer_id"]["top1"] == pytest.approx(sid["top1"], abs=1e-9)
         assert result[scenario]["query_by_singer"]["mAP"] == pytest.approx(qbs["mAP"], abs=1e-4)
         assert result[scenario]["query_by_singer"]["precision@5"] == pytest.approx(
-            qbs["precision@5"], abs=1e-4)
+            qbs["precision@5"], abs=1e-4
+        )
 
 
 def test_rerun_is_served_from_the_cache(cli_run, eval_manifest, random_checkpoint):
@@ -147,22 +185,53 @@ def test_mix_at_snr_sets_the_ratio_and_keeps_the_level():
     np.testing.assert_allclose(nominal, (v + a) / 2, rtol=1e-6)
     for snr in (-10.0, 0.0, 7.5):
         mix = mix_at_snr(v, a, snr)
-        gain = np.sqrt(np.mean(mix.astype(np.float64) ** 2) / np.mean(nominal.astype(np.float64) ** 2))
+        gain = np.sqrt(
+            np.mean(mix.astype(np.float64) ** 2) / np.mean(nominal.astype(np.float64) ** 2)
+        )
         assert gain == pytest.approx(1.0, rel=1e-5)
         # The mix is gv * v + ga * a: recover both gains and measure the ratio they make.
         (gv, ga), *_ = np.linalg.lstsq(np.stack([v, a], axis=1).astype(np.float64), mix, rcond=None)
         assert measured_snr_db(gv * v, ga * a) == pytest.approx(snr, abs=1e-3)
 
 
-def test_singers_filter_restricts_queries_and_candidates(tmp_path, eval_manifest, random_checkpoint):
+def test_singers_filter_restricts_queries_and_candidates(
+    tmp_path, eval_manifest, random_checkpoint
+):
     out = tmp_path / "two"
-    rc = cli(["evaluate", "--checkpoint", str(random_checkpoint), "--manifest", str(eval_manifest),
-              "--singers", "singer0,singer2", "--scenarios", "mono2mono", "--no-cache",
-              "--out", str(out)])
+    rc = cli(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--manifest",
+            str(eval_manifest),
+            "--singers",
+            "singer0,singer2",
+            "--scenarios",
+            "mono2mono",
+            "--no-cache",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0  # the too-short clip belongs to singer1: nothing is skipped
     result = json.loads((out / "results.json").read_text())
     assert result["dataset"]["n_singers"] == 2
     sid = result["models"][0]["scenarios"]["mono2mono"]["singer_id"]
     assert sid["n_queries"] == 5  # singer0: 2 stem queries + the pair; singer2: 2 stem queries
-    assert cli(["evaluate", "--checkpoint", str(random_checkpoint), "--manifest",
-                str(eval_manifest), "--singers", "nobody", "--out", str(out)]) == 2
+    assert (
+        cli(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(random_checkpoint),
+                "--manifest",
+                str(eval_manifest),
+                "--singers",
+                "nobody",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -71,8 +71,10 @@ def test_llr_scoring(ubm):
 
     # Reference: average over frames of log p(x | adapted) - log p(x | UBM), computed directly.
     def loglik(x, means):
-        comp = [np.log(w) - 0.5 * (np.log(2 * np.pi * v).sum() + (((x - m) ** 2) / v).sum(axis=1))
-                for w, m, v in zip(ubm.weights, means, ubm.variances, strict=True)]
+        comp = [
+            np.log(w) - 0.5 * (np.log(2 * np.pi * v).sum() + (((x - m) ** 2) / v).sum(axis=1))
+            for w, m, v in zip(ubm.weights, means, ubm.variances, strict=True)
+        ]
         comp = np.stack(comp, axis=1)  # (T, K)
         return np.logaddexp.reduce(comp, axis=1), comp
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.__main__ import main
-from catalog.store import CATALOG_FILE, Catalog
 from catalog.hashing import content_hash
+from catalog.store import CATALOG_FILE, Catalog
+from indexer.__main__ import main
 from indexer.run import index_source
 from model.checkpoint import checkpoint_id, make_random_checkpoint
 from model.embedding import Embedder
@@ -80,7 +80,8 @@ def test_folder_source_indexes_good_files_and_reports_bad_ones(
     tracks = tracks_of(index)
     assert len(tracks) == GOOD
     assert {(t.singer, t.title, t.domain) for t in tracks} == {
-        (f"voice {v}", f"take{k}", "mixed") for v in range(3) for k in range(2)}
+        (f"voice {v}", f"take{k}", "mixed") for v in range(3) for k in range(2)
+    }
     # Each stored vector equals the library's single-file embedding of that file.
     with Catalog.open(index, dim=None) as c:
         for t in tracks:
@@ -96,8 +97,7 @@ def test_folder_source_indexes_good_files_and_reports_bad_ones(
     assert [t.id for t in tracks_of(index)] == [t.id for t in tracks]
 
 
-def test_clean_source_exits_zero_and_rebuild_re_embeds(music, random_checkpoint, tmp_path,
-                                                       capsys):
+def test_clean_source_exits_zero_and_rebuild_re_embeds(music, random_checkpoint, tmp_path, capsys):
     clean = tmp_path / "clean"
     shutil.copytree(music / "voice 2", clean / "voice 2")
     index = tmp_path / "index"
@@ -108,8 +108,9 @@ def test_clean_source_exits_zero_and_rebuild_re_embeds(music, random_checkpoint,
     assert [t.id for t in tracks_of(index)] == [t.id for t in before]
 
 
-def test_a_new_checkpoint_replaces_old_vectors_without_duplicates(music, random_checkpoint,
-                                                                  tmp_path):
+def test_a_new_checkpoint_replaces_old_vectors_without_duplicates(
+    music, random_checkpoint, tmp_path
+):
     clean = tmp_path / "clean"
     shutil.copytree(music / "voice 0", clean / "voice 0", ignore=shutil.ignore_patterns("too*"))
     index = tmp_path / "index"
@@ -127,10 +128,20 @@ def test_manifest_source(music, random_checkpoint, tmp_path):
     manifest.parent.mkdir()
     mono = write(tmp_path / "lists" / "vocals.wav", sing(VOICES[1], SECONDS, seed=9))
     rows = [
-        {"path": str(music / "voice 0" / "take0.wav"), "singer": "Alice", "title": "Song A",
-         "domain": "", "external_id": "ext-1"},
-        {"path": "vocals.wav", "singer": "Bob", "title": "", "domain": "mono",
-         "external_id": ""},  # relative to the manifest's folder
+        {
+            "path": str(music / "voice 0" / "take0.wav"),
+            "singer": "Alice",
+            "title": "Song A",
+            "domain": "",
+            "external_id": "ext-1",
+        },
+        {
+            "path": "vocals.wav",
+            "singer": "Bob",
+            "title": "",
+            "domain": "mono",
+            "external_id": "",
+        },  # relative to the manifest's folder
         {"path": "missing.wav", "singer": "Bob", "title": "", "domain": "", "external_id": ""},
     ]
     with manifest.open("w", newline="") as fh:
@@ -153,7 +164,9 @@ def test_manifest_source(music, random_checkpoint, tmp_path):
         writer.writerows(rows[:2])
     assert run_cli("--index", index, "--checkpoint", random_checkpoint, manifest) == 0
     after = {t.id: t for t in tracks_of(index)}
-    assert after[alice.id].singer == "Alice Cooper" and after[alice.id].created_at == alice.created_at
+    assert (
+        after[alice.id].singer == "Alice Cooper" and after[alice.id].created_at == alice.created_at
+    )
     with Catalog.open(index, dim=None) as c:
         assert [s.name for s in c.list_singers()[1]] == ["Alice Cooper", "Bob"]
 
@@ -207,11 +220,30 @@ def test_sigkill_mid_run_then_resume_without_duplicates(random_checkpoint, tmp_p
     for i in range(n_files):
         write(src / f"voice {i % 3}" / f"take{i:02d}.wav", mixed_clip(i % 3, i))
     index = tmp_path / "index"
-    cmd = [sys.executable, "-m", "indexer", "--index", str(index), "--checkpoint",
-           str(random_checkpoint), "--workers", "1", "--batch-size", "2", "--commit-every", "1",
-           "--no-progress", str(src)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "indexer",
+        "--index",
+        str(index),
+        "--checkpoint",
+        str(random_checkpoint),
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--commit-every",
+        "1",
+        "--no-progress",
+        str(src),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     committed = 0
     try:
         deadline = time.monotonic() + 120

@@ -40,8 +40,10 @@ def keras_branches(path, layout):
             convs = sorted([k for k in g if k.startswith("conv1d")], key=num)
             bns = sorted([k for k in g if k.startswith("batch_norm")], key=num)
             groups.append([(g[c], g[b]) for c, b in zip(convs, bns)])
-    return [[({k: v[()] for k, v in c.items()}, {k: v[()] for k, v in b.items()}) for c, b in br]
-            for br in groups]
+    return [
+        [({k: v[()] for k, v in c.items()}, {k: v[()] for k, v in b.items()}) for c, b in br]
+        for br in groups
+    ]
 
 
 def keras_forward(x, branch):
@@ -52,7 +54,9 @@ def keras_forward(x, branch):
         pad = (k - 1) // 2
         xp = np.pad(x, ((0, 0), (pad, k - 1 - pad), (0, 0)))
         x = sum(xp[:, j : j + x.shape[1]] @ w[j] for j in range(k)) + b
-        x = (x - bn["moving_mean:0"]) / np.sqrt(bn["moving_variance:0"] + 1e-3) * bn["gamma:0"] + bn["beta:0"]
+        x = (x - bn["moving_mean:0"]) / np.sqrt(bn["moving_variance:0"] + 1e-3) * bn[
+            "gamma:0"
+        ] + bn["beta:0"]
         x = np.where(x > 0, x, 0.2 * x)
         if i < len(branch) - 1:
             t = x.shape[1] // 3

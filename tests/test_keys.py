@@ -42,8 +42,11 @@ def test_scores_are_pearson_correlations_with_the_rotated_profiles():
     rng = np.random.default_rng(0)
     chroma = rng.random((12, 40))
     profile = chroma.sum(axis=1)
-    expected = [np.corrcoef(profile, np.roll(p, t))[0, 1]
-                for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)]
+    expected = [
+        np.corrcoef(profile, np.roll(p, t))[0, 1]
+        for p in (MAJOR_PROFILE, MINOR_PROFILE)
+        for t in range(12)
+    ]
     np.testing.assert_allclose(key_scores(chroma), expected, atol=1e-12)
     # A profile itself, rotated to any tonic, is found as that key.
     for index in range(24):
@@ -58,8 +61,12 @@ def test_flat_chroma_has_no_key():
 
 def test_segment_keys_follow_a_modulation():
     # 3 s of C major then 3 s of F# major; each 3-s window sees one whole progression.
-    y = np.concatenate([chord_progression(PROGRESSIONS["C major"], 0.75),
-                        chord_progression(PROGRESSIONS["F# major"], 0.75)])
+    y = np.concatenate(
+        [
+            chord_progression(PROGRESSIONS["C major"], 0.75),
+            chord_progression(PROGRESSIONS["F# major"], 0.75),
+        ]
+    )
     chroma = chromagram(y, SR, 512)
     per_window = round(3.0 * SR / 512)
     keys = segment_keys(chroma, [0, per_window], per_window)

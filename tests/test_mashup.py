@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from model.audio import rms
 from model.features import FeatureConfig, extract_segments, voiced_segment_starts
 from model.manifest import ManifestRow, read_manifest, write_manifest
-from model.audio import rms
 from model.mixing import mix_segment
 from model.training.mashup import MashupConfig, make_mashups, nearest_beat_offset
 from tests.synth import SR, harmonic_tone, midi_hz
@@ -31,8 +31,9 @@ def melody(notes: list[int], formant_hz: float, seconds: float = 7.5) -> np.ndar
     n_notes = int((seconds - VOCAL_OFFSET_S) / BEAT_S)
     for i in range(n_notes):
         a = int((VOCAL_OFFSET_S + i * BEAT_S) * SR)
-        tone = harmonic_tone(midi_hz(notes[i % len(notes)]), BEAT_S, vibrato_cents=25,
-                             formant_hz=formant_hz)
+        tone = harmonic_tone(
+            midi_hz(notes[i % len(notes)]), BEAT_S, vibrato_cents=25, formant_hz=formant_hz
+        )
         y[a : a + len(tone)] += tone
     return y
 
@@ -42,7 +43,7 @@ def click_background(seconds: float, chord: list[int], seed: int) -> np.ndarray:
     n = int(seconds * SR)
     y = sum(harmonic_tone(midi_hz(m), seconds) for m in chord) / len(chord)
     y = y + 0.005 * np.random.default_rng(seed).standard_normal(n)
-    click = (np.exp(-np.arange(256) / 30.0) * np.sin(2 * np.pi * 2000 * np.arange(256) / SR))
+    click = np.exp(-np.arange(256) / 30.0) * np.sin(2 * np.pi * 2000 * np.arange(256) / SR)
     for t in np.arange(CLICK_OFFSET_S, seconds - 0.1, BEAT_S):
         a = int(t * SR)
         y[a : a + 256] += 0.8 * click
@@ -68,8 +69,15 @@ def corpus(tmp_path_factory):
         "carol": melody([n + 6 for n in C_MAJOR_MELODY], 1100.0),  # F# major: no background
         "dave": np.zeros(4 * SR, dtype=np.float32),  # silence: no voiced segment
     }
-    rows = [ManifestRow(singer=s, path=_write(root / "vocals" / s / f"{s}_song.wav", y),
-                        domain="mono", song=f"{s}_song") for s, y in vocals.items()]
+    rows = [
+        ManifestRow(
+            singer=s,
+            path=_write(root / "vocals" / s / f"{s}_song.wav", y),
+            domain="mono",
+            song=f"{s}_song",
+        )
+        for s, y in vocals.items()
+    ]
     write_manifest(root / "vocals.csv", rows)
     for i, chord in enumerate([[48, 60, 64, 67], [36, 55, 60, 64]]):
         _write(root / "bg" / f"bg{i}.wav", click_background(20.0, chord, seed=i))
@@ -80,8 +88,16 @@ def corpus(tmp_path_factory):
 def mashed(corpus):
     root, _ = corpus
     cfg = MashupConfig(snr_db=(-6.0, 6.0), mixes_per_segment=2)
-    res = make_mashups(root / "vocals.csv", root / "bg", root / "out", cfg, seed=7, workers=2,
-                       progress=False, cache_dir=root / "cache")
+    res = make_mashups(
+        root / "vocals.csv",
+        root / "bg",
+        root / "out",
+        cfg,
+        seed=7,
+        workers=2,
+        progress=False,
+        cache_dir=root / "cache",
+    )
     return res, cfg
 
 
@@ -127,8 +143,10 @@ def test_manifest_links_each_mix_to_its_source_and_the_audio_is_that_mix(corpus,
         v0 = int(r.extra["vocal_start"])
         b0 = int(r.extra["background_start"])
         bg, _ = sf.read(r.extra["background"], dtype="float32")
-        expected = (float(r.extra["vocal_gain"]) * vocals[r.singer][v0 : v0 + L]
-                    + float(r.extra["background_gain"]) * bg[b0 : b0 + L])
+        expected = (
+            float(r.extra["vocal_gain"]) * vocals[r.singer][v0 : v0 + L]
+            + float(r.extra["background_gain"]) * bg[b0 : b0 + L]
+        )
         np.testing.assert_allclose(mix, expected, atol=2e-4)  # 16-bit FLAC + 5-digit gains
 
 
@@ -183,18 +201,36 @@ def test_nearest_beat_offset():
 
 
 def _mix_bytes(res):
-    return [(r.singer, r.extra["background"], r.extra["snr_db"],
-             open(r.path, "rb").read()) for r in res.rows]
+    return [
+        (r.singer, r.extra["background"], r.extra["snr_db"], open(r.path, "rb").read())
+        for r in res.rows
+    ]
 
 
 def test_same_seed_same_bytes_whatever_the_workers_other_seed_differs(corpus, mashed):
     root, _ = corpus
     res, cfg = mashed
-    again = make_mashups(root / "vocals.csv", root / "bg", root / "out_again", cfg, seed=7,
-                         workers=1, progress=False, cache_dir=root / "cache")  # `mashed`: 2
+    again = make_mashups(
+        root / "vocals.csv",
+        root / "bg",
+        root / "out_again",
+        cfg,
+        seed=7,
+        workers=1,
+        progress=False,
+        cache_dir=root / "cache",
+    )  # `mashed`: 2
     assert _mix_bytes(again) == _mix_bytes(res)
-    other = make_mashups(root / "vocals.csv", root / "bg", root / "out_other", cfg, seed=8,
-                         workers=1, progress=False, cache_dir=root / "cache")
+    other = make_mashups(
+        root / "vocals.csv",
+        root / "bg",
+        root / "out_other",
+        cfg,
+        seed=8,
+        workers=1,
+        progress=False,
+        cache_dir=root / "cache",
+    )
     assert len(other.rows) == len(res.rows)
     assert _mix_bytes(other) != _mix_bytes(res)
 
@@ -202,20 +238,42 @@ def test_same_seed_same_bytes_whatever_the_workers_other_seed_differs(corpus, ma
 def test_extensions_relative_key_and_background_pitch_shift(corpus):
     root, _ = corpus
     rows = [
-        ManifestRow(singer="erin", domain="mono", path=_write(
-            root / "ext" / "erin.wav", melody([57, 60, 64, 69, 64, 60, 57, 59, 60, 62, 64, 57],
-                                              900.0))),  # A minor: relative of C major
-        ManifestRow(singer="fred", domain="mono", path=_write(
-            root / "ext" / "fred.wav", melody([n + 2 for n in C_MAJOR_MELODY], 700.0))),  # D major
+        ManifestRow(
+            singer="erin",
+            domain="mono",
+            path=_write(
+                root / "ext" / "erin.wav",
+                melody([57, 60, 64, 69, 64, 60, 57, 59, 60, 62, 64, 57], 900.0),
+            ),
+        ),  # A minor: relative of C major
+        ManifestRow(
+            singer="fred",
+            domain="mono",
+            path=_write(root / "ext" / "fred.wav", melody([n + 2 for n in C_MAJOR_MELODY], 700.0)),
+        ),  # D major
     ]
-    plain = make_mashups(rows, root / "bg", root / "ext_plain", MashupConfig(), workers=1,
-                         progress=False, cache_dir=root / "cache")
+    plain = make_mashups(
+        rows,
+        root / "bg",
+        root / "ext_plain",
+        MashupConfig(),
+        workers=1,
+        progress=False,
+        cache_dir=root / "cache",
+    )
     assert plain.rows == [] and len(plain.unmatched_vocals) == 2
     cfg = MashupConfig(relative_keys=True, pitch_shifts=(-2, 2))
-    ext = make_mashups(rows, root / "bg", root / "ext_on", cfg, workers=1, progress=False,
-                       cache_dir=root / "cache")
-    tiers = {s: {(r.extra["match"], r.extra["pitch_shift"], r.extra["background_key"])
-                 for r in ext.rows if r.singer == s} for s in ("erin", "fred")}
+    ext = make_mashups(
+        rows, root / "bg", root / "ext_on", cfg, workers=1, progress=False, cache_dir=root / "cache"
+    )
+    tiers = {
+        s: {
+            (r.extra["match"], r.extra["pitch_shift"], r.extra["background_key"])
+            for r in ext.rows
+            if r.singer == s
+        }
+        for s in ("erin", "fred")
+    }
     assert tiers == {"erin": {("relative", "0", "C major")}, "fred": {("shift", "2", "D major")}}
     # The shifted background really is two semitones up: its chord's chroma moved by 2.
     from model.training.keys import chromagram, find_key
@@ -231,7 +289,10 @@ def test_default_config_segment_is_one_model_segment():
     assert cfg.clip_samples == f.min_samples
     # A mix of that length gives exactly one segment of the model's input size.
     assert extract_segments(np.ones(cfg.clip_samples, dtype=np.float32), f).shape == (
-        1, f.n_mels, f.segment_frames)
+        1,
+        f.n_mels,
+        f.segment_frames,
+    )
 
 
 def test_cli_reports_an_undecodable_vocal_and_exits_nonzero(corpus, capsys):
@@ -241,11 +302,25 @@ def test_cli_reports_an_undecodable_vocal_and_exits_nonzero(corpus, capsys):
     bad = root / "cli" / "broken.wav"
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_bytes(b"RIFF....not audio at all")
-    rows = read_manifest(root / "vocals.csv")[:1] + [ManifestRow(singer="zoe", path=str(bad))]
+    rows = [*read_manifest(root / "vocals.csv")[:1], ManifestRow(singer="zoe", path=str(bad))]
     write_manifest(root / "cli" / "vocals.csv", rows)
-    args = ["mashup", "--vocals", str(root / "cli" / "vocals.csv"), "--backgrounds",
-            str(root / "bg"), "--out", str(root / "cli" / "out"), "--cache", str(root / "cache"),
-            "--workers", "1", "--no-progress", "--snr-db", "-3", "3"]
+    args = [
+        "mashup",
+        "--vocals",
+        str(root / "cli" / "vocals.csv"),
+        "--backgrounds",
+        str(root / "bg"),
+        "--out",
+        str(root / "cli" / "out"),
+        "--cache",
+        str(root / "cache"),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--snr-db",
+        "-3",
+        "3",
+    ]
     assert main(args) == 1
     assert "1 failed" in capsys.readouterr().out
     report = json.loads((root / "cli" / "out" / "report.json").read_text())

@@ -31,11 +31,13 @@ def _brute_force(scores: np.ndarray, rel: np.ndarray, k: int) -> tuple[float, fl
 
 
 def test_singer_identification_hand_computed():
-    scores = np.array([
-        [0.9, 0.1, 0.3, 0.2],  # truth 0: rank 1
-        [0.5, 0.4, 0.8, 0.1],  # truth 1: rank 3
-        [0.2, 0.3, 0.1, 0.4],  # truth 2: rank 4
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.3, 0.2],  # truth 0: rank 1
+            [0.5, 0.4, 0.8, 0.1],  # truth 1: rank 3
+            [0.2, 0.3, 0.1, 0.4],  # truth 2: rank 4
+        ]
+    )
     out = metrics.singer_identification(scores, np.array([0, 1, 2]), ks=(1, 3))
     assert out["top1"] == pytest.approx(1 / 3)
     assert out["top3"] == pytest.approx(2 / 3)
@@ -60,8 +62,10 @@ def test_topk_matches_brute_force_over_tie_orders():
         truth = int(rng.integers(0, 6))
         for k in (1, 2, 5):
             blocks = [np.flatnonzero(row == s) for s in sorted(set(row.tolist()), reverse=True)]
-            hits = [truth in [i for b in perm for i in b][:k]
-                    for perm in itertools.product(*(itertools.permutations(b) for b in blocks))]
+            hits = [
+                truth in [i for b in perm for i in b][:k]
+                for perm in itertools.product(*(itertools.permutations(b) for b in blocks))
+            ]
             got = metrics.topk_hits(row[None], np.array([truth]), k)[0]
             assert got == pytest.approx(np.mean(hits))
 

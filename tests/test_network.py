@@ -13,7 +13,9 @@ def test_encoder_shapes():
     enc = Encoder().eval()
     assert enc(torch.randn(5, 128, 129)).shape == (5, 256)
     assert enc.layers[:-4](torch.randn(2, 128, 129)).shape == (2, 128, 1)  # 129-43-14-4-1
-    assert sum(p.numel() for p in enc.parameters()) == 231_680  # 4x(128*128*3+128) + 128*256+256 + BN
+    assert (
+        sum(p.numel() for p in enc.parameters()) == 231_680
+    )  # 4x(128*128*3+128) + 128*256+256 + BN
 
 
 def test_cross_has_two_encoders_shared_models_one():
@@ -58,7 +60,9 @@ def test_bad_checkpoints_raise_typed_errors(tmp_path):
         load_checkpoint(garbage)
     # A pickle of an arbitrary object is refused: checkpoints load with weights_only=True.
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "singer-retrieval", "obj": pickle.loads(pickle.dumps(EncoderDims()))}, evil)
+    torch.save(
+        {"format": "singer-retrieval", "obj": pickle.loads(pickle.dumps(EncoderDims()))}, evil
+    )
     with pytest.raises(CheckpointError):
         load_checkpoint(evil)
     plain = tmp_path / "plain.pt"

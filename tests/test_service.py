@@ -46,8 +46,11 @@ def catalog(client, tmp_path_factory):
 @pytest.fixture(scope="module")
 def queries(tmp_path_factory):
     d = tmp_path_factory.mktemp("queries")
-    return {(v, dom): make_clip(d, v, dom, QUERY_SEED)
-            for v in range(len(VOICES)) for dom in ("mono", "mixed")}
+    return {
+        (v, dom): make_clip(d, v, dom, QUERY_SEED)
+        for v in range(len(VOICES))
+        for dom in ("mono", "mixed")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,9 @@ def test_identify_ranks_the_singer_first(client, catalog, queries, domain):
 @pytest.mark.parametrize("domain", ["mono", "mixed"])
 def test_search_finds_the_singers_tracks_first(client, catalog, queries, domain):
     for voice in range(len(VOICES)):
-        r = upload(client, "/search", queries[voice, domain].path, domain=domain,
-                   target=domain, top_k=5)
+        r = upload(
+            client, "/search", queries[voice, domain].path, domain=domain, target=domain, top_k=5
+        )
         assert r.status_code == 200, r.text
         tracks = r.json()["tracks"]
         assert len(tracks) == 5
@@ -94,10 +98,16 @@ def test_search_scores_equal_brute_force(client, catalog, queries, reference, ta
     q = reference.embed_file(query.path, "mono").vector
     expected = {
         track["id"]: float(q @ reference.embed_file(clip.path, clip.domain).vector)
-        for clip, track in catalog.items() if target in ("any", clip.domain)
+        for clip, track in catalog.items()
+        if target in ("any", clip.domain)
     }
-    r = upload(client, "/search", query.path, top_k=100, **({} if target == "mixed" else
-                                                               {"target": target}))
+    r = upload(
+        client,
+        "/search",
+        query.path,
+        top_k=100,
+        **({} if target == "mixed" else {"target": target}),
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["domain"] == "mono" and body["target"] == target
@@ -135,8 +145,9 @@ def test_flac_upload_equals_wav_upload(client, catalog, queries, tmp_path):
     a = upload(client, "/identify", wav).json()
     b = upload(client, "/identify", flac).json()
     assert [s["name"] for s in a["singers"]] == [s["name"] for s in b["singers"]]
-    assert [s["score"] for s in a["singers"]] == pytest.approx([s["score"] for s in b["singers"]],
-                                                               abs=1e-5)
+    assert [s["score"] for s in a["singers"]] == pytest.approx(
+        [s["score"] for s in b["singers"]], abs=1e-5
+    )
 
 
 def test_singers_are_paginated(client, catalog):
@@ -159,11 +170,23 @@ def test_get_track_returns_what_post_returned(client, catalog):
 
 def test_posting_the_same_file_again_is_idempotent(client, catalog):
     clip, posted = next(iter(catalog.items()))
-    again = upload(client, "/tracks", clip.path, headers={"X-API-Key": API_KEY},
-                   singer=clip.singer, domain=clip.domain)
+    again = upload(
+        client,
+        "/tracks",
+        clip.path,
+        headers={"X-API-Key": API_KEY},
+        singer=clip.singer,
+        domain=clip.domain,
+    )
     assert again.status_code == 200 and again.json()["id"] == posted["id"]
-    other = upload(client, "/tracks", clip.path, headers={"X-API-Key": API_KEY},
-                   singer="someone else", domain=clip.domain)
+    other = upload(
+        client,
+        "/tracks",
+        clip.path,
+        headers={"X-API-Key": API_KEY},
+        singer="someone else",
+        domain=clip.domain,
+    )
     assert other.status_code == 409 and other.json()["track_id"] == posted["id"]
 
 
@@ -172,8 +195,9 @@ def test_add_then_delete_changes_answers(client, catalog, queries):
     deleting it restores the previous answer and the id is gone."""
     query = queries[0, "mono"].path
     before = upload(client, "/identify", query).json()["singers"]
-    added = upload(client, "/tracks", query, headers={"X-API-Key": API_KEY},
-                   singer="the query", domain="mono")
+    added = upload(
+        client, "/tracks", query, headers={"X-API-Key": API_KEY}, singer="the query", domain="mono"
+    )
     assert added.status_code == 201, added.text
     assert added.headers["location"] == f"/tracks/{added.json()['id']}"
     top = upload(client, "/identify", query).json()["singers"][0]
@@ -201,7 +225,10 @@ def test_readyz_metrics_and_docs(client, catalog, random_checkpoint):
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
     assert 'singer_http_requests_total{method="POST",route="/identify",status="200"}' in text
-    assert 'singer_http_request_duration_seconds_bucket{method="POST",route="/identify",le="+Inf"}' in text
+    assert (
+        'singer_http_request_duration_seconds_bucket{method="POST",route="/identify",le="+Inf"}'
+        in text
+    )
     assert 'singer_catalog_tracks{domain="mono"} 8.0' in text
     assert f"singer_catalog_singers {float(len(VOICES))}" in text
     assert 'singer_embedding_seconds_count{domain="mono"}' in text

@@ -18,8 +18,9 @@ def clip(tmp_path_factory):
 
 
 def start(tmp_path, random_checkpoint, **kw) -> LiveServer:
-    settings = Settings(index_dir=tmp_path / "index", checkpoint=random_checkpoint,
-                        device="cpu", **kw)
+    settings = Settings(
+        index_dir=tmp_path / "index", checkpoint=random_checkpoint, device="cpu", **kw
+    )
     return LiveServer(settings)
 
 
@@ -51,10 +52,14 @@ def test_api_key_is_required_for_writes_only(tmp_path, random_checkpoint, clip):
 def test_key_is_checked_before_the_upload_is_read(tmp_path, random_checkpoint):
     """An unauthenticated client announcing a large (allowed) body is answered 401 before it
     sends any of it: the server does not wait for the upload."""
-    with (start(tmp_path, random_checkpoint, api_key=API_KEY) as srv,
-          socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock):
-        sock.sendall(b"POST /tracks HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n"
-                     b"Content-Type: multipart/form-data; boundary=B\r\n\r\n")
+    with (
+        start(tmp_path, random_checkpoint, api_key=API_KEY) as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock,
+    ):
+        sock.sendall(
+            b"POST /tracks HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\n\r\n"
+        )
         assert sock.recv(1024).startswith(b"HTTP/1.1 401")
 
 
@@ -69,8 +74,10 @@ def test_without_a_key_writes_are_refused(tmp_path, random_checkpoint, clip):
 
 
 def test_unauthenticated_writes_when_explicitly_allowed(tmp_path, random_checkpoint, clip):
-    with (start(tmp_path, random_checkpoint, allow_unauthenticated_writes=True) as srv,
-          srv.client() as client):
+    with (
+        start(tmp_path, random_checkpoint, allow_unauthenticated_writes=True) as srv,
+        srv.client() as client,
+    ):
         r = add(client, clip)
         assert r.status_code == 201
         assert client.delete(f"/tracks/{r.json()['id']}").status_code == 200

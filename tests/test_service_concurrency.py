@@ -58,8 +58,9 @@ def test_inference_pool_bounds_running_and_waiting_jobs():
 
 
 def same_singers(a: list[dict], b: list[dict]) -> bool:
-    return ([(s["name"], s["n_tracks"]) for s in a] == [(s["name"], s["n_tracks"]) for s in b]
-            and [s["score"] for s in a] == pytest.approx([s["score"] for s in b], abs=1e-6))
+    return [(s["name"], s["n_tracks"]) for s in a] == [(s["name"], s["n_tracks"]) for s in b] and [
+        s["score"] for s in a
+    ] == pytest.approx([s["score"] for s in b], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,11 @@ def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
     plus at most churn tracks that existed at some point; the writer's tracks are all gone
     afterwards and the answers are the baseline again."""
     with server.client() as client:
-        stable = [add_clip(client, make_clip(tmp_path, v, "mono", s))
-                  for v in range(len(VOICES)) for s in (0, 1)]
+        stable = [
+            add_clip(client, make_clip(tmp_path, v, "mono", s))
+            for v in range(len(VOICES))
+            for s in (0, 1)
+        ]
     stable_ids = {t["id"] for t in stable}
     query = make_clip(tmp_path / "q", 0, "mono", 5).path
     churn_clips = [make_clip(tmp_path / "churn", v, "mono", 9) for v in (1, 2, 3)]
@@ -103,8 +107,14 @@ def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
             for cycle in range(4):
                 ids = []
                 for clip in churn_clips:
-                    r = upload(client, "/tracks", clip.path, headers=KEY,
-                               singer=f"churn-{cycle}", domain="mono")
+                    r = upload(
+                        client,
+                        "/tracks",
+                        clip.path,
+                        headers=KEY,
+                        singer=f"churn-{cycle}",
+                        domain="mono",
+                    )
                     assert r.status_code == 201, r.text
                     ids.append(r.json()["id"])
                     created.add(ids[-1])
@@ -138,8 +148,9 @@ def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
 
     with ThreadPoolExecutor(5) as pool:
         writing = pool.submit(writer)
-        readers = [pool.submit(reader, kind) for kind in ("search", "search", "identify",
-                                                           "identify")]
+        readers = [
+            pool.submit(reader, kind) for kind in ("search", "search", "identify", "identify")
+        ]
         writing.result()
         counts = [r.result() for r in readers]
     assert all(c >= 3 for c in counts)
@@ -155,10 +166,13 @@ def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
 def test_concurrent_uploads_of_one_file_add_one_track(server, tmp_path):
     clip = make_clip(tmp_path, 3, "mixed", 11)
     with ThreadPoolExecutor(4) as pool:
+
         def post(_):
             with server.client() as client:
-                return upload(client, "/tracks", clip.path, headers=KEY, singer="twin",
-                              domain="mixed")
+                return upload(
+                    client, "/tracks", clip.path, headers=KEY, singer="twin", domain="mixed"
+                )
+
         responses = list(pool.map(post, range(4)))
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 201]
     assert len({r.json()["id"] for r in responses}) == 1

@@ -20,7 +20,9 @@ KEY = {"X-API-Key": API_KEY}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, random_checkpoint):
-    with LiveServer(live_settings(tmp_path_factory, random_checkpoint, max_upload_mb=LIMIT_MB)) as srv:
+    with LiveServer(
+        live_settings(tmp_path_factory, random_checkpoint, max_upload_mb=LIMIT_MB)
+    ) as srv:
         with srv.client() as client:
             add_clip(client, make_clip(tmp_path_factory.mktemp("c"), 0, "mono", 0))
         yield srv
@@ -73,9 +75,13 @@ def test_undecodable_is_415_naming_the_formats(client, bad_files, endpoint, name
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize(
-    "name, code",
-    [("short.wav", "audio_too_short"), ("silent.wav", "no_voiced_segment"),
-     ("empty.wav", "invalid_audio"), ("nan.wav", "invalid_audio")],
+    ("name", "code"),
+    [
+        ("short.wav", "audio_too_short"),
+        ("silent.wav", "no_voiced_segment"),
+        ("empty.wav", "invalid_audio"),
+        ("nan.wav", "invalid_audio"),
+    ],
 )
 def test_unusable_audio_is_422_with_the_reason(client, bad_files, endpoint, name, code):
     r = post(client, endpoint, bad_files / name)
@@ -88,12 +94,19 @@ def test_unusable_audio_is_422_with_the_reason(client, bad_files, endpoint, name
 
 
 @pytest.mark.parametrize(
-    "endpoint, form",
-    [("/identify", {"top_k": 0}), ("/identify", {"top_k": 101}), ("/identify", {"top_k": "x"}),
-     ("/identify", {"domain": "vocals"}), ("/identify", {"models": "both"}),
-     ("/search", {"target": "songs"}), ("/search", {"top_k": -1}),
-     ("/tracks", {"singer": ""}), ("/tracks", {"singer": "   "}),
-     ("/tracks", {"domain": "karaoke"})],
+    ("endpoint", "form"),
+    [
+        ("/identify", {"top_k": 0}),
+        ("/identify", {"top_k": 101}),
+        ("/identify", {"top_k": "x"}),
+        ("/identify", {"domain": "vocals"}),
+        ("/identify", {"models": "both"}),
+        ("/search", {"target": "songs"}),
+        ("/search", {"top_k": -1}),
+        ("/tracks", {"singer": ""}),
+        ("/tracks", {"singer": "   "}),
+        ("/tracks", {"domain": "karaoke"}),
+    ],
 )
 def test_bad_parameters_are_422(client, bad_files, endpoint, form):
     r = post(client, endpoint, bad_files / "ok.wav", **form)
@@ -170,8 +183,10 @@ def _raw_request(port: int, head: str, body_chunks=(), timeout: float = 30.0):
 
 def test_413_from_declared_length_before_the_body_is_sent(server):
     """Content-Length over the limit: the answer comes without a single body byte sent."""
-    head = (f"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * LIMIT}\r\n"
-            "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
+    head = (
+        f"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * LIMIT}\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\n\r\n"
+    )
     status, sent = _raw_request(server.port, head)
     assert status.startswith("HTTP/1.1 413"), status
     assert sent == 0
@@ -180,10 +195,14 @@ def test_413_from_declared_length_before_the_body_is_sent(server):
 def test_413_while_streaming_a_body_of_unknown_length(server):
     """Chunked upload without a length: cut off once the limit is passed, long before the
     client would have finished (the stream here is 100x the limit)."""
-    head = ("POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
-    part = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-            b"Content-Type: audio/wav\r\n\r\n")
+    head = (
+        "POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\n\r\n"
+    )
+    part = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n"
+    )
     payload = 64 * 1024
 
     def chunks():
@@ -201,7 +220,10 @@ def test_no_request_above_ever_got_a_500(client):
     """The metrics count every response of this server by status (/readyz is 503 by design
     while the model loads)."""
     text = client.get("/metrics").text
-    lines = [ln for ln in text.splitlines() if ln.startswith("singer_http_requests_total{")
-             and 'route="/readyz"' not in ln]
+    lines = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("singer_http_requests_total{") and 'route="/readyz"' not in ln
+    ]
     assert any('status="4' in ln for ln in lines)
     assert not [ln for ln in lines if 'status="5' in ln]

@@ -25,8 +25,7 @@ KEY = {"X-API-Key": API_KEY}
 
 
 def settings(index_dir, checkpoint, **kw) -> Settings:
-    return Settings(index_dir=index_dir, checkpoint=checkpoint, device="cpu", api_key=API_KEY,
-                    **kw)
+    return Settings(index_dir=index_dir, checkpoint=checkpoint, device="cpu", api_key=API_KEY, **kw)
 
 
 def test_failed_load_keeps_the_service_up_but_not_ready(tmp_path):
@@ -45,25 +44,41 @@ def test_failed_load_keeps_the_service_up_but_not_ready(tmp_path):
 
 
 def test_python_m_service_exits_when_the_model_cannot_load(tmp_path):
-    env = {**os.environ, "SINGER_CHECKPOINT": str(tmp_path / "missing.pt"),
-           "SINGER_INDEX_DIR": str(tmp_path / "index"), "SINGER_PORT": str(free_port()),
-           "SINGER_DEVICE": "cpu"}
-    done = subprocess.run([sys.executable, "-m", "service"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "SINGER_CHECKPOINT": str(tmp_path / "missing.pt"),
+        "SINGER_INDEX_DIR": str(tmp_path / "index"),
+        "SINGER_PORT": str(free_port()),
+        "SINGER_DEVICE": "cpu",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1
     assert "checkpoint not found" in done.stderr
 
 
 def test_python_m_service_help_lists_the_settings():
-    done = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0
     for name in Settings.model_fields:
         assert f"SINGER_{name.upper()}" in done.stdout
 
 
-def test_catalogue_of_another_checkpoint_is_refused_until_consistent(tmp_path,
-                                                                     random_checkpoint):
+def test_catalogue_of_another_checkpoint_is_refused_until_consistent(tmp_path, random_checkpoint):
     index = tmp_path / "index"
     clips = [make_clip(tmp_path, v, "mono", 0) for v in range(2)]
     with LiveServer(settings(index, random_checkpoint)) as srv, srv.client() as client:

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.manifest import ManifestRow
 from model.network import EncoderDims
-from model.training.train import TrainConfig, Trainer, train
 from model.training.data import MixConfig, TrainingPool
+from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
+from model.training.train import TrainConfig, Trainer, train
 from tests.synth import VOICES, backing, sing, write
 
 
@@ -18,7 +18,9 @@ def unit(*xs):
 def test_hinge_rank_loss_hand_computed():
     a = unit([1, 0])
     p = unit([0.6, 0.8])  # s(a, p) = 0.6
-    negs = torch.tensor([[[1, 0], [0, 1], [-1, 0], [0.8, 0.6]]], dtype=torch.float32)  # s = 1, 0, -1, 0.8
+    negs = torch.tensor(
+        [[[1, 0], [0, 1], [-1, 0], [0.8, 0.6]]], dtype=torch.float32
+    )  # s = 1, 0, -1, 0.8
     # sum_i max(0, 0.1 - 0.6 + s_i) = 0.5 + 0 + 0 + 0.3
     assert float(hinge_rank_loss(a, p, negs, 0.1)) == pytest.approx(0.8, abs=1e-6)
     # scale does not matter (cosine), and a perfect case costs nothing
@@ -35,9 +37,13 @@ def test_in_batch_loss_uses_other_singers_only():
     # anchor 2: s_pos .8, negatives {p1: .6} -> 0
     assert float(in_batch_hinge_loss(a, p, labels, 0.1, n_hardest=4)) == 0.0
     # a margin of 0.5 makes: anchor0 0.1, anchor1 0.3, anchor2 0.3 -> mean 0.2333
-    assert float(in_batch_hinge_loss(a, p, labels, 0.5, n_hardest=4)) == pytest.approx(0.7 / 3, abs=1e-6)
+    assert float(in_batch_hinge_loss(a, p, labels, 0.5, n_hardest=4)) == pytest.approx(
+        0.7 / 3, abs=1e-6
+    )
     # n_hardest=1 keeps only the hardest negative: anchor 1 loses its p0 term (0.5 - .8 + 0 < 0)
-    assert float(in_batch_hinge_loss(a, p, labels, 0.5, n_hardest=1)) == pytest.approx(0.7 / 3, abs=1e-6)
+    assert float(in_batch_hinge_loss(a, p, labels, 0.5, n_hardest=1)) == pytest.approx(
+        0.7 / 3, abs=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +54,33 @@ def tiny_data(tmp_path_factory):
         for take in range(2):
             vocal = write(d / f"v{s}{take}.flac", sing(voice, 4.0, seed=10 * s + take))
             acc = write(d / f"a{s}{take}.flac", backing(4.0, seed=s))
-            rows.append(ManifestRow(singer=f"singer{s}", path=str(vocal), domain="mono", song=f"song{take}"))
-            rows.append(ManifestRow(singer=f"singer{s}", vocal_path=str(vocal), accompaniment_path=str(acc),
-                                    domain="mixed", song=f"song{take}"))
+            rows.append(
+                ManifestRow(singer=f"singer{s}", path=str(vocal), domain="mono", song=f"song{take}")
+            )
+            rows.append(
+                ManifestRow(
+                    singer=f"singer{s}",
+                    vocal_path=str(vocal),
+                    accompaniment_path=str(acc),
+                    domain="mixed",
+                    song=f"song{take}",
+                )
+            )
     bg = write(d / "bg.flac", backing(6.0, seed=9))
     return rows, [str(bg)]
 
 
 def tiny_config(model_type, **kw):
-    return TrainConfig(model_type=model_type, batch_size=3, lr=3e-3, pretrain_epochs=1, epochs=1,
-                       steps_per_epoch=2, dims=EncoderDims(channels=16, embed_dim=32), **kw)
+    return TrainConfig(
+        model_type=model_type,
+        batch_size=3,
+        lr=3e-3,
+        pretrain_epochs=1,
+        epochs=1,
+        steps_per_epoch=2,
+        dims=EncoderDims(channels=16, embed_dim=32),
+        **kw,
+    )
 
 
 def test_pool_pairs_vocals_with_their_accompaniment(tiny_data):
@@ -79,6 +102,7 @@ def test_one_step_reduces_the_loss(tiny_data, tmp_path, model_type):
     trainer = Trainer(cfg, pool, None, [], tmp_path)
     trainer.set_normalization(n=16)
     trainer.net.train()
+
     def loss_on_fixed_batch():  # same crops, same dropout masks
         torch.manual_seed(0)
         return loss_fn(pool, np.random.default_rng(7), augment=False)

@@ -147,9 +147,9 @@ def test_round_trip_through_arrays(catalogue_like, kind):
 def test_wrong_dimension_is_refused():
     with pytest.raises(ValueError, match="dimension 8"):
         FlatIndex(8).add([1], np.ones((1, 9), np.float32))
+    index = HNSWIndex(8)
+    index.add([1], normalise(np.ones((1, 8))))
     with pytest.raises(ValueError, match="already"):
-        index = HNSWIndex(8)
-        index.add([1], normalise(np.ones((1, 8))))
         index.add([1], normalise(np.ones((1, 8))))
 
 

@@ -17,14 +17,24 @@ log = logging.getLogger("model.embed")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help="audio files, embedded in this order")
     p.add_argument("--checkpoint", help="checkpoint (.pt); default: the project's CROSS model")
-    p.add_argument("--domain", choices=["mono", "mixed"], required=True,
-                   help="mono: vocals only (karaoke take); mixed: a finished song")
+    p.add_argument(
+        "--domain",
+        choices=["mono", "mixed"],
+        required=True,
+        help="mono: vocals only (karaoke take); mixed: a finished song",
+    )
     p.add_argument("--out", required=True, help="output .npy, shape (n_files, embed_dim)")
     p.add_argument("--files-from", help="text file with one audio path per line (after FILE...)")
-    p.add_argument("--all-segments", action="store_true",
-                   help="use every full segment (no voice-activity selection)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="write a NaN row for a file that cannot be used instead of failing")
+    p.add_argument(
+        "--all-segments",
+        action="store_true",
+        help="use every full segment (no voice-activity selection)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="write a NaN row for a file that cannot be used instead of failing",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--batch-size", type=int, default=64, help="segments per inference batch")
@@ -51,8 +61,14 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(inference_threads(args.workers))
     out = np.full((len(files), embedder.embed_dim), np.nan, dtype=np.float32)
     bad: list[tuple[str, str]] = []
-    results = embedder.embed_many(files, args.domain, args.all_segments, args.workers,
-                                  args.batch_size, progress=sys.stderr.isatty())
+    results = embedder.embed_many(
+        files,
+        args.domain,
+        args.all_segments,
+        args.workers,
+        args.batch_size,
+        progress=sys.stderr.isatty(),
+    )
     for i, res in results:
         if isinstance(res, AudioError):
             if not args.skip_bad:

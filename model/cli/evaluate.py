@@ -26,48 +26,93 @@ def _default_mir1k() -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from model.evaluation.gmm_ubm import GmmUbmConfig
-    from model.evaluation.runner import SCENARIOS
-    from model.evaluation.runner import DEFAULT_SNRS_DB
+    from model.evaluation.runner import DEFAULT_SNRS_DB, SCENARIOS
 
     g = GmmUbmConfig()
-    p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT",
-                   help="checkpoint to evaluate; repeat for several (one table)")
-    p.add_argument("--name", action="append", default=[], metavar="NAME",
-                   help="label per --checkpoint, in order (default: file stem)")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="CKPT",
+        help="checkpoint to evaluate; repeat for several (one table)",
+    )
+    p.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="label per --checkpoint, in order (default: file stem)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifest", type=Path,
-                     help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
-                          "vocal_path+accompaniment_path)")
+    src.add_argument(
+        "--manifest",
+        type=Path,
+        help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
+        "vocal_path+accompaniment_path)",
+    )
     src.add_argument("--recipe", choices=RECIPES, help="built-in split: mir1k (cross-song split)")
-    p.add_argument("--data-root", type=Path, help="MIR-1K folder for --recipe mir1k "
-                   "(default: ../shared/data/mir1k beside the checkout)")
-    p.add_argument("--singers", type=lambda s: [x for x in s.split(",") if x], default=[],
-                   metavar="A,B,...", help="evaluate only these singers (e.g. those a model was "
-                   "not trained on); the singer-ID candidates are then only these singers")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="MIR-1K folder for --recipe mir1k (default: ../shared/data/mir1k beside the checkout)",
+    )
+    p.add_argument(
+        "--singers",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=[],
+        metavar="A,B,...",
+        help="evaluate only these singers (e.g. those a model was "
+        "not trained on); the singer-ID candidates are then only these singers",
+    )
     p.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     p.add_argument("--gmm", action="store_true", help="add the GMM-UBM baseline (in-domain)")
     p.add_argument("--gmm-components", type=int, default=g.n_components)
     p.add_argument("--gmm-relevance", type=float, default=g.relevance)
-    p.add_argument("--gmm-ubm-frames", type=int, default=g.ubm_max_frames,
-                   help="frames sampled for the UBM's EM fit")
-    p.add_argument("--gmm-top-c", type=int, default=g.qbs_top_c,
-                   help="top-C scoring of per-track models in query-by-singer (0: exact)")
-    p.add_argument("--snr-sweep", action="store_true",
-                   help="re-mix clips with stems at each --snr and repeat the mixed scenarios")
+    p.add_argument(
+        "--gmm-ubm-frames",
+        type=int,
+        default=g.ubm_max_frames,
+        help="frames sampled for the UBM's EM fit",
+    )
+    p.add_argument(
+        "--gmm-top-c",
+        type=int,
+        default=g.qbs_top_c,
+        help="top-C scoring of per-track models in query-by-singer (0: exact)",
+    )
+    p.add_argument(
+        "--snr-sweep",
+        action="store_true",
+        help="re-mix clips with stems at each --snr and repeat the mixed scenarios",
+    )
     p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB")
     p.add_argument("--tsne", action="store_true", help="t-SNE map PNG per checkpoint")
-    p.add_argument("--vad", action="store_true",
-                   help="embed voice-active segments only (default: every full segment)")
+    p.add_argument(
+        "--vad",
+        action="store_true",
+        help="embed voice-active segments only (default: every full segment)",
+    )
     p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k")
-    p.add_argument("--cache-dir", type=Path, help="embedding cache "
-                   "(default: $XDG_CACHE_HOME/singer-retrieval/evaluation)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="embedding cache (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
+    )
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decoding threads beside the inference thread (0: decode inline)")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="CPU threads for inference; 1 keeps a small or shared machine from "
-                        "stalling on oversubscribed OpenMP threads (0: torch's default)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="decoding threads beside the inference thread (0: decode inline)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads for inference; 1 keeps a small or shared machine from "
+        "stalling on oversubscribed OpenMP threads (0: torch's default)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -112,16 +157,30 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     gmm = None
     if args.gmm:
-        gmm = replace(GmmUbmConfig(), n_components=args.gmm_components,
-                      relevance=args.gmm_relevance, ubm_max_frames=args.gmm_ubm_frames,
-                      qbs_top_c=args.gmm_top_c or None)
+        gmm = replace(
+            GmmUbmConfig(),
+            n_components=args.gmm_components,
+            relevance=args.gmm_relevance,
+            ubm_max_frames=args.gmm_ubm_frames,
+            qbs_top_c=args.gmm_top_c or None,
+        )
     try:
         result = evaluate(
-            clips, args.checkpoint, names=args.name or None, scenarios=args.scenarios, gmm=gmm,
-            snr_sweep=args.snr if args.snr_sweep else None, tsne=args.tsne, plot_dir=args.out,
+            clips,
+            args.checkpoint,
+            names=args.name or None,
+            scenarios=args.scenarios,
+            gmm=gmm,
+            snr_sweep=args.snr if args.snr_sweep else None,
+            tsne=args.tsne,
+            plot_dir=args.out,
             cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-            all_segments=not args.vad, k=args.k, device=args.device, workers=args.workers,
-            progress=True, dataset=dataset,
+            all_segments=not args.vad,
+            k=args.k,
+            device=args.device,
+            workers=args.workers,
+            progress=True,
+            dataset=dataset,
         )
     except (SingerRetrievalError, ValueError) as err:
         log.error("%s", err)

@@ -11,10 +11,16 @@ log = logging.getLogger("model.import_keras")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="Keras 2 HDF5 weights (e.g. ../shared/reference/mono2mixed-singer/cross_pretrained.h5)")
+    p.add_argument(
+        "src",
+        help="Keras 2 HDF5 weights, e.g. ../shared/reference/mono2mixed-singer/cross_pretrained.h5",
+    )
     p.add_argument("dst", help="checkpoint to write (.pt)")
-    p.add_argument("--model-type", choices=["cross", "mono", "mixed"],
-                   help="default: cross for two branches; mono/mixed guessed from the file name")
+    p.add_argument(
+        "--model-type",
+        choices=["cross", "mono", "mixed"],
+        help="default: cross for two branches; mono/mixed guessed from the file name",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

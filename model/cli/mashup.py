@@ -1,5 +1,5 @@
-"""`python -m model mashup`: mix vocals over mashable backgrounds (model.training.mashup), or build the
-`../shared/data` training recipe (model.training.datasets.shared_data_recipe).
+"""`python -m model mashup`: mix vocals over mashable backgrounds (model.training.mashup), or
+build the `../shared/data` training recipe (model.training.datasets.shared_data_recipe).
 
   python -m model mashup --vocals VOCALS.csv --backgrounds DIR_OR_MANIFEST --out DIR
   python -m model mashup --recipe shared-data --data ../shared/data --out data/shared
@@ -23,30 +23,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("input")
     src.add_argument("--vocals", help="manifest of monophonic vocal recordings")
     src.add_argument("--backgrounds", help="folder of background tracks, or a manifest")
-    src.add_argument("--recipe", choices=["shared-data"],
-                     help="build the ../shared/data training manifest instead (needs --data)")
+    src.add_argument(
+        "--recipe",
+        choices=["shared-data"],
+        help="build the ../shared/data training manifest instead (needs --data)",
+    )
     src.add_argument("--data", help="the shared data folder for --recipe (e.g. ../shared/data)")
     src.add_argument("--no-mashups", action="store_true", help="recipe without the mashups")
-    src.add_argument("--mashup-vowels", action="store_true",
-                     help="recipe: mash up the sung-vowel recordings too")
-    parser.add_argument("--out", required=True, help="output folder (mixes, manifest.csv, report.json)")
+    src.add_argument(
+        "--mashup-vowels", action="store_true", help="recipe: mash up the sung-vowel recordings too"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (mixes, manifest.csv, report.json)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes (<= 1: in-process)")
     parser.add_argument("--cache", help="background analysis cache (default OUT/cache)")
     parser.add_argument("--no-progress", action="store_true")
     m = parser.add_argument_group("mashability and mixing (see model/training/mashup.py)")
-    m.add_argument("--snr-db", type=float, nargs=2, default=d.snr_db, metavar=("LO", "HI"),
-                   help="vocal-to-background RMS ratio range in dB (default %(default)s: "
-                        "equal RMS)")
-    m.add_argument("--tempo-tolerance", type=float, default=d.tempo_tolerance,
-                   help="relative tempo difference allowed (default %(default)s)")
+    m.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        default=d.snr_db,
+        metavar=("LO", "HI"),
+        help="vocal-to-background RMS ratio range in dB (default %(default)s: equal RMS)",
+    )
+    m.add_argument(
+        "--tempo-tolerance",
+        type=float,
+        default=d.tempo_tolerance,
+        help="relative tempo difference allowed (default %(default)s)",
+    )
     m.add_argument("--tempo-octave", action="store_true", help="half/double tempo also match")
     m.add_argument("--relative-keys", action="store_true", help="relative major/minor matches")
-    m.add_argument("--pitch-shifts", type=int, nargs="*", default=list(d.pitch_shifts),
-                   metavar="SEMITONES",
-                   help="background pitch shifts to try, e.g. -1 1")
-    m.add_argument("--mixes-per-segment", type=int, default=d.mixes_per_segment,
-                   help="mixes over different backgrounds per vocal segment")
+    m.add_argument(
+        "--pitch-shifts",
+        type=int,
+        nargs="*",
+        default=list(d.pitch_shifts),
+        metavar="SEMITONES",
+        help="background pitch shifts to try, e.g. -1 1",
+    )
+    m.add_argument(
+        "--mixes-per-segment",
+        type=int,
+        default=d.mixes_per_segment,
+        help="mixes over different backgrounds per vocal segment",
+    )
     m.add_argument("--chroma", choices=["cqt", "stft"], default=d.chroma)
 
 
@@ -54,18 +78,23 @@ def _config(args):
     from model.training.mashup import MashupConfig
 
     return MashupConfig(
-        snr_db=tuple(args.snr_db), tempo_tolerance=args.tempo_tolerance,
-        tempo_octave=args.tempo_octave, relative_keys=args.relative_keys,
-        pitch_shifts=tuple(args.pitch_shifts), mixes_per_segment=args.mixes_per_segment,
+        snr_db=tuple(args.snr_db),
+        tempo_tolerance=args.tempo_tolerance,
+        tempo_octave=args.tempo_octave,
+        relative_keys=args.relative_keys,
+        pitch_shifts=tuple(args.pitch_shifts),
+        mixes_per_segment=args.mixes_per_segment,
         chroma=args.chroma,
     )
 
 
 def _summary(result) -> None:
-    print(f"{result.n_vocals} vocals, {result.n_voiced_segments} voiced segments, "
-          f"{result.n_mashed_segments} mashable, {len(result.rows)} mixes "
-          f"in {result.seconds:.0f} s; {len(result.unmatched_vocals)} vocals without any match, "
-          f"{len(result.unvoiced)} without voiced segments, {len(result.failed)} failed")
+    print(
+        f"{result.n_vocals} vocals, {result.n_voiced_segments} voiced segments, "
+        f"{result.n_mashed_segments} mashable, {len(result.rows)} mixes "
+        f"in {result.seconds:.0f} s; {len(result.unmatched_vocals)} vocals without any match, "
+        f"{len(result.unvoiced)} without voiced segments, {len(result.failed)} failed"
+    )
     print(f"manifest: {result.manifest}\nreport:   {result.report}")
 
 
@@ -76,11 +105,19 @@ def main(args: argparse.Namespace) -> int:
         from model.training.datasets import shared_data_recipe
 
         res = shared_data_recipe(
-            args.data, args.out, mashups=not args.no_mashups, mashup_vowels=args.mashup_vowels,
-            mashup_config=_config(args), seed=args.seed, workers=args.workers,
-            progress=not args.no_progress, cache_dir=args.cache,
+            args.data,
+            args.out,
+            mashups=not args.no_mashups,
+            mashup_vowels=args.mashup_vowels,
+            mashup_config=_config(args),
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+            cache_dir=args.cache,
         )
-        print(f"{len(res.rows)} rows, {len({r.singer for r in res.rows})} singers -> {res.manifest}")
+        print(
+            f"{len(res.rows)} rows, {len({r.singer for r in res.rows})} singers -> {res.manifest}"
+        )
         if res.mashup is None:
             return 0
         _summary(res.mashup)
@@ -90,8 +127,14 @@ def main(args: argparse.Namespace) -> int:
     from model.training.mashup import make_mashups
 
     result = make_mashups(
-        args.vocals, args.backgrounds, args.out, config=_config(args), seed=args.seed,
-        workers=args.workers, progress=not args.no_progress, cache_dir=args.cache,
+        args.vocals,
+        args.backgrounds,
+        args.out,
+        config=_config(args),
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.no_progress,
+        cache_dir=args.cache,
     )
     _summary(result)
     for path, err in result.failed:

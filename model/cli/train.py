@@ -1,4 +1,4 @@
-"""`python -m model train`: train MONO, MIXED or CROSS from a manifest (or the shared-data recipe)."""
+"""`python -m model train`: train MONO, MIXED or CROSS from a manifest or a named recipe."""
 
 from __future__ import annotations
 
@@ -15,38 +15,78 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data")
     src.add_argument("--manifest", help="training manifest (CSV, see model/manifest.py)")
     src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
-    src.add_argument("--recipe", choices=["shared"],
-                     help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels)")
-    src.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"),
-                     help="for --recipe shared (default: ../shared/data)")
-    src.add_argument("--holdout", default="", help="comma-separated MIR-1K test singers to leave out")
+    src.add_argument(
+        "--recipe",
+        choices=["shared"],
+        help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels)",
+    )
+    src.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"),
+        help="for --recipe shared (default: ../shared/data)",
+    )
+    src.add_argument(
+        "--holdout", default="", help="comma-separated MIR-1K test singers to leave out"
+    )
     src.add_argument("--val-singers", default="", help="comma-separated singers for validation")
-    src.add_argument("--backgrounds", nargs="*", default=[],
-                     help="folders or files of background music for on-the-fly mixing")
+    src.add_argument(
+        "--backgrounds",
+        nargs="*",
+        default=[],
+        help="folders or files of background music for on-the-fly mixing",
+    )
     p.add_argument("--config", help="JSON file of training options (flags below override it)")
     p.add_argument("--out", required=True, help="run directory (state.pt, last.pt, best.pt)")
     p.add_argument("--model", dest="model_type", choices=["cross", "mono", "mixed"])
-    for name, typ in [("seed", int), ("batch-size", int), ("lr", float), ("epochs", int),
-                      ("pretrain-epochs", int), ("steps-per-epoch", int), ("margin", float),
-                      ("n-negatives", int), ("workers", int)]:
+    for name, typ in [
+        ("seed", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("epochs", int),
+        ("pretrain-epochs", int),
+        ("steps-per-epoch", int),
+        ("margin", float),
+        ("n-negatives", int),
+        ("workers", int),
+    ]:
         p.add_argument(f"--{name}", type=typ)
     p.add_argument("--negatives", choices=["random", "in-batch"])
-    p.add_argument("--speeds", type=lambda s: tuple(float(x) for x in s.split(",")),
-                   help="speed factors for pseudo-singers, e.g. 0.89,1,1.12")
+    p.add_argument(
+        "--speeds",
+        type=lambda s: tuple(float(x) for x in s.split(",")),
+        help="speed factors for pseudo-singers, e.g. 0.89,1,1.12",
+    )
     p.add_argument("--spec-augment", action="store_true", default=None)
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
     p.add_argument("--export", help="copy the best checkpoint here when done")
-    p.add_argument("--cache-dir", default="data/cache/audio",
-                   help="decoded-audio cache between runs ('' to disable)")
+    p.add_argument(
+        "--cache-dir",
+        default="data/cache/audio",
+        help="decoded-audio cache between runs ('' to disable)",
+    )
 
 
 def build_config(args: argparse.Namespace):
     from model.training.train import TrainConfig
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
-    for key in ("model_type", "seed", "batch_size", "lr", "epochs", "pretrain_epochs", "steps_per_epoch",
-                "margin", "n_negatives", "workers", "negatives", "speeds", "spec_augment", "device"):
+    for key in (
+        "model_type",
+        "seed",
+        "batch_size",
+        "lr",
+        "epochs",
+        "pretrain_epochs",
+        "steps_per_epoch",
+        "margin",
+        "n_negatives",
+        "workers",
+        "negatives",
+        "speeds",
+        "spec_augment",
+        "device",
+    ):
         value = getattr(args, key, None)
         if value is not None:
             base[key] = value
@@ -55,8 +95,8 @@ def build_config(args: argparse.Namespace):
 
 def load_rows(args: argparse.Namespace):
     """(train rows, validation rows, background paths)."""
-    from model.training.datasets import mir1k_rows, split_singers, vowel_rows
     from model.manifest import read_manifest
+    from model.training.datasets import mir1k_rows, split_singers, vowel_rows
     from model.training.mashup import read_backgrounds
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
@@ -88,12 +128,30 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         log.error("%s", err)
         return 2
-    log.info("training %s on %d rows (%d singers), validating on %d rows; %d backgrounds",
-             config.model_type, len(rows), len({r.singer for r in rows}), len(val), len(backgrounds))
-    result = train(config, rows, val, backgrounds, args.out, resume=not args.no_resume,
-                   progress=sys.stderr.isatty(), cache_dir=args.cache_dir or None)
-    log.info("done in %.0f s; best validation %.3f -> %s", result["seconds"], result["best"],
-             result["best_checkpoint"])
+    log.info(
+        "training %s on %d rows (%d singers), validating on %d rows; %d backgrounds",
+        config.model_type,
+        len(rows),
+        len({r.singer for r in rows}),
+        len(val),
+        len(backgrounds),
+    )
+    result = train(
+        config,
+        rows,
+        val,
+        backgrounds,
+        args.out,
+        resume=not args.no_resume,
+        progress=sys.stderr.isatty(),
+        cache_dir=args.cache_dir or None,
+    )
+    log.info(
+        "done in %.0f s; best validation %.3f -> %s",
+        result["seconds"],
+        result["best"],
+        result["best_checkpoint"],
+    )
     if args.export:
         Path(args.export).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result["best_checkpoint"], args.export)

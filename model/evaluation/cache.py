@@ -1,10 +1,10 @@
 """A file cache of per-clip arrays (track embeddings, MFCC frames) so re-runs are fast.
 
-Layout: `<root>/<namespace>/<key[:2]>/<key>.npz` (and `.json` for small result records). The namespace says what produced the arrays
-(a checkpoint id, or the MFCC front end's settings); the key says from what: the rendering
-(domain, mix, SNR), the options, and each source file's path, size and modification time, so
-an edited file is never served stale. Writes are atomic (temp file + rename): an interrupted
-run leaves no half-written entry, and two runs may share a cache.
+Layout: `<root>/<namespace>/<key[:2]>/<key>.npz` (and `.json` for small result records). The
+namespace says what produced the arrays (a checkpoint id, or the MFCC front end's settings); the
+key says from what: the rendering (domain, mix, SNR), the options, and each source file's path,
+size and modification time, so an edited file is never served stale. Writes are atomic (temp
+file + rename): an interrupted run leaves no half-written entry, and two runs may share a cache.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class ArrayCache:
             return
         path = self._path(key).with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False,
-                                         encoding="utf-8") as fh:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
+        ) as fh:
             json.dump(record, fh)
         os.replace(fh.name, path)

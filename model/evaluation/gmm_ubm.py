@@ -101,12 +101,18 @@ class GmmUbm:
         if len(frames) > cfg.ubm_max_frames:
             frames = frames[rng.choice(len(frames), cfg.ubm_max_frames, replace=False)]
         gmm = GaussianMixture(
-            n_components=k, covariance_type="diag", max_iter=cfg.ubm_max_iter, tol=cfg.ubm_tol,
-            reg_covar=cfg.reg_covar, random_state=cfg.seed,
+            n_components=k,
+            covariance_type="diag",
+            max_iter=cfg.ubm_max_iter,
+            tol=cfg.ubm_tol,
+            reg_covar=cfg.reg_covar,
+            random_state=cfg.seed,
         ).fit(frames)
         return cls(gmm.weights_, gmm.means_, gmm.covariances_)
 
-    def component_log_likelihood(self, x: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
+    def component_log_likelihood(
+        self, x: np.ndarray, means: np.ndarray | None = None
+    ) -> np.ndarray:
         """log(w_k N(x_t; mu_k, var_k)): (T, D) -> (T, K). `means` (K, D) replaces the UBM's."""
         x = np.asarray(x, dtype=np.float64)
         mu = self.means if means is None else means

@@ -104,9 +104,7 @@ def _expected_average_precision(sizes: np.ndarray, rels: np.ndarray) -> float:
     return ap / total_rel
 
 
-def query_by_singer(
-    scores: np.ndarray, relevant: np.ndarray, k: int = 5
-) -> dict[str, float | int]:
+def query_by_singer(scores: np.ndarray, relevant: np.ndarray, k: int = 5) -> dict[str, float | int]:
     """Precision at k, recall at k and mean average precision of track retrieval (section 4.3).
 
     scores: (n_queries, n_database) similarity; relevant: bool (n_queries, n_database), True where
@@ -148,9 +146,7 @@ def cosine_scores(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return q @ t.T
 
 
-def singer_models(
-    vectors: np.ndarray, singers: list[str]
-) -> tuple[list[str], np.ndarray]:
+def singer_models(vectors: np.ndarray, singers: list[str]) -> tuple[list[str], np.ndarray]:
     """Mean of each singer's L2-normalised track vectors (the paper's singer model).
 
     vectors: (n_tracks, d); singers: n_tracks names. Returns (sorted singer names, (n_singers, d)

@@ -24,9 +24,7 @@ def _pyplot():
 def singer_colours(n: int) -> list[tuple[float, float, float]]:
     """n well-separated saturated colours (RGB in [0, 1]), the mixed-track shade."""
     golden = 0.618033988749895  # hue steps by the golden ratio stay apart for any n
-    return [
-        colorsys.hsv_to_rgb((i * golden) % 1.0, 0.85, 0.80 - 0.25 * (i % 2)) for i in range(n)
-    ]
+    return [colorsys.hsv_to_rgb((i * golden) % 1.0, 0.85, 0.80 - 0.25 * (i % 2)) for i in range(n)]
 
 
 def lighter(rgb: tuple[float, float, float], amount: float = 0.55) -> tuple[float, float, float]:
@@ -66,12 +64,21 @@ def embedding_map(
     singers_arr, domains_arr = np.asarray(singers), np.asarray(domains)
     fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
     for name in names:
-        for domain, shade, marker in (("mixed", colours[name], "o"),
-                                      ("mono", lighter(colours[name]), "^")):
+        for domain, shade, marker in (
+            ("mixed", colours[name], "o"),
+            ("mono", lighter(colours[name]), "^"),
+        ):
             sel = (singers_arr == name) & (domains_arr == domain)
             if sel.any():
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=shade, marker=marker,
-                           edgecolors="none", label=f"{name} ({domain})")
+                ax.scatter(
+                    xy[sel, 0],
+                    xy[sel, 1],
+                    s=14,
+                    color=shade,
+                    marker=marker,
+                    edgecolors="none",
+                    label=f"{name} ({domain})",
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "t-SNE of track vectors (light ^ = monophonic, dark o = mixed)")
@@ -82,7 +89,9 @@ def embedding_map(
 
 
 def snr_curves(
-    curves: dict[str, dict[float, float]], path: str | Path, ylabel: str = "singer-ID top-1",
+    curves: dict[str, dict[float, float]],
+    path: str | Path,
+    ylabel: str = "singer-ID top-1",
     title: str = "",
 ) -> Path:
     """Line plot of a figure against the vocal-to-accompaniment ratio.

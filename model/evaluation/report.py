@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-
-from model.domains import SCENARIO_TITLES
 from pathlib import Path
 
+from model.domains import SCENARIO_TITLES
 
 
 def _fmt(x) -> str:
@@ -29,8 +28,11 @@ def _table(result: dict, title: str, columns: list[tuple[str, str, str]]) -> lis
         "|---|" + "---:|" * (len(heads) * len(columns)),
     ]
     for m in result["models"]:
-        cells = [_fmt(_get(m["scenarios"].get(s), task, key))
-                 for s in scenarios for _, task, key in columns]
+        cells = [
+            _fmt(_get(m["scenarios"].get(s), task, key))
+            for s in scenarios
+            for _, task, key in columns
+        ]
         lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -42,16 +44,25 @@ def markdown(result: dict) -> str:
     header = (
         f"Data: {ds.get('name') or 'evaluation set'}: {ds['n_singers']} singers, "
         f"{ds['n_model_clips']} model clips, {ds['n_query_clips']} query clips"
-        + (f"; {len(result['failures'])} rendering(s) skipped" if result["failures"] else "") + "."
+        + (f"; {len(result['failures'])} rendering(s) skipped" if result["failures"] else "")
+        + "."
     )
     lines = [header, ""]
-    lines += _table(result, "Task 1, singer identification (top-1 / top-5 accuracy)",
-                    [("top-1", "singer_id", "top1"), ("top-5", "singer_id", "top5")])
+    lines += _table(
+        result,
+        "Task 1, singer identification (top-1 / top-5 accuracy)",
+        [("top-1", "singer_id", "top1"), ("top-5", "singer_id", "top5")],
+    )
     lines += [""]
-    lines += _table(result, f"Task 2, query-by-singer (precision@{k} / recall@{k} / mAP)",
-                    [(f"P@{k}", "query_by_singer", f"precision@{k}"),
-                     (f"R@{k}", "query_by_singer", f"recall@{k}"),
-                     ("mAP", "query_by_singer", "mAP")])
+    lines += _table(
+        result,
+        f"Task 2, query-by-singer (precision@{k} / recall@{k} / mAP)",
+        [
+            (f"P@{k}", "query_by_singer", f"precision@{k}"),
+            (f"R@{k}", "query_by_singer", f"recall@{k}"),
+            ("mAP", "query_by_singer", "mAP"),
+        ],
+    )
     sweeps = [m for m in result["models"] if m.get("snr_sweep")]
     if sweeps:
         snrs = list(sweeps[0]["snr_sweep"])
@@ -65,12 +76,16 @@ def markdown(result: dict) -> str:
         for m in sweeps:
             for s in m["snr_sweep"][snrs[0]]:
                 cells = [_fmt(_get(m["snr_sweep"][x][s], "singer_id", "top1")) for x in snrs]
-                lines.append(f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | " + " | ".join(cells) + " |"
+                )
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in result["plots"].values())]
     if result["failures"]:
         lines += ["", "Skipped renderings:", ""]
-        lines += [f"- {f['clip']} ({f['rendering']}): {f['error']}" for f in result["failures"][:50]]
+        lines += [
+            f"- {f['clip']} ({f['rendering']}): {f['error']}" for f in result["failures"][:50]
+        ]
         if len(result["failures"]) > 50:
             lines.append(f"- ... and {len(result['failures']) - 50} more (see results.json)")
     return "\n".join(lines) + "\n"

@@ -35,8 +35,8 @@ from model.errors import AudioError
 from model.evaluation import metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
-from model.mixing import mix_at_snr, nominal_mix
 from model.evaluation.splits import EvalClip, split_summary
+from model.mixing import mix_at_snr, nominal_mix
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,16 @@ def _render(clip: EvalClip, views: Sequence[View], sr: int) -> dict[View, np.nda
 
 def _cache_key(kind: str, clip: EvalClip, view: View, **extra) -> str:
     """Cache key of one clip's rendering: its source files' identities, the view, `extra`."""
-    return ArrayCache.key({
-        "v": _CACHE_VERSION, "kind": kind, "view": [view.domain, view.snr_db],
-        "files": [file_identity(p) for p in _sources(clip, view)],
-        "mixed_from_file": view.snr_db is None and bool(clip.mixed_path),
-        **extra,
-    })
+    return ArrayCache.key(
+        {
+            "v": _CACHE_VERSION,
+            "kind": kind,
+            "view": [view.domain, view.snr_db],
+            "files": [file_identity(p) for p in _sources(clip, view)],
+            "mixed_from_file": view.snr_db is None and bool(clip.mixed_path),
+            **extra,
+        }
+    )
 
 
 class _Model:
@@ -126,8 +130,11 @@ class _Mfcc:
     def __init__(self, cfg: GmmUbmConfig, sr: int, cache_root):
         self.cfg = cfg
         self.sr = sr
-        front_end = {k: v for k, v in cfg.to_dict().items()
-                     if k in ("n_mfcc", "n_mels", "n_fft", "hop_length", "frame_top_db")}
+        front_end = {
+            k: v
+            for k, v in cfg.to_dict().items()
+            if k in ("n_mfcc", "n_mels", "n_fft", "hop_length", "frame_top_db")
+        }
         self.cache = ArrayCache(cache_root, "mfcc-" + namespace_for({**front_end, "sr": sr}))
         self.frames: dict[View, dict[int, np.ndarray]] = {}
 
@@ -199,8 +206,9 @@ def evaluate(
 
     failures: dict[tuple[int, str], str] = {}
     t_embed = time.perf_counter()
-    for i, clip, rendered in _iter_rendered(clips, models, mfcc, emb_views, mfcc_views, sr,
-                                            workers, progress):
+    for i, clip, rendered in _iter_rendered(
+        clips, models, mfcc, emb_views, mfcc_views, sr, workers, progress
+    ):
         for view, y in rendered.items():
             if isinstance(y, AudioError):
                 failures[(i, view.label)] = str(y)
@@ -217,10 +225,14 @@ def evaluate(
     result: dict = {
         "dataset": {"name": dataset, **split_summary(clips)},
         "settings": {
-            "scenarios": list(scenarios), "k": k, "all_segments": all_segments,
-            "snr_sweep_db": snrs, "gmm_ubm": gmm.to_dict() if gmm else None,
+            "scenarios": list(scenarios),
+            "k": k,
+            "all_segments": all_segments,
+            "snr_sweep_db": snrs,
+            "gmm_ubm": gmm.to_dict() if gmm else None,
             "singer_model": "L2-normalised mean of L2-normalised model-track vectors",
-            "similarity": "cosine", "ties": "expected value under random order of tied scores",
+            "similarity": "cosine",
+            "ties": "expected value under random order of tied scores",
         },
         "models": [],
         "failures": [
@@ -250,17 +262,30 @@ def evaluate(
 def _embedding_entry(clips, m: _Model, scenarios, snrs, snr_scenarios, k: int) -> dict:
     """One checkpoint's figures: every scenario, and per SNR the scenarios with mixed audio."""
     entry = {
-        "name": m.name, "kind": "embedding", "checkpoint": str(m.path),
-        "checkpoint_id": m.embedder.checkpoint_id, "model_type": m.embedder.net.model_type,
-        "scenarios": {s: _embedding_scenario(clips, m.vectors, View(q), View(t), k)
-                      for s, (q, t) in SCENARIOS.items() if s in scenarios},
+        "name": m.name,
+        "kind": "embedding",
+        "checkpoint": str(m.path),
+        "checkpoint_id": m.embedder.checkpoint_id,
+        "model_type": m.embedder.net.model_type,
+        "scenarios": {
+            s: _embedding_scenario(clips, m.vectors, View(q), View(t), k)
+            for s, (q, t) in SCENARIOS.items()
+            if s in scenarios
+        },
         "cache": {"hits": m.cache.hits, "misses": m.cache.misses},
     }
     if snrs and snr_scenarios:
         entry["snr_sweep"] = {
-            f"{x:g}": {s: _embedding_scenario(clips, m.vectors, _snr_view(SCENARIOS[s][0], x),
-                                              _snr_view(SCENARIOS[s][1], x), k)
-                       for s in snr_scenarios}
+            f"{x:g}": {
+                s: _embedding_scenario(
+                    clips,
+                    m.vectors,
+                    _snr_view(SCENARIOS[s][0], x),
+                    _snr_view(SCENARIOS[s][1], x),
+                    k,
+                )
+                for s in snr_scenarios
+            }
             for x in snrs
         }
     return entry
@@ -278,8 +303,9 @@ def _snr_view(domain: str, snr_db: float) -> View:
     return View(domain, snr_db if domain == "mixed" else None)
 
 
-def _iter_rendered(clips, models, mfcc, emb_views, mfcc_views, sr, workers, progress
-                   ) -> Iterator[tuple[int, EvalClip, dict]]:
+def _iter_rendered(
+    clips, models, mfcc, emb_views, mfcc_views, sr, workers, progress
+) -> Iterator[tuple[int, EvalClip, dict]]:
     """Yield (index, clip, arrays) in completion order. arrays maps (model name or "mfcc",
     view) to the cached arrays or None, and each view that had to be rendered to its waveform
     (float32 (samples,) at sr) or its AudioError.
@@ -352,7 +378,9 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
                 if view.domain != domain:
                     continue
                 try:
-                    s = m.embedder.segments(y, m.all_segments, path=" + ".join(_sources(clip, view)))
+                    s = m.embedder.segments(
+                        y, m.all_segments, path=" + ".join(_sources(clip, view))
+                    )
                 except AudioError as err:
                     failures[(i, view.label)] = str(err)
                     continue
@@ -366,8 +394,12 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
                 vec = track_vector(emb[start : start + n])
                 start += n
                 m.vectors.setdefault(view, {})[i] = vec
-                m.cache.put(m.key(clip, view), vector=vec, n_segments=np.int64(n),
-                            duration_s=np.float64(n_samples / m.embedder.features.sample_rate))
+                m.cache.put(
+                    m.key(clip, view),
+                    vector=vec,
+                    n_segments=np.int64(n),
+                    duration_s=np.float64(n_samples / m.embedder.features.sample_rate),
+                )
 
 
 def _mfcc_clip(i, clip, rendered, mfcc: _Mfcc, views, failures) -> None:
@@ -416,25 +448,48 @@ def _embedding_scenario(clips, vectors, query: View, target: View, k: int) -> di
         return None
     q_vecs = np.stack([vectors[query][i] for i in kept])
     t_vecs = np.stack([vectors[target][i] for i in t_idx])
-    return _figures([clips[i].singer for i in kept], names, metrics.cosine_scores(q_vecs, models),
-                    t_singers, metrics.cosine_scores(q_vecs, t_vecs), k, len(q_idx) - len(kept))
+    return _figures(
+        [clips[i].singer for i in kept],
+        names,
+        metrics.cosine_scores(q_vecs, models),
+        t_singers,
+        metrics.cosine_scores(q_vecs, t_vecs),
+        k,
+        len(q_idx) - len(kept),
+    )
 
 
 def _gmm_key(clips, mfcc: _Mfcc, views: list[View], k: int) -> str:
-    return ArrayCache.key({
-        "v": _CACHE_VERSION, "kind": "gmm-ubm-figures", "settings": mfcc.cfg.to_dict(), "k": k,
-        "views": [v.label for v in views],
-        "clips": [[c.singer, c.role, [[file_identity(p) for p in _sources(c, v)]
-                                      for v in views if _available(c, v)]] for c in clips],
-    })
+    return ArrayCache.key(
+        {
+            "v": _CACHE_VERSION,
+            "kind": "gmm-ubm-figures",
+            "settings": mfcc.cfg.to_dict(),
+            "k": k,
+            "views": [v.label for v in views],
+            "clips": [
+                [
+                    c.singer,
+                    c.role,
+                    [[file_identity(p) for p in _sources(c, v)] for v in views if _available(c, v)],
+                ]
+                for c in clips
+            ],
+        }
+    )
 
 
 def _gmm_entry(clips, mfcc: _Mfcc, scenarios, k, progress) -> dict:
     from tqdm import tqdm
 
     cfg = mfcc.cfg
-    entry: dict = {"name": "gmm-ubm", "kind": "gmm-ubm", "settings": cfg.to_dict(),
-                   "scenarios": {}, "ubm": {}}
+    entry: dict = {
+        "name": "gmm-ubm",
+        "kind": "gmm-ubm",
+        "settings": cfg.to_dict(),
+        "scenarios": {},
+        "ubm": {},
+    }
     for s in scenarios:
         view = View(SCENARIOS[s][0])
         q_idx, t_idx = _split(clips, mfcc.frames, view, view)
@@ -445,19 +500,31 @@ def _gmm_entry(clips, mfcc: _Mfcc, scenarios, k, progress) -> dict:
         pool = np.concatenate([frames[i] for i in t_idx])
         t0 = time.perf_counter()
         n_comp = min(cfg.n_components, len(pool))
-        log.info("%s: fitting a %d-component UBM on %d of %d frames", s, n_comp,
-                 min(len(pool), cfg.ubm_max_frames), len(pool))
+        log.info(
+            "%s: fitting a %d-component UBM on %d of %d frames",
+            s,
+            n_comp,
+            min(len(pool), cfg.ubm_max_frames),
+            len(pool),
+        )
         ubm = GmmUbm.fit(pool, cfg, n_components=n_comp)
-        entry["ubm"][s] = {"n_pool_frames": len(pool),
-                           "n_fit_frames": int(min(len(pool), cfg.ubm_max_frames)),
-                           "n_components": n_comp, "fit_s": round(time.perf_counter() - t0, 2)}
+        entry["ubm"][s] = {
+            "n_pool_frames": len(pool),
+            "n_fit_frames": int(min(len(pool), cfg.ubm_max_frames)),
+            "n_components": n_comp,
+            "fit_s": round(time.perf_counter() - t0, 2),
+        }
         t_singers = [clips[i].singer for i in t_idx]
         names = sorted(set(t_singers))
-        singer_means = np.stack([
-            ubm.adapt_means(np.concatenate([frames[i] for i in t_idx if clips[i].singer == n]),
-                            cfg.relevance)
-            for n in names
-        ])
+        singer_means = np.stack(
+            [
+                ubm.adapt_means(
+                    np.concatenate([frames[i] for i in t_idx if clips[i].singer == n]),
+                    cfg.relevance,
+                )
+                for n in names
+            ]
+        )
         track_means = np.stack([ubm.adapt_means(frames[i], cfg.relevance) for i in t_idx])
         kept = [i for i in q_idx if clips[i].singer in names]
         if not kept:
@@ -465,11 +532,20 @@ def _gmm_entry(clips, mfcc: _Mfcc, scenarios, k, progress) -> dict:
             continue
         singer_scores = np.empty((len(kept), len(names)))
         track_scores = np.empty((len(kept), len(t_idx)))
-        for row, i in enumerate(tqdm(kept, desc=f"gmm-ubm {s}", unit="query", disable=not progress)):
+        for row, i in enumerate(
+            tqdm(kept, desc=f"gmm-ubm {s}", unit="query", disable=not progress)
+        ):
             singer_scores[row] = ubm.score(frames[i], singer_means)  # exact LLR
             track_scores[row] = ubm.score(frames[i], track_means, top_c=cfg.qbs_top_c)
-        entry["scenarios"][s] = _figures([clips[i].singer for i in kept], names, singer_scores,
-                                         t_singers, track_scores, k, len(q_idx) - len(kept))
+        entry["scenarios"][s] = _figures(
+            [clips[i].singer for i in kept],
+            names,
+            singer_scores,
+            t_singers,
+            track_scores,
+            k,
+            len(q_idx) - len(kept),
+        )
     return entry
 
 
@@ -479,7 +555,9 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
     out: dict[str, str] = {}
     if tsne:
         for m in models:
-            idx = sorted(set(m.vectors.get(View("mono"), {})) | set(m.vectors.get(View("mixed"), {})))
+            idx = sorted(
+                set(m.vectors.get(View("mono"), {})) | set(m.vectors.get(View("mixed"), {}))
+            )
             vecs, singers, domains = [], [], []
             for d in DOMAINS:
                 for i in idx:
@@ -489,19 +567,28 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
                         singers.append(clips[i].singer)
                         domains.append(d)
             if len(vecs) >= 3:
-                path = plots.embedding_map(np.stack(vecs), singers, domains,
-                                           plot_dir / f"tsne-{m.name}.png",
-                                           title=f"{m.name}: track vectors, t-SNE "
-                                                 "(light ^ mono, dark o mixed)")
+                path = plots.embedding_map(
+                    np.stack(vecs),
+                    singers,
+                    domains,
+                    plot_dir / f"tsne-{m.name}.png",
+                    title=f"{m.name}: track vectors, t-SNE (light ^ mono, dark o mixed)",
+                )
                 out[f"tsne-{m.name}"] = str(path)
     curves: dict[str, dict[float, float]] = {}
     for entry in result["models"]:
         for x, per_scenario in (entry.get("snr_sweep") or {}).items():
             for s, figs in per_scenario.items():
                 if figs:
-                    curves.setdefault(f"{entry['name']} {s}", {})[float(x)] = \
-                        figs["singer_id"]["top1"]
+                    curves.setdefault(f"{entry['name']} {s}", {})[float(x)] = figs["singer_id"][
+                        "top1"
+                    ]
     if curves:
-        out["snr-sweep"] = str(plots.snr_curves(curves, plot_dir / "snr-sweep.png",
-                                                title="Singer ID vs vocal-to-accompaniment ratio"))
+        out["snr-sweep"] = str(
+            plots.snr_curves(
+                curves,
+                plot_dir / "snr-sweep.png",
+                title="Singer ID vs vocal-to-accompaniment ratio",
+            )
+        )
     return out

@@ -97,18 +97,25 @@ def clips_from_rows(rows: list[ManifestRow], origin: str = "manifest") -> list[E
     groups: dict[tuple, list[ManifestRow]] = defaultdict(list)
     for i, row in enumerate(rows):
         if row.role not in ROLES:
-            raise ManifestError(f"{origin}: row {i + 1}: role must be one of {ROLES}, got {row.role!r}")
+            raise ManifestError(
+                f"{origin}: row {i + 1}: role must be one of {ROLES}, got {row.role!r}"
+            )
         key = (row.singer, row.role, row.external_id) if row.external_id else ("row", i)
         groups[key].append(row)
     clips = []
     for key, group in groups.items():
-        paths: dict[str, str | None] = {"mono_path": None, "mixed_path": None, "vocal_path": None,
-                                            "accompaniment_path": None}
+        paths: dict[str, str | None] = {
+            "mono_path": None,
+            "mixed_path": None,
+            "vocal_path": None,
+            "accompaniment_path": None,
+        }
         for row in group:
             if row.path:
                 if row.domain not in ("mono", "mixed"):
                     raise ManifestError(
-                        f"{origin}: {row.path}: give a domain (mono or mixed) for an evaluation path"
+                        f"{origin}: {row.path}: give a domain (mono or mixed) "
+                        "for an evaluation path"
                     )
                 _set_once(paths, f"{row.domain}_path", row.path, origin)
             if row.vocal_path or row.accompaniment_path:
@@ -117,18 +124,29 @@ def clips_from_rows(rows: list[ManifestRow], origin: str = "manifest") -> list[E
                 _set_once(paths, "vocal_path", row.vocal_path, origin)
                 _set_once(paths, "accompaniment_path", row.accompaniment_path, origin)
         first = group[0]
-        clip_id = first.external_id or first.title or Path(
-            first.path or first.vocal_path or f"row{key[-1]}"
-        ).stem
+        clip_id = (
+            first.external_id
+            or first.title
+            or Path(first.path or first.vocal_path or f"row{key[-1]}").stem
+        )
         songs = {r.song for r in group if r.song}
-        clips.append(EvalClip(clip_id=clip_id, singer=first.singer, role=first.role,
-                              song=songs.pop() if len(songs) == 1 else None, **paths))
+        clips.append(
+            EvalClip(
+                clip_id=clip_id,
+                singer=first.singer,
+                role=first.role,
+                song=songs.pop() if len(songs) == 1 else None,
+                **paths,
+            )
+        )
     return clips
 
 
 def _set_once(paths: dict, name: str, value: str, origin: str) -> None:
     if paths[name] is not None and paths[name] != value:
-        raise ManifestError(f"{origin}: clip has two different {name} values: {paths[name]}, {value}")
+        raise ManifestError(
+            f"{origin}: clip has two different {name} values: {paths[name]}, {value}"
+        )
     paths[name] = value
 
 
@@ -139,7 +157,9 @@ def read_eval_manifest(path: str | Path) -> list[EvalClip]:
 
 def split_summary(clips: list[EvalClip]) -> dict:
     """Counts for reports: singers, model and query clips, songs found on both sides."""
-    songs = {role: {(c.singer, c.song) for c in clips if c.role == role and c.song} for role in ROLES}
+    songs = {
+        role: {(c.singer, c.song) for c in clips if c.role == role and c.song} for role in ROLES
+    }
     return {
         "n_singers": len({c.singer for c in clips}),
         "n_model_clips": sum(c.role == "model" for c in clips),

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from model.audio import load_audio
-from model.mixing import background_gain
 from model.errors import AudioError
 from model.features import FeatureConfig, voiced_segment_starts
 from model.manifest import ManifestRow
+from model.mixing import background_gain
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ def cached_load(path: str, sr: int, cache_dir: Path | None) -> np.ndarray:
     if cache_dir is None:
         return load_audio(path, sr)
     st = Path(path).stat()
-    key = hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{sr}".encode()).hexdigest()
+    key = hashlib.sha1(
+        f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{sr}".encode()
+    ).hexdigest()
     file = cache_dir / f"{key}.npy"
     if file.is_file():
         return np.load(file)
@@ -79,8 +81,9 @@ def cached_load(path: str, sr: int, cache_dir: Path | None) -> np.ndarray:
     return y
 
 
-def _load(item: tuple[str, str | None, bool], sr: int, cache_dir: Path | None
-          ) -> tuple[np.ndarray, np.ndarray | None]:
+def _load(
+    item: tuple[str, str | None, bool], sr: int, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(audio, aligned accompaniment or None) of (path, accompaniment path, premixed)."""
     path, acc_path, _ = item
     audio = cached_load(path, sr, cache_dir)
@@ -111,7 +114,9 @@ def _recordings(rows: list[ManifestRow]) -> dict[tuple[str, str | None, bool], M
 class TrainingPool:
     """Recordings grouped by singer, plus background material, ready for crop sampling."""
 
-    def __init__(self, cfg: FeatureConfig, speeds: tuple[float, ...] = (1.0,), mix: MixConfig = MixConfig()):
+    def __init__(
+        self, cfg: FeatureConfig, speeds: tuple[float, ...] = (1.0,), mix: MixConfig = MixConfig()
+    ):
         self.cfg = cfg
         self.speeds = tuple(speeds)
         self.mix = mix
@@ -124,8 +129,14 @@ class TrainingPool:
     def n_classes(self) -> int:
         return len(self.singers) * len(self.speeds)
 
-    def load(self, rows: list[ManifestRow], backgrounds: list = (), workers: int = 2,
-             progress: bool = False, cache_dir: str | Path | None = None):
+    def load(
+        self,
+        rows: list[ManifestRow],
+        backgrounds: list = (),
+        workers: int = 2,
+        progress: bool = False,
+        cache_dir: str | Path | None = None,
+    ):
         """Decode the rows' recordings (see `_recordings`) and the background files.
         Unusable files and takes with no voiced crop are logged and skipped."""
         from tqdm import tqdm
@@ -143,8 +154,13 @@ class TrainingPool:
         with cf.ThreadPoolExecutor(max(1, workers)) as pool:
             futs = {pool.submit(_load, key, sr, cache): key for key in recordings}
             bg_futs = [pool.submit(cached_load, str(b), sr, cache) for b in backgrounds]
-            for fut in tqdm(cf.as_completed(futs), total=len(futs), unit="rec", disable=not progress,
-                            desc="loading"):
+            for fut in tqdm(
+                cf.as_completed(futs),
+                total=len(futs),
+                unit="rec",
+                disable=not progress,
+                desc="loading",
+            ):
                 key = futs[fut]
                 row, premixed = recordings[key], key[2]
                 try:
@@ -154,7 +170,9 @@ class TrainingPool:
                     skipped += 1
                     continue
                 if premixed:
-                    starts = np.arange(0, max(1, len(audio) - self.cfg.min_samples), self.cfg.hop_length)
+                    starts = np.arange(
+                        0, max(1, len(audio) - self.cfg.min_samples), self.cfg.hop_length
+                    )
                 else:
                     starts = voiced_starts(audio, self.cfg)
                 if len(starts) == 0:
@@ -173,14 +191,21 @@ class TrainingPool:
         empty = [s for s, recs in zip(self.singers, self.mono) if not recs]
         if empty:
             raise ValueError(f"singers without usable vocal recordings: {empty}")
-        log.info("pool: %d singers, %d vocal and %d premixed recordings, %d backgrounds, %d skipped",
-                 len(self.singers), sum(map(len, self.mono)), sum(map(len, self.premixed)),
-                 len(self.backgrounds), skipped)
+        log.info(
+            "pool: %d singers, %d vocal and %d premixed recordings, %d backgrounds, %d skipped",
+            len(self.singers),
+            sum(map(len, self.mono)),
+            sum(map(len, self.premixed)),
+            len(self.backgrounds),
+            skipped,
+        )
         return self
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def _crop(self, rec: Recording, speed: float, rng: np.random.Generator, tracks: list[np.ndarray]):
+    def _crop(
+        self, rec: Recording, speed: float, rng: np.random.Generator, tracks: list[np.ndarray]
+    ):
         """Crop the same span of each array in `tracks`, resampled by `speed`: list of (L,)."""
         length = self.cfg.min_samples
         span = int(np.ceil(length * speed)) + 1
@@ -201,7 +226,12 @@ class TrainingPool:
         return label // len(self.speeds), self.speeds[label % len(self.speeds)]
 
     def _gain(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        y = y * 10 ** (rng.uniform(*self.mix.gain_db) / 20) / max(float(np.abs(y).max()), 1e-6) * 0.5
+        y = (
+            y
+            * 10 ** (rng.uniform(*self.mix.gain_db) / 20)
+            / max(float(np.abs(y).max()), 1e-6)
+            * 0.5
+        )
         return np.clip(y, -1.0, 1.0)
 
     def sample_mono(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -225,7 +255,9 @@ class TrainingPool:
             rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
             own = rec.accompaniment is not None and rng.random() < self.mix.own_accompaniment
             if own or not self.backgrounds:
-                tracks = [rec.audio] + ([rec.accompaniment] if rec.accompaniment is not None else [])
+                tracks = [rec.audio] + (
+                    [rec.accompaniment] if rec.accompaniment is not None else []
+                )
                 pieces = self._crop(rec, speed, rng, tracks)
                 vocal, bg = pieces[0], (pieces[1] if len(pieces) > 1 else None)
             else:

@@ -26,8 +26,8 @@ import numpy as np
 import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
-from model.mixing import nominal_mix
 from model.manifest import ManifestRow, write_manifest
+from model.mixing import nominal_mix
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,16 @@ def damp_rows(root: str | Path, extensions: Sequence[str] = ("m4a",)) -> list[Ma
     for singer_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(p for p in singer_dir.rglob("*") if p.is_file()):
             if f.suffix.lower() in exts:
-                rows.append(ManifestRow(
-                    singer=singer_dir.name, path=str(f.resolve()), title=f.stem, domain="mono",
-                    external_id=f.stem, extra={"dataset": "damp", "kind": "vocals"},
-                ))
+                rows.append(
+                    ManifestRow(
+                        singer=singer_dir.name,
+                        path=str(f.resolve()),
+                        title=f.stem,
+                        domain="mono",
+                        external_id=f.stem,
+                        extra={"dataset": "damp", "kind": "vocals"},
+                    )
+                )
     return rows
 
 
@@ -101,13 +107,20 @@ def musdb_rows(
             if overwrite or not acc.is_file():
                 _sum_stems(stems, acc)
             vocals = track / "vocals.wav"
-            rows.append(ManifestRow(
-                singer=track.name.split(" - ")[0].strip() or track.name, path=str(acc.resolve()),
-                title=track.name, domain="mixed", external_id=track.name, song=track.name,
-                role=split, accompaniment_path=str(acc.resolve()),
-                vocal_path=str(vocals.resolve()) if vocals.is_file() else None,
-                extra={"dataset": "musdb", "kind": "accompaniment"},
-            ))
+            rows.append(
+                ManifestRow(
+                    singer=track.name.split(" - ")[0].strip() or track.name,
+                    path=str(acc.resolve()),
+                    title=track.name,
+                    domain="mixed",
+                    external_id=track.name,
+                    song=track.name,
+                    role=split,
+                    accompaniment_path=str(acc.resolve()),
+                    vocal_path=str(vocals.resolve()) if vocals.is_file() else None,
+                    extra={"dataset": "musdb", "kind": "accompaniment"},
+                )
+            )
     return rows
 
 
@@ -147,16 +160,31 @@ def mir1k_rows(mir1k_dir: str | Path, karaoke: bool = True) -> list[ManifestRow]
         for rec in csv.DictReader(fh):
             clip = rec["clip"]
             vocal = str(root / "vocals" / f"{clip}.opus")
-            common = {"singer": rec["singer"], "title": clip, "external_id": clip,
-                      "song": rec["song"], "source": vocal}
-            rows.append(ManifestRow(path=vocal, domain="mono", **common,
-                                    extra={"dataset": "mir1k", "kind": "vocals"}))
+            common = {
+                "singer": rec["singer"],
+                "title": clip,
+                "external_id": clip,
+                "song": rec["song"],
+                "source": vocal,
+            }
+            rows.append(
+                ManifestRow(
+                    path=vocal,
+                    domain="mono",
+                    **common,
+                    extra={"dataset": "mir1k", "kind": "vocals"},
+                )
+            )
             if karaoke:
-                rows.append(ManifestRow(
-                    domain="mixed", vocal_path=vocal,
-                    accompaniment_path=str(root / "accompaniment" / f"{clip}.opus"), **common,
-                    extra={"dataset": "mir1k", "kind": "karaoke"},
-                ))
+                rows.append(
+                    ManifestRow(
+                        domain="mixed",
+                        vocal_path=vocal,
+                        accompaniment_path=str(root / "accompaniment" / f"{clip}.opus"),
+                        **common,
+                        extra={"dataset": "mir1k", "kind": "karaoke"},
+                    )
+                )
     return rows
 
 
@@ -190,12 +218,21 @@ def vowel_rows(
             path = out / singer / f"{name}.flac"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), _crossfade_concat(clips, fade), sr, subtype="PCM_16")
-            rows.append(ManifestRow(
-                singer=singer, path=str(path), title=name, domain="mono", external_id=name,
-                song=f"{singer}_{register}",
-                extra={"dataset": "vowels", "kind": "vowels",
-                       "clips": ";".join(Path(r["file"]).stem for r in chunk)},
-            ))
+            rows.append(
+                ManifestRow(
+                    singer=singer,
+                    path=str(path),
+                    title=name,
+                    domain="mono",
+                    external_id=name,
+                    song=f"{singer}_{register}",
+                    extra={
+                        "dataset": "vowels",
+                        "kind": "vowels",
+                        "clips": ";".join(Path(r["file"]).stem for r in chunk),
+                    },
+                )
+            )
     return rows
 
 
@@ -249,7 +286,7 @@ def shared_data_recipe(
     progress: bool = True,
     cache_dir: str | Path | None = None,
 ) -> RecipeResult:
-    """Training data from `../shared/data`, written under `out_dir`, listed in `out_dir/manifest.csv`.
+    """Training data from `../shared/data`, written under `out_dir`, listed in its manifest.csv.
 
     - MIR-1K (19 singers): vocals (`mono`) and their real accompaniment as 0 dB karaoke mixes
       (`mixed`, vocal_path + accompaniment_path, no path; see `load_row_audio`).
@@ -270,15 +307,24 @@ def shared_data_recipe(
     rows = mir + vowels
     result = None
     if mashups:
-        from model.training.mashup import MashupConfig, make_mashups  # librosa-heavy; only when used
+        from model.training.mashup import (
+            MashupConfig,
+            make_mashups,
+        )  # librosa-heavy; only when used
 
         vocals = [r for r in mir if r.domain == "mono"]
         if mashup_vowels:
             vocals += vowels
         t0 = time.perf_counter()
         result = make_mashups(
-            vocals, data / "instrumental", out / "mashup", config=mashup_config or MashupConfig(),
-            seed=seed, workers=workers, progress=progress, cache_dir=cache_dir,
+            vocals,
+            data / "instrumental",
+            out / "mashup",
+            config=mashup_config or MashupConfig(),
+            seed=seed,
+            workers=workers,
+            progress=progress,
+            cache_dir=cache_dir,
         )
         timings["mashup"] = time.perf_counter() - t0
         rows += result.rows

@@ -36,7 +36,9 @@ def _read_submodel(group) -> list[tuple[LayerWeights, LayerWeights]]:
     """Conv/BN pairs of one Keras sub-model group, in layer order."""
     names = [n.decode() for n in group.attrs["weight_names"]]
     convs = sorted({n.split("/")[0] for n in names if n.startswith("conv1d")}, key=_index)
-    bns = sorted({n.split("/")[0] for n in names if n.startswith("batch_normalization")}, key=_index)
+    bns = sorted(
+        {n.split("/")[0] for n in names if n.startswith("batch_normalization")}, key=_index
+    )
     return [(_layer(group, c), _layer(group, b)) for c, b in zip(convs, bns, strict=True)]
 
 
@@ -80,7 +82,7 @@ def _check_flat_inputs(fh) -> None:
         return
     raw = fh.attrs["model_config"]
     layers = json.loads(raw.decode() if isinstance(raw, bytes) else raw)["config"]["layers"]
-    first = next(l for l in layers if l["class_name"] == "Conv1D")
+    first = next(layer for layer in layers if layer["class_name"] == "Conv1D")
     if first["inbound_nodes"][0][0][0] != "input_1":
         raise CheckpointError("unexpected flat layout: the first Conv1D does not read input_1")
 
@@ -94,7 +96,9 @@ def _load_branch(encoder, pairs: list[tuple[LayerWeights, LayerWeights]]) -> Non
         for (conv_w, bn_w), conv, bn in zip(pairs, convs, bns):
             kernel = torch.from_numpy(conv_w["kernel"].transpose(2, 1, 0).copy())  # (out, in, k)
             if kernel.shape != conv.weight.shape:
-                raise CheckpointError(f"kernel shape {tuple(kernel.shape)} != {tuple(conv.weight.shape)}")
+                raise CheckpointError(
+                    f"kernel shape {tuple(kernel.shape)} != {tuple(conv.weight.shape)}"
+                )
             conv.weight.copy_(kernel)
             conv.bias.copy_(torch.from_numpy(conv_w["bias"]))
             bn.weight.copy_(torch.from_numpy(bn_w["gamma"]))
@@ -127,6 +131,9 @@ def import_keras(src: str | Path, dst: str | Path, model_type: str | None = None
         _load_branch(net.branch("mixed"), branches[1])
     for domain, (mean, std) in AUTHORS_NORMALIZATION.items():
         net.set_normalization(domain, mean, std)
-    meta = {"source": f"keras:{src.name}", "imported_from": str(src.name),
-            "note": "weights published by Lee & Nam (mono2mixed-singer); research use only"}
+    meta = {
+        "source": f"keras:{src.name}",
+        "imported_from": str(src.name),
+        "note": "weights published by Lee & Nam (mono2mixed-singer); research use only",
+    }
     return save_checkpoint(net, dst, FeatureConfig(), meta)

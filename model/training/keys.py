@@ -121,9 +121,7 @@ def chromagram(y: np.ndarray, sr: int, hop_length: int = 512, method: str = "cqt
     raise ValueError(f"chroma method must be 'cqt' or 'stft', got {method!r}")
 
 
-def segment_keys(
-    chroma: np.ndarray, start_frames: np.ndarray, n_frames: int
-) -> list[Key | None]:
+def segment_keys(chroma: np.ndarray, start_frames: np.ndarray, n_frames: int) -> list[Key | None]:
     """Key of each window `chroma[:, s : s + n_frames]` for s in `start_frames`."""
     # Cumulative sums make every window O(1), whatever the number of overlapping windows.
     cum = np.concatenate([np.zeros((12, 1)), np.cumsum(chroma, axis=1, dtype=np.float64)], axis=1)

@@ -49,11 +49,11 @@ import numpy as np
 import soundfile as sf
 
 from model.audio import SUPPORTED_FORMATS, load_audio
-from model.mixing import mix_segment
 from model.errors import AudioError
 from model.features import FeatureConfig, frame_voicing, voiced_segment_starts
-from model.training.keys import Key, chromagram, segment_keys
 from model.manifest import ManifestRow, read_manifest, write_manifest
+from model.mixing import mix_segment
+from model.training.keys import Key, chromagram, segment_keys
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,9 @@ def beats(y: np.ndarray, sr: int, hop_length: int) -> tuple[float, np.ndarray]:
     import librosa
 
     onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length)
-    tempo, b = librosa.beat.beat_track(onset_envelope=onset, sr=sr, hop_length=hop_length,
-                                       units="samples")
+    tempo, b = librosa.beat.beat_track(
+        onset_envelope=onset, sr=sr, hop_length=hop_length, units="samples"
+    )
     b = _refine_beats(y, sr, np.asarray(b, dtype=np.int64), hop_length)
     tempo = float(np.atleast_1d(tempo)[0])
     if len(b) >= 4:
@@ -179,28 +180,50 @@ class BackgroundInfo:
     audio_cache: str  # float32 .npy of the track at the features' sample rate (memory-mapped)
 
     def to_json(self) -> dict:
-        return {"path": self.path, "tempo": self.tempo, "n_samples": self.n_samples,
-                "window_starts": self.window_starts.tolist(),
-                "window_keys": self.window_keys.tolist(), "audio_cache": self.audio_cache}
+        return {
+            "path": self.path,
+            "tempo": self.tempo,
+            "n_samples": self.n_samples,
+            "window_starts": self.window_starts.tolist(),
+            "window_keys": self.window_keys.tolist(),
+            "audio_cache": self.audio_cache,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> BackgroundInfo:
-        return cls(path=d["path"], tempo=d["tempo"], n_samples=d["n_samples"],
-                   window_starts=np.asarray(d["window_starts"], dtype=np.int64),
-                   window_keys=np.asarray(d["window_keys"], dtype=np.int64),
-                   audio_cache=d["audio_cache"])
+        return cls(
+            path=d["path"],
+            tempo=d["tempo"],
+            n_samples=d["n_samples"],
+            window_starts=np.asarray(d["window_starts"], dtype=np.int64),
+            window_keys=np.asarray(d["window_keys"], dtype=np.int64),
+            audio_cache=d["audio_cache"],
+        )
 
 
 def _cache_key(path: Path, cfg: MashupConfig) -> str:
     st = path.stat()
     f = cfg.features
-    ident = [str(path.resolve()), st.st_size, st.st_mtime_ns, f.sample_rate, f.hop_length,
-             f.n_fft, f.segment_frames, f.vad_top_db, f.vad_floor_db, cfg.chroma,
-             cfg.bg_min_active, 4]  # last: analysis version
+    ident = [
+        str(path.resolve()),
+        st.st_size,
+        st.st_mtime_ns,
+        f.sample_rate,
+        f.hop_length,
+        f.n_fft,
+        f.segment_frames,
+        f.vad_top_db,
+        f.vad_floor_db,
+        cfg.chroma,
+        cfg.bg_min_active,
+        4,
+    ]  # last: analysis version
     return hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:12]
 
 
-def analyze_background(path: str | Path, cfg: MashupConfig, cache_dir: str | Path) -> BackgroundInfo:
+def analyze_background(
+    path: str | Path, cfg: MashupConfig, cache_dir: str | Path
+) -> BackgroundInfo:
     """Decode, beat-track and key-analyse one background track; cached in `cache_dir`."""
     path = Path(path)
     cache_dir = Path(cache_dir)
@@ -208,7 +231,8 @@ def analyze_background(path: str | Path, cfg: MashupConfig, cache_dir: str | Pat
     audio_file, info_file = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
     if audio_file.is_file() and info_file.is_file():
         return BackgroundInfo.from_json(
-            {**json.loads(info_file.read_text()), "path": str(path), "audio_cache": str(audio_file)})
+            {**json.loads(info_file.read_text()), "path": str(path), "audio_cache": str(audio_file)}
+        )
     f = cfg.features
     y = load_audio(path, f.sample_rate)
     tempo, beat = beats(y, f.sample_rate, f.hop_length)
@@ -217,12 +241,17 @@ def analyze_background(path: str | Path, cfg: MashupConfig, cache_dir: str | Pat
     frames = starts // f.hop_length
     active = frame_voicing(y, f).astype(np.float64)
     cum = np.concatenate([[0.0], np.cumsum(active)])
-    share = (cum[np.minimum(frames + f.segment_frames, len(active))] - cum[frames]) / f.segment_frames
-    keys = segment_keys(chromagram(y, f.sample_rate, f.hop_length, cfg.chroma), frames,
-                        f.segment_frames)
+    share = (
+        cum[np.minimum(frames + f.segment_frames, len(active))] - cum[frames]
+    ) / f.segment_frames
+    keys = segment_keys(
+        chromagram(y, f.sample_rate, f.hop_length, cfg.chroma), frames, f.segment_frames
+    )
     usable = [i for i, k in enumerate(keys) if k is not None and share[i] >= cfg.bg_min_active]
     info = BackgroundInfo(
-        path=str(path), tempo=tempo, n_samples=len(y),
+        path=str(path),
+        tempo=tempo,
+        n_samples=len(y),
         window_starts=starts[usable].astype(np.int64),
         window_keys=np.array([keys[i].index for i in usable], dtype=np.int64),
         audio_cache=str(audio_file),
@@ -284,16 +313,19 @@ class BackgroundIndex:
                 out.append(("shift", s, True))
         return out
 
-    def candidates(self, key: Key, tempo_mask: np.ndarray, offset: int) -> Iterator[
-            tuple[str, int, np.ndarray]]:
+    def candidates(
+        self, key: Key, tempo_mask: np.ndarray, offset: int
+    ) -> Iterator[tuple[str, int, np.ndarray]]:
         """Per tier, in preference order: (tier name, shift, window indices that match).
 
         offset: the vocal's beat offset; the background is read from window start - offset, so
         windows whose read would leave the track are left out.
         """
-        fits = ((self.win_start - offset >= 0)
-                & (self.win_start - offset + self.cfg.clip_samples <= self.win_len)
-                & tempo_mask[self.win_bg])
+        fits = (
+            (self.win_start - offset >= 0)
+            & (self.win_start - offset + self.cfg.clip_samples <= self.win_len)
+            & tempo_mask[self.win_bg]
+        )
         for name, shift, relative in self.tiers():
             target = key.relative() if relative else key
             needed = target.transpose(-shift).index  # window key that lands on target when shifted
@@ -301,8 +333,9 @@ class BackgroundIndex:
             if len(idx):
                 yield name, shift, idx
 
-    def choose(self, key: Key, tempo: float, offset: int, k: int,
-               rng: np.random.Generator) -> tuple[list[Match], str]:
+    def choose(
+        self, key: Key, tempo: float, offset: int, k: int, rng: np.random.Generator
+    ) -> tuple[list[Match], str]:
         """Up to k matches (distinct backgrounds where possible) and why none, if none."""
         mask = self.tempo_ok(tempo)
         if not mask.any():
@@ -316,8 +349,15 @@ class BackgroundIndex:
                 track = rng.choice(fresh if len(fresh) else tracks)
                 pool = idx[self.win_bg[idx] == track]
                 w = int(rng.choice(pool))
-                picks.append(Match(int(track), int(self.win_start[w]),
-                                   Key.from_index(int(self.win_key[w])), shift, name))
+                picks.append(
+                    Match(
+                        int(track),
+                        int(self.win_start[w]),
+                        Key.from_index(int(self.win_key[w])),
+                        shift,
+                        name,
+                    )
+                )
                 used.add(int(track))
                 idx = idx[idx != w]
             if len(picks) >= k:
@@ -397,8 +437,9 @@ def _background_audio(info: BackgroundInfo) -> np.ndarray:
     return audio[info.audio_cache]
 
 
-def _background_excerpt(info: BackgroundInfo, start: int, length: int, shift: int,
-                        sr: int) -> np.ndarray:
+def _background_excerpt(
+    info: BackgroundInfo, start: int, length: int, shift: int, sr: int
+) -> np.ndarray:
     y = _background_audio(info)
     if shift == 0:
         return np.array(y[start : start + length], dtype=np.float32)
@@ -406,13 +447,15 @@ def _background_excerpt(info: BackgroundInfo, start: int, length: int, shift: in
 
     margin = sr // 4  # the phase vocoder smears the edges; cut them off afterwards
     lo, hi = max(0, start - margin), min(len(y), start + length + margin)
-    shifted = librosa.effects.pitch_shift(np.array(y[lo:hi], dtype=np.float32), sr=sr,
-                                          n_steps=shift)
+    shifted = librosa.effects.pitch_shift(
+        np.array(y[lo:hi], dtype=np.float32), sr=sr, n_steps=shift
+    )
     return shifted[start - lo : start - lo + length].astype(np.float32)
 
 
-def _mash_vocal(job_index: int, job: VocalJob, index_file: str, cfg_dict: dict, seed: int,
-                mix_dir: str) -> VocalOutcome:
+def _mash_vocal(
+    job_index: int, job: VocalJob, index_file: str, cfg_dict: dict, seed: int, mix_dir: str
+) -> VocalOutcome:
     cfg = MashupConfig.from_dict(cfg_dict)
     index = _index(index_file, cfg_dict)
     f = cfg.features
@@ -425,16 +468,20 @@ def _mash_vocal(job_index: int, job: VocalJob, index_file: str, cfg_dict: dict, 
     starts = voiced_segment_starts(y, f, cfg.vocal_hop_frames)
     out.n_voiced = len(starts)
     if len(starts) == 0:
-        out.unvoiced = ("shorter than one segment" if len(y) < f.min_samples
-                        else "no segment passes the voice-activity selection")
+        out.unvoiced = (
+            "shorter than one segment"
+            if len(y) < f.min_samples
+            else "no segment passes the voice-activity selection"
+        )
         return out
     tempo, beat = beats(y, f.sample_rate, f.hop_length)
     override = job.row.extra.get("tempo")
     if override:
         tempo = float(override)
     out.tempo = tempo
-    keys = segment_keys(chromagram(y, f.sample_rate, f.hop_length, cfg.chroma), starts,
-                        f.segment_frames)
+    keys = segment_keys(
+        chromagram(y, f.sample_rate, f.hop_length, cfg.chroma), starts, f.segment_frames
+    )
     rng = np.random.default_rng([seed, job.seed_key])
     length = cfg.clip_samples
     row = job.row
@@ -446,36 +493,60 @@ def _mash_vocal(job_index: int, job: VocalJob, index_file: str, cfg_dict: dict, 
             offset = nearest_beat_offset(v0, beat)
             matches, why = index.choose(key, tempo, offset, cfg.mixes_per_segment, rng)
         if not matches:
-            out.unmatched.append(UnmatchedSegment(
-                row.path or job.audio_path, row.singer, v0 / f.sample_rate,
-                key.name if key else "", tempo, why))
+            out.unmatched.append(
+                UnmatchedSegment(
+                    row.path or job.audio_path,
+                    row.singer,
+                    v0 / f.sample_rate,
+                    key.name if key else "",
+                    tempo,
+                    why,
+                )
+            )
             continue
         vocal = y[v0 : v0 + length]
         for m_i, m in enumerate(matches):
             info = index.infos[m.background]
             bg_start = m.start - offset
             bg = _background_excerpt(info, bg_start, length, m.shift, f.sample_rate)
-            snr = float(rng.uniform(*cfg.snr_db)) if cfg.snr_db[1] > cfg.snr_db[0] else cfg.snr_db[0]
+            snr = (
+                float(rng.uniform(*cfg.snr_db)) if cfg.snr_db[1] > cfg.snr_db[0] else cfg.snr_db[0]
+            )
             mix, vg, bgg = mix_segment(vocal, bg, snr, cfg.peak)
             name = f"{job.stem}_f{int(s):06d}_m{m_i}"
             path = Path(mix_dir) / _safe(row.singer) / f"{name}.{cfg.audio_format}"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), mix, f.sample_rate, subtype="PCM_16")
-            out.rows.append(ManifestRow(
-                singer=row.singer, path=str(path), title=name, domain="mixed", external_id=name,
-                song=row.song, role=row.role, source=row.path or job.audio_path,
-                extra={
-                    "dataset": "mashup", "kind": "mashup", "background": info.path,
-                    # Positions in samples at the mix's sample rate, exact.
-                    "vocal_start": str(v0), "background_start": str(bg_start),
-                    "beat_offset": str(offset),
-                    "snr_db": f"{snr:.2f}", "vocal_key": key.name,
-                    "background_key": m.key.transpose(m.shift).name, "pitch_shift": str(m.shift),
-                    "match": m.tier, "vocal_tempo": f"{tempo:.1f}",
-                    "background_tempo": f"{info.tempo:.1f}",
-                    "vocal_gain": f"{vg:.5f}", "background_gain": f"{bgg:.5f}",
-                },
-            ))
+            out.rows.append(
+                ManifestRow(
+                    singer=row.singer,
+                    path=str(path),
+                    title=name,
+                    domain="mixed",
+                    external_id=name,
+                    song=row.song,
+                    role=row.role,
+                    source=row.path or job.audio_path,
+                    extra={
+                        "dataset": "mashup",
+                        "kind": "mashup",
+                        "background": info.path,
+                        # Positions in samples at the mix's sample rate, exact.
+                        "vocal_start": str(v0),
+                        "background_start": str(bg_start),
+                        "beat_offset": str(offset),
+                        "snr_db": f"{snr:.2f}",
+                        "vocal_key": key.name,
+                        "background_key": m.key.transpose(m.shift).name,
+                        "pitch_shift": str(m.shift),
+                        "match": m.tier,
+                        "vocal_tempo": f"{tempo:.1f}",
+                        "background_tempo": f"{info.tempo:.1f}",
+                        "vocal_gain": f"{vg:.5f}",
+                        "background_gain": f"{bgg:.5f}",
+                    },
+                )
+            )
     return out
 
 
@@ -527,8 +598,9 @@ def _jobs(vocals: Sequence[ManifestRow]) -> list[VocalJob]:
         if stem.lower() in seen:  # same file name twice for one singer: disambiguate
             stem = f"{stem}-{zlib.crc32(ident.encode()):08x}"
         seen.add(stem.lower())
-        jobs.append(VocalJob(row=r, audio_path=audio, stem=stem,
-                             seed_key=zlib.crc32(ident.encode())))
+        jobs.append(
+            VocalJob(row=r, audio_path=audio, stem=stem, seed_key=zlib.crc32(ident.encode()))
+        )
     return jobs
 
 
@@ -558,8 +630,11 @@ def make_mashups(
     cfg = config or MashupConfig()
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
-    rows_in = read_manifest(vocals, default_domain="mono") if isinstance(vocals, (str, Path)) \
+    rows_in = (
+        read_manifest(vocals, default_domain="mono")
+        if isinstance(vocals, (str, Path))
         else list(vocals)
+    )
     jobs = _jobs(rows_in)
     bg_files = read_backgrounds(backgrounds)
     cfg_dict = cfg.to_dict()
@@ -569,14 +644,14 @@ def make_mashups(
     pool = None
     if workers > 1:
         _compile_numba_kernels(cfg)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                   initializer=_worker_init)
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init
+        )
     try:
         # 1. Backgrounds
         results: dict[int, BackgroundInfo] = {}
         bar = tqdm(total=len(bg_files), desc="backgrounds", unit="track", disable=not progress)
-        for i, res in _run(pool, analyze_background,
-                           [(str(p), cfg, str(cache)) for p in bg_files]):
+        for i, res in _run(pool, analyze_background, [(str(p), cfg, str(cache)) for p in bg_files]):
             if isinstance(res, BaseException):
                 if not isinstance(res, AudioError):
                     raise res
@@ -593,9 +668,10 @@ def make_mashups(
         # 2. Vocals
         outcomes: list[VocalOutcome] = []
         bar = tqdm(total=len(jobs), desc="vocals", unit="track", disable=not progress)
-        args = [(i, j, str(index_file), cfg_dict, seed, str(out / "mixes"))
-                for i, j in enumerate(jobs)]
-        for i, res in _run(pool, _mash_vocal, args):
+        args = [
+            (i, j, str(index_file), cfg_dict, seed, str(out / "mixes")) for i, j in enumerate(jobs)
+        ]
+        for _, res in _run(pool, _mash_vocal, args):
             if isinstance(res, BaseException):
                 raise res
             outcomes.append(res)
@@ -609,34 +685,49 @@ def make_mashups(
     outcomes.sort(key=lambda o: o.job_index)
     rows = [r for o in outcomes for r in o.rows]
     unmatched = [u for o in outcomes for u in o.unmatched]
-    unmatched_vocals = [jobs[o.job_index].audio_path for o in outcomes
-                        if o.n_voiced and not o.rows and not o.error]
+    unmatched_vocals = [
+        jobs[o.job_index].audio_path for o in outcomes if o.n_voiced and not o.rows and not o.error
+    ]
     unvoiced = [(jobs[o.job_index].audio_path, o.unvoiced) for o in outcomes if o.unvoiced]
     failed += [(jobs[o.job_index].audio_path, o.error) for o in outcomes if o.error]
     n_voiced = sum(o.n_voiced for o in outcomes)
     manifest = write_manifest(out / "manifest.csv", rows)
     result = MashupResult(
-        rows=rows, manifest=manifest, report=out / "report.json", n_vocals=len(jobs),
-        n_voiced_segments=n_voiced, n_mashed_segments=n_voiced - len(unmatched),
-        unmatched=unmatched, unmatched_vocals=unmatched_vocals, unvoiced=unvoiced, failed=failed,
-        backgrounds=[{"path": b.path, "tempo": round(b.tempo, 2), "windows": len(b.window_starts)}
-                     for b in infos],
+        rows=rows,
+        manifest=manifest,
+        report=out / "report.json",
+        n_vocals=len(jobs),
+        n_voiced_segments=n_voiced,
+        n_mashed_segments=n_voiced - len(unmatched),
+        unmatched=unmatched,
+        unmatched_vocals=unmatched_vocals,
+        unvoiced=unvoiced,
+        failed=failed,
+        backgrounds=[
+            {"path": b.path, "tempo": round(b.tempo, 2), "windows": len(b.window_starts)}
+            for b in infos
+        ],
         seconds=time.perf_counter() - t_start,
     )
     _write_report(result, cfg, seed, workers)
     if unmatched_vocals:
-        log.warning("%d vocal recording(s) found no mashable background at all (see %s)",
-                    len(unmatched_vocals), result.report)
+        log.warning(
+            "%d vocal recording(s) found no mashable background at all (see %s)",
+            len(unmatched_vocals),
+            result.report,
+        )
     return result
 
 
-def _run(pool: ProcessPoolExecutor | None, fn, arglist: list[tuple]) -> Iterator[tuple[int, object]]:
+def _run(
+    pool: ProcessPoolExecutor | None, fn, arglist: list[tuple]
+) -> Iterator[tuple[int, object]]:
     """(index, result or exception) for fn(*args) over arglist, in completion order."""
     if pool is None:
         for i, args in enumerate(arglist):
             try:
                 yield i, fn(*args)
-            except Exception as err:  # noqa: BLE001 - handed to the caller to classify
+            except Exception as err:
                 yield i, err
         return
     futures = {pool.submit(fn, *args): i for i, args in enumerate(arglist)}

@@ -27,12 +27,12 @@ from model.checkpoint import save_checkpoint
 from model.domains import DOMAINS, SCENARIOS
 from model.embedding import resolve_device, track_vector
 from model.errors import AudioError
-from model.mixing import nominal_mix
 from model.features import FeatureConfig, extract_segments, log_mel
-from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.manifest import ManifestRow
+from model.mixing import nominal_mix
 from model.network import EncoderDims, SingerNet
 from model.training.data import MixConfig, TrainingPool
+from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ class TrainConfig:
         for k, klass in sub.items():
             if isinstance(d.get(k), dict):
                 known = {f.name for f in fields(klass)}
-                vals = {a: tuple(b) if isinstance(b, list) else b for a, b in d[k].items() if a in known}
+                vals = {
+                    a: tuple(b) if isinstance(b, list) else b for a, b in d[k].items() if a in known
+                }
                 d[k] = klass(**vals)
         if isinstance(d.get("speeds"), list):
             d["speeds"] = tuple(d["speeds"])
@@ -88,7 +90,9 @@ class TrainConfig:
         ]
 
 
-def spec_augment(mel: torch.Tensor, gen: torch.Generator, max_f: int = 16, max_t: int = 16) -> torch.Tensor:
+def spec_augment(
+    mel: torch.Tensor, gen: torch.Generator, max_f: int = 16, max_t: int = 16
+) -> torch.Tensor:
     """One frequency and one time mask per example, filled with the example's mean."""
     b, n_mels, frames = mel.shape
     out = mel.clone()
@@ -106,8 +110,14 @@ def spec_augment(mel: torch.Tensor, gen: torch.Generator, max_f: int = 16, max_t
 class Trainer:
     """Holds the network, the optimiser and the data pools of one run."""
 
-    def __init__(self, config: TrainConfig, pool: TrainingPool, val_pool: TrainingPool | None,
-                 val_rows: list[ManifestRow], out_dir: Path):
+    def __init__(
+        self,
+        config: TrainConfig,
+        pool: TrainingPool,
+        val_pool: TrainingPool | None,
+        val_rows: list[ManifestRow],
+        out_dir: Path,
+    ):
         self.cfg = config
         self.pool = pool
         self.val_pool = val_pool
@@ -119,7 +129,8 @@ class Trainer:
         self.head = torch.nn.Linear(config.dims.embed_dim, pool.n_classes).to(self.device)
         self.opt = torch.optim.Adam(
             list(self.net.parameters()) + list(self.head.parameters()),
-            lr=config.lr, weight_decay=config.weight_decay,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
         )
         self.rng = np.random.default_rng(config.seed)
         self.gen = torch.Generator().manual_seed(config.seed)
@@ -148,11 +159,15 @@ class Trainer:
             sample = self.pool.sample_mono if domain == "mono" else self.pool.sample_mixed
             mel = log_mel(sample(labels, rng), self.cfg.features)
             self.net.set_normalization(domain, float(mel.mean()), float(mel.std()))
-        if self.cfg.model_type != "cross":  # a shared encoder: the unused domain gets the same stats
+        if (
+            self.cfg.model_type != "cross"
+        ):  # a shared encoder: the unused domain gets the same stats
             d = self.cfg.domains[0]
             other = "mixed" if d == "mono" else "mono"
             i = ("mono", "mixed").index(d)
-            self.net.set_normalization(other, float(self.net.norm_mean[i]), float(self.net.norm_std[i]))
+            self.net.set_normalization(
+                other, float(self.net.norm_mean[i]), float(self.net.norm_std[i])
+            )
 
     # -- losses -----------------------------------------------------------------------------
 
@@ -161,7 +176,9 @@ class Trainer:
         target = torch.from_numpy(labels).to(self.device)
         loss = 0.0
         for domain in sorted(set(self.cfg.domains)):  # CROSS: both branches, one shared head
-            loss = loss + F.cross_entropy(self.head(self._embed(pool, labels, domain, rng, augment)), target)
+            loss = loss + F.cross_entropy(
+                self.head(self._embed(pool, labels, domain, rng, augment)), target
+            )
         return loss
 
     def metric_loss(self, pool, rng, augment=True) -> torch.Tensor:
@@ -170,10 +187,15 @@ class Trainer:
         anchor = self._embed(pool, labels, a_dom, rng, augment)
         positive = self._embed(pool, labels, p_dom, rng, augment)
         if self.cfg.negatives == "in-batch":
-            return in_batch_hinge_loss(anchor, positive, torch.from_numpy(labels).to(self.device),
-                                       self.cfg.margin, self.cfg.n_negatives)
+            return in_batch_hinge_loss(
+                anchor,
+                positive,
+                torch.from_numpy(labels).to(self.device),
+                self.cfg.margin,
+                self.cfg.n_negatives,
+            )
         k = self.cfg.n_negatives
-        neg_labels = np.stack([_others(pool.n_classes, int(l), k, rng) for l in labels])
+        neg_labels = np.stack([_others(pool.n_classes, int(c), k, rng) for c in labels])
         neg = self._embed(pool, neg_labels.reshape(-1), p_dom, rng, augment)
         return hinge_rank_loss(anchor, positive, neg.reshape(len(labels), k, -1), self.cfg.margin)
 
@@ -193,17 +215,27 @@ class Trainer:
             self.net.train()
             t0 = time.perf_counter()
             losses = []
-            bar = tqdm(range(self.cfg.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{self.total_epochs} {phase}",
-                       disable=not progress, unit="step")
+            bar = tqdm(
+                range(self.cfg.steps_per_epoch),
+                desc=f"epoch {self.epoch + 1}/{self.total_epochs} {phase}",
+                disable=not progress,
+                unit="step",
+            )
             for _ in bar:
-                loss = (self.classification_loss if phase == "pretrain" else self.metric_loss)(self.pool, self.rng)
+                loss = (self.classification_loss if phase == "pretrain" else self.metric_loss)(
+                    self.pool, self.rng
+                )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            record = {"epoch": self.epoch + 1, "phase": phase, "train_loss": float(np.mean(losses)),
-                      "seconds": round(time.perf_counter() - t0, 1)}
+            record = {
+                "epoch": self.epoch + 1,
+                "phase": phase,
+                "train_loss": float(np.mean(losses)),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             record.update(self.validate(phase))
             self.epoch += 1
             self.history.append(record)
@@ -236,13 +268,17 @@ class Trainer:
         vec: dict[str, list[np.ndarray]] = {d: [] for d in DOMAINS}
         for domain, vectors in vec.items():
             for segs in self._val_cache[domain]:
-                vectors.append(track_vector(self.net(segs.to(self.device), domain).float().cpu().numpy()))
+                vectors.append(
+                    track_vector(self.net(segs.to(self.device), domain).float().cpu().numpy())
+                )
         singers, roles = self._val_cache["singers"], self._val_cache["roles"]
         res = {}
         for name, (q, m) in SCENARIOS.items():
             mi = [i for i, r in enumerate(roles) if r == "model"]
             qi = [i for i, r in enumerate(roles) if r == "query"]
-            names, models = singer_models(np.stack([vec[m][i] for i in mi]), [singers[i] for i in mi])
+            names, models = singer_models(
+                np.stack([vec[m][i] for i in mi]), [singers[i] for i in mi]
+            )
             scores = cosine_scores(np.stack([vec[q][i] for i in qi]), models)
             truth = np.array([names.index(singers[i]) for i in qi])
             res[f"val_{name}"] = singer_identification(scores, truth, ks=(1,))["top1"]
@@ -252,9 +288,15 @@ class Trainer:
     # -- persistence ------------------------------------------------------------------------
 
     def _meta(self, record: dict) -> dict:
-        return {"source": "trained", "train_config": self.cfg.to_dict(), "epoch": self.epoch,
-                "n_train_singers": len(self.pool.singers), "n_classes": self.pool.n_classes,
-                "train_singers": self.pool.singers, "validation": record}
+        return {
+            "source": "trained",
+            "train_config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "n_train_singers": len(self.pool.singers),
+            "n_classes": self.pool.n_classes,
+            "train_singers": self.pool.singers,
+            "validation": record,
+        }
 
     def save(self, record: dict) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -264,10 +306,15 @@ class Trainer:
             self.best = score
             save_checkpoint(self.net, self.out / "best.pt", self.cfg.features, self._meta(record))
         state = {
-            "config": self.cfg.to_dict(), "epoch": self.epoch, "best": self.best,
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "best": self.best,
             "history": json.loads(json.dumps(self.history)),
-            "net": self.net.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
-            "torch_rng": torch.get_rng_state(), "gen_rng": self.gen.get_state(),
+            "net": self.net.state_dict(),
+            "head": self.head.state_dict(),
+            "opt": self.opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "gen_rng": self.gen.get_state(),
             "np_rng": json.dumps(self.rng.bit_generator.state),
         }
         tmp = self.out / "state.pt.tmp"
@@ -317,7 +364,9 @@ def _val_segments(pool: TrainingPool, rows: list[ManifestRow], cfg: FeatureConfi
     for singer, song, rec in recs:
         if len(songs[singer]) < 2:
             continue
-        mixed = rec.audio if rec.accompaniment is None else nominal_mix(rec.audio, rec.accompaniment)
+        mixed = (
+            rec.audio if rec.accompaniment is None else nominal_mix(rec.audio, rec.accompaniment)
+        )
         try:
             out["mono"].append(extract_segments(rec.audio, cfg))
             out["mixed"].append(extract_segments(mixed, cfg, all_segments=True))
@@ -331,20 +380,29 @@ def _val_segments(pool: TrainingPool, rows: list[ManifestRow], cfg: FeatureConfi
     return out
 
 
-def train(config: TrainConfig, rows: list[ManifestRow], val_rows: list[ManifestRow],
-          backgrounds: list, out_dir: str | Path, resume: bool = True, progress: bool = False,
-          cache_dir: str | Path | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    rows: list[ManifestRow],
+    val_rows: list[ManifestRow],
+    backgrounds: list,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict:
     """Train a model; returns {"history": [...], "best": float, "best_checkpoint": path}.
 
     cache_dir: where decoded audio is memoised between runs (None: no cache)."""
     out = Path(out_dir)
     t0 = time.perf_counter()
     pool = TrainingPool(config.features, config.speeds, config.mix).load(
-        rows, backgrounds, config.workers, progress, cache_dir)
+        rows, backgrounds, config.workers, progress, cache_dir
+    )
     val_pool = None
     if val_rows:
         val_pool = TrainingPool(config.features, (1.0,), config.mix).load(
-            val_rows, backgrounds[:4], config.workers, cache_dir=cache_dir)
+            val_rows, backgrounds[:4], config.workers, cache_dir=cache_dir
+        )
     log.info("data loaded in %.0f s", time.perf_counter() - t0)
     trainer = Trainer(config, pool, val_pool, val_rows, out)
     if not (resume and trainer.resume()):

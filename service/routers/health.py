@@ -30,13 +30,18 @@ async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONRespo
         return error_response(503, code, runtime.error or "loading", state=runtime.state)
     await runtime.refresh_checkpoints()
     if runtime.foreign_checkpoints:
-        return error_response(503, "checkpoint_mismatch", runtime.checkpoint_mismatch_message(),
-                              state=runtime.state)
+        return error_response(
+            503, "checkpoint_mismatch", runtime.checkpoint_mismatch_message(), state=runtime.state
+        )
     stats = await runtime.catalog_call(runtime.catalog.stats)
-    return JSONResponse(Ready(
-        status="ready", checkpoint_id=runtime.embedder.checkpoint_id,
-        device=str(runtime.embedder.device), catalog=stats,
-    ).model_dump(mode="json"))
+    return JSONResponse(
+        Ready(
+            status="ready",
+            checkpoint_id=runtime.embedder.checkpoint_id,
+            device=str(runtime.embedder.device),
+            catalog=stats,
+        ).model_dump(mode="json")
+    )
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -25,8 +25,10 @@ async def identify(
     ] = "mono",
     models: Annotated[
         Literal["auto", "mono", "mixed"],
-        Form(description="singer models to rank; auto: the query's domain when the catalogue "
-                         "holds tracks in it, else the other domain"),
+        Form(
+            description="singer models to rank; auto: the query's domain when the catalogue "
+            "holds tracks in it, else the other domain"
+        ),
     ] = "auto",
 ) -> IdentifyResponse:
     """Rank the catalogue's singers by cosine similarity of their singer model to the upload."""
@@ -41,7 +43,10 @@ async def identify(
             models_domain = candidate
             break
     return IdentifyResponse(
-        domain=domain, models_domain=models_domain, n_segments=emb.n_segments,
-        duration_s=emb.duration_s, checkpoint_id=runtime.embedder.checkpoint_id,
+        domain=domain,
+        models_domain=models_domain,
+        n_segments=emb.n_segments,
+        duration_s=emb.duration_s,
+        checkpoint_id=runtime.embedder.checkpoint_id,
         singers=[SingerHitOut.of_hit(h) for h in hits],
     )

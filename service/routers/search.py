@@ -31,6 +31,10 @@ async def search(
         runtime.catalog.search_tracks, emb.vector, top_k, None if target == "any" else target
     )
     return SearchResponse(
-        domain=domain, target=target, n_segments=emb.n_segments, duration_s=emb.duration_s,
-        checkpoint_id=runtime.embedder.checkpoint_id, tracks=[TrackHitOut.of_hit(h) for h in hits],
+        domain=domain,
+        target=target,
+        n_segments=emb.n_segments,
+        duration_s=emb.duration_s,
+        checkpoint_id=runtime.embedder.checkpoint_id,
+        tracks=[TrackHitOut.of_hit(h) for h in hits],
     )

@@ -20,5 +20,6 @@ async def list_singers(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SingersPage:
     total, page = await runtime.catalog_call(runtime.catalog.list_singers, offset, limit)
-    return SingersPage(total=total, offset=offset, limit=limit,
-                       singers=[SingerOut.of(s) for s in page])
+    return SingersPage(
+        total=total, offset=offset, limit=limit, singers=[SingerOut.of(s) for s in page]
+    )

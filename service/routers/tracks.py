@@ -11,18 +11,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Response, Security, UploadFile
 
+from catalog.hashing import content_hash
 from service.deps import WriteRoute, api_key_scheme, ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
 from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut
-from catalog.hashing import content_hash
 from service.uploads import read_upload
 
 router = APIRouter(tags=["catalogue"])
 write_router = APIRouter(
-    tags=["catalogue"], route_class=WriteRoute, dependencies=[Security(api_key_scheme)],
-    responses={401: {"model": ErrorOut, "description": "missing or wrong X-API-Key"},
-               403: {"model": ErrorOut, "description": "writes disabled (no key configured)"}},
+    tags=["catalogue"],
+    route_class=WriteRoute,
+    dependencies=[Security(api_key_scheme)],
+    responses={
+        401: {"model": ErrorOut, "description": "missing or wrong X-API-Key"},
+        403: {"model": ErrorOut, "description": "writes disabled (no key configured)"},
+    },
 )
 TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="catalogue track id")]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no track with this id"}}
@@ -41,11 +45,22 @@ async def get_track(
 
 
 @write_router.post(
-    "/tracks", response_model=TrackOut, status_code=201,
-    responses={**UPLOAD_ERRORS, 200: {"model": TrackOut, "description": "already in the "
-               "catalogue (same content, domain and singer): the existing track"},
-               409: {"model": ErrorOut, "description": "same content filed under another "
-               "singer, or a catalogue built by another checkpoint"}},
+    "/tracks",
+    response_model=TrackOut,
+    status_code=201,
+    responses={
+        **UPLOAD_ERRORS,
+        200: {
+            "model": TrackOut,
+            "description": "already in the "
+            "catalogue (same content, domain and singer): the existing track",
+        },
+        409: {
+            "model": ErrorOut,
+            "description": "same content filed under another "
+            "singer, or a catalogue built by another checkpoint",
+        },
+    },
 )
 async def add_track(
     response: Response,
@@ -69,16 +84,24 @@ async def add_track(
         if existing is None:
             emb = await runtime.embed(data, domain)
             track = await runtime.catalog_call(
-                runtime.catalog.add_track, emb.vector, singer=singer, domain=domain,
-                duration_s=emb.duration_s, n_segments=emb.n_segments, content_hash=digest,
-                checkpoint_id=ckpt, path=None, title=title or _stem(file.filename),
+                runtime.catalog.add_track,
+                emb.vector,
+                singer=singer,
+                domain=domain,
+                duration_s=emb.duration_s,
+                n_segments=emb.n_segments,
+                content_hash=digest,
+                checkpoint_id=ckpt,
+                path=None,
+                title=title or _stem(file.filename),
                 external_id=external_id,
             )
         elif existing.singer == singer:
             track, response.status_code = existing, 200
         else:
             raise ApiError(
-                409, "duplicate_track",
+                409,
+                "duplicate_track",
                 f"this file is already track {existing.id}, sung by {existing.singer!r}",
                 track_id=existing.id,
             )
