@@ -49,8 +49,9 @@ from model.audio import load_audio
 from model.checkpoint import make_random_checkpoint
 from model.embedding import Embedder, inference_threads
 from model.errors import AudioError
+from model.shared import shared_dir
 
-MIR1K = REPO.parent / "shared" / "data" / "mir1k"
+MIR1K = shared_dir() / "data" / "mir1k"
 
 
 def mir1k_listing(limit: int) -> Listing:

@@ -32,13 +32,13 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.synth: the project's synthetic singing voices
+sys.path.insert(0, str(REPO))  # tests.support.synth: the project's synthetic singing voices
 
 from catalog import Catalog
 from model import DEFAULT_CHECKPOINT
 from model.embedding import Embedder
-from tests.service_live import free_port
-from tests.synth import VOICES, sing
+from tests.support.live import free_port
+from tests.support.synth import VOICES, sing
 
 
 def render_uploads(n: int, seconds: float, sr: int = 44100) -> list[bytes]:

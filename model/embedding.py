@@ -21,7 +21,7 @@ import torch
 from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.errors import AudioError
-from model.features import FeatureConfig, extract_segments
+from model.features import FeatureConfig, SegmentSelection, select_segments
 from model.vectors import normalized_mean
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,35 @@ def inference_threads(workers: int) -> int:
 
 @dataclass
 class TrackEmbedding:
-    """A track's singer vector: `vector` float32 (embed_dim,), L2-normalised."""
+    """A track's singer vector and the segment embeddings it is the mean of.
+
+    vector: float32 (embed_dim,), L2-normalised; segment_vectors: float32 (n_segments,
+    embed_dim), raw encoder outputs; starts_s / ends_s / voice: (n_segments,) as in
+    `SegmentSelection`; voiced_fraction in [0, 1]; duration_s in seconds.
+    """
 
     vector: np.ndarray
     n_segments: int
     duration_s: float
+    segment_vectors: np.ndarray | None = None
+    starts_s: np.ndarray | None = None
+    ends_s: np.ndarray | None = None
+    voice: np.ndarray | None = None
+    voiced_fraction: float = 1.0
+
+    @classmethod
+    def of(cls, selection: SegmentSelection, segment_vectors: np.ndarray) -> TrackEmbedding:
+        """The track embedding of a selection and its (n, embed_dim) segment embeddings."""
+        return cls(
+            vector=track_vector(segment_vectors),
+            n_segments=len(segment_vectors),
+            duration_s=selection.duration_s,
+            segment_vectors=segment_vectors,
+            starts_s=selection.starts_s,
+            ends_s=selection.ends_s,
+            voice=selection.voice,
+            voiced_fraction=selection.voiced_fraction,
+        )
 
 
 def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
@@ -91,19 +115,24 @@ class Embedder:
         ]
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
 
+    def select(
+        self, y: np.ndarray, all_segments: bool = False, path: str | None = None
+    ) -> SegmentSelection:
+        """Waveform at features.sample_rate -> the segments to embed, features on this device."""
+        return select_segments(y, self.features, all_segments, device=self.device, path=path)
+
     def segments(
         self, y: np.ndarray, all_segments: bool = False, path: str | None = None
     ) -> torch.Tensor:
         """Waveform at features.sample_rate -> (n, n_mels, frames) on this device."""
-        return extract_segments(y, self.features, all_segments, device=self.device, path=path)
+        return self.select(y, all_segments, path).features
 
     def embed_audio(
         self, y: np.ndarray, domain: str, all_segments: bool = False, path: str | None = None
     ) -> TrackEmbedding:
         """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. Raises AudioError."""
-        segs = self.segments(y, all_segments, path)
-        emb = self.embed_segments(segs, domain)
-        return TrackEmbedding(track_vector(emb), len(emb), len(y) / self.features.sample_rate)
+        selection = self.select(y, all_segments, path)
+        return TrackEmbedding.of(selection, self.embed_segments(selection.features, domain))
 
     def embed_file(
         self, source: AudioSource, domain: str, all_segments: bool = False
@@ -136,21 +165,19 @@ class Embedder:
 
         sr = self.features.sample_rate
         bar = tqdm(total=len(sources), unit="file", disable=not progress)
-        buffered: list[tuple[int, torch.Tensor, float]] = []
+        buffered: list[tuple[int, SegmentSelection]] = []
         n_buffered = 0
 
         def flush() -> Iterator[tuple[int, TrackEmbedding]]:
             nonlocal buffered, n_buffered
             if not buffered:
                 return
-            emb = self.embed_segments(torch.cat([s for _, s, _ in buffered]), domain, batch_size)
+            feats = torch.cat([s.features for _, s in buffered])
+            emb = self.embed_segments(feats, domain, batch_size)
             start = 0
-            for i, segs, dur in buffered:
-                yield (
-                    i,
-                    TrackEmbedding(track_vector(emb[start : start + len(segs)]), len(segs), dur),
-                )
-                start += len(segs)
+            for i, sel in buffered:
+                yield i, TrackEmbedding.of(sel, emb[start : start + len(sel)])
+                start += len(sel)
             buffered, n_buffered = [], 0
 
         def decode(i: int) -> np.ndarray:
@@ -173,13 +200,13 @@ class Embedder:
                     name = None if isinstance(sources[i], bytes) else str(sources[i])
                     try:
                         y = fut.result()
-                        segs = self.segments(y, all_segments, path=name)
+                        sel = self.select(y, all_segments, path=name)
                     except AudioError as err:
                         bar.update(1)
                         yield i, err
                         continue
-                    buffered.append((i, segs, len(y) / sr))
-                    n_buffered += len(segs)
+                    buffered.append((i, sel))
+                    n_buffered += len(sel)
                     if n_buffered >= batch_size:
                         for item in flush():
                             bar.update(1)

@@ -119,7 +119,12 @@ def voiced_shares(
     y: np.ndarray | torch.Tensor, cfg: FeatureConfig, hop: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(start frames (n_segments,) int64, share of voiced frames in each segment (n_segments,))."""
-    voiced = frame_voicing(y, cfg)
+    return _segment_shares(frame_voicing(y, cfg), cfg, hop)
+
+
+def _segment_shares(
+    voiced: np.ndarray, cfg: FeatureConfig, hop: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     starts = segment_starts(len(voiced), cfg, hop)
     cum = np.concatenate([[0.0], np.cumsum(voiced, dtype=np.float64)])
     return starts, (cum[starts + cfg.segment_frames] - cum[starts]) / cfg.segment_frames
@@ -143,6 +148,71 @@ def segment(mel: torch.Tensor, cfg: FeatureConfig, hop: int | None = None) -> to
     return mel.unfold(-1, cfg.segment_frames, hop).permute(1, 0, 2).contiguous()
 
 
+@dataclass
+class SegmentSelection:
+    """The segments of one recording that the model embeds, with where they lie and why.
+
+    features: (n, n_mels, segment_frames) log-mel on the embedding device;
+    starts_s, ends_s: (n,) float64 seconds from the start of the recording;
+    voice: (n,) float64 in [0, 1], how voiced each kept segment is (share of voiced frames);
+    voiced_fraction: share of the whole recording's frames judged voiced, in [0, 1];
+    duration_s: length of the recording in seconds.
+    """
+
+    features: torch.Tensor
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    voice: np.ndarray
+    voiced_fraction: float
+    duration_s: float
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def select_segments(
+    y: np.ndarray | torch.Tensor,
+    cfg: FeatureConfig,
+    all_segments: bool = False,
+    hop: int | None = None,
+    device: str | torch.device | None = None,
+    path: str | None = None,
+) -> SegmentSelection:
+    """Waveform (samples,) at cfg.sample_rate -> the segments to embed, with their times.
+
+    Keeps only segments with at least `vad_min_voiced` voiced frames unless `all_segments`.
+    Raises AudioTooShortError below one segment, NoVoicedSegmentError when none qualifies.
+    """
+    n = int(y.shape[-1])
+    if n < cfg.min_samples:
+        raise AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, path)
+    segs = segment(log_mel(y, cfg, device), cfg, hop)
+    voiced = frame_voicing(y, cfg)
+    starts, share = _segment_shares(voiced, cfg, hop)
+    if all_segments:
+        keep = np.arange(len(starts))
+    else:
+        keep = np.flatnonzero(share >= cfg.vad_min_voiced)
+        if keep.size == 0:
+            raise NoVoicedSegmentError(
+                f"no {cfg.segment_seconds:.1f}-s segment has {cfg.vad_min_voiced:.0%} voiced "
+                f"frames (best: {share.max():.0%}); the recording is silent or holds too "
+                "little voice",
+                path,
+            )
+        segs = segs[torch.from_numpy(keep).to(segs.device)]
+    frame_s = cfg.hop_length / cfg.sample_rate
+    starts_s = starts[keep] * frame_s
+    return SegmentSelection(
+        features=segs,
+        starts_s=starts_s,
+        ends_s=starts_s + cfg.segment_frames * frame_s,
+        voice=share[keep],
+        voiced_fraction=float(voiced.mean()) if len(voiced) else 0.0,
+        duration_s=n / cfg.sample_rate,
+    )
+
+
 def extract_segments(
     y: np.ndarray | torch.Tensor,
     cfg: FeatureConfig,
@@ -153,21 +223,6 @@ def extract_segments(
 ) -> torch.Tensor:
     """Waveform (samples,) -> the segments the model embeds: (n, n_mels, segment_frames).
 
-    Keeps only segments with at least `vad_min_voiced` voiced frames unless `all_segments`.
-    Raises AudioTooShortError below one segment, NoVoicedSegmentError when none qualifies.
+    The features of `select_segments`; same arguments, same errors.
     """
-    n = int(y.shape[-1])
-    if n < cfg.min_samples:
-        raise AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, path)
-    segs = segment(log_mel(y, cfg, device), cfg, hop)
-    if all_segments:
-        return segs
-    _, share = voiced_shares(y, cfg, hop)
-    keep = np.flatnonzero(share >= cfg.vad_min_voiced)
-    if keep.size == 0:
-        raise NoVoicedSegmentError(
-            f"no {cfg.segment_seconds:.1f}-s segment has {cfg.vad_min_voiced:.0%} voiced frames "
-            f"(best: {share.max():.0%}); the recording is silent or holds too little voice",
-            path,
-        )
-    return segs[torch.from_numpy(keep).to(segs.device)]
+    return select_segments(y, cfg, all_segments, hop, device, path).features

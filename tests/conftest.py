@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from model.shared import shared_dir
+
 # The research material is read in place: ../shared beside the checkout, or SINGER_SHARED_DIR.
-SHARED = Path(os.environ.get("SINGER_SHARED_DIR") or REPO.parent / "shared")
+SHARED = shared_dir()
 
 
 @pytest.fixture(scope="session")

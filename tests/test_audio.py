@@ -7,7 +7,7 @@ import soundfile as sf
 
 from model.audio import FFMPEG_FORMATS, SUPPORTED_FORMATS, decode, load_audio
 from model.errors import AudioError, DecoderMissingError, UnsupportedFormatError
-from tests.synth import VOICES, sing, write
+from tests.support.synth import VOICES, sing, write
 
 
 def tone(freq: float, seconds: float, sr: int) -> np.ndarray:

@@ -16,6 +16,8 @@ from model.evaluation import metrics
 from model.evaluation.splits import mir1k_split
 from model.mixing import nominal_mix
 
+pytestmark = pytest.mark.slow
+
 HELD_OUT = ("abjones", "bobon", "geniusturtle", "khair", "yifen")
 CONFIG = model.DEFAULT_CHECKPOINT.with_name("cross-default.train.json")
 

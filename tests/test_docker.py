@@ -22,8 +22,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.service_live import API_KEY, ServiceProcess, free_port, make_clip, upload
+from tests.support import REPO
+from tests.support.live import API_KEY, ServiceProcess, free_port, make_clip, upload
+
+pytestmark = pytest.mark.e2e
 
 COMPOSE = REPO / "docker-compose.yml"
 GPU_OVERRIDE = REPO / "docker" / "compose.gpu.yml"

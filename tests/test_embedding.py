@@ -7,8 +7,8 @@ import pytest
 from model.audio import load_audio
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioTooShortError, NoVoicedSegmentError, UnsupportedFormatError
-from tests.conftest import REPO
-from tests.synth import VOICES, sing, write
+from tests.support import REPO
+from tests.support.synth import VOICES, sing, write
 
 
 @pytest.fixture(scope="module")

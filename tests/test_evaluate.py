@@ -17,7 +17,9 @@ from model.evaluation.runner import evaluate
 from model.evaluation.splits import read_eval_manifest
 from model.manifest import ManifestRow, write_manifest
 from model.mixing import measured_snr_db, mix_at_snr, nominal_mix
-from tests.synth import VOICES, backing, sing, write
+from tests.support.synth import VOICES, backing, sing, write
+
+pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import torch
 
 from model.errors import AudioTooShortError, NoVoicedSegmentError
 from model.features import FeatureConfig, extract_segments, frame_voicing, log_mel, segment
-from tests.synth import VOICES, sing
+from tests.support.synth import VOICES, sing
 
 CFG = FeatureConfig()
 

@@ -26,9 +26,9 @@ from indexer.__main__ import main
 from indexer.run import index_source
 from model.checkpoint import checkpoint_id, make_random_checkpoint
 from model.embedding import Embedder
-from tests.synth import VOICES, backing, sing, write
+from tests.support import REPO
+from tests.support.synth import VOICES, backing, sing, write
 
-REPO = Path(__file__).resolve().parents[1]
 SECONDS = 7.0  # two 3-second segments
 
 

@@ -15,6 +15,8 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.training.keras_import import import_keras
 
+pytestmark = pytest.mark.slow
+
 FILES = {  # file: (model type, how its branches are stored)
     "cross_pretrained.h5": ("cross", "submodels"),
     "cross_scratch.h5": ("cross", "flat"),

@@ -14,7 +14,7 @@ from model.training.keys import (
     key_scores,
     segment_keys,
 )
-from tests.synth import SR, chord_progression, harmonic_tone, midi_hz
+from tests.support.synth import SR, chord_progression, harmonic_tone, midi_hz
 
 # I-IV-V-I in C major and F# major, i-iv-V-i in A minor (harmonic minor: G# in the V chord).
 PROGRESSIONS = {

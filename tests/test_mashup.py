@@ -18,7 +18,9 @@ from model.features import FeatureConfig, extract_segments, voiced_segment_start
 from model.manifest import ManifestRow, read_manifest, write_manifest
 from model.mixing import mix_segment
 from model.training.mashup import MashupConfig, make_mashups, nearest_beat_offset
-from tests.synth import SR, harmonic_tone, midi_hz
+from tests.support.synth import SR, harmonic_tone, midi_hz
+
+pytestmark = pytest.mark.slow
 
 BEAT_S = 0.5  # 120 bpm
 VOCAL_OFFSET_S = 0.23  # first note onset of every vocal

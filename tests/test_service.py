@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model.embedding import Embedder
-from tests.service_live import (
+from tests.support.live import (
     API_KEY,
     LiveServer,
     add_clip,
@@ -19,7 +19,9 @@ from tests.service_live import (
     singer_name,
     upload,
 )
-from tests.synth import VOICES
+from tests.support.synth import VOICES
+
+pytestmark = pytest.mark.e2e
 
 QUERY_SEED = 5  # a take that is not in the catalogue
 

@@ -9,7 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from tests.service_live import API_KEY, LiveServer, make_clip, upload
+from tests.support.live import API_KEY, LiveServer, make_clip, upload
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

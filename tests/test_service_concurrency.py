@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.inference import InferencePool, OverloadedError
-from tests.service_live import (
+from tests.support.live import (
     API_KEY,
     LiveServer,
     add_clip,
@@ -18,7 +18,9 @@ from tests.service_live import (
     singer_name,
     upload,
 )
-from tests.synth import VOICES
+from tests.support.synth import VOICES
+
+pytestmark = pytest.mark.e2e
 
 KEY = {"X-API-Key": API_KEY}
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from model.audio import SUPPORTED_FORMATS
-from tests.service_live import API_KEY, LiveServer, add_clip, live_settings, make_clip, upload
-from tests.synth import VOICES, sing, write
+from tests.support.live import API_KEY, LiveServer, add_clip, live_settings, make_clip, upload
+from tests.support.synth import VOICES, sing, write
+
+pytestmark = pytest.mark.e2e
 
 LIMIT_MB = 0.5
 LIMIT = int(LIMIT_MB * 1024 * 1024)

@@ -8,10 +8,12 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from model.checkpoint import checkpoint_id, make_random_checkpoint
 from service.settings import Settings
-from tests.conftest import REPO
-from tests.service_live import (
+from tests.support import REPO
+from tests.support.live import (
     API_KEY,
     LiveServer,
     add_clip,
@@ -20,6 +22,8 @@ from tests.service_live import (
     upload,
     wait_ready,
 )
+
+pytestmark = pytest.mark.e2e
 
 KEY = {"X-API-Key": API_KEY}
 

@@ -8,7 +8,9 @@ from model.network import EncoderDims
 from model.training.data import MixConfig, TrainingPool
 from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 from model.training.train import TrainConfig, Trainer, train
-from tests.synth import VOICES, backing, sing, write
+from tests.support.synth import VOICES, backing, sing, write
+
+pytestmark = pytest.mark.slow
 
 
 def unit(*xs):

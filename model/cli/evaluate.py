@@ -19,9 +19,9 @@ RECIPES = ("mir1k",)
 
 
 def _default_mir1k() -> Path:
-    import model
+    from model.shared import shared_dir
 
-    return Path(model.__file__).resolve().parents[1].parent / "shared" / "data" / "mir1k"
+    return shared_dir() / "data" / "mir1k"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root",
         type=Path,
-        help="MIR-1K folder for --recipe mir1k (default: ../shared/data/mir1k beside the checkout)",
+        help="MIR-1K folder for --recipe mir1k (default: data/mir1k of the shared folder)",
     )
     p.add_argument(
         "--singers",

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from model.shared import shared_dir
+
 log = logging.getLogger("model.training.train")
 
 
@@ -22,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--data-dir",
-        default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"),
-        help="for --recipe shared (default: ../shared/data)",
+        default=str(shared_dir() / "data"),
+        help="for --recipe shared (default: data/ of $SINGER_SHARED_DIR or ../shared)",
     )
     src.add_argument(
         "--holdout", default="", help="comma-separated MIR-1K test singers to leave out"

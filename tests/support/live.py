@@ -20,7 +20,7 @@ from typing import Self
 import httpx
 import numpy as np
 
-from tests.synth import VOICES, backing, sing, write
+from tests.support.synth import VOICES, backing, sing, write
 
 API_KEY = "test-key"
 
