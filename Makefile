@@ -1,29 +1,55 @@
-# Two entry points: `make run` and `make test`. Both create .venv when it is missing.
+# Two entry points: `make run` and `make test`. Both create .venv when it is missing, from the
+# lock file (requirements/lock.txt: the set of versions that passed CI).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+SERVICE_LOCK := requirements/service.txt
+# pip-compile: the CPU build of torch, no index URLs or local paths written into the locks.
+COMPILE := $(PY) -m piptools compile -q --strip-extras --no-header --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -c requirements/torch.txt
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint types check system-deps lock bench fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# Pinned CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# Pinned CPU build of torch first (an unpinned torch pulls a multi-GB CUDA build).
+	$(PY) -m pip install -q -r requirements/torch.txt
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # Local use: accept catalogue writes without an API key unless the caller says otherwise.
 run: $(STAMP)
 	SINGER_ALLOW_UNAUTHENTICATED_WRITES=$${SINGER_ALLOW_UNAUTHENTICATED_WRITES:-true} $(PY) -m service
 
-test: $(STAMP)
+# System packages first (ffmpeg, Chromium: installed when running as root, else reported).
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+system-deps:
+	@scripts/system-deps.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+types: $(STAMP)
+	$(PY) -m mypy
+
+# What CI runs before the tests (and what .pre-commit-config.yaml runs on commit).
+check: lint types
+
+# Refresh the locks from pyproject.toml: the test environment (all extras) and the service's.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q pip-tools
+	$(COMPILE) --extra dev --extra eval --extra train --extra scale -o $(LOCK) pyproject.toml
+	$(COMPILE) -o $(SERVICE_LOCK) pyproject.toml
+	# torch==X matches the +cpu build where the index has it; the project itself is not locked.
+	sed -i -E -e 's/^(torch==[^+]+)\+cpu$$/\1/' -e '/^singer-retrieval @ /d' $(LOCK) $(SERVICE_LOCK)
 
 # Heavy benchmarks, not part of `make test` (see README: Benchmarks).
 bench: $(STAMP)
@@ -31,4 +57,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_service.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -49,6 +48,7 @@ from catalog.vector_index import (
     resolve_gpu,
 )
 from model.domains import DOMAINS
+from model.files import atomic_write
 from model.vectors import l2_normalize, normalized_mean
 
 log = logging.getLogger(__name__)
@@ -312,16 +312,8 @@ class Catalog:
             for name, group in (("tracks", self._tracks), ("singers", self._singers)):
                 for d, index in group.items():
                     arrays.update({f"{name}.{d}.{k}": v for k, v in index.to_arrays().items()})
-            path = self.index_path
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **arrays)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)  # readers see the old file or the new one, never half
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_write(self.index_path, durable=True) as fh:
+                np.savez(fh, **arrays)
             self._saved_generation = self._generation
             return True
 

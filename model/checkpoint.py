@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from model.errors import CheckpointError
 from model.features import FeatureConfig
+from model.files import atomic_write
 from model.network import EncoderDims, SingerNet
 
 FORMAT = "singer-retrieval"
@@ -40,10 +40,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, durable=True) as fh:
+        torch.save(payload, fh)
     return path
 
 

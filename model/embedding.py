@@ -8,7 +8,6 @@ of segments gathered across files.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ import torch
 
 from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
+from model.concurrency import completed_in_threads
 from model.errors import AudioError
 from model.features import FeatureConfig, SegmentSelection, select_segments
 from model.vectors import normalized_mean
@@ -183,35 +183,21 @@ class Embedder:
         def decode(i: int) -> np.ndarray:
             return load_audio(sources[i], sr)
 
-        with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
-            todo = iter(range(len(sources)))
-            running: dict[cf.Future, int] = {}
-            max_running = 2 * max(1, workers)  # bounded: memory stays flat on huge catalogues
-            while True:
-                for i in todo:
-                    running[pool.submit(decode, i)] = i
-                    if len(running) >= max_running:
-                        break
-                if not running:
-                    break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    i = running.pop(fut)
-                    name = None if isinstance(sources[i], bytes) else str(sources[i])
-                    try:
-                        y = fut.result()
-                        sel = self.select(y, all_segments, path=name)
-                    except AudioError as err:
-                        bar.update(1)
-                        yield i, err
-                        continue
-                    buffered.append((i, sel))
-                    n_buffered += len(sel)
-                    if n_buffered >= batch_size:
-                        for item in flush():
-                            bar.update(1)
-                            yield item
-            for item in flush():
+        for i, fut in completed_in_threads(decode, range(len(sources)), workers=workers):
+            name = None if isinstance(sources[i], bytes) else str(sources[i])
+            try:
+                sel = self.select(fut.result(), all_segments, path=name)
+            except AudioError as err:
                 bar.update(1)
-                yield item
+                yield i, err
+                continue
+            buffered.append((i, sel))
+            n_buffered += len(sel)
+            if n_buffered >= batch_size:
+                for item in flush():
+                    bar.update(1)
+                    yield item
+        for item in flush():
+            bar.update(1)
+            yield item
         bar.close()

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model.files import atomic_write
+
 DOMAINS = ("mono", "mixed")
 _PATH_COLUMNS = ("path", "vocal_path", "accompaniment_path", "source")
 
@@ -99,14 +101,12 @@ def write_manifest(path: str | Path, rows: Iterable[ManifestRow]) -> Path:
     used = [c for c in _COLUMNS if c in ("path", "singer") or any(getattr(r, c) for r in rows)]
     extra_cols = sorted({k for r in rows for k in r.extra})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    # atomic: readers never see a half-written manifest
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(used + extra_cols)
         for r in rows:
             writer.writerow(
                 [getattr(r, c) or "" for c in used] + [r.extra.get(c, "") for c in extra_cols]
             )
-    tmp.replace(path)  # atomic: readers never see a half-written manifest
     return path

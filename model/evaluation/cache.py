@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from model.files import atomic_write, atomic_write_text
 
 
 def default_cache_dir() -> Path:
@@ -73,11 +74,8 @@ class ArrayCache:
     def put(self, key: str, **arrays: np.ndarray) -> None:
         if self.dir is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_write(self._path(key)) as fh:
+            np.savez(fh, **arrays)
 
     def get_json(self, key: str) -> dict | None:
         """A JSON record stored with `put_json`, or None."""
@@ -94,10 +92,4 @@ class ArrayCache:
     def put_json(self, key: str, record: dict) -> None:
         if self.dir is None:
             return
-        path = self._path(key).with_suffix(".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
-        ) as fh:
-            json.dump(record, fh)
-        os.replace(fh.name, path)
+        atomic_write_text(self._path(key).with_suffix(".json"), json.dumps(record))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from model.domains import SCENARIO_TITLES
+from model.files import atomic_write_text
 
 
 def _fmt(x) -> str:
@@ -95,13 +95,6 @@ def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write `results.json` (every figure) and `results.md`; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = _atomic_write(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
-    md_path = _atomic_write(out_dir / "results.md", markdown(result))
+    json_path = atomic_write_text(out_dir / "results.json", json.dumps(result, indent=2) + "\n")
+    md_path = atomic_write_text(out_dir / "results.md", markdown(result))
     return json_path, md_path
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path

@@ -18,7 +18,6 @@ so every row of the table scores the same queries against the same models.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from model.audio import SAMPLE_RATE, load_audio
+from model.concurrency import completed_in_threads
 from model.domains import DOMAINS, SCENARIOS
 from model.embedding import Embedder, track_vector
 from model.errors import AudioError
@@ -344,20 +344,9 @@ def _iter_rendered(
             yield item
         bar.close()
         return
-    with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="eval-decode") as pool:
-        pending: set[cf.Future] = set()
-        todo = iter(range(len(clips)))
-        while True:
-            for i in todo:  # bounded look-ahead keeps memory flat
-                pending.add(pool.submit(work, i))
-                if len(pending) >= 2 * max(1, workers):
-                    break
-            if not pending:
-                break
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                bar.update(1)
-                yield fut.result()
+    for _, fut in completed_in_threads(work, range(len(clips)), workers=workers, name="eval"):
+        bar.update(1)
+        yield fut.result()
     bar.close()
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import logging
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 from model.audio import load_audio
 from model.errors import AudioError
 from model.features import FeatureConfig, voiced_segment_starts
+from model.files import atomic_write
 from model.manifest import ManifestRow
 from model.mixing import background_gain
 
@@ -74,10 +73,8 @@ def cached_load(path: str, sr: int, cache_dir: Path | None) -> np.ndarray:
     if file.is_file():
         return np.load(file)
     y = load_audio(path, sr)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npy")
-    np.save(tmp, y)
-    os.replace(tmp, file)
+    with atomic_write(file) as fh:
+        np.save(fh, y)
     return y
 
 

@@ -51,6 +51,7 @@ import soundfile as sf
 from model.audio import SUPPORTED_FORMATS, load_audio
 from model.errors import AudioError
 from model.features import FeatureConfig, frame_voicing, voiced_segment_starts
+from model.files import atomic_write, atomic_write_text
 from model.manifest import ManifestRow, read_manifest, write_manifest
 from model.mixing import mix_segment
 from model.training.keys import Key, chromagram, segment_keys
@@ -258,7 +259,7 @@ def analyze_background(
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save_npy(audio_file, y)
-    _atomic_write_text(info_file, json.dumps(info.to_json()))
+    atomic_write_text(info_file, json.dumps(info.to_json()))
     return info
 
 
@@ -663,7 +664,7 @@ def make_mashups(
         bar.close()
         infos = [results[i] for i in sorted(results)]
         index_file = cache / f"index-{os.getpid()}-{time.time_ns()}.json"
-        _atomic_write_text(index_file, json.dumps([b.to_json() for b in infos]))
+        atomic_write_text(index_file, json.dumps([b.to_json() for b in infos]))
 
         # 2. Vocals
         outcomes: list[VocalOutcome] = []
@@ -751,7 +752,7 @@ def _write_report(r: MashupResult, cfg: MashupConfig, seed: int, workers: int) -
         "failed": [{"path": p, "error": e} for p, e in r.failed],
         "backgrounds": r.backgrounds,
     }
-    _atomic_write_text(r.report, json.dumps(report, indent=1))
+    atomic_write_text(r.report, json.dumps(report, indent=1))
 
 
 def _count(rows: Sequence[ManifestRow], column: str) -> dict[str, int]:
@@ -766,14 +767,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "_"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _atomic_save_npy(path: Path, y: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, np.ascontiguousarray(y, dtype=np.float32))
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        np.save(fh, np.ascontiguousarray(y, dtype=np.float32))

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System packages the test suite exercises: ffmpeg (m4a/mp4/webm decoding) and Chromium with
+# its driver (the web page's browser tests). Installs only what is missing, from Debian's
+# packages, when run as root; otherwise says what to install and exits 0, so `make test`
+# still runs and reports the tests that need them as skipped.
+set -euo pipefail
+
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: missing ${missing[*]}; install them (Debian: apt-get install -y ${missing[*]})" >&2
+  exit 0
+fi
+echo "system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
