@@ -22,6 +22,7 @@ and reloads its in-memory indexes before its next read or write.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import sqlite3
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import numpy as np
 
@@ -274,15 +275,9 @@ class Catalog:
             cursor = self._db.execute(
                 "SELECT singer_id, domain, vector FROM tracks ORDER BY singer_id, domain"
             )
-            key, group = None, []
-            for singer_id, domain, blob in cursor:
-                if (singer_id, domain) != key:
-                    if group:
-                        singers[key[1]].add([key[0]], singer_model(self._unpack(group)))
-                    key, group = (singer_id, domain), []
-                group.append(blob)
-            if group:
-                singers[key[1]].add([key[0]], singer_model(self._unpack(group)))
+            for (singer_id, domain), group in itertools.groupby(cursor, key=lambda r: r[:2]):
+                blobs = [blob for _, _, blob in group]
+                singers[domain].add([singer_id], singer_model(self._unpack(blobs)))
         self._tracks, self._singers, self._generation = tracks, singers, generation
         n = sum(len(t) for t in tracks.values())
         log.log(
@@ -308,7 +303,7 @@ class Catalog:
                 "dim": self.dim,
                 "generation": self._generation,
             }
-            arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+            arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
             for name, group in (("tracks", self._tracks), ("singers", self._singers)):
                 for d, index in group.items():
                     arrays.update({f"{name}.{d}.{k}": v for k, v in index.to_arrays().items()})
@@ -525,7 +520,7 @@ class Catalog:
         delta.singers.add((singer_id, item["domain"]))
         return track_id
 
-    def update_track(self, track_id: int, **changes) -> Track:
+    def update_track(self, track_id: int, **changes: Any) -> Track:
         """Change metadata (singer, path, title, external_id) without re-embedding.
 
         Moving a track to another singer updates both singers' models. Raises
@@ -582,7 +577,7 @@ class Catalog:
 
     # -- reads -------------------------------------------------------------------------
     @staticmethod
-    def _track(row) -> Track:
+    def _track(row: tuple) -> Track:
         return Track(*row)
 
     def _get_track(self, track_id: int) -> Track:
@@ -851,7 +846,7 @@ class Catalog:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __len__(self) -> int:

@@ -19,9 +19,14 @@ from __future__ import annotations
 import functools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Self
 
 import faiss
 import numpy as np
+
+#: Track ids: an int64 array or a sequence of ints.
+Ids = np.ndarray | Sequence[int]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ def resolve_gpu(device: str | None) -> int | None:
 
 
 @functools.cache
-def _gpu_resources(gpu: int):
+def _gpu_resources(gpu: int) -> Any:
     # One resource object (streams, scratch memory) per device, shared by all indexes.
     return faiss.StandardGpuResources()
 
@@ -71,7 +76,7 @@ def as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     return x
 
 
-def _as_ids(ids) -> np.ndarray:
+def _as_ids(ids: Ids) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
 
 
@@ -88,11 +93,11 @@ class VectorIndex(ABC):
         """Number of live rows."""
 
     @abstractmethod
-    def add(self, ids, vectors: np.ndarray) -> None:
+    def add(self, ids: Ids, vectors: np.ndarray) -> None:
         """Add rows. `ids` (n,) must not be in the index; `vectors` (n, dim) L2-normalised."""
 
     @abstractmethod
-    def remove(self, ids) -> int:
+    def remove(self, ids: Ids) -> int:
         """Remove the rows with these ids (absent ids are ignored). Returns how many went."""
 
     @abstractmethod
@@ -108,7 +113,7 @@ class VectorIndex(ABC):
 
     @classmethod
     @abstractmethod
-    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None):
+    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None) -> Self:
         """Inverse of `to_arrays`."""
 
     def _empty_result(self, n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,9 +127,9 @@ class FlatIndex(VectorIndex):
 
     def __init__(self, dim: int, gpu: int | None = None):
         super().__init__(dim)
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._gpu = gpu
-        self._gpu_index = None  # rebuilt lazily after a removal
+        self._gpu_index: Any = None  # rebuilt lazily after a removal
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -133,7 +138,7 @@ class FlatIndex(VectorIndex):
     def on_gpu(self) -> bool:
         return self._gpu is not None
 
-    def add(self, ids, vectors: np.ndarray) -> None:
+    def add(self, ids: Ids, vectors: np.ndarray) -> None:
         x, ids = as_matrix(vectors, self.dim), _as_ids(ids)
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
@@ -141,7 +146,7 @@ class FlatIndex(VectorIndex):
         if self._gpu_index is not None:
             self._gpu_index.add_with_ids(x, ids)
 
-    def remove(self, ids) -> int:
+    def remove(self, ids: Ids) -> int:
         ids = _as_ids(ids)
         if not len(ids):
             return 0
@@ -158,7 +163,7 @@ class FlatIndex(VectorIndex):
         scores, ids = index.search(q, k)
         return scores, ids
 
-    def _gpu_copy(self):
+    def _gpu_copy(self) -> Any:
         """The GPU copy for searching (built on first use after a removal), or None."""
         if self._gpu is None or self._gpu_index is not None:
             return self._gpu_index
@@ -166,7 +171,7 @@ class FlatIndex(VectorIndex):
             config = faiss.GpuIndexFlatConfig()
             config.device = self._gpu
             flat = faiss.GpuIndexFlatIP(_gpu_resources(self._gpu), self.dim, config)
-            mirror = faiss.IndexIDMap2(flat)
+            mirror: Any = faiss.IndexIDMap2(flat)
             mirror.own_fields = False
             mirror._flat = flat  # the wrapper does not own it: keep it alive with the mirror
             n = len(self)
@@ -185,7 +190,7 @@ class FlatIndex(VectorIndex):
         return {"index": faiss.serialize_index(self._index)}
 
     @classmethod
-    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None):
+    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None) -> Self:
         out = cls(dim, gpu)
         index = faiss.deserialize_index(np.ascontiguousarray(arrays["index"]))
         if index.d != dim:
@@ -206,7 +211,7 @@ class HNSWIndex(VectorIndex):
         self._reset()
 
     def _reset(self) -> None:
-        self._index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        self._index: Any = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
         self._index.hnsw.efConstruction = self.ef_construction
         # Graph row -> external id / not removed; arrays grow by doubling, the first
         # `_n_rows` entries are used.
@@ -214,12 +219,12 @@ class HNSWIndex(VectorIndex):
         self._live = np.empty(0, bool)
         self._n_rows = 0
         self._row_of: dict[int, int] = {}  # external id -> graph row, live rows only
-        self._bitmap = None  # packed `_live`, cached for the search selector
+        self._bitmap: np.ndarray | None = None  # packed `_live`, cached for the search selector
 
     def __len__(self) -> int:
         return len(self._row_of)
 
-    def add(self, ids, vectors: np.ndarray) -> None:
+    def add(self, ids: Ids, vectors: np.ndarray) -> None:
         x, ids = as_matrix(vectors, self.dim), _as_ids(ids)
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
@@ -236,7 +241,7 @@ class HNSWIndex(VectorIndex):
         self._row_of.update(zip(ids.tolist(), range(start, end)))
         self._bitmap = None
 
-    def remove(self, ids) -> int:
+    def remove(self, ids: Ids) -> int:
         removed = 0
         for i in _as_ids(ids).tolist():
             row = self._row_of.pop(i, None)
@@ -263,14 +268,15 @@ class HNSWIndex(VectorIndex):
         q = as_matrix(queries, self.dim)
         if len(self) == 0 or k <= 0:
             return self._empty_result(len(q), max(k, 0))
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         params.efSearch = max(self.ef_search, k)
         if len(self._row_of) < self._n_rows:
             if self._bitmap is None:
                 self._bitmap = np.packbits(self._live[: self._n_rows], bitorder="little")
+            bitmap = self._bitmap
             # The selector reads the bitmap through a raw pointer: keep both referenced
             # (`self._bitmap`, `selector`) until the search returns.
-            selector = faiss.IDSelectorBitmap(self._n_rows, faiss.swig_ptr(self._bitmap))
+            selector = faiss.IDSelectorBitmap(self._n_rows, faiss.swig_ptr(bitmap))
             params.sel = selector
         scores, rows = self._index.search(q, k, params=params)
         ids = np.where(rows >= 0, self._labels[np.maximum(rows, 0)], -1)
@@ -285,7 +291,7 @@ class HNSWIndex(VectorIndex):
         }
 
     @classmethod
-    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None):
+    def from_arrays(cls, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None) -> Self:
         m, ef_construction, ef_search = (int(v) for v in arrays["params"])
         out = cls(dim, m, ef_construction, ef_search)
         # Not faiss.downcast_index(faiss.deserialize_index(...)): the inner proxy owns the
@@ -309,9 +315,12 @@ def create_index(kind: str, dim: int, gpu: int | None = None) -> VectorIndex:
     raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
 
 
-def load_index(kind: str, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None):
+def load_index(
+    kind: str, dim: int, arrays: dict[str, np.ndarray], gpu: int | None = None
+) -> VectorIndex:
     """Rebuild an index saved with `to_arrays`."""
-    cls = {"flat": FlatIndex, "hnsw": HNSWIndex}.get(kind)
+    classes: dict[str, type[VectorIndex]] = {"flat": FlatIndex, "hnsw": HNSWIndex}
+    cls = classes.get(kind)
     if cls is None:
         raise ValueError(f"index kind must be one of {KINDS}, got {kind!r}")
     return cls.from_arrays(dim, arrays, gpu)

@@ -22,6 +22,7 @@ from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
 from model.errors import AudioError
 from model.features import FeatureConfig, SegmentSelection, select_segments
+from model.network import SingerNet
 from model.vectors import normalized_mean
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,12 @@ class Embedder:
     """A checkpoint ready for inference on one device."""
 
     def __init__(
-        self, net, features: FeatureConfig, meta: dict, device: torch.device, ckpt_id: str
+        self,
+        net: SingerNet,
+        features: FeatureConfig,
+        meta: dict,
+        device: torch.device,
+        ckpt_id: str,
     ):
         self.net = net
         self.features = features

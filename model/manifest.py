@@ -25,6 +25,7 @@ import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from model.files import atomic_write
 
@@ -74,7 +75,7 @@ def read_manifest(path: str | Path, default_domain: str | None = None) -> list[M
             raise ManifestError(f"{path}: the header must have a 'path' column, got {header}")
         for lineno, raw in enumerate(reader, start=2):
             rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
-            known = {k: (rec.get(k) or None) for k in _COLUMNS}
+            known: dict[str, Any] = {k: (rec.get(k) or None) for k in _COLUMNS}
             extra = {k: v for k, v in rec.items() if k not in _COLUMNS}
             if not known["singer"]:
                 raise ManifestError(f"{path}:{lineno}: empty singer")

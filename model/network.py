@@ -89,12 +89,17 @@ class SingerNet(nn.Module):
         else:
             self.encoders = nn.ModuleDict({"shared": Encoder(dims)})
         # Global mean / std of the log-mel input per domain (index: DOMAINS order).
+        self.norm_mean: torch.Tensor
+        self.norm_std: torch.Tensor
         self.register_buffer("norm_mean", torch.zeros(len(DOMAINS)))
         self.register_buffer("norm_std", torch.ones(len(DOMAINS)))
 
     def branch(self, domain: str) -> Encoder:
         _check_domain(domain)
-        return self.encoders["shared"] if "shared" in self.encoders else self.encoders[domain]
+        key = "shared" if "shared" in self.encoders else domain
+        encoder = self.encoders[key]
+        assert isinstance(encoder, Encoder)
+        return encoder
 
     @property
     def mono(self) -> Encoder:
