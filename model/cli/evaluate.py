@@ -113,7 +113,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CPU threads for inference; 1 keeps a small or shared machine from "
         "stalling on oversubscribed OpenMP threads (0: torch's default)",
     )
+    add_open_set_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def _names(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--open-set",
+        action="store_true",
+        help="add open-set figures: --impostors leave the catalogue, EER, minDCF, "
+        "identification at 1%% and 5%% false alarm, the calibrated operating point, DET plot",
+    )
+    p.add_argument(
+        "--impostors",
+        type=_names,
+        default=["abjones", "bobon", "geniusturtle", "khair", "yifen"],
+        metavar="A,B,...",
+        help="singers held out as impostors (default: the default model's 5 held-out MIR-1K "
+        "singers: %(default)s)",
+    )
+    p.add_argument(
+        "--calibration-impostors",
+        type=_names,
+        default=["ariel", "stool"],
+        metavar="A,B,...",
+        help="singers whose clips are the calibration's impostors, out of every catalogue "
+        "(empty string: leave-one-singer-out rotations) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--target-fa",
+        type=float,
+        default=0.01,
+        help="operating point: wanted false-alarm rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--norm",
+        choices=("raw", "snorm"),
+        default="raw",
+        help="score calibrated: raw cosine or adaptive s-norm against the catalogue "
+        "(default: %(default)s)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -123,6 +166,7 @@ def main(args: argparse.Namespace) -> int:
     from model.evaluation import splits
     from model.evaluation.cache import default_cache_dir
     from model.evaluation.gmm_ubm import GmmUbmConfig
+    from model.evaluation.openset import OpenSetConfig
     from model.evaluation.report import markdown, write_report
     from model.evaluation.runner import evaluate
     from model.manifest import ManifestError
@@ -181,6 +225,14 @@ def main(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=True,
             dataset=dataset,
+            open_set=OpenSetConfig(
+                tuple(args.impostors),
+                tuple(args.calibration_impostors),
+                args.target_fa,
+                args.norm,
+            )
+            if args.open_set
+            else None,
         )
     except (SingerRetrievalError, ValueError) as err:
         log.error("%s", err)
