@@ -618,3 +618,38 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
             )
         )
     return out
+
+
+def collect_vectors(
+    clips: Sequence[EvalClip],
+    checkpoint: str | Path,
+    *,
+    domains: Sequence[str] = DOMAINS,
+    cache_dir: str | Path | None = None,
+    all_segments: bool = False,
+    device: str | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> tuple[str, dict[str, dict[int, np.ndarray]], dict[tuple[int, str], str]]:
+    """Track vectors of every clip in each domain, through the evaluation cache.
+
+    Returns (checkpoint id, domain -> clip index -> (dim,) vector, failures keyed by
+    (clip index, domain)).
+    """
+    m = _Model(
+        "model",
+        Path(checkpoint),
+        Embedder.from_checkpoint(checkpoint, device),
+        cache_dir,
+        all_segments,
+    )
+    views = [View(d) for d in domains]
+    sr = m.embedder.features.sample_rate
+    failures: dict[tuple[int, str], str] = {}
+    for i, clip, rendered in _iter_rendered(clips, [m], None, views, [], sr, workers, progress):
+        for view, y in rendered.items():
+            if isinstance(y, AudioError):
+                failures[(i, view.domain)] = str(y)
+        _embed_clip(i, clip, rendered, [m], views, failures)
+    vectors = {v.domain: m.vectors.get(v, {}) for v in views}
+    return m.embedder.checkpoint_id, vectors, failures
