@@ -75,14 +75,16 @@ def cohort_moments(cohort_scores: np.ndarray, top_k: int) -> tuple[np.ndarray, n
 
 
 def snorm(
-    raw: np.ndarray,
-    query_mean: np.ndarray,
-    query_std: np.ndarray,
-    model_mean: np.ndarray,
-    model_std: np.ndarray,
+    raw: np.ndarray | float,
+    query_mean: np.ndarray | float,
+    query_std: np.ndarray | float,
+    model_mean: np.ndarray | float,
+    model_std: np.ndarray | float,
 ) -> np.ndarray:
     """Adaptive s-norm of cosine scores `raw` given both sides' cohort moments (broadcast)."""
-    return 0.5 * ((raw - query_mean) / query_std + (raw - model_mean) / model_std)
+    return 0.5 * (
+        (np.asarray(raw) - query_mean) / query_std + (np.asarray(raw) - model_mean) / model_std
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Blocking catalogue work (run through `Runtime.catalog_call`); the scoring rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -21,7 +22,7 @@ class HitReading:
     """Confidence per hit (None without calibration) and the verdict on the best one."""
 
     confidence: list[float | None]
-    verdict: str | None
+    verdict: Literal["known", "unknown"] | None
     threshold: float | None
 
 
@@ -60,12 +61,15 @@ def read_hits(
 ) -> HitReading:
     """Confidence and verdict of ranked singer hits; nothing invented without calibration."""
     pair = cal.pair(query_domain, models_domain) if cal and models_domain else None
-    if pair is None or models_domain is None:
+    if cal is None or pair is None or models_domain is None:
         return HitReading([None] * len(hits), None, None)
     scores = _scores(catalog, vector, hits, models_domain, cal)
     reading = read_scores(scores, catalog.n_singers(models_domain), pair, target_fa)
     confidence = [None if np.isnan(c) else float(c) for c in reading.confidence]
-    return HitReading(confidence, reading.verdict, reading.threshold)
+    verdict: Literal["known", "unknown"] | None = None
+    if reading.verdict is not None:
+        verdict = "known" if reading.verdict == "known" else "unknown"
+    return HitReading(confidence, verdict, reading.threshold)
 
 
 @dataclass(frozen=True)

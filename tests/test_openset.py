@@ -266,3 +266,37 @@ def test_search_falls_back_when_the_target_domain_is_empty(
         body = upload(c, "/search", make_clip(tmp_path, 0, "mono", 1).path, target="mixed").json()
         assert body["searched"] == "mono" and "no mixed track" in body["note"]
         assert len(body["tracks"]) == 1
+
+
+def test_open_set_figures_match_hand_computed_values():
+    from model.evaluation.openset import Scores, eer_min_dcf, figures, fit_pair
+
+    # Separable trials: EER 0; one overlapping pair of 4 non-targets: EER 1/4 at its threshold.
+    assert eer_min_dcf(np.array([0.9, 0.8]), np.array([0.1, 0.2]))["eer"] == 0.0
+    assert eer_min_dcf(np.array([0.9, 0.3]), np.array([0.1, 0.2, 0.4, 0.0]))["eer"] == 0.375
+    # 3 singers; 2 known queries (one right, one wrong), 4 impostor queries.
+    raw = np.array(
+        [
+            [0.9, 0.1, 0.0],  # singer 0, right, best 0.9
+            [0.2, 0.7, 0.1],  # singer 2, wrong (best is singer 1)
+            [0.5, 0.0, 0.0],
+            [0.0, 0.6, 0.0],
+            [0.0, 0.0, 0.3],
+            [0.95, 0.0, 0.0],
+        ]
+    )
+    sc = Scores(["a", "b", "c"], raw, raw, np.array([0, 2, -1, -1, -1, -1]))
+    pair = fit_pair(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3]), raw[2:].max(1), 3)
+    f = figures(sc, pair, "raw", target_fa=0.3)
+    # Best DIR with false alarm <= 25 %: threshold 0.6 accepts 0.95 (1 of 4 impostors) and
+    # the right known query (0.9): 1 of 2.
+    assert f["raw"]["dir@0.05"] == 0.0 and f["raw"]["dir@0.01"] == 0.0
+    op = f["operating_point"]
+    assert op["false_alarm_rate"] == np.mean(raw[2:].max(1) > op["threshold"])
+    assert op["detection_rate"] == np.mean(raw[:2].max(1) > op["threshold"])
+    conf = pair.confidence(np.array([0.1, 0.5, 0.9]))
+    assert conf[0] < 0.5 < conf[2]
+    # At the calibration's catalogue size the threshold is the impostors' best-score quantile.
+    assert pair.threshold(0.5, 3) == pytest.approx(np.quantile(raw[2:].max(1), 0.5))
+    # A larger catalogue raises the threshold (more chances for an impostor to score high).
+    assert pair.threshold(0.25, 30) > pair.threshold(0.25, 3)

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service.deps import ready_runtime
 from service.errors import ApiError
-from service.routers.identify import OTHER
 from service.runtime import Runtime
 from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, SearchResponse, TrackHitOut
 from service.uploads import read_upload
@@ -65,12 +64,14 @@ async def search(
     if offset + top_k > MAX_TOP_K * 100:
         raise ApiError(422, "bad_cursor", f"pages end at {MAX_TOP_K * 100} results")
     emb = await runtime.embed(await read_upload(file), domain)
-    searched, note = target, None
+    searched: Literal["mono", "mixed", "any"] = target
+    note: str | None = None
     if target != "any":
         counts = (await runtime.catalog_call(runtime.catalog.stats))["n_tracks"]
+        other: Literal["mono", "mixed"] = "mono" if target == "mixed" else "mixed"
         if counts.get(target, 0) == 0:
-            if counts.get(OTHER[target], 0):
-                searched = OTHER[target]
+            if counts.get(other, 0):
+                searched = other
                 note = f"the catalogue holds no {target} track; searched the {searched} tracks"
             else:
                 note = "the catalogue is empty"
