@@ -12,26 +12,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli.evaluate import RECIPES, _default_mir1k, _names
+from model.cli.evaluate import _names, add_data_arguments, load_clips
 
 log = logging.getLogger("model.calibrate")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to calibrate")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--manifest",
-        type=Path,
-        help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
-        "vocal_path+accompaniment_path)",
-    )
-    src.add_argument("--recipe", choices=RECIPES, help="built-in split: mir1k (cross-song split)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="MIR-1K folder for --recipe mir1k (default: data/mir1k of the shared folder)",
-    )
+    add_data_arguments(p)
     p.add_argument(
         "--impostors",
         type=_names,
@@ -71,19 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from model.calibration import calibration_path
     from model.errors import SingerRetrievalError
-    from model.evaluation import splits
     from model.evaluation.cache import default_cache_dir
     from model.evaluation.calibrate import calibrate
     from model.manifest import ManifestError
 
     try:
-        if args.recipe == "mir1k":
-            root = args.data_root or _default_mir1k()
-            clips = splits.mir1k_split(root)
-            dataset = "MIR-1K cross-song split"
-        else:
-            clips = splits.read_eval_manifest(args.manifest)
-            dataset = args.manifest.name
+        clips, dataset = load_clips(args)
     except (FileNotFoundError, ManifestError) as err:
         log.error("%s", err)
         return 2

@@ -298,24 +298,12 @@ def open_set_scenario(
         return None
     tv = np.stack([t_vecs[i] for i in t_idx])
     ts = [clips[i].singer for i in t_idx]
-    pair = fit_pair(
-        *calibration_trials(
-            np.stack([q_vecs[i] for i in cal]),
-            [clips[i].singer for i in cal],
-            tv,
-            ts,
-            cfg.norm,
-            cfg.cohort_top_k,
-        )
-    )
-    queries = ev + imp_q
-    sc = score_queries(
-        np.stack([q_vecs[i] for i in queries]),
-        [clips[i].singer for i in queries],
-        tv,
-        ts,
-        cfg.cohort_top_k,
-    )
+
+    def side(idx: list[int]) -> tuple[np.ndarray, list[str]]:
+        return np.stack([q_vecs[i] for i in idx]), [clips[i].singer for i in idx]
+
+    pair = fit_pair(*calibration_trials(*side(cal), tv, ts, cfg.norm, cfg.cohort_top_k))
+    sc = score_queries(*side(ev + imp_q), tv, ts, cfg.cohort_top_k)
     out = figures(sc, pair, cfg.norm, cfg.target_fa)
     out["n_calibration_queries"] = len(cal)
     out["impostors"] = sorted(imp)
