@@ -300,3 +300,47 @@ def test_open_set_figures_match_hand_computed_values():
     assert pair.threshold(0.5, 3) == pytest.approx(np.quantile(raw[2:].max(1), 0.5))
     # A larger catalogue raises the threshold (more chances for an impostor to score high).
     assert pair.threshold(0.25, 30) > pair.threshold(0.25, 3)
+
+
+def test_service_snorm_matches_the_evaluation_protocol(tmp_path):
+    """The service's s-norm, from catalogue searches, equals the evaluation's, from matrices."""
+    from model.calibration import Calibration
+    from model.evaluation.openset import score_queries
+    from service.openset import _scores
+
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(18, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    singers = [f"s{i % 6}" for i in range(18)]
+    q = rng.normal(size=8).astype(np.float32)
+    with Catalog.open(tmp_path / "cat", dim=8) as cat:
+        for i, (v, s) in enumerate(zip(vecs, singers, strict=True)):
+            cat.add_track(
+                v,
+                singer=s,
+                domain="mono",
+                content_hash=f"{i:064x}",
+                checkpoint_id="ck",
+                duration_s=3.0,
+                n_segments=1,
+            )
+        hits = cat.search_singers(q, 4, "mono")
+        cal = Calibration("ck", "snorm", 50, {}, {})
+        got = _scores(cat, q, hits, "mono", cal)
+    ref = score_queries(q[None], ["query"], vecs, singers, top_k=50)
+    want = [ref.snormed[0, ref.names.index(h.singer.name)] for h in hits]
+    assert got == pytest.approx(want, abs=1e-5)
+    assert [h.score for h in hits] == pytest.approx(
+        [ref.raw[0, ref.names.index(h.singer.name)] for h in hits], abs=1e-5
+    )
+
+
+def test_openapi_documents_the_open_set_fields(calibrated):
+    client, _ = calibrated
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    identify = schemas["IdentifyResponse"]["properties"]
+    for field in ("verdict", "calibrated", "segments", "timeline", "voiced_fraction"):
+        assert "description" in identify[field], field
+    assert identify["verdict"]["examples"] == ["known"]
+    assert schemas["SingerHitOut"]["properties"]["confidence"]["examples"] == [0.87]
+    assert "next_cursor" in schemas["SearchResponse"]["properties"]
