@@ -64,7 +64,9 @@ def main(args: argparse.Namespace) -> int:
     from model.manifest import ManifestError
 
     try:
-        clips, dataset = load_clips(args)
+        clips, _ = load_clips(args)
+        # Stored in the calibration file: no machine-specific path.
+        dataset = "MIR-1K cross-song split" if args.recipe else args.manifest.name
     except (FileNotFoundError, ManifestError) as err:
         log.error("%s", err)
         return 2
