@@ -758,9 +758,19 @@ class Catalog:
         return l2_normalize(q)[None, :]
 
     def search_tracks(
-        self, vector: np.ndarray, k: int, domain: str | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        domain: str | None = None,
+        *,
+        singer: str | None = None,
+        min_score: float | None = None,
     ) -> list[TrackHit]:
-        """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both."""
+        """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both.
+
+        singer: only that singer's tracks (scored exactly from their stored vectors);
+        min_score: only hits with a cosine score of at least this.
+        """
         q = self._query(vector)
         if domain is not None and domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS} or None, got {domain!r}")
@@ -768,12 +778,36 @@ class Catalog:
             self._check_open()
             self._sync()
             scored: list[tuple[float, int]] = []
-            for d in [domain] if domain else DOMAINS:
-                scores, ids = self._tracks[d].search(q, k)
-                scored += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-            scored = sorted(scored, key=lambda p: -p[0])[: max(k, 0)]
+            if singer is not None:
+                where, params = "s.name = ?", [singer]
+                if domain is not None:
+                    where, params = where + " AND t.domain = ?", [singer, domain]
+                rows = self._db.execute(
+                    "SELECT t.id, t.vector FROM tracks t JOIN singers s ON s.id = t.singer_id "
+                    f"WHERE {where}",
+                    params,
+                ).fetchall()
+                if rows:
+                    scores = self._unpack([r[1] for r in rows]) @ q[0]
+                    scored = [(float(x), int(r[0])) for x, r in zip(scores, rows, strict=True)]
+            else:
+                for d in [domain] if domain else DOMAINS:
+                    scores, ids = self._tracks[d].search(q, k)
+                    scored += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            scored = sorted(scored, key=lambda p: (-p[0], p[1]))[: max(k, 0)]
+            if min_score is not None:
+                scored = [p for p in scored if p[0] >= min_score]
             tracks = {t.id: t for t in self._tracks_by_id([i for _, i in scored])}
         return [TrackHit(tracks[i], s) for s, i in scored if i in tracks]
+
+    def n_singers(self, domain: str) -> int:
+        """Singers with at least one track in `domain` (the candidates of search_singers)."""
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        with self._lock:
+            self._check_open()
+            self._sync()
+            return len(self._singers[domain])
 
     def search_singers(self, vector: np.ndarray, k: int, domain: str) -> list[SingerHit]:
         """The `k` singers whose model in `domain` is most similar to `vector`, best first."""

@@ -17,6 +17,7 @@ COMMANDS = {
     "mashup": ("model.cli.mashup", "generate mashup mixes of vocals over background tracks"),
     "train": ("model.cli.train", "train a MONO, MIXED or CROSS model"),
     "evaluate": ("model.cli.evaluate", "singer-ID and query-by-singer evaluation"),
+    "calibrate": ("model.cli.calibrate", "fit a checkpoint's score calibration (open set)"),
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog, Track
+from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 from service.errors import ApiError
@@ -41,6 +42,9 @@ class Runtime:
         self.error: str | None = None
         self.embedder: Embedder | None = None
         self.catalog: Catalog | None = None
+        # The loaded checkpoint's score calibration; None: answers carry no verdict.
+        self.calibration: Calibration | None = None
+        self.calibration_status = "not loaded"
         # Checkpoints other than the loaded one that computed vectors in the catalogue.
         self.foreign_checkpoints: set[str] = set()
         self._checkpoints_read_at = 0.0
@@ -60,6 +64,7 @@ class Runtime:
             s.index_dir, dim=embedder.embed_dim, index=s.index_kind, device=s.device
         )
         self.embedder, self.catalog = embedder, catalog
+        self._load_calibration()
         self._read_checkpoints()
         if self.foreign_checkpoints:
             log.warning("%s", self.checkpoint_mismatch_message())
@@ -71,6 +76,29 @@ class Runtime:
             time.perf_counter() - start,
         )
         self.state = "ready"
+
+    def _load_calibration(self) -> None:
+        """Find the calibration beside the checkpoint; a missing, stale or broken one leaves
+        the service uncalibrated (it says so in /readyz and every answer), never failed."""
+        from model import DEFAULT_CHECKPOINT
+
+        ckpt_id = self.embedder.checkpoint_id
+        checkpoint = self.settings.checkpoint or DEFAULT_CHECKPOINT
+        path = calibration_path(checkpoint, ckpt_id)
+        try:
+            self.calibration = find_calibration(checkpoint, ckpt_id)
+        except CalibrationError as err:
+            self.calibration, self.calibration_status = None, f"refused: {err}"
+            log.warning("calibration %s", self.calibration_status)
+            return
+        if self.calibration is None:
+            self.calibration_status = (
+                f"no calibration for checkpoint {ckpt_id} ({path.name} absent): answers carry "
+                "no verdict; fit one with `python -m model calibrate`"
+            )
+            log.warning("%s", self.calibration_status)
+        else:
+            self.calibration_status = f"loaded {path.name} ({self.calibration.norm} scores)"
 
     async def load_in_background(self, on_failure: Callable[[BaseException], None] | None):
         try:

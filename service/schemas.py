@@ -54,11 +54,50 @@ class SingerHitOut(BaseModel):
     id: int
     name: str
     score: float = Field(description="cosine similarity to the singer model, in [-1, 1]")
+    confidence: float | None = Field(
+        None,
+        description="calibrated probability that this singer is the one singing, in [0, 1]; "
+        "null when the service has no calibration for its checkpoint",
+        examples=[0.87],
+    )
     n_tracks: int = Field(description="tracks averaged into the singer model")
 
     @classmethod
-    def of_hit(cls, hit: SingerHit) -> SingerHitOut:
-        return cls(id=hit.singer.id, name=hit.singer.name, score=hit.score, n_tracks=hit.n_tracks)
+    def of_hit(cls, hit: SingerHit, confidence: float | None = None) -> SingerHitOut:
+        return cls(
+            id=hit.singer.id,
+            name=hit.singer.name,
+            score=hit.score,
+            confidence=confidence,
+            n_tracks=hit.n_tracks,
+        )
+
+
+class SegmentOut(BaseModel):
+    """Evidence: one embedded 3-s segment of the upload and the singer it matched best."""
+
+    start_s: float = Field(description="start in the upload, seconds", examples=[12.1])
+    end_s: float = Field(description="end in the upload, seconds", examples=[15.1])
+    singer: str | None = Field(description="best singer of this segment (null: empty catalogue)")
+    score: float | None = Field(description="cosine similarity of the segment to that singer")
+
+
+class SpanOut(BaseModel):
+    """Timeline: consecutive segments with the same answer, merged."""
+
+    start_s: float = Field(examples=[0.0])
+    end_s: float = Field(examples=[24.2])
+    singer: str = Field(
+        description="best singer of these segments, or 'unknown' where the calibrated verdict "
+        "says the voice is not in the catalogue",
+        examples=["amy"],
+    )
+    confidence: float | None = Field(
+        description="mean calibrated confidence of the best singer over the span (null: "
+        "uncalibrated)",
+        examples=[0.62],
+    )
+    n_windows: int = Field(description="3-s segments merged into the span")
 
 
 class QueryInfo(BaseModel):
@@ -73,11 +112,49 @@ class IdentifyResponse(QueryInfo):
         description="domain of the singer models ranked (None: the catalogue is empty)"
     )
     singers: list[SingerHitOut]
+    verdict: Literal["known", "unknown"] | None = Field(
+        None,
+        description="'known': the best singer's score clears the threshold set for the target "
+        "false-alarm rate; 'unknown': the singer is probably not in the catalogue; null: no "
+        "calibration for this checkpoint (see `calibrated`) or an empty catalogue",
+        examples=["known"],
+    )
+    calibrated: bool = Field(
+        False, description="whether a calibration for the loaded checkpoint is in use"
+    )
+    threshold: float | None = Field(
+        None, description="score the best singer had to exceed for a 'known' verdict"
+    )
+    target_false_alarm: float = Field(
+        description="operating point (SINGER_TARGET_FALSE_ALARM)", examples=[0.01]
+    )
+    voiced_fraction: float = Field(
+        description="share of the upload's frames that are voiced, in [0, 1]", examples=[0.83]
+    )
+    segments: list[SegmentOut] = Field(
+        default_factory=list, description="evidence: each embedded segment, in time order"
+    )
+    timeline: list[SpanOut] | None = Field(
+        None, description="who sings when (only with timeline=true)"
+    )
 
 
 class SearchResponse(QueryInfo):
     target: Literal["mono", "mixed", "any"]
+    searched: Literal["mono", "mixed", "any"] = Field(
+        description="domain actually searched: the other one when `target` holds no track"
+    )
+    note: str | None = Field(
+        None,
+        description="why the answer differs from the request (fallback) or is empty",
+        examples=["the catalogue holds no mixed track; searched the mono tracks instead"],
+    )
     tracks: list[TrackHitOut]
+    next_cursor: str | None = Field(
+        None,
+        description="opaque cursor of the next page: repeat the request (same file and "
+        "parameters) with cursor=<this>; null on the last page",
+    )
 
 
 class SingersPage(BaseModel):
@@ -97,6 +174,8 @@ class Ready(BaseModel):
     checkpoint_id: str
     device: str
     catalog: dict
+    calibrated: bool = Field(description="whether /identify gives calibrated verdicts")
+    calibration: str = Field(description="which calibration is in use, or why none is")
 
 
 # Documented on every endpoint that takes an upload.

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(
         None, description="model checkpoint; empty: the bundled default (model.DEFAULT_CHECKPOINT)"
     )
+    target_false_alarm: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="operating point of the /identify verdict: wanted share of queries by "
+        "singers outside the catalogue answered 'known'",
+    )
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda[:N]'")
     api_key: SecretStr | None = Field(
         None, description="key required in the X-API-Key header of write endpoints"

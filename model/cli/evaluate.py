@@ -24,6 +24,34 @@ def _default_mir1k() -> Path:
     return shared_dir() / "data" / "mir1k"
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--manifest | --recipe, and --data-root (shared with `model calibrate`)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--manifest",
+        type=Path,
+        help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
+        "vocal_path+accompaniment_path)",
+    )
+    src.add_argument("--recipe", choices=RECIPES, help="built-in split: mir1k (cross-song split)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="MIR-1K folder for --recipe mir1k (default: data/mir1k of the shared folder)",
+    )
+
+
+def load_clips(args: argparse.Namespace) -> tuple[list, str]:
+    """(clips, data set description) of --recipe / --manifest. Raises FileNotFoundError,
+    ManifestError."""
+    from model.evaluation import splits
+
+    if args.recipe == "mir1k":
+        root = args.data_root or _default_mir1k()
+        return splits.mir1k_split(root), f"MIR-1K cross-song split ({root})"
+    return splits.read_eval_manifest(args.manifest), str(args.manifest)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.runner import DEFAULT_SNRS_DB, SCENARIOS
@@ -43,19 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="label per --checkpoint, in order (default: file stem)",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--manifest",
-        type=Path,
-        help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
-        "vocal_path+accompaniment_path)",
-    )
-    src.add_argument("--recipe", choices=RECIPES, help="built-in split: mir1k (cross-song split)")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="MIR-1K folder for --recipe mir1k (default: data/mir1k of the shared folder)",
-    )
+    add_data_arguments(p)
     p.add_argument(
         "--singers",
         type=lambda s: [x for x in s.split(",") if x],
@@ -113,16 +129,59 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CPU threads for inference; 1 keeps a small or shared machine from "
         "stalling on oversubscribed OpenMP threads (0: torch's default)",
     )
+    add_open_set_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def _names(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--open-set",
+        action="store_true",
+        help="add open-set figures: --impostors leave the catalogue, EER, minDCF, "
+        "identification at 1%% and 5%% false alarm, the calibrated operating point, DET plot",
+    )
+    p.add_argument(
+        "--impostors",
+        type=_names,
+        default=["abjones", "bobon", "geniusturtle", "khair", "yifen"],
+        metavar="A,B,...",
+        help="singers held out as impostors (default: the default model's 5 held-out MIR-1K "
+        "singers: %(default)s)",
+    )
+    p.add_argument(
+        "--calibration-impostors",
+        type=_names,
+        default=["ariel", "stool"],
+        metavar="A,B,...",
+        help="singers whose clips are the calibration's impostors, out of every catalogue "
+        "(empty string: leave-one-singer-out rotations) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--target-fa",
+        type=float,
+        default=0.01,
+        help="operating point: wanted false-alarm rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--norm",
+        choices=("raw", "snorm"),
+        default="raw",
+        help="score calibrated: raw cosine or adaptive s-norm against the catalogue "
+        "(default: %(default)s)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model.errors import SingerRetrievalError
-    from model.evaluation import splits
     from model.evaluation.cache import default_cache_dir
     from model.evaluation.gmm_ubm import GmmUbmConfig
+    from model.evaluation.openset import OpenSetConfig
     from model.evaluation.report import markdown, write_report
     from model.evaluation.runner import evaluate
     from model.manifest import ManifestError
@@ -134,13 +193,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("give one --name per --checkpoint")
         return 2
     try:
-        if args.recipe == "mir1k":
-            root = args.data_root or _default_mir1k()
-            clips = splits.mir1k_split(root)
-            dataset = f"MIR-1K cross-song split ({root})"
-        else:
-            clips = splits.read_eval_manifest(args.manifest)
-            dataset = str(args.manifest)
+        clips, dataset = load_clips(args)
     except (FileNotFoundError, ManifestError) as err:
         log.error("%s", err)
         return 2
@@ -181,6 +234,14 @@ def main(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=True,
             dataset=dataset,
+            open_set=OpenSetConfig(
+                tuple(args.impostors),
+                tuple(args.calibration_impostors),
+                args.target_fa,
+                args.norm,
+            )
+            if args.open_set
+            else None,
         )
     except (SingerRetrievalError, ValueError) as err:
         log.error("%s", err)

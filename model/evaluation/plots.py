@@ -113,6 +113,32 @@ def snr_curves(
     return _save(fig, plt, path)
 
 
+def det_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """Open-set DET plot: label -> (false-alarm rate, detection-and-identification rate),
+    drawn as miss (1 - DIR) against false alarm on normal-deviate axes."""
+    from scipy.stats import norm
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    for label, (fa, dir_) in curves.items():
+        fa_c = np.clip(fa, 1e-4, 1 - 1e-4)
+        miss = np.clip(1.0 - dir_, 1e-4, 1 - 1e-4)
+        ax.plot(norm.ppf(fa_c), norm.ppf(miss), label=label, drawstyle="steps-post")
+    lim = norm.ppf([5e-4, 0.99])
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_xticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+    ax.set_xlabel("false-alarm rate (impostor query accepted)")
+    ax.set_ylabel("miss rate (known query not accepted as its singer)")
+    ax.grid(alpha=0.3)
+    ax.set_title("Open-set identification (DET)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

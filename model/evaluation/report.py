@@ -79,6 +79,7 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | " + " | ".join(cells) + " |"
                 )
+    lines += _open_set_table(result)
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in result["plots"].values())]
     if result["failures"]:
@@ -89,6 +90,40 @@ def markdown(result: dict) -> str:
         if len(result["failures"]) > 50:
             lines.append(f"- ... and {len(result['failures']) - 50} more (see results.json)")
     return "\n".join(lines) + "\n"
+
+
+def _open_set_table(result: dict) -> list[str]:
+    """Open-set figures per model and scenario (empty when not evaluated)."""
+    rows = []
+    for m in result["models"]:
+        for s, f in (m.get("open_set") or {}).items():
+            if not f:
+                continue
+            op = f.get("operating_point", {})
+            rows.append(
+                f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | {_fmt(f['raw']['eer'])} / "
+                f"{_fmt(f['snorm']['eer'])} | {_fmt(f['raw']['min_dcf'])} / "
+                f"{_fmt(f['snorm']['min_dcf'])} | {_fmt(f['raw']['dir@0.01'])} / "
+                f"{_fmt(f['snorm']['dir@0.01'])} | {_fmt(f['raw']['dir@0.05'])} / "
+                f"{_fmt(f['snorm']['dir@0.05'])} | {_fmt(op.get('false_alarm_rate'))} | "
+                f"{_fmt(op.get('detection_rate'))} | {_fmt(op.get('identification_rate'))} |"
+            )
+    if not rows:
+        return []
+    cfg = result["settings"]["open_set"]
+    return [
+        "",
+        f"Open set: impostors {', '.join(cfg['impostors'])} (every clip); calibration "
+        f"impostors {', '.join(cfg['calibration_impostors']) or 'leave-one-singer-out'}; "
+        f"operating point: {cfg['norm']} score, target false alarm {cfg['target_fa']:g}. "
+        "Pairs are raw / s-norm; DIR = detection and identification rate at that false alarm "
+        "(oracle threshold).",
+        "",
+        "| model | scenario | EER | minDCF | DIR@1% | DIR@5% | FA at op. | detection at op. "
+        "| identified at op. |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:

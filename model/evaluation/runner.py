@@ -35,6 +35,7 @@ from model.errors import AudioError
 from model.evaluation import metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
+from model.evaluation.openset import OpenSetConfig, open_set_curve, open_set_scenario
 from model.evaluation.splits import EvalClip, split_summary
 from model.mixing import mix_at_snr, nominal_mix
 
@@ -159,6 +160,7 @@ def evaluate(
     workers: int = 1,
     progress: bool = False,
     dataset: str = "",
+    open_set: OpenSetConfig | None = None,
 ) -> dict:
     """Evaluate checkpoints (and optionally the GMM-UBM baseline) on an evaluation set.
 
@@ -167,8 +169,9 @@ def evaluate(
     ratios in dB, None to skip. tsne / plot_dir: write `tsne-<name>.png` (and `snr-sweep.png`)
     there. cache_dir: None disables the cache. all_segments: embed every full segment (the
     reference notes' recipe) rather than the voice-active ones. workers: decoding threads beside
-    the inference thread (0: decode inline). Returns the result dict that `report.write_report`
-    turns into JSON and Markdown.
+    the inference thread (0: decode inline). open_set: add the open-set figures of
+    `model.evaluation.openset` (and `det-open-set.png` under plot_dir). Returns the result
+    dict that `report.write_report` turns into JSON and Markdown.
     """
     t_start = time.perf_counter()
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -242,8 +245,27 @@ def evaluate(
         "plots": {},
         "timing_s": {"features_and_embeddings": round(embed_s, 2)},
     }
+    det: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for m in models:
-        result["models"].append(_embedding_entry(clips, m, scenarios, snrs, snr_scenarios, k))
+        entry = _embedding_entry(clips, m, scenarios, snrs, snr_scenarios, k)
+        if open_set is not None:
+            entry["open_set"] = {}
+            for s in scenarios:
+                q, t = SCENARIOS[s]
+                got = open_set_scenario(
+                    clips, m.vectors.get(View(q), {}), m.vectors.get(View(t), {}), open_set
+                )
+                entry["open_set"][s] = got[0] if got else None
+                if got:
+                    det[f"{m.name} {s}"] = open_set_curve(got[1], open_set.norm)
+        result["models"].append(entry)
+    if open_set is not None:
+        result["settings"]["open_set"] = {
+            "impostors": list(open_set.impostors),
+            "calibration_impostors": list(open_set.calibration_impostors),
+            "target_fa": open_set.target_fa,
+            "norm": open_set.norm,
+        }
     if gmm_cached is not None:
         result["models"].append({**gmm_cached, "cached": True})
     elif mfcc is not None:
@@ -255,6 +277,10 @@ def evaluate(
         result["models"].append(entry)
     if plot_dir is not None:
         result["plots"] = _plots(clips, models, result, Path(plot_dir), tsne)
+        if det:
+            from model.evaluation.plots import det_curves
+
+            result["plots"]["det"] = str(det_curves(det, Path(plot_dir) / "det-open-set.png"))
     result["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
     return result
 
@@ -581,3 +607,38 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
             )
         )
     return out
+
+
+def collect_vectors(
+    clips: Sequence[EvalClip],
+    checkpoint: str | Path,
+    *,
+    domains: Sequence[str] = DOMAINS,
+    cache_dir: str | Path | None = None,
+    all_segments: bool = False,
+    device: str | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> tuple[str, dict[str, dict[int, np.ndarray]], dict[tuple[int, str], str]]:
+    """Track vectors of every clip in each domain, through the evaluation cache.
+
+    Returns (checkpoint id, domain -> clip index -> (dim,) vector, failures keyed by
+    (clip index, domain)).
+    """
+    m = _Model(
+        "model",
+        Path(checkpoint),
+        Embedder.from_checkpoint(checkpoint, device),
+        cache_dir,
+        all_segments,
+    )
+    views = [View(d) for d in domains]
+    sr = m.embedder.features.sample_rate
+    failures: dict[tuple[int, str], str] = {}
+    for i, clip, rendered in _iter_rendered(clips, [m], None, views, [], sr, workers, progress):
+        for view, y in rendered.items():
+            if isinstance(y, AudioError):
+                failures[(i, view.domain)] = str(y)
+        _embed_clip(i, clip, rendered, [m], views, failures)
+    vectors = {v.domain: m.vectors.get(v, {}) for v in views}
+    return m.embedder.checkpoint_id, vectors, failures

@@ -40,6 +40,8 @@ async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONRespo
             checkpoint_id=runtime.embedder.checkpoint_id,
             device=str(runtime.embedder.device),
             catalog=stats,
+            calibrated=runtime.calibration is not None,
+            calibration=runtime.calibration_status,
         ).model_dump(mode="json")
     )
 

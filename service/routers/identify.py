@@ -7,8 +7,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service.deps import ready_runtime
+from service.openset import read_hits, segment_evidence, timeline
 from service.runtime import Runtime
-from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, IdentifyResponse, SingerHitOut
+from service.schemas import (
+    MAX_TOP_K,
+    UPLOAD_ERRORS,
+    Domain,
+    IdentifyResponse,
+    SegmentOut,
+    SingerHitOut,
+    SpanOut,
+)
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
@@ -30,8 +39,20 @@ async def identify(
             "holds tracks in it, else the other domain"
         ),
     ] = "auto",
+    timeline_: Annotated[
+        bool,
+        Form(
+            alias="timeline",
+            description="also answer who sings when: the voiced segments' answers, merged "
+            "into spans (for a concert, medley or duet)",
+        ),
+    ] = False,
 ) -> IdentifyResponse:
-    """Rank the catalogue's singers by cosine similarity of their singer model to the upload."""
+    """Rank the catalogue's singers by cosine similarity of their singer model to the upload.
+
+    With a calibration for the loaded checkpoint, each hit carries a `confidence` and the
+    answer a `verdict` ("known" / "unknown" at the SINGER_TARGET_FALSE_ALARM operating point);
+    `segments` show which seconds matched whom."""
     await runtime.require_consistent_catalog()
     emb = await runtime.embed(await read_upload(file), domain)
     hits, models_domain = [], None
@@ -42,11 +63,28 @@ async def identify(
         if hits:
             models_domain = candidate
             break
+    cal, target_fa = runtime.calibration, runtime.settings.target_false_alarm
+    reading = await runtime.catalog_call(
+        read_hits, runtime.catalog, emb.vector, hits, domain, models_domain, cal, target_fa
+    )
+    segments = await runtime.catalog_call(
+        segment_evidence, runtime.catalog, emb, domain, models_domain, cal, target_fa
+    )
     return IdentifyResponse(
         domain=domain,
         models_domain=models_domain,
         n_segments=emb.n_segments,
         duration_s=emb.duration_s,
         checkpoint_id=runtime.embedder.checkpoint_id,
-        singers=[SingerHitOut.of_hit(h) for h in hits],
+        singers=[SingerHitOut.of_hit(h, c) for h, c in zip(hits, reading.confidence, strict=True)],
+        verdict=reading.verdict,
+        calibrated=cal is not None,
+        threshold=reading.threshold,
+        target_false_alarm=target_fa,
+        voiced_fraction=emb.voiced_fraction,
+        segments=[
+            SegmentOut(start_s=g.start_s, end_s=g.end_s, singer=g.singer, score=g.score)
+            for g in segments
+        ],
+        timeline=[SpanOut(**vars(sp)) for sp in timeline(segments)] if timeline_ else None,
     )
