@@ -36,5 +36,5 @@ async def search(
         n_segments=emb.n_segments,
         duration_s=emb.duration_s,
         checkpoint_id=runtime.embedder.checkpoint_id,
-        tracks=[TrackHitOut.of_hit(h) for h in hits],
+        tracks=[TrackHitOut.of_hit(h, runtime.audio.playable(h.track)) for h in hits],
     )
