@@ -279,6 +279,7 @@ function renderSegments(who) {
   const segments = who.segments || [];
   bar.replaceChildren();
   legend.replaceChildren();
+  bar.hidden = $("timebar-axis").hidden = !segments.length;
   if (!segments.length) {
     note.textContent = `${who.n_segments} segments were compared; this service does not report which singer each one resembles.`;
     note.hidden = false;
@@ -330,6 +331,7 @@ function renderTracks(list, tracks, withScore) {
 
 function play(track, label) {
   const player = $("player");
+  $("player-box").hidden = false;
   player.src = `/tracks/${track.id}/audio`;
   $("player-label").textContent = `Playing: ${label} (${track.singer})`;
   player.play().catch(() => {
