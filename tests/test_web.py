@@ -297,3 +297,43 @@ def test_add_and_delete_a_track_with_the_key(page, clips, shots):
     # The key survives a reload of the tab (sessionStorage), so a second write needs no typing.
     page.refresh()
     assert page.find_element(By.ID, "api-key").get_attribute("value") == API_KEY
+
+
+def test_evidence_fields_are_rendered_when_present(page, shots):
+    """The answer of a service with calibration and per-segment evidence (contract 4):
+    verdict, confidences, quality and the coloured time bar."""
+    answer = {
+        "duration_s": 12.0,
+        "n_segments": 3,
+        "verdict": "known",
+        "calibrated": True,
+        "quality": {
+            "voiced_fraction": 0.8,
+            "n_segments": 3,
+            "flags": ["clipped"],
+            "domain_score": 0.1,
+        },
+        "singers": [
+            {"name": "singer-2", "score": 0.9, "confidence": 0.87},
+            {"name": "singer-0", "score": 0.7, "confidence": 0.1},
+        ],
+        "segments": [
+            {"start_s": 0.0, "end_s": 3.0, "singer": "singer-2", "score": 0.9},
+            {"start_s": 3.0, "end_s": 6.0, "singer": "singer-0", "score": 0.6},
+            {"start_s": 9.0, "end_s": 12.0, "singer": "singer-2", "score": 0.8},
+        ],
+    }
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    assert page.find_element(By.ID, "verdict").text == "Most likely singer-2 (confidence 87%)."
+    assert "confidence 87%" in page.find_element(By.CSS_SELECTOR, "#singer-list li").text
+    assert "clipped" in page.find_element(By.ID, "quality").text
+    bars = page.find_elements(By.CSS_SELECTOR, "#timebar div")
+    assert [b.get_attribute("data-singer") for b in bars] == ["singer-2", "singer-0", "singer-2"]
+    left = [page.execute_script("return arguments[0].style.left", b) for b in bars]
+    assert left == ["0%", "25%", "75%"]
+    colours = [b.value_of_css_property("background-color") for b in bars]
+    assert colours[0] == colours[2] != colours[1]
+    screenshot(page, shots, "evidence", full_page=False)
+    answer["verdict"] = "unknown"
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    assert page.find_element(By.ID, "verdict").text == "Probably none of the catalogue's singers."
