@@ -144,6 +144,7 @@ async def delete_track(
     A stored upload goes with the last track of its content."""
     track = await runtime.catalog_call(runtime.catalog.remove_track, track_id)
     await runtime.track_removed(track)
+    removed = TrackOut.of(track, runtime.audio.playable(track))  # as it was before removal
     async with runtime.content_lock(f"{track.content_hash}/{track.domain}"):
         others = [
             await runtime.catalog_call(
@@ -153,4 +154,4 @@ async def delete_track(
         ]
         if not any(others):
             await run_in_threadpool(runtime.audio.discard_upload, track.content_hash)
-    return TrackOut.of(track, playable=False)
+    return removed
