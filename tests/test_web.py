@@ -42,7 +42,9 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (dev extra)"
 )
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -337,3 +339,34 @@ def test_evidence_fields_are_rendered_when_present(page, shots):
     answer["verdict"] = "unknown"
     page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
     assert page.find_element(By.ID, "verdict").text == "Probably none of the catalogue's singers."
+
+
+def test_every_control_has_a_label_and_is_reachable_by_keyboard(page):
+    unlabelled = page.execute_script(
+        """return [...document.querySelectorAll('input, select, button, meter, audio')]
+             .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                            && !e.getAttribute('aria-labelledby')
+                            && !e.textContent.trim() && e.type !== 'radio')
+             .map((e) => e.outerHTML)"""
+    )
+    assert unlabelled == []
+    radios = page.execute_script(
+        "return [...document.querySelectorAll('input[type=radio]')].every((e) => e.closest('label'))"
+    )
+    assert radios
+    # Tab from the skip link reaches the record button and the file chooser, in reading order.
+    page.execute_script("document.querySelector('a.skip').focus()")
+    reached = []
+    for _ in range(12):
+        ActionChains(page).send_keys(Keys.TAB).perform()
+        reached.append(page.switch_to.active_element.get_attribute("id"))
+    assert "record-button" in reached and "query-file" in reached, reached
+    assert reached.index("record-button") < reached.index("query-file")
+
+
+def test_api_docs_render_without_internet(browser, service):
+    """Swagger UI's scripts come from the service itself (the browser has no internet)."""
+    browser.get(service.url + "/docs")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/identify", "/search", "/tracks/{track_id}/audio"} <= paths
