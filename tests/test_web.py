@@ -351,7 +351,8 @@ def test_every_control_has_a_label_and_is_reachable_by_keyboard(page):
     )
     assert unlabelled == []
     radios = page.execute_script(
-        "return [...document.querySelectorAll('input[type=radio]')].every((e) => e.closest('label'))"
+        "return [...document.querySelectorAll('input[type=radio]')]"
+        ".every((e) => e.closest('label'))"
     )
     assert radios
     # Tab from the skip link reaches the record button and the file chooser, in reading order.
