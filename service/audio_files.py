@@ -81,9 +81,15 @@ class AudioFiles:
         ext = suffix if suffix in SUPPORTED_FORMATS else "audio"
         self.store.mkdir(parents=True, exist_ok=True)
         target = self.store / f"{digest}.{ext}"
-        # Write then rename: a reader never sees a half-written file.
+        # Write, sync, then rename: a reader (or a restart after a crash) never sees half a file.
         with tempfile.NamedTemporaryFile(dir=self.store, suffix=".part", delete=False) as tmp:
-            tmp.write(data)
+            try:
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            except BaseException:
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
         os.replace(tmp.name, target)
         return target
 

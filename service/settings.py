@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         64, ge=0, description="requests allowed to wait for an inference slot (503 beyond)"
     )
     audio_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list,
+        [],
         description="directories whose catalogued files GET /tracks/{id}/audio may serve "
         f"('{os.pathsep}'-separated; symlinks leading out of them are refused)",
     )
