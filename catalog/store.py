@@ -651,6 +651,29 @@ class Catalog:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def list_tracks(
+        self,
+        *,
+        singer: str | None = None,
+        domain: str | None = None,
+        after_id: int = 0,
+        limit: int = 50,
+    ) -> list[Track]:
+        """One page of tracks matching the filters: ids > `after_id`, ascending, at most
+        `limit` (keyset pagination: the next page starts after the last id returned)."""
+        clauses, params = ["t.id > ?"], [int(after_id)]
+        for column, value in (("s.name", singer), ("t.domain", domain)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                f"{_TRACK_SELECT} WHERE {' AND '.join(clauses)} ORDER BY t.id LIMIT ?",
+                [*params, max(0, int(limit))],
+            ).fetchall()
+        return [self._track(r) for r in rows]
+
     def iter_tracks(self) -> Iterator[Track]:
         """Every track, by id; pages through SQLite without holding the lock in between."""
         last = 0

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
-from service.routers import health, identify, search, singers, tracks
+from service.routers import audio, health, identify, pages, search, singers, tracks
 from service.runtime import Runtime
 from service.settings import Settings
 from service.uploads import BodySizeLimit
@@ -40,7 +41,8 @@ def create_app(
             await loading  # the loader thread cannot be interrupted; let it finish first
             runtime.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the fastapi-offline package (no CDN).
+    app: FastAPI = FastAPIOffline(
         title="Singer retrieval",
         version="0.1.0",
         description=DESCRIPTION,
@@ -51,7 +53,8 @@ def create_app(
     # Outermost last: metrics see every response, the 413s of the size limit included.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (identify, search, singers, tracks, health):
+    for module in (identify, search, singers, tracks, audio, health, pages):
         app.include_router(module.router)
     app.include_router(tracks.write_router)
+    app.mount("/static", pages.static_files, name="static")
     return app

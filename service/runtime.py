@@ -20,6 +20,7 @@ from catalog import Catalog, Track
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
+from service.audio_files import AudioFiles
 from service.errors import ApiError
 from service.inference import InferencePool
 from service.metrics import Metrics
@@ -48,6 +49,7 @@ class Runtime:
         # Checkpoints other than the loaded one that computed vectors in the catalogue.
         self.foreign_checkpoints: set[str] = set()
         self._checkpoints_read_at = 0.0
+        self.audio = AudioFiles(settings)
         self.pool = InferencePool(settings.inference_workers, settings.max_pending)
         # One lock per uploaded content: concurrent uploads of the same file add one track.
         self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()

@@ -26,18 +26,21 @@ class TrackOut(BaseModel):
     content_hash: str
     checkpoint_id: str
     created_at: str
+    playable: bool | None = Field(
+        None, description="GET /tracks/{id}/audio can serve the track's audio now"
+    )
 
     @classmethod
-    def of(cls, track: Track) -> TrackOut:
-        return cls(**dataclasses.asdict(track))
+    def of(cls, track: Track, playable: bool | None = None) -> TrackOut:
+        return cls(**dataclasses.asdict(track), playable=playable)
 
 
 class TrackHitOut(TrackOut):
     score: float = Field(description="cosine similarity to the query, in [-1, 1]")
 
     @classmethod
-    def of_hit(cls, hit: TrackHit) -> TrackHitOut:
-        return cls(**dataclasses.asdict(hit.track), score=hit.score)
+    def of_hit(cls, hit: TrackHit, playable: bool | None = None) -> TrackHitOut:
+        return cls(**dataclasses.asdict(hit.track), score=hit.score, playable=playable)
 
 
 class SingerOut(BaseModel):
@@ -162,6 +165,13 @@ class SingersPage(BaseModel):
     offset: int
     limit: int
     singers: list[SingerOut]
+
+
+class TracksPage(BaseModel):
+    tracks: list[TrackOut]
+    next_after: int | None = Field(
+        description="pass as `after` for the next page; null on the last page"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -6,12 +6,13 @@ local-development defaults that `make run` relies on.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,16 @@ class Settings(BaseSettings):
     max_pending: int = Field(
         64, ge=0, description="requests allowed to wait for an inference slot (503 beyond)"
     )
+    audio_roots: Annotated[list[Path], NoDecode] = Field(
+        [],
+        description="directories whose catalogued files GET /tracks/{id}/audio may serve "
+        f"('{os.pathsep}'-separated; symlinks leading out of them are refused)",
+    )
+    store_uploads: bool = Field(
+        True,
+        description="keep the audio of POST /tracks uploads in <index_dir>/audio (by content "
+        "hash) so that the page can play them",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="logging level of the service and uvicorn"
     )
@@ -60,6 +71,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `SINGER_API_KEY=` for an unset variable: treat it as absent.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("audio_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @field_validator("device")
     @classmethod
@@ -72,6 +90,11 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def upload_store(self) -> Path:
+        """Where POST /tracks keeps uploaded audio (when `store_uploads`)."""
+        return self.index_dir / "audio"
 
     @property
     def writes_enabled(self) -> bool:

@@ -95,6 +95,6 @@ async def search(
         n_segments=emb.n_segments,
         duration_s=emb.duration_s,
         checkpoint_id=runtime.embedder.checkpoint_id,
-        tracks=[TrackHitOut.of_hit(h) for h in page],
+        tracks=[TrackHitOut.of_hit(h, runtime.audio.playable(h.track)) for h in page],
         next_cursor=encode_cursor(offset + top_k) if len(hits) > offset + top_k else None,
     )

@@ -1,4 +1,4 @@
-"""`GET /tracks/{id}`, `POST /tracks`, `DELETE /tracks/{id}`: catalogue entries.
+"""`GET /tracks`, `GET /tracks/{id}`, `POST /tracks`, `DELETE /tracks/{id}`: catalogue entries.
 
 Writes go through `WriteRoute` (API key checked before the body is read) and return only
 after the catalogue has committed them, so a 2xx write survives a crash.
@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Response, Security, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Security, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from catalog.hashing import content_hash
+from model.domains import DOMAINS
 from service.deps import WriteRoute, api_key_scheme, ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
-from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut
+from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut, TracksPage
 from service.uploads import read_upload
 
 router = APIRouter(tags=["catalogue"])
@@ -37,11 +39,34 @@ def _stem(filename: str | None) -> str | None:
     return (PurePath(filename).stem[:500] or None) if filename else None
 
 
+@router.get("/tracks", response_model=TracksPage)
+async def list_tracks(
+    runtime: Annotated[Runtime, Depends(ready_runtime)],
+    singer: Annotated[str | None, Query(max_length=200, description="exact singer name")] = None,
+    domain: Domain | None = None,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="cursor: `next_after` of the previous page")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TracksPage:
+    """Catalogue tracks by ascending id, filtered by singer and domain (keyset pagination)."""
+    page = await runtime.catalog_call(
+        runtime.catalog.list_tracks, singer=singer, domain=domain, after_id=after, limit=limit + 1
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    return TracksPage(
+        tracks=[TrackOut.of(t, runtime.audio.playable(t)) for t in page],
+        next_after=page[-1].id if more else None,
+    )
+
+
 @router.get("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)
 async def get_track(
     track_id: TrackId, runtime: Annotated[Runtime, Depends(ready_runtime)]
 ) -> TrackOut:
-    return TrackOut.of(await runtime.catalog_call(runtime.catalog.get_track, track_id))
+    track = await runtime.catalog_call(runtime.catalog.get_track, track_id)
+    return TrackOut.of(track, runtime.audio.playable(track))
 
 
 @write_router.post(
@@ -105,15 +130,28 @@ async def add_track(
                 f"this file is already track {existing.id}, sung by {existing.singer!r}",
                 track_id=existing.id,
             )
+        # Kept under its content hash so that GET /tracks/{id}/audio can play it.
+        await run_in_threadpool(runtime.audio.keep_upload, data, digest, file.filename)
     response.headers["Location"] = f"/tracks/{track.id}"
-    return TrackOut.of(track)
+    return TrackOut.of(track, runtime.audio.playable(track))
 
 
 @write_router.delete("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)
 async def delete_track(
     track_id: TrackId, runtime: Annotated[Runtime, Depends(ready_runtime)]
 ) -> TrackOut:
-    """Remove a track; its singer's models are updated (the singer goes with its last track)."""
+    """Remove a track; its singer's models are updated (the singer goes with its last track).
+    A stored upload goes with the last track of its content."""
     track = await runtime.catalog_call(runtime.catalog.remove_track, track_id)
     await runtime.track_removed(track)
-    return TrackOut.of(track)
+    removed = TrackOut.of(track, runtime.audio.playable(track))  # as it was before removal
+    async with runtime.content_lock(f"{track.content_hash}/{track.domain}"):
+        others = [
+            await runtime.catalog_call(
+                runtime.catalog.find_track, track.content_hash, track.checkpoint_id, domain
+            )
+            for domain in DOMAINS
+        ]
+        if not any(others):
+            await run_in_threadpool(runtime.audio.discard_upload, track.content_hash)
+    return removed
