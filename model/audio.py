@@ -139,7 +139,9 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
         raise UnsupportedFormatError(_unsupported_message(str(err)), name) from err
     if y.shape[0] == 0:
         raise AudioError("the file holds no audio samples", name)
-    return y.mean(axis=1).astype(np.float32), int(rate)
+    # A mono file needs no mixdown: averaging one channel cost a sixth of decoding a 30-s FLAC.
+    mono = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
 def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:

@@ -108,8 +108,6 @@ class Runtime:
 
     def close(self) -> None:
         self.pool.shutdown()
-        if self.batcher is not None:
-            self.batcher.close()
         if self.catalog is not None:
             self.catalog.close()
 
@@ -183,11 +181,16 @@ class Runtime:
 
     def _embed_now(self, data: bytes, domain: str) -> TrackEmbedding:
         embedder = self.embedder
-        y = load_audio(data, embedder.features.sample_rate)
         if self.batcher is None:
-            return embedder.embed_audio(y, domain)
-        selection = embedder.select(y)
-        return TrackEmbedding.of(selection, self.batcher.embed(selection.features, domain))
+            return embedder.embed_file(data, domain)
+        self.batcher.announce()  # a batch being gathered waits for these segments
+        try:
+            selection = embedder.select(load_audio(data, embedder.features.sample_rate))
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        segment_vectors = self.batcher.embed(selection.features, domain, announced=True)
+        return TrackEmbedding.of(selection, segment_vectors)
 
     def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:
         device = self.embedder.device

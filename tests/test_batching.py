@@ -51,15 +51,16 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
     alone = [embedder.embed_audio(y, d) for y, (_, d, _) in zip(takes, REQUESTS, strict=True)]
     selections = [embedder.select(y) for y in takes]
     total = sum(len(s) for s in selections)
-    # The batch closes when every request's segments are in (or after 10 s): all requests
-    # share one pass per branch, whatever the order the threads arrive in.
+    # Every request announces itself before any submits: the first one to submit leads a
+    # batch that waits (up to 10 s) for all of them, one pass per branch, whatever the order.
     batcher = SegmentBatcher(embedder.embed_segments, max_segments=total, max_wait_s=10.0)
     got: list[TrackEmbedding | None] = [None] * len(takes)
-    start = threading.Barrier(len(takes))
+    announced = threading.Barrier(len(takes))
 
     def request(i: int) -> None:
-        start.wait()
-        vecs = batcher.embed(selections[i].features, REQUESTS[i][1])
+        batcher.announce()
+        announced.wait()
+        vecs = batcher.embed(selections[i].features, REQUESTS[i][1], announced=True)
         got[i] = TrackEmbedding.of(selections[i], vecs)
 
     threads = [threading.Thread(target=request, args=(i,)) for i in range(len(takes))]
@@ -67,7 +68,6 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
         t.start()
     for t in threads:
         t.join(60)
-    batcher.close()
     assert (batcher.batches, batcher.batched_requests) == (2, len(takes))  # one per branch
     for g, ref in zip(got, alone, strict=True):
         assert_same_embedding(g, ref)
@@ -75,11 +75,12 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
 
 def test_request_larger_than_a_batch_runs_alone_in_chunks(embedder, takes):
     selection = embedder.select(takes[3])  # eight segments
-    batcher = SegmentBatcher(embedder.embed_segments, max_segments=3, max_wait_s=0.0)
-    try:
-        vecs = batcher.embed(selection.features, "mixed")
-    finally:
-        batcher.close()
+    batcher = SegmentBatcher(
+        lambda segs, domain: embedder.embed_segments(segs, domain, batch_size=3),
+        max_segments=3,
+        max_wait_s=0.0,
+    )
+    vecs = batcher.embed(selection.features, "mixed")
     ref = embedder.embed_segments(selection.features, "mixed")
     np.testing.assert_allclose(vecs, ref, atol=1e-5, rtol=0)
 
