@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,11 +192,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit("server not ready")
 
 
-@contextmanager
-def service(index: Path, checkpoint: Path, device: str, workers: int, **env: str) -> Iterator[str]:
-    """`python -m service` on a free port over `index`; yields its URL once ready (warm)."""
+def start_service(
+    index: Path, checkpoint: Path, device: str, workers: int, **env: str
+) -> tuple[subprocess.Popen, str]:
+    """Start `python -m service` on a free port over `index`: (process, URL), not yet ready."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     settings = {
         "SINGER_INDEX_DIR": str(index),
         "SINGER_CHECKPOINT": str(checkpoint),
@@ -215,12 +215,27 @@ def service(index: Path, checkpoint: Path, device: str, workers: int, **env: str
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def services(
+    index: Path, checkpoint: Path, device: str, workers: int, modes: Sequence[str]
+) -> Iterator[dict[str, str]]:
+    """One server per batching mode over `index`, started together; yields {mode: URL}
+    once all are ready."""
+    started = {
+        mode: start_service(index, checkpoint, device, workers, batching=mode) for mode in modes
+    }
     try:
-        wait_ready(url, proc)
-        yield url
+        for proc, url in started.values():
+            wait_ready(url, proc)
+        yield {mode: url for mode, (_, url) in started.items()}
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc, _ in started.values():
+            proc.terminate()
+        for proc, _ in started.values():
+            proc.wait(30)
 
 
 def ratios(results: dict) -> dict:
@@ -290,11 +305,7 @@ def main() -> int:
         index = Path(tmp) / "index"
         build_catalog(index, embedder, args.tracks, args.singers)
         levels = []
-        with (
-            service(index, args.checkpoint, args.device, args.workers, batching="off") as off,
-            service(index, args.checkpoint, args.device, args.workers, batching="on") as on,
-        ):
-            urls = {mode: {"off": off, "on": on}[mode] for mode in args.batching}
+        with services(index, args.checkpoint, args.device, args.workers, args.batching) as urls:
             one = one_client(embedder, urls, data, args.embed_repeats, threads)
             results["embedding_only"] = one["embedding_only"]
             results["one_client"] = one["identify"]

@@ -57,9 +57,13 @@ def synthetic_take(seconds: float, seed: int, sr: int = UPLOAD_SR) -> np.ndarray
     return (0.5 * y / np.max(np.abs(y))).astype(np.float32)
 
 
-def uploads(n: int, seconds: float) -> tuple[list[bytes], str]:
-    """(`n` FLAC uploads of `seconds` s at 44.1 kHz, a description of where they come from)."""
-    takes = mir1k_takes(n, seconds)
+def uploads(n: int, seconds: float, real: bool = True) -> tuple[list[bytes], str]:
+    """(`n` FLAC uploads of `seconds` s at 44.1 kHz, a description of where they come from).
+
+    real: MIR-1K when available; else (or with real=False) the synthetic voice, voiced
+    throughout, so even a few seconds always hold a segment to embed.
+    """
+    takes = mir1k_takes(n, seconds) if real else None
     source = "MIR-1K vocals, concatenated per singer"
     if takes is None:
         takes, source = [synthetic_take(seconds, i) for i in range(n)], "synthetic harmonic voice"
