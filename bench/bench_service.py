@@ -96,7 +96,8 @@ def one_client(
 ) -> dict:
     """1-client latencies, paired: each upload is embedded in process (`embed_file`, in one
     worker thread like the service's pool, with the service's torch threads), then sent once
-    to each server, in turn, so a slow spell of the shared machine hits every path alike.
+    to each server, in turn (order alternating), so a slow spell of the shared machine hits
+    every path alike.
 
     Returns {"embedding_only": stats, "identify": {mode: stats}}.
     """
@@ -111,7 +112,8 @@ def one_client(
             start = time.perf_counter()
             pool.submit(embedder.embed_file, d, "mono").result()
             times["embedding_only"].append(time.perf_counter() - start)
-            for mode, url in urls.items():
+            order = list(urls.items())
+            for mode, url in order if i % 2 == 0 else order[::-1]:  # no position bias
                 start = time.perf_counter()
                 r = post_identify(client, url, d)
                 times[mode].append(time.perf_counter() - start)

@@ -25,6 +25,12 @@ cd "$(dirname "$0")/.." || exit 2
 dest="${dest:-${OUT:-device-check}}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  # Wheels carried to a machine with no package index (bench/device_wheels.sh made them).
+  "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/device-check-site .whl/*.whl || exit 2
+  export PYTHONPATH="/tmp/device-check-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ -n "${PYTHON:-}" ]; then py="$PYTHON"
 elif [ -x .venv/bin/python ]; then py=.venv/bin/python
 else py=python3; fi
