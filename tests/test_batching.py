@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from model.embedding import Embedder, TrackEmbedding
 from service.inference import SegmentBatcher
 from service.metrics import Metrics
 from service.runtime import Runtime
+from tests.support.batching import embed_together
 from tests.support.live import LiveServer, add_clip, live_settings, make_clip, render, upload
 
 # (voice, domain, seconds): lengths from one to eight segments, both branches.
@@ -51,23 +51,9 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
     alone = [embedder.embed_audio(y, d) for y, (_, d, _) in zip(takes, REQUESTS, strict=True)]
     selections = [embedder.select(y) for y in takes]
     total = sum(len(s) for s in selections)
-    # Every request announces itself before any submits: the first one to submit leads a
-    # batch that waits (up to 10 s) for all of them, one pass per branch, whatever the order.
+    # The batch waits (up to 10 s) for every request: one pass per branch, whatever the order.
     batcher = SegmentBatcher(embedder.embed_segments, max_segments=total, max_wait_s=10.0)
-    got: list[TrackEmbedding | None] = [None] * len(takes)
-    announced = threading.Barrier(len(takes))
-
-    def request(i: int) -> None:
-        batcher.announce()
-        announced.wait()
-        vecs = batcher.embed(selections[i].features, REQUESTS[i][1], announced=True)
-        got[i] = TrackEmbedding.of(selections[i], vecs)
-
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(len(takes))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = embed_together(batcher, selections, [d for _, d, _ in REQUESTS])
     assert (batcher.batches, batcher.batched_requests) == (2, len(takes))  # one per branch
     for g, ref in zip(got, alone, strict=True):
         assert_same_embedding(g, ref)

@@ -6,15 +6,14 @@ machine and reports any skip as a failure.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
 
-from model.embedding import Embedder, TrackEmbedding
+from model.embedding import Embedder
 from model.features import FeatureConfig, log_mel, to_device
 from service.inference import SegmentBatcher
+from tests.support.batching import embed_together
 from tests.support.live import render
 
 pytestmark = [
@@ -66,20 +65,7 @@ def test_cuda_batcher_equals_each_alone(embedders):
     ]
     selections = [gpu.select(y) for y, _ in takes]
     batcher = SegmentBatcher(gpu.embed_segments, sum(len(s) for s in selections), 10.0)
-    got: list[TrackEmbedding | None] = [None] * len(takes)
-    ready = threading.Barrier(len(takes))
-
-    def request(i: int) -> None:
-        batcher.announce()
-        ready.wait()
-        vecs = batcher.embed(selections[i].features, takes[i][1], announced=True)
-        got[i] = TrackEmbedding.of(selections[i], vecs)
-
-    threads = [threading.Thread(target=request, args=(i,)) for i in range(len(takes))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    got = embed_together(batcher, selections, [d for _, d in takes])
     assert batcher.batches == 2
     for g, (y, d) in zip(got, takes, strict=True):
         np.testing.assert_allclose(
