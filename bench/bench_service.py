@@ -107,6 +107,9 @@ def one_client(
         pool.submit(embedder.embed_file, data[0], "mono").result()  # warm-up
         for url in urls.values():
             post_identify(client, url, data[0])
+        before = {
+            mode: server_totals(client.get(f"{url}/metrics").text) for mode, url in urls.items()
+        }
         for i in range(repeats * len(data)):
             d = data[i % len(data)]
             start = time.perf_counter()
@@ -125,7 +128,10 @@ def one_client(
             "torch_threads": threads,
             "serial_rate_per_s": 1.0 / emb["mean_s"],
         },
-        "identify": {mode: percentiles(t) for mode, t in times.items()},
+        "identify": {
+            mode: {**percentiles(t), **server_means(urls[mode], before[mode])}
+            for mode, t in times.items()
+        },
     }
 
 
@@ -134,14 +140,32 @@ def post_identify(client: httpx.Client, url: str, data: bytes) -> httpx.Response
     return client.post(f"{url}/identify", files=files, data={"top_k": "5"})
 
 
-def server_embedding(metrics_text: str) -> tuple[float, float]:
-    """(sum, count) of singer_embedding_seconds for the mono domain."""
+def server_totals(metrics_text: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the server's embedding time (mono domain) and of its /identify
+    request time (from the first middleware: body receipt, parsing, embedding, search, JSON)."""
 
-    def value(name: str) -> float:
-        m = re.search(rf'^{name}\{{domain="mono"\}} (\S+)$', metrics_text, re.MULTILINE)
+    def value(name: str, labels: str) -> float:
+        m = re.search(rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$", metrics_text, re.MULTILINE)
         return float(m.group(1)) if m else 0.0
 
-    return value("singer_embedding_seconds_sum"), value("singer_embedding_seconds_count")
+    series = {
+        "embedding": ("singer_embedding_seconds", 'domain="mono"'),
+        "request": ("singer_http_request_duration_seconds", 'route="/identify"'),
+    }
+    return {
+        key: (value(f"{name}_sum", labels), value(f"{name}_count", labels))
+        for key, (name, labels) in series.items()
+    }
+
+
+def server_means(url: str, before: dict) -> dict[str, float]:
+    """Mean server-side seconds per embedding and per request since `before`."""
+    after = server_totals(httpx.get(f"{url}/metrics").text)
+    return {
+        f"server_{key}_mean_s": (after[key][0] - before[key][0])
+        / max(after[key][1] - before[key][1], 1)
+        for key in after
+    }
 
 
 async def load_level(url: str, data: list[bytes], concurrency: int, total: int) -> dict:
@@ -173,11 +197,9 @@ async def load_level(url: str, data: list[bytes], concurrency: int, total: int) 
 
 def measure_level(url: str, data: list[bytes], concurrency: int, total: int) -> dict:
     """`load_level` plus the server's own mean embedding time over the level."""
-    before = server_embedding(httpx.get(f"{url}/metrics").text)
+    before = server_totals(httpx.get(f"{url}/metrics").text)
     level = asyncio.run(load_level(url, data, concurrency, total))
-    after = server_embedding(httpx.get(f"{url}/metrics").text)
-    level["server_embedding_mean_s"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
-    return level
+    return {**level, **server_means(url, before)}
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -314,7 +336,9 @@ def main() -> int:
             for mode, stats in one["identify"].items():
                 print(
                     f"batching {mode:>3} c=  1: p50 {stats['p50_s']:.3f} s  "
-                    f"p99 {stats['p99_s']:.3f} s (paired with embedding only)",
+                    f"p99 {stats['p99_s']:.3f} s  mean {stats['mean_s']:.3f} s (paired with "
+                    f"embedding only; server: request {stats['server_request_mean_s']:.3f} s, "
+                    f"embedding {stats['server_embedding_mean_s']:.3f} s)",
                     flush=True,
                 )
             for c in args.concurrency:
@@ -339,12 +363,24 @@ def main() -> int:
     )
     print(
         f"embedding only (in process, serial): p50 {emb['p50_s']:.3f} s, "
-        f"p99 {emb['p99_s']:.3f} s, {emb['serial_rate_per_s']:.2f} uploads/s"
+        f"p99 {emb['p99_s']:.3f} s, mean {emb['mean_s']:.3f} s, "
+        f"{emb['serial_rate_per_s']:.2f} uploads/s"
     )
+    for mode, stats in results["one_client"].items():
+        # Where a 1-client request's time goes, in means (additive, unlike percentiles).
+        print(
+            f"1 client, batching {mode}: mean {stats['mean_s']:.3f} s = server embedding "
+            f"{stats['server_embedding_mean_s']:.3f} + rest of the server "
+            f"{stats['server_request_mean_s'] - stats['server_embedding_mean_s']:.3f} "
+            f"+ client and HTTP {stats['mean_s'] - stats['server_request_mean_s']:.3f}"
+        )
     print("| batching | clients | p50 (s) | p99 (s) | req/s | server embedding mean (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for mode, stats in results["one_client"].items():
-        print(f"| {mode} | 1 (paired) | {stats['p50_s']:.3f} | {stats['p99_s']:.3f} | | |")
+        print(
+            f"| {mode} | 1 (paired) | {stats['p50_s']:.3f} | {stats['p99_s']:.3f} | | "
+            f"{stats['server_embedding_mean_s']:.3f} |"
+        )
     for lv in results["identify"]:
         print(
             f"| {lv['batching']} | {lv['concurrency']} | {lv['p50_s']:.3f} | {lv['p99_s']:.3f} | "
