@@ -148,6 +148,7 @@ class SegmentBatcher:
                     self._cond.notify_all()
         if job.error is not None:
             raise job.error
+        assert job.result is not None  # done without error: the pass gave its rows
         return job.result
 
     def _gather(self, own: _Job) -> list[_Job]:
@@ -170,15 +171,15 @@ class SegmentBatcher:
     def _run(self, jobs: list[_Job]) -> None:
         for domain in dict.fromkeys(j.domain for j in jobs):
             group = [j for j in jobs if j.domain == domain]
+            emb: np.ndarray | None = None
+            error: Exception | None = None
             try:
                 feats = torch.cat([j.features for j in group]) if len(group) > 1 else None
                 emb = self.encode(group[0].features if feats is None else feats, domain)
                 self.batches += 1
                 self.batched_requests += len(group)
             except Exception as err:  # every request of the pass learns what went wrong
-                emb, error = None, err
-            else:
-                error = None
+                error = err
             with self._cond:
                 start = 0
                 for j in group:
