@@ -93,6 +93,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch threads (default: as python -m indexer)")
+    p.add_argument("--device", default="cpu", help="embedding device: cpu, cuda[:N] or auto")
     p.add_argument("--checkpoint", type=Path, help="default: the project's, else random weights")
     p.add_argument("--rounds", type=int, default=3, help="decode/index rounds (median)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -108,7 +109,7 @@ def main() -> int:
         ckpt = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
         weights = str(ckpt) if ckpt else "random weights (no default checkpoint yet)"
         ckpt = ckpt or make_random_checkpoint(Path(tmp) / "random.pt")
-        embedder = Embedder.from_checkpoint(ckpt, device="cpu")
+        embedder = Embedder.from_checkpoint(ckpt, device=args.device)
         torch.set_num_threads(args.threads or inference_threads(args.workers))  # as the CLI
         sr = embedder.features.sample_rate
 
@@ -135,7 +136,7 @@ def main() -> int:
     n, dec, idx = len(paths), statistics.median(decode_s), statistics.median(index_s)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU",
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {embedder.device}",
         "weights": weights,
         "files": n,
         "audio_min": round(audio_s / 60, 2),

@@ -139,7 +139,12 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
         raise UnsupportedFormatError(_unsupported_message(str(err)), name) from err
     if y.shape[0] == 0:
         raise AudioError("the file holds no audio samples", name)
-    return y.mean(axis=1).astype(np.float32), int(rate)
+    # Mixdown as one matrix-vector product: numpy's mean over the short channel axis took
+    # longer than decoding a 30-s stereo FLAC (same result: the weights 1/channels are exact
+    # for 1, 2 and 4 channels). A mono file needs none.
+    channels = y.shape[1]
+    mono = y[:, 0] if channels == 1 else y @ np.full(channels, 1 / channels, np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
 
 
 def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
 from model.errors import AudioError
-from model.features import FeatureConfig, SegmentSelection, select_segments
+from model.features import FeatureConfig, SegmentSelection, select_segments, to_device
 from model.network import SingerNet
 from model.vectors import normalized_mean
 
@@ -114,9 +114,13 @@ class Embedder:
 
     @torch.inference_mode()
     def embed_segments(self, segs: torch.Tensor, domain: str, batch_size: int = 256) -> np.ndarray:
-        """Log-mel segments (n, n_mels, frames) -> raw embeddings (n, embed_dim) float32."""
+        """Log-mel segments (n, n_mels, frames) -> raw embeddings (n, embed_dim) float32.
+
+        Segments already on this device (what `select` gives) stay there: features and encoder
+        share the device with no host round trip; host segments go through pinned memory.
+        """
         out = [
-            self.net(segs[i : i + batch_size].to(self.device), domain).float().cpu()
+            self.net(to_device(segs[i : i + batch_size], self.device), domain).float().cpu()
             for i in range(0, len(segs), batch_size)
         ]
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)

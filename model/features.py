@@ -60,17 +60,36 @@ class FeatureConfig:
 
 
 @lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> torch.Tensor:
+def _mel_basis(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, device: torch.device
+) -> torch.Tensor:
+    """Slaney mel filters (n_mels, 1 + n_fft // 2), kept on `device` (one copy per device,
+    not one host-to-device transfer per call)."""
     import librosa
 
-    return torch.from_numpy(
-        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    )
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    with torch.inference_mode(False):  # a cached plain tensor, usable under autograd too
+        return torch.from_numpy(basis).to(device)
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return torch.hann_window(n_fft, periodic=True, device=device)
+
+
+def to_device(t: torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
+    """`t` on `device`; a host tensor bound for CUDA goes through pinned (page-locked) memory,
+    so the copy is one DMA transfer that does not block the host thread."""
+    if device is None or t.device == torch.device(device):
+        return t
+    if torch.device(device).type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _as_tensor(y: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
-    t = torch.as_tensor(y, dtype=torch.float32)
-    return t.to(device) if device is not None else t
+    return to_device(torch.as_tensor(y, dtype=torch.float32), device)
 
 
 def log_mel(
@@ -81,17 +100,16 @@ def log_mel(
     frames = 1 + samples // hop_length. Runs on `device` (CUDA if given) or y's device.
     """
     y = _as_tensor(y, device)
-    window = torch.hann_window(cfg.n_fft, periodic=True, device=y.device)
     spec = torch.stft(
         y,
         n_fft=cfg.n_fft,
         hop_length=cfg.hop_length,
-        window=window,
+        window=_window(cfg.n_fft, y.device),
         center=True,
         pad_mode=cfg.pad_mode,
         return_complex=True,
     ).abs()  # (…, 1 + n_fft // 2, frames)
-    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).to(y.device)
+    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
     mel = torch.matmul(basis, spec)
     return torch.log10(1.0 + cfg.log_scale * mel)
 

@@ -14,7 +14,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.routers import audio, health, identify, pages, search, singers, tracks
 from service.runtime import Runtime
 from service.settings import Settings
-from service.uploads import BodySizeLimit
+from service.uploads import BodySizeLimit, keep_uploads_in_memory
 
 DESCRIPTION = """Who is singing? Singer identification (`/identify`) and query-by-singer track
 search (`/search`) over an embedded catalogue, with the CROSS model of Lee & Nam (ISMIR 2019).
@@ -52,6 +52,7 @@ def create_app(
     install_error_handlers(app)
     # Outermost last: metrics see every response, the 413s of the size limit included.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    keep_uploads_in_memory(settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (identify, search, singers, tracks, audio, health, pages):
         app.include_router(module.router)

@@ -22,7 +22,7 @@ from model.errors import (
     NoVoicedSegmentError,
     UnsupportedFormatError,
 )
-from service.inference import OverloadedError
+from service.inference import DeviceOutOfMemoryError, OverloadedError
 from service.uploads import UploadTooLargeError, too_large_body
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OverloadedError)
     async def _overloaded(request: Request, err: OverloadedError):
         return error_response(503, "overloaded", str(err), headers={"Retry-After": "1"})
+
+    @app.exception_handler(DeviceOutOfMemoryError)
+    async def _device_oom(request: Request, err: DeviceOutOfMemoryError):
+        return error_response(503, "device_out_of_memory", str(err), headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError):

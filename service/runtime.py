@@ -14,15 +14,17 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
+import torch
 from starlette.concurrency import run_in_threadpool
 
 from catalog import Catalog, Track
+from model.audio import load_audio
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
-from model.embedding import Embedder, TrackEmbedding
+from model.embedding import Embedder, TrackEmbedding, inference_threads
 from model.errors import AudioError
 from service.audio_files import AudioFiles
 from service.errors import ApiError
-from service.inference import InferencePool
+from service.inference import DeviceOutOfMemoryError, InferencePool, SegmentBatcher
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -51,6 +53,7 @@ class Runtime:
         self._checkpoints_read_at = 0.0
         self.audio = AudioFiles(settings)
         self.pool = InferencePool(settings.inference_workers, settings.max_pending)
+        self.batcher: SegmentBatcher | None = None
         # One lock per uploaded content: concurrent uploads of the same file add one track.
         self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._register_metrics()
@@ -61,19 +64,25 @@ class Runtime:
         s = self.settings
         start = time.perf_counter()
         embedder = Embedder.from_checkpoint(s.checkpoint, s.device)
+        if embedder.device.type == "cpu":
+            torch.set_num_threads(s.torch_threads or inference_threads(s.inference_workers))
         s.index_dir.mkdir(parents=True, exist_ok=True)
         catalog = Catalog.open(
             s.index_dir, dim=embedder.embed_dim, index=s.index_kind, device=s.device
         )
         self.embedder, self.catalog = embedder, catalog
         self._load_calibration()
+        self.batcher = self._make_batcher(embedder)
         self._read_checkpoints()
         if self.foreign_checkpoints:
             log.warning("%s", self.checkpoint_mismatch_message())
         log.info(
-            "loaded checkpoint %s on %s and catalogue %s in %.1f s",
+            "loaded checkpoint %s on %s (cross-request batching %s) and catalogue %s in %.1f s",
             embedder.checkpoint_id,
             embedder.device,
+            f"up to {self.batcher.max_segments} segments, {1e3 * self.batcher.max_wait_s:g} ms"
+            if self.batcher
+            else "off",
             s.index_dir,
             time.perf_counter() - start,
         )
@@ -110,6 +119,22 @@ class Runtime:
             log.error("loading the model or the catalogue failed: %s", self.error)
             if on_failure is not None:
                 on_failure(err)
+
+    def _make_batcher(self, embedder: Embedder) -> SegmentBatcher | None:
+        """The cross-request batcher the settings ask for on this device, or None.
+
+        auto: on CUDA only. On CPU the encoder is under a tenth of a request's time (decoding
+        and features dominate) and batching measured no faster (bench/bench_service.py).
+        """
+        s, cuda = self.settings, embedder.device.type == "cuda"
+        if s.batching == "off" or (s.batching == "auto" and not cuda):
+            return None
+        wait_ms = s.batch_max_wait_ms if s.batch_max_wait_ms is not None else 5.0 * cuda
+        return SegmentBatcher(
+            lambda segs, domain: embedder.embed_segments(segs, domain, s.batch_max_segments),
+            s.batch_max_segments,
+            wait_ms / 1e3,
+        )
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -162,11 +187,19 @@ class Runtime:
             )
 
     async def embed(self, data: bytes, domain: str) -> TrackEmbedding:
-        """Encoded audio -> track embedding, in the bounded inference pool. Raises AudioError."""
+        """Encoded audio -> track embedding, in the bounded inference pool.
+
+        Decoding and features run in the pool's thread; the encoder there too, or in the
+        batcher's forward pass shared with concurrent requests. Raises AudioError, and
+        DeviceOutOfMemoryError when the device cannot hold the work (the service goes on).
+        """
 
         def job() -> TrackEmbedding:
             start = time.perf_counter()
-            emb = self.embedder.embed_file(data, domain)
+            try:
+                emb = self._embed_now(data, domain)
+            except torch.OutOfMemoryError as err:
+                raise self._out_of_memory(err) from err
             self.metrics.observe(
                 "singer_embedding_seconds", {"domain": domain}, time.perf_counter() - start
             )
@@ -175,6 +208,29 @@ class Runtime:
             return emb
 
         return await self.pool.run(job)
+
+    def _embed_now(self, data: bytes, domain: str) -> TrackEmbedding:
+        embedder = self.embedder
+        if self.batcher is None:
+            return embedder.embed_file(data, domain)
+        self.batcher.announce()  # a batch being gathered waits for these segments
+        try:
+            selection = embedder.select(load_audio(data, embedder.features.sample_rate))
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        segment_vectors = self.batcher.embed(selection.features, domain, announced=True)
+        return TrackEmbedding.of(selection, segment_vectors)
+
+    def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:
+        device = self.embedder.device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the failed pass's blocks back before the next one
+        log.warning("inference device %s out of memory: %s", device, str(err).splitlines()[0])
+        return DeviceOutOfMemoryError(
+            f"the inference device ({device}) ran out of memory for this request; retry "
+            "later, or send a shorter recording"
+        )
 
     def content_lock(self, key: str) -> asyncio.Lock:
         """The lock of one content hash; it lives as long as someone holds or awaits it."""
@@ -213,6 +269,16 @@ class Runtime:
             "singer_inference_waiting",
             "Requests waiting for an inference slot.",
             lambda: [({}, float(self.pool.waiting))],
+        )
+        m.gauge(
+            "singer_encoder_batches",
+            "Cross-request encoder passes run (0 while batching is off).",
+            lambda: [({}, float(self.batcher.batches if self.batcher else 0))],
+        )
+        m.gauge(
+            "singer_encoder_batched_requests",
+            "Requests embedded by those passes (over singer_encoder_batches: mean batch).",
+            lambda: [({}, float(self.batcher.batched_requests if self.batcher else 0))],
         )
         m.gauge(
             "singer_catalog_tracks",

@@ -62,6 +62,26 @@ class Settings(BaseSettings):
         description="keep the audio of POST /tracks uploads in <index_dir>/audio (by content "
         "hash) so that the page can play them",
     )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads on CPU; empty: cores minus inference workers, "
+        "at least 1 (more oversubscribes the cores the workers decode on)",
+    )
+    batching: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="run the segments of concurrent requests through the encoder together; "
+        "auto: on when the model runs on CUDA, off on CPU (measured: no gain there)",
+    )
+    batch_max_segments: int = Field(
+        64, ge=1, description="most segments in one cross-request forward pass"
+    )
+    batch_max_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        description="longest a request's segments wait for others to join its batch; "
+        "empty: 5 ms on CUDA, 0 on CPU (only requests already queued join)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="logging level of the service and uvicorn"
     )

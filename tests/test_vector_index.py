@@ -162,6 +162,7 @@ def test_device_resolution():
         resolve_gpu("tpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs the FAISS GPU build and a CUDA device")
 def test_gpu_flat_equals_cpu_flat(data):
     vectors, ids, queries = data

@@ -1,0 +1,433 @@
+"""Measurements of a lent GPU machine, written as JSON and Markdown; run by device_check.sh.
+
+    python bench/device_check.py --out DIR [--dry-run] [--gpu-tests-rc N]
+
+Sections (each runs on its own; a failing one is recorded and the next goes on):
+- environment: torch, CUDA, cuDNN, FAISS versions, the device's name and memory;
+- encoder: segments/s of one branch alone at batch 1, 64 and 1024, per branch (CUDA-timed);
+- indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run);
+- identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
+  without and with cross-request batching (bench/bench_service.py's servers and clients);
+- faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
+- memory: GPU memory allocated and reserved over 1,000 requests through the service's own
+  embedding path (`Runtime.embed`, batcher included), after 100 warm-up requests.
+`--dry-run` runs everything that does not need CUDA at tiny sizes on the CPU (the test suite
+calls it); the CUDA-only sections are recorded as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_service import build_catalog, load_level, services
+from bench.workload import uploads
+from model import DEFAULT_CHECKPOINT
+from model.checkpoint import make_random_checkpoint
+from model.embedding import Embedder
+
+
+class Skipped(Exception):
+    """A section that cannot run here (no CUDA, no data set); the reason is reported."""
+
+
+def sizes(dry: bool) -> dict:
+    if dry:
+        return {
+            "encoder_batches": [1, 8, 32],
+            "encoder_seconds": 0.2,
+            "indexer_files": 4,
+            "clients": [1, 2],
+            "requests": lambda c: 3 * c,
+            "upload_seconds": 4.0,
+            "tracks": 200,
+            "faiss_vectors": 20_000,
+            "memory_requests": 0,
+        }
+    return {
+        "encoder_batches": [1, 64, 1024],
+        "encoder_seconds": 3.0,
+        "indexer_files": 1000,
+        "clients": [1, 8, 32],
+        "requests": lambda c: max(64, 8 * c),
+        "upload_seconds": 30.0,
+        "tracks": 20_000,
+        "faiss_vectors": 1_000_000,
+        "memory_requests": 1000,
+    }
+
+
+def checkpoint() -> Path:
+    if DEFAULT_CHECKPOINT.is_file():
+        return DEFAULT_CHECKPOINT
+    return make_random_checkpoint(Path(tempfile.mkdtemp()) / "random.pt")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- sections --------------------------------------------------------------------------------
+def environment(cfg: dict, device: torch.device) -> dict:
+    import faiss
+
+    from catalog.vector_index import gpu_available
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "faiss": faiss.__version__,
+        "faiss_gpu": gpu_available(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out["gpu"] = props.name
+        out["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return out
+
+
+def encoder(cfg: dict, device: torch.device) -> dict:
+    """Segments/s of each branch alone on random log-mel input (features excluded)."""
+    net = Embedder.from_checkpoint(checkpoint(), str(device)).net
+    out: dict = {}
+    for domain in ("mono", "mixed"):
+        out[domain] = {}
+        for batch in cfg["encoder_batches"]:
+            x = torch.randn(batch, net.dims.n_mels, 129, device=device)
+            with torch.inference_mode():
+                for _ in range(3):  # warm-up: cuDNN algorithm choice, allocator
+                    net(x, domain)
+                sync(device)
+                n, start = 0, time.perf_counter()
+                while time.perf_counter() - start < cfg["encoder_seconds"]:
+                    net(x, domain)
+                    n += 1
+                sync(device)
+                wall = time.perf_counter() - start
+            out[domain][str(batch)] = round(n * batch / wall, 1)
+    out["unit"] = "segments/s (129 frames each)"
+    return out
+
+
+def synthetic_folder(root: Path, n: int, seconds: float = 10.0) -> Path:
+    """`n` synthetic FLAC takes (44.1 kHz) as <singer>/<track>.flac, for a machine without
+    MIR-1K (the research data does not travel to the lent GPU machine)."""
+    import soundfile as sf
+
+    from bench.workload import UPLOAD_SR, synthetic_take
+
+    for i in range(n):
+        path = root / f"singer-{i % 20}" / f"take-{i}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, synthetic_take(seconds, seed=i), UPLOAD_SR)
+    return root
+
+
+def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
+    """bench/bench_indexer.py: MIR-1K vocals when present, else synthetic 10-s FLAC files."""
+    from model.shared import shared_dir
+
+    dest = out_dir / "bench_indexer.json"
+    workers = max(2, (os.cpu_count() or 2) - 2) if device.type == "cuda" else 2
+    cmd = [sys.executable, str(REPO / "bench" / "bench_indexer.py")]
+    cmd += ["--limit", str(cfg["indexer_files"]), "--rounds", "1" if cfg["dry"] else "2"]
+    cmd += ["--workers", str(workers), "--device", str(device), "--json", str(dest)]
+    cmd += ["--batch-size", "256" if device.type == "cuda" else "64"]
+    with tempfile.TemporaryDirectory() as tmp:
+        source = "MIR-1K vocals"
+        if not (shared_dir() / "data" / "mir1k" / "index.csv").is_file():
+            cmd += ["--source", str(synthetic_folder(Path(tmp), cfg["indexer_files"] // 3))]
+            source = "synthetic 10-s FLAC takes"
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return {"source": source, **json.loads(dest.read_text())}
+
+
+def identify(cfg: dict, device: torch.device) -> dict:
+    ckpt = checkpoint()
+    embedder = Embedder.from_checkpoint(ckpt, "cpu")
+    data, source = uploads(4, cfg["upload_seconds"], real=not cfg["dry"])
+    workers = max(2, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 2
+    levels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        build_catalog(index, embedder, cfg["tracks"], max(1, cfg["tracks"] // 10))
+        dev = str(device)
+        with services(index, ckpt, dev, workers, ("off", "on")) as urls:
+            for url in urls.values():
+                asyncio.run(load_level(url, data, 2, 4))  # warm-up
+            for c in cfg["clients"]:
+                for mode, url in urls.items():
+                    level = asyncio.run(load_level(url, data, c, cfg["requests"](c)))
+                    levels.append({"batching": mode, **level})
+    return {
+        "uploads": source,
+        "upload_s": cfg["upload_seconds"],
+        "workers": workers,
+        "tracks": cfg["tracks"],
+        "levels": levels,
+    }
+
+
+def faiss_search(cfg: dict, device: torch.device) -> dict:
+    import faiss
+
+    from catalog.vector_index import gpu_available
+
+    n, dim = cfg["faiss_vectors"], 256
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((n, dim), dtype=np.float32)
+    faiss.normalize_L2(base)
+    queries = base[rng.choice(n, 256, replace=False)].copy()
+    cpu = faiss.IndexFlatIP(dim)
+    cpu.add(base)
+    indexes = {"cpu": cpu}
+    if gpu_available():
+        res = faiss.StandardGpuResources()
+        indexes["gpu"] = faiss.index_cpu_to_gpu(res, 0, cpu)
+    out: dict = {"vectors": n, "dim": dim, "k": 10}
+    ids = {}
+    for name, index in indexes.items():
+        index.search(queries[:8], 10)  # warm-up
+        start = time.perf_counter()
+        for q in queries[:32]:
+            index.search(q[None], 10)
+        single = (time.perf_counter() - start) / 32
+        start = time.perf_counter()
+        _, ids[name] = index.search(queries, 10)
+        batch = time.perf_counter() - start
+        out[name] = {
+            "one_query_ms": round(1e3 * single, 3),
+            "queries_per_s_batch_256": round(len(queries) / batch, 1),
+        }
+    if "gpu" in ids:
+        out["gpu_top10_equal_cpu"] = float(np.mean(ids["gpu"] == ids["cpu"]))
+    else:
+        out["gpu"] = "skipped: faiss has no GPU build or sees no device"
+    return out
+
+
+def memory(cfg: dict, device: torch.device) -> dict:
+    """GPU memory after 100 warm-up requests and after `memory_requests` more, through
+    `Runtime.embed` (decoding, features, batcher, encoder) with 8 requests at a time."""
+    if device.type != "cuda":
+        raise Skipped("CUDA only")
+    from service.metrics import Metrics
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    rng = np.random.default_rng(0)
+    data = [uploads(1, float(s))[0][0] for s in rng.uniform(4.0, 40.0, 8)]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            index_dir=Path(tmp) / "i",
+            checkpoint=checkpoint(),
+            device=str(device),
+            batching="on",
+            inference_workers=8,
+        )
+        runtime = Runtime(settings, Metrics())
+        runtime.load()
+
+        async def run(n: int) -> None:
+            for start in range(0, n, 8):
+                jobs = [
+                    runtime.embed(data[(start + i) % len(data)], ("mono", "mixed")[i % 2])
+                    for i in range(min(8, n - start))
+                ]
+                await asyncio.gather(*jobs)
+
+        def snapshot() -> dict:
+            torch.cuda.synchronize(device)
+            return {
+                "allocated_mib": round(torch.cuda.memory_allocated(device) / 2**20, 2),
+                "reserved_mib": round(torch.cuda.memory_reserved(device) / 2**20, 2),
+            }
+
+        asyncio.run(run(100))
+        before = snapshot()
+        start = time.perf_counter()
+        asyncio.run(run(cfg["memory_requests"]))
+        wall = time.perf_counter() - start
+        after = snapshot()
+        runtime.close()
+    return {
+        "requests": cfg["memory_requests"],
+        "after_warmup": before,
+        "after": after,
+        "growth_allocated_mib": round(after["allocated_mib"] - before["allocated_mib"], 2),
+        "growth_reserved_mib": round(after["reserved_mib"] - before["reserved_mib"], 2),
+        "peak_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 2),
+        "requests_per_s": round(cfg["memory_requests"] / wall, 1),
+    }
+
+
+# -- report ------------------------------------------------------------------------------------
+def run_section(name: str, fn: Callable[[], dict]) -> dict:
+    start = time.perf_counter()
+    try:
+        result = {"status": "ok", **fn()}
+    except Skipped as why:
+        result = {"status": "skipped", "reason": str(why)}
+    except Exception as err:
+        result = {
+            "status": "failed",
+            "error": f"{err.__class__.__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"{name}: {result['status']} ({result['seconds']} s)", flush=True)
+    return result
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "# Device check",
+        "",
+        f"{env.get('gpu', 'no GPU')} ({env.get('device')}), torch {env.get('torch')} "
+        f"(CUDA {env.get('torch_cuda')}), faiss {env.get('faiss')} "
+        f"(GPU build: {env.get('faiss_gpu')}), {env.get('cpu_count')} CPUs"
+        + (" — dry run (tiny sizes)" if report["dry_run"] else ""),
+        "",
+        f"GPU tests: {report['gpu_tests']}",
+        "",
+    ]
+    enc = report["encoder"]
+    if enc["status"] == "ok":
+        batches = [b for b in enc["mono"]]
+        lines += [
+            "## Encoder alone (segments/s)",
+            "",
+            "| branch | " + " | ".join(f"batch {b}" for b in batches) + " |",
+            "|---" * (len(batches) + 1) + "|",
+        ]
+        for d in ("mono", "mixed"):
+            lines.append(f"| {d} | " + " | ".join(f"{enc[d][b]:,.0f}" for b in batches) + " |")
+        lines.append("")
+    idx = report["indexing"]
+    if idx["status"] == "ok":
+        lines += [
+            "## Indexing against the decode floor",
+            "",
+            f"{idx['files']} files ({idx['source']}), {idx['workers']} workers: decode-only "
+            f"{idx['decode_only']['files_per_s']} files/s, indexing "
+            f"{idx['indexing']['files_per_s']} files/s: **{100 * idx['ratio']:.0f} %** "
+            "of the floor.",
+            "",
+        ]
+    ide = report["identify"]
+    if ide["status"] == "ok":
+        lines += [
+            f"## /identify ({ide['upload_s']:.0f}-s FLAC uploads, {ide['workers']} "
+            f"inference workers, {ide['tracks']} tracks)",
+            "",
+            "| batching | clients | p50 (ms) | p99 (ms) | req/s |",
+            "|---|---|---|---|---|",
+        ]
+        for lv in ide["levels"]:
+            lines.append(
+                f"| {lv['batching']} | {lv['concurrency']} | {1e3 * lv['p50_s']:.1f} | "
+                f"{1e3 * lv['p99_s']:.1f} | {lv['throughput_rps']:.1f} |"
+            )
+        lines.append("")
+    fs = report["faiss"]
+    if fs["status"] == "ok":
+        lines += [f"## Flat search, {fs['vectors']:,} x {fs['dim']}, top {fs['k']}", ""]
+        for name in ("cpu", "gpu"):
+            v = fs[name]
+            lines.append(
+                f"- {name}: "
+                + (
+                    v
+                    if isinstance(v, str)
+                    else f"{v['one_query_ms']} ms per single query, "
+                    f"{v['queries_per_s_batch_256']:,.0f} queries/s in batches of 256"
+                )
+            )
+        lines.append("")
+    mem = report["memory"]
+    if mem["status"] == "ok":
+        lines += [
+            "## GPU memory over requests",
+            "",
+            f"{mem['requests']} requests after 100 warm-up: allocated "
+            f"{mem['after_warmup']['allocated_mib']} -> {mem['after']['allocated_mib']} MiB "
+            f"(growth {mem['growth_allocated_mib']} MiB), reserved growth "
+            f"{mem['growth_reserved_mib']} MiB, peak {mem['peak_allocated_mib']} MiB, "
+            f"{mem['requests_per_s']} requests/s.",
+            "",
+        ]
+    lines += ["## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
+    for name in SECTIONS:
+        s = report[name]
+        note = s.get("reason") or s.get("error") or ""
+        lines.append(f"| {name} | {s['status']} | {s['seconds']} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("environment", "encoder", "indexing", "identify", "faiss", "memory")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for summary.json / .md")
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, CUDA-only skipped")
+    p.add_argument("--device", default="auto", help="torch device measured (auto: CUDA if any)")
+    p.add_argument("--gpu-tests", default="not run", help="outcome line of the GPU tests")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = (
+        torch.device("cpu")
+        if args.dry_run
+        else torch.device(
+            "cuda"
+            if args.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if args.device == "auto" else args.device)
+        )
+    )
+    cfg = {**sizes(args.dry_run), "dry": args.dry_run}
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the dry run shares a small CPU with the test suite
+    sections = {
+        "environment": lambda: environment(cfg, device),
+        "encoder": lambda: encoder(cfg, device),
+        "indexing": lambda: indexing(cfg, device, args.out),
+        "identify": lambda: identify(cfg, device),
+        "faiss": lambda: faiss_search(cfg, device),
+        "memory": lambda: memory(cfg, device),
+    }
+    report: dict = {"dry_run": args.dry_run, "gpu_tests": args.gpu_tests}
+    for name in SECTIONS:
+        report[name] = run_section(name, sections[name])
+    (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "summary.md").write_text(markdown(report))
+    print((args.out / "summary.md").read_text())
+    failed = [n for n in SECTIONS if report[n]["status"] == "failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""`bench/device_check.sh --dry-run`: the GPU machine's check runs end to end on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dry_run_writes_every_section(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        ["bash", str(REPO / "bench" / "device_check.sh"), "--dry-run", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((out / "summary.json").read_text())
+    assert report["dry_run"] is True
+    for name in ("environment", "encoder", "identify", "faiss"):
+        assert report[name]["status"] == "ok", report[name]
+    # Only what needs CUDA (or the shared data set) is skipped.
+    assert report["memory"] == {"status": "skipped", "reason": "CUDA only", "seconds": 0.0}
+    assert report["indexing"]["status"] in ("ok", "skipped"), report["indexing"]
+    for branch in ("mono", "mixed"):
+        assert set(report["encoder"][branch]) == {"1", "8", "32"}
+        assert all(v > 0 for v in report["encoder"][branch].values())
+    levels = report["identify"]["levels"]
+    assert {(lv["batching"], lv["concurrency"]) for lv in levels} == {
+        (m, c) for m in ("off", "on") for c in (1, 2)
+    }
+    assert all(set(lv["statuses"]) == {"200"} for lv in levels)  # every request answered
+    assert report["faiss"]["cpu"]["queries_per_s_batch_256"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "## /identify" in summary and "| memory | skipped |" in summary
+    assert (out / "nvidia-smi.txt").is_file()
