@@ -135,11 +135,16 @@ class Embedder:
         return TrackEmbedding.of(selection, self.embed_segments(selection.features, domain))
 
     def embed_file(
-        self, source: AudioSource, domain: str, all_segments: bool = False
+        self,
+        source: AudioSource,
+        domain: str,
+        all_segments: bool = False,
+        max_seconds: float | None = None,
     ) -> TrackEmbedding:
-        """A file path or encoded bytes -> TrackEmbedding. Raises AudioError."""
+        """A file path or encoded bytes -> TrackEmbedding. Raises AudioError (AudioTooLongError
+        beyond `max_seconds` of audio)."""
         name = None if isinstance(source, bytes) else str(source)
-        y = load_audio(source, self.features.sample_rate)
+        y = load_audio(source, self.features.sample_rate, max_seconds)
         return self.embed_audio(y, domain, all_segments, path=name)
 
     def embed_many(
@@ -150,6 +155,7 @@ class Embedder:
         workers: int = 2,
         batch_size: int = 64,
         progress: bool = False,
+        max_seconds: float | None = None,
     ) -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
         """Embed many files; yields (index into sources, result or AudioError) as they finish.
 
@@ -159,7 +165,7 @@ class Embedder:
         are buffered (or the input ends): use the index to place each result. On CPU, give torch
         `inference_threads(workers)` threads so decoding and inference do not oversubscribe
         the cores. Never raises AudioError: a bad file comes back as its error, so batch jobs
-        can skip and report it.
+        can skip and report it. `max_seconds` bounds each file's decoded duration.
         """
         from tqdm import tqdm
 
@@ -181,7 +187,7 @@ class Embedder:
             buffered, n_buffered = [], 0
 
         def decode(i: int) -> np.ndarray:
-            return load_audio(sources[i], sr)
+            return load_audio(sources[i], sr, max_seconds)
 
         with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
             todo = iter(range(len(sources)))

@@ -96,7 +96,15 @@ class Runtime:
                 headers={"Retry-After": "5"},
             )
         if self.state == "failed":
-            raise ApiError(503, "load_failed", f"the service failed to load: {self.error}")
+            raise ApiError(503, "load_failed", f"the service failed to load: {self.public_error}")
+
+    @property
+    def public_error(self) -> str | None:
+        """The load error as clients see it: its class only, unless paths may be shown (the
+        message names checkpoint and catalogue files)."""
+        if self.error is None or self.settings.expose_paths:
+            return self.error
+        return f"{self.error.split(':', 1)[0]} (details in the server log)"
 
     def checkpoint_mismatch_message(self) -> str:
         return (
@@ -131,12 +139,16 @@ class Runtime:
                 model_checkpoint=self.embedder.checkpoint_id,
             )
 
-    async def embed(self, data: bytes, domain: str) -> TrackEmbedding:
-        """Encoded audio -> track embedding, in the bounded inference pool. Raises AudioError."""
+    async def embed(
+        self, data: bytes, domain: str, max_seconds: float | None = None
+    ) -> TrackEmbedding:
+        """Encoded audio -> track embedding, in the bounded inference pool. Raises AudioError.
+        `max_seconds`: longest decoded audio (default: the query limit, max_query_seconds)."""
+        limit = max_seconds or self.settings.max_query_seconds
 
         def job() -> TrackEmbedding:
             start = time.perf_counter()
-            emb = self.embedder.embed_file(data, domain)
+            emb = self.embedder.embed_file(data, domain, max_seconds=limit)
             self.metrics.observe(
                 "singer_embedding_seconds", {"domain": domain}, time.perf_counter() - start
             )
