@@ -86,15 +86,18 @@ def audio_error_response(err: AudioError) -> JSONResponse:
     return error_response(422, "invalid_audio", err.reason)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (one route per method: GET /tracks/{id}
     and DELETE /tracks/{id} are separate routes, and Starlette's 405 names only the first)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
+    routes = request.app.router.routes
+    return ", ".join(
+        m
+        for m in _METHODS
+        if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -146,7 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(err, UploadTooLargeError):
             return JSONResponse(too_large_body(err.max_bytes), 413)
         if err.status_code == 400:
-            # FastAPI's only 400: a multipart or form body its parser cannot read.
+            # The framework's only 400: a multipart or form body its parser cannot read.
             return error_response(
                 400,
                 "malformed_body",

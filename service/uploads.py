@@ -8,7 +8,8 @@ reads it:
   the limit, so an endless chunked body is cut off there;
 - time: the whole body must arrive within `timeout_s` of the request's start; a client that
   trickles bytes gets 408 and the connection is closed (a per-read idle timeout would let a
-  byte every few seconds hold a connection forever);
+  byte every few seconds hold a connection forever). Any answer given before the body has
+  been read closes the connection too: the server would otherwise keep reading the rest;
 - concurrency: at most `max_concurrent` bodies are being received at once; beyond that the
   request is answered 503 at once without reading its body, so slow uploads cannot take every
   connection slot and worker.
@@ -116,7 +117,13 @@ class BodyLimits:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if receiving:
+                    # Answered before the body was read (an error): close the connection, or
+                    # the server would go on reading the rest of the body with no deadline.
+                    headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         try:
