@@ -79,18 +79,43 @@ def check_stream_params(rate: int, channels: int, name: str | None = None) -> No
 
 class _Collector:
     """Receives decoded mono blocks at `rate`; checks them, counts them against the limit and
-    resamples them to `sr` as they arrive (None: keep the native rate)."""
+    resamples them to `sr` as they arrive (None: keep the native rate).
 
-    def __init__(self, rate: int, sr: int | None, max_seconds: float | None, name: str | None):
+    With a limit and a declared length, the output is written into one buffer allocated
+    up front (joining blocks at the end would need the output's size twice); a header that
+    under-states the length falls back to joining blocks."""
+
+    def __init__(
+        self,
+        rate: int,
+        sr: int | None,
+        max_seconds: float | None,
+        name: str | None,
+        declared_s: float | None = None,
+    ):
         self.rate, self.name, self.max_seconds = rate, name, max_seconds
         self.max_samples = None if max_seconds is None else int(max_seconds * rate)
         self.n = 0
         self.parts: list[np.ndarray] = []
+        self.buffer: np.ndarray | None = None
+        self.filled = 0
+        if max_seconds is not None and declared_s:
+            size = int(np.ceil(min(declared_s, max_seconds) * (sr or rate))) + BLOCK_FRAMES
+            self.buffer = np.empty(size, dtype=np.float32)
         self.stream = None
         if sr is not None and sr != rate:
             import soxr  # librosa's "soxr_hq", streaming
 
             self.stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+
+    def _store(self, y: np.ndarray) -> None:
+        if self.buffer is not None:
+            if self.filled + len(y) <= len(self.buffer):
+                self.buffer[self.filled : self.filled + len(y)] = y
+                self.filled += len(y)
+                return
+            self.parts, self.buffer = [self.buffer[: self.filled]], None
+        self.parts.append(y)
 
     def add(self, mono: np.ndarray) -> None:
         self.n += len(mono)
@@ -102,13 +127,15 @@ class _Collector:
             raise AudioError("the audio holds NaN or infinite samples", self.name)
         if self.stream is not None:
             mono = self.stream.resample_chunk(mono, last=False)
-        self.parts.append(mono)
+        self._store(mono)
 
     def result(self) -> np.ndarray:
         if self.n == 0:
             raise AudioError("the file holds no audio samples", self.name)
         if self.stream is not None:
-            self.parts.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._store(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        if self.buffer is not None:
+            return self.buffer[: self.filled]
         return np.concatenate(self.parts).astype(np.float32, copy=False)
 
 
@@ -124,9 +151,9 @@ def _decode_sndfile(
     with sf.SoundFile(handle) as f:
         rate, channels = int(f.samplerate), int(f.channels)
         check_stream_params(rate, channels, name)
-        if 0 < f.frames < 2**62:  # libsndfile's "unknown length" is a huge count
-            _check_declared(f.frames / rate, max_seconds, name)
-        out = _Collector(rate, sr, max_seconds, name)
+        declared = f.frames / rate if 0 < f.frames < 2**62 else None  # huge: unknown length
+        _check_declared(declared, max_seconds, name)
+        out = _Collector(rate, sr, max_seconds, name, declared)
         while True:
             block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
             if not len(block):
@@ -153,11 +180,11 @@ def _decode_ffmpeg(
 def _ffmpeg_decode_path(
     path: str, name: str | None, sr: int | None, max_seconds: float | None
 ) -> tuple[np.ndarray, int]:
-    rate = _ffprobe_check(path, name, max_seconds)
+    rate, declared = _ffprobe_check(path, name, max_seconds)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-vn", "-ac", "1"]
     # Decode at the native rate: ffmpeg resamples nothing, the collector does it once.
     cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"]
-    out = _Collector(rate, sr, max_seconds, name)
+    out = _Collector(rate, sr, max_seconds, name, declared)
     # stderr to a file: a corrupt stream can print more errors than a pipe buffer holds.
     with (
         tempfile.TemporaryFile() as err,
@@ -190,10 +217,13 @@ def _read_f32(pipe) -> Iterator[np.ndarray]:
             yield np.frombuffer(chunk[:usable], dtype=np.float32)
 
 
-def _ffprobe_check(path: str, name: str | None, max_seconds: float | None) -> int:
-    """The first audio stream's rate, after checking rate, channels and declared duration."""
+def _ffprobe_check(
+    path: str, name: str | None, max_seconds: float | None
+) -> tuple[int, float | None]:
+    """The first audio stream's rate and declared duration (seconds; None: not declared),
+    after checking rate, channels and duration."""
     if not shutil.which("ffprobe"):
-        return 44100  # m4a/aac is almost always 44.1 kHz; the block limit still applies
+        return 44100, None  # m4a/aac is almost always 44.1 kHz; the block limit still applies
     cmd = ["ffprobe", "-v", "error", "-of", "json", "-select_streams", "a:0"]
     cmd += ["-show_entries", "stream=sample_rate,channels,duration:format=duration", path]
     res = subprocess.run(cmd, capture_output=True, check=False, timeout=30)
@@ -211,8 +241,9 @@ def _ffprobe_check(path: str, name: str | None, max_seconds: float | None) -> in
     durations = [
         _as_float(d) for d in (stream.get("duration"), info.get("format", {}).get("duration"))
     ]
-    _check_declared(max((d for d in durations if d is not None), default=None), max_seconds, name)
-    return rate
+    declared = max((d for d in durations if d is not None), default=None)
+    _check_declared(declared, max_seconds, name)
+    return rate, declared
 
 
 def _as_int(value) -> int:
@@ -234,6 +265,7 @@ def _unsupported_message(detail: str = "") -> str:
     if not ffmpeg_available():
         msg += f" ({', '.join(FFMPEG_FORMATS)} need ffmpeg, which is not installed)"
     detail = detail.strip().splitlines()[-1] if detail.strip() else ""
+    detail = re.sub(r"\[[^\[\]]* @ 0x[0-9a-fA-F]+\]\s*", "", detail)  # ffmpeg's "[codec @ 0x...]"
     return f"{msg}" + (f" [{detail}]" if detail else "")
 
 
