@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_indexer.py
 	$(PY) bench/bench_service.py
+
+# Long schemathesis run (>= 20k requests) against a live server; see service/README.md.
+fuzz: $(STAMP)
+	$(PY) -m tests.support.fuzz --requests $${FUZZ_REQUESTS:-20000}
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--workers", type=int, default=2, help="schemathesis workers (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first round (default: 0)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="start no new round after this long, even below --requests (default: no limit)",
+    )
     args = p.parse_args(argv)
 
     from model.checkpoint import make_random_checkpoint
@@ -110,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             for i in range(2):
                 add_clip(client, make_clip(work, i, "mono", i))
-        while sum(served(server.url).values()) < args.requests:
+        while (total := sum(served(server.url).values())) < args.requests:
+            if args.max_minutes and time.monotonic() - start > 60 * args.max_minutes:
+                print(f"stopped after {args.max_minutes:g} min at {total} requests")
+                break
             seed = args.seed + rounds
             done = subprocess.run(
                 schemathesis_cmd(server.url, args.examples, seed, args.workers),
@@ -121,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             rounds += 1
             summary = [ln for ln in done.stdout.splitlines() if ln.strip()][-3:]
-            print(f"round {rounds} (seed {seed}): exit {done.returncode}; " + " | ".join(summary))
+            print(
+                f"round {rounds} (seed {seed}): exit {done.returncode}, "
+                f"{sum(served(server.url).values())} requests so far; " + " | ".join(summary),
+                flush=True,
+            )
             if done.returncode != 0:
                 failures.append(done.stdout[-6000:])
         by_status = served(server.url)
