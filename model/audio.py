@@ -94,7 +94,6 @@ class _Collector:
         declared_s: float | None = None,
     ):
         self.rate, self.name, self.max_seconds = rate, name, max_seconds
-        self.max_samples = None if max_seconds is None else int(max_seconds * rate)
         self.n = 0
         self.parts: list[np.ndarray] = []
         self.buffer: np.ndarray | None = None
@@ -119,7 +118,7 @@ class _Collector:
 
     def add(self, mono: np.ndarray) -> None:
         self.n += len(mono)
-        if self.max_samples is not None and self.n > self.max_samples:
+        if self.max_seconds is not None and self.n > int(self.max_seconds * self.rate):
             raise AudioTooLongError(
                 self.n / self.rate, self.max_seconds, self.name, from_header=False
             )

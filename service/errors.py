@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the service raises on purpose, with its HTTP status and stable code."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
+    def __init__(
+        self, status: int, code: str, message: str | list, headers: dict | None = None, **extra
+    ):
         super().__init__(message)
         self.status = status
         self.code = code

@@ -10,8 +10,6 @@ whole run stay under the documented bound (Linux: VmHWM, reset per request throu
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.corpus import KINDS, make_hostile_corpus
-from tests.support.live import API_KEY, ServiceProcess, free_port
+from tests.support.corpus import KINDS, LEAKS, make_hostile_corpus
+from tests.support.live import API_KEY, ServiceProcess, free_port, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +30,6 @@ RSS_BOUND_MB = 350
 TARGET_MB = 300
 REQUEST_GUARD_S = 60  # a guard against hangs, not a benchmark (figures: README)
 BOMB_GUARD_S = 10
-LEAKS = re.compile(r"0x[0-9a-fA-F]{6,}|Traceback|File \"|/tmp/|\.py\b|site-packages")
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -61,16 +58,7 @@ def service(tmp_path_factory, random_checkpoint):
         pytest.skip("needs Linux /proc to measure the server's peak memory")
     cwd = tmp_path_factory.mktemp("svc")
     port = free_port()
-    env = {
-        **os.environ,
-        "SINGER_CHECKPOINT": str(random_checkpoint),
-        "SINGER_INDEX_DIR": str(cwd / "index"),
-        "SINGER_PORT": str(port),
-        "SINGER_DEVICE": "cpu",
-        "SINGER_API_KEY": API_KEY,
-        "SINGER_INFERENCE_WORKERS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = service_env(random_checkpoint, cwd / "index", port, inference_workers="1")
     srv = ServiceProcess([sys.executable, "-m", "service"], env, port, cwd).start()
     yield srv
     srv.kill()

@@ -3,7 +3,6 @@ and every write it acknowledged is still there after a restart."""
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import threading
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from catalog.hashing import content_hash
-from tests.support.live import API_KEY, ServiceProcess, free_port, render
+from tests.support.live import API_KEY, ServiceProcess, free_port, render, service_env
 from tests.support.synth import write
 
 pytestmark = pytest.mark.e2e
@@ -31,16 +30,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path, random_checkpoint):
         )
         clips.append((path, f"singer-{i % 4}"))
     port = free_port()
-    env = {
-        **os.environ,
-        "SINGER_CHECKPOINT": str(random_checkpoint),
-        "SINGER_INDEX_DIR": str(tmp_path / "index"),
-        "SINGER_PORT": str(port),
-        "SINGER_DEVICE": "cpu",
-        "SINGER_API_KEY": API_KEY,
-        "SINGER_LOG_LEVEL": "warning",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = service_env(random_checkpoint, tmp_path / "index", port, log_level="warning")
     acknowledged: dict[int, tuple[str, str]] = {}  # track id -> (content hash, singer)
     todo = list(clips)
     lock = threading.Lock()

@@ -5,8 +5,6 @@ schema, is never a 5xx and discloses nothing. `make fuzz` runs the long version
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,12 +17,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.support.corpus import LEAKS
 from tests.support.live import API_KEY, LiveServer, add_clip, live_settings, make_clip
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = 10  # per operation and mode: about 200 requests in all
-LEAKS = re.compile(r"0x[0-9a-fA-F]{6,}|Traceback|File \"|/tmp/|\.py\b|site-packages")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -13,7 +13,6 @@ service/README.md (Reliability).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.live import API_KEY, ServiceProcess, add_clip, free_port, make_clip
+from tests.support.live import (
+    API_KEY,
+    ServiceProcess,
+    add_clip,
+    free_port,
+    make_clip,
+    service_env,
+)
 
 CHECKS = ",".join(
     (
@@ -98,16 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="singer-fuzz-"))
     ckpt = make_random_checkpoint(work / "random.pt", seed=0)
     port = free_port()
-    env = {
-        **os.environ,
-        "SINGER_CHECKPOINT": str(ckpt),
-        "SINGER_INDEX_DIR": str(work / "index"),
-        "SINGER_PORT": str(port),
-        "SINGER_DEVICE": "cpu",
-        "SINGER_API_KEY": API_KEY,
-        "SINGER_LOG_LEVEL": "warning",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = service_env(ckpt, work / "index", port, log_level="warning")
     server = ServiceProcess([sys.executable, "-m", "service"], env, port, work).start()
     start = time.monotonic()
     failures, rounds = [], 0
