@@ -93,7 +93,7 @@ class _Collector:
         name: str | None,
         declared_s: float | None = None,
     ):
-        self.rate, self.name, self.max_seconds = rate, name, max_seconds
+        self.rate, self.sr, self.name, self.max_seconds = rate, sr or rate, name, max_seconds
         self.n = 0
         self.parts: list[np.ndarray] = []
         self.buffer: np.ndarray | None = None
@@ -134,8 +134,13 @@ class _Collector:
         if self.stream is not None:
             self._store(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
         if self.buffer is not None:
-            return self.buffer[: self.filled]
-        return np.concatenate(self.parts).astype(np.float32, copy=False)
+            y = self.buffer[: self.filled]
+            y = y if 2 * self.filled > len(self.buffer) else y.copy()  # a lying header
+        else:
+            y = np.concatenate(self.parts).astype(np.float32, copy=False)
+        # As many samples as `resample` (librosa) gives: ceil(n * sr / rate), zero-padded.
+        n_out = int(np.ceil(self.n * self.sr / self.rate))
+        return y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
 
 
 def _check_declared(seconds: float | None, max_seconds: float | None, name: str | None) -> None:

@@ -55,12 +55,14 @@ def test_a_header_that_hides_the_length_is_stopped_while_decoding(tmp_path):
     assert len(load_audio(bomb, sr=8000)) == 3600 * 8000  # no limit given: decoded in full
 
 
-def test_streamed_resampling_matches_one_call(tmp_path):
-    y = voice(7.3, 44100)
+@pytest.mark.parametrize("rate", [8000, 44100, 48000, 96000])
+def test_streamed_resampling_matches_one_call(tmp_path, rate):
+    y = voice(7.77, rate)
     path = tmp_path / "a.wav"
-    sf.write(path, y, 44100, subtype="FLOAT")
-    np.testing.assert_array_equal(load_audio(path), resample(y, 44100, 22050))
-    assert len(load_audio(path, max_seconds=7.3)) == len(resample(y, 44100, 22050))
+    sf.write(path, y, rate, subtype="FLOAT")
+    ref = resample(y, rate, 22050)  # librosa, soxr_hq, in one call
+    np.testing.assert_array_equal(load_audio(path), ref)
+    np.testing.assert_array_equal(load_audio(path, max_seconds=7.77), ref)  # preallocated
 
 
 @pytest.mark.parametrize("rate", [22050, 44100])
