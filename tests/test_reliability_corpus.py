@@ -114,7 +114,7 @@ def test_hostile_corpus_gets_documented_answers_in_bounded_time_and_memory(servi
 
 
 @pytest.mark.xfail(
-    reason="log-mel of a whole track at once peaks near 0.5 MB per second of audio (910 MB "
+    reason="log-mel of a whole track at once peaks near 0.5 MB per second of audio (946 MB "
     "at 30 min); chunked features (model.features.log_mel_chunked) bring it under the target",
     strict=False,
 )
