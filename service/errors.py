@@ -151,12 +151,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(err, UploadTooLargeError):
             return JSONResponse(too_large_body(err.max_bytes), 413)
         if err.status_code == 400:
-            # The framework's only 400: a multipart or form body its parser cannot read.
-            return error_response(
-                400,
-                "malformed_body",
-                "the request body is not valid multipart/form-data (or urlencoded) content",
-            )
+            # The framework's only 400: a multipart or form body its parser cannot read (its
+            # detail is the parser's message, e.g. "Missing boundary in multipart.").
+            return error_response(400, "malformed_body", f"malformed request body: {err.detail}")
         if err.status_code == 405:
             return error_response(
                 405, "method_not_allowed", err.detail, {"Allow": _allowed_methods(request)}
