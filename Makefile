@@ -56,5 +56,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_indexer.py
 	$(PY) bench/bench_service.py
 
+# Long schemathesis run (>= 20k requests) against a live server; see service/README.md.
+fuzz: $(STAMP)
+	$(PY) -m tests.support.fuzz --requests $${FUZZ_REQUESTS:-20000}
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

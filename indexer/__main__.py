@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from model.audio import MAX_TRACK_SECONDS
+
 log = logging.getLogger("indexer")
 INTERRUPTED = 130  # the shell's status for SIGINT
 
@@ -106,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tracks per catalogue transaction; at most this many are re-embedded "
         "after a crash (default: 64; also every 2 s)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_TRACK_SECONDS,
+        help="longest decoded audio per file; longer files are reported and skipped "
+        f"(default: {MAX_TRACK_SECONDS:g})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -209,6 +218,7 @@ def _index(args) -> int:
                 all_segments=args.all_segments,
                 progress=progress,
                 commit_every=args.commit_every,
+                max_seconds=args.max_seconds,
             )
         except (ManifestError, FileNotFoundError) as err:
             log.error("%s", err)

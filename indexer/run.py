@@ -27,6 +27,7 @@ from tqdm import tqdm
 from catalog import Catalog, CatalogError, Track
 from catalog.hashing import content_hash
 from indexer.sources import Listing, SourceItem, read_source
+from model.audio import MAX_TRACK_SECONDS
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
@@ -254,9 +255,12 @@ def index_listing(
     progress: bool = False,
     commit_every: int = 64,
     commit_interval_s: float = 2.0,
+    max_seconds: float | None = MAX_TRACK_SECONDS,
 ) -> IndexReport:
     """Embed and store the items of `listing`; see the module docstring.
 
+    A file longer than `max_seconds` of audio (None: no bound) is refused while decoding,
+    reported as a failure and skipped, like any unusable file.
     A KeyboardInterrupt stops the job after committing what was embedded; the report says
     `interrupted`. Other exceptions (not AudioError) propagate, also after that commit.
     """
@@ -283,6 +287,7 @@ def index_listing(
                 all_segments,
                 workers=workers,
                 batch_size=batch_size,
+                max_seconds=max_seconds,
             )
             for i, result in results:
                 if isinstance(result, AudioError):

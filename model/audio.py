@@ -3,25 +3,52 @@
 libsndfile (through soundfile) reads wav, flac, ogg/vorbis, opus and mp3 in-process. Other
 containers (m4a/aac, mp4, webm, ...: the DAMP dataset is m4a) go through an `ffmpeg`
 subprocess when one is on PATH; otherwise a `DecoderMissingError` names what to install.
+
+Decoding is bounded, because a few compressed bytes can declare hours of audio or a 1 Hz
+rate that resampling turns into gigabytes:
+- sample rate and channel count are checked against [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] and
+  MAX_CHANNELS from the header (`UnsupportedAudioParamsError`);
+- with `max_seconds`, the duration the header declares is checked before decoding, and the
+  decoded samples are counted block by block, so a header that under-states its length is
+  stopped at the limit too (`AudioTooLongError`);
+- every block is downmixed, checked for NaN/Inf (an `AudioError` before any resampling) and
+  resampled as it streams (soxr's streaming resampler gives the same samples as one call),
+  so memory holds only the mono output at the target rate plus one block.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from model.errors import AudioError, DecoderMissingError, UnsupportedFormatError
+from model.errors import (
+    AudioError,
+    AudioTooLongError,
+    DecoderMissingError,
+    UnsupportedAudioParamsError,
+    UnsupportedFormatError,
+)
 
 SAMPLE_RATE = 22050
 SNDFILE_FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "aiff", "aif")
 FFMPEG_FORMATS = ("m4a", "aac", "mp4", "webm", "wma")
 SUPPORTED_FORMATS = SNDFILE_FORMATS + FFMPEG_FORMATS
+MIN_SAMPLE_RATE = 4_000  # Hz; below, nothing of a voice's spectrum is left
+MAX_SAMPLE_RATE = 384_000  # Hz; the highest rate of real converters
+MAX_CHANNELS = 32
+# Default bounds of the decoded duration, seconds: a query, and a catalogue track.
+MAX_QUERY_SECONDS = 600.0
+MAX_TRACK_SECONDS = 1800.0
+BLOCK_FRAMES = 65_536  # frames decoded at a time (at most 8 MiB at MAX_CHANNELS, float32)
 
 AudioSource = str | Path | bytes
 
@@ -38,69 +65,207 @@ def _suffix(source: AudioSource) -> str:
     return "" if isinstance(source, bytes) else Path(source).suffix.lower().lstrip(".")
 
 
-def _decode_ffmpeg(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode with ffmpeg to mono float32 at the stream's own rate (probed with ffprobe)."""
+def check_stream_params(rate: int, channels: int, name: str | None = None) -> None:
+    """Raise UnsupportedAudioParamsError for a rate or channel count outside the sane range."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UnsupportedAudioParamsError(
+            f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", name
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise UnsupportedAudioParamsError(
+            f"{channels} channels; 1 to {MAX_CHANNELS} are accepted", name
+        )
+
+
+class _Collector:
+    """Receives decoded mono blocks at `rate`; checks them, counts them against the limit and
+    resamples them to `sr` as they arrive (None: keep the native rate).
+
+    With a limit and a declared length, the output is written into one buffer allocated
+    up front (joining blocks at the end would need the output's size twice); a header that
+    under-states the length falls back to joining blocks."""
+
+    def __init__(
+        self,
+        rate: int,
+        sr: int | None,
+        max_seconds: float | None,
+        name: str | None,
+        declared_s: float | None = None,
+    ):
+        self.rate, self.sr, self.name, self.max_seconds = rate, sr or rate, name, max_seconds
+        self.n = 0
+        self.parts: list[np.ndarray] = []
+        self.buffer: np.ndarray | None = None
+        self.filled = 0
+        if max_seconds is not None and declared_s:
+            size = int(np.ceil(min(declared_s, max_seconds) * (sr or rate))) + BLOCK_FRAMES
+            self.buffer = np.empty(size, dtype=np.float32)
+        self.stream = None
+        if sr is not None and sr != rate:
+            import soxr  # librosa's "soxr_hq", streaming
+
+            self.stream = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+
+    def _store(self, y: np.ndarray) -> None:
+        if self.buffer is not None:
+            if self.filled + len(y) <= len(self.buffer):
+                self.buffer[self.filled : self.filled + len(y)] = y
+                self.filled += len(y)
+                return
+            self.parts, self.buffer = [self.buffer[: self.filled]], None
+        self.parts.append(y)
+
+    def add(self, mono: np.ndarray) -> None:
+        self.n += len(mono)
+        if self.max_seconds is not None and self.n > int(self.max_seconds * self.rate):
+            raise AudioTooLongError(
+                self.n / self.rate, self.max_seconds, self.name, from_header=False
+            )
+        if not np.isfinite(mono).all():
+            raise AudioError("the audio holds NaN or infinite samples", self.name)
+        if self.stream is not None:
+            mono = self.stream.resample_chunk(mono, last=False)
+        self._store(mono)
+
+    def result(self) -> np.ndarray:
+        if self.n == 0:
+            raise AudioError("the file holds no audio samples", self.name)
+        if self.stream is not None:
+            self._store(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        if self.buffer is not None:
+            y = self.buffer[: self.filled]
+            y = y if 2 * self.filled > len(self.buffer) else y.copy()  # a lying header
+        else:
+            y = np.concatenate(self.parts).astype(np.float32, copy=False)
+        # As many samples as `resample` (librosa) gives: ceil(n * sr / rate), zero-padded.
+        n_out = int(np.ceil(self.n * self.sr / self.rate))
+        return y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
+
+
+def _check_declared(seconds: float | None, max_seconds: float | None, name: str | None) -> None:
+    if max_seconds is not None and seconds is not None and seconds > max_seconds:
+        raise AudioTooLongError(seconds, max_seconds, name, from_header=True)
+
+
+# -- libsndfile ------------------------------------------------------------------------------
+def _decode_sndfile(
+    handle: io.BytesIO | str, sr: int | None, max_seconds: float | None, name: str | None
+) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(handle) as f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        check_stream_params(rate, channels, name)
+        declared = f.frames / rate if 0 < f.frames < 2**62 else None  # huge: unknown length
+        _check_declared(declared, max_seconds, name)
+        out = _Collector(rate, sr, max_seconds, name, declared)
+        # Mixdown as one matrix-vector product: numpy's mean over the short channel axis took
+        # longer than decoding a 30-s stereo FLAC (same result: the weights 1/channels are
+        # exact for 1, 2 and 4 channels). A mono file needs none.
+        weights = np.full(channels, 1 / channels, np.float32)
+        while True:
+            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            out.add(block[:, 0] if channels == 1 else block @ weights)
+        return out.result(), sr or rate
+
+
+# -- ffmpeg ----------------------------------------------------------------------------------
+def _decode_ffmpeg(
+    source: AudioSource, sr: int | None, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
+    """Decode with ffmpeg to mono float32 at the stream's own rate, then resample here."""
     if isinstance(source, bytes):
         # A seekable file, not a pipe: an mp4/m4a whose index (moov atom) sits at the end of the
         # file cannot be demuxed from a pipe.
         with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:
             tmp.write(source)
             tmp.flush()
-            return _ffmpeg_decode_path(tmp.name, name=None)
-    return _ffmpeg_decode_path(str(source), name=str(source))
+            return _ffmpeg_decode_path(tmp.name, None, sr, max_seconds)
+    return _ffmpeg_decode_path(str(source), str(source), sr, max_seconds)
 
 
-def _ffmpeg_decode_path(path: str, name: str | None) -> tuple[np.ndarray, int]:
-    rate = _ffmpeg_native_rate(path)
-    out = subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            path,
-            "-ac",
-            "1",
-            "-f",
-            "f32le",
-            "-acodec",
-            "pcm_f32le",
-            "-ar",
-            str(rate),
-            "pipe:1",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    if out.returncode != 0 or not out.stdout:
-        # ffmpeg names its input: for uploaded bytes that is our temp file, of no use to a client.
-        detail = out.stderr.decode(errors="replace").replace(path, name or "input")
-        raise UnsupportedFormatError(_unsupported_message(detail), name)
-    return np.frombuffer(out.stdout, dtype=np.float32).copy(), rate
-
-
-def _ffmpeg_native_rate(path: str) -> int:
-    # Decode at the native rate: ffmpeg resamples nothing, `resample` does it once, in one place.
-    if shutil.which("ffprobe"):
-        cmd = [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=sample_rate",
-            "-of",
-            "csv=p=0",
-            path,
-        ]
-        res = subprocess.run(cmd, capture_output=True, check=False)
+def _ffmpeg_decode_path(
+    path: str, name: str | None, sr: int | None, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
+    rate, declared = _ffprobe_check(path, name, max_seconds)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-vn", "-ac", "1"]
+    # Decode at the native rate: ffmpeg resamples nothing, the collector does it once.
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(rate), "pipe:1"]
+    out = _Collector(rate, sr, max_seconds, name, declared)
+    # stderr to a file: a corrupt stream can print more errors than a pipe buffer holds.
+    with (
+        tempfile.TemporaryFile() as err,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc,
+    ):
         try:
-            return int(res.stdout.decode().strip().splitlines()[0])
-        except (ValueError, IndexError):
-            pass
-    return 44100  # m4a/aac is almost always 44.1 kHz; we resample afterwards anyway
+            for block in _read_f32(proc.stdout):
+                out.add(block)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # stopped at the limit (or an error): no need to decode the rest
+            proc.wait()
+        err.seek(0)
+        detail = err.read().decode(errors="replace")
+    if proc.returncode != 0 or out.n == 0:
+        # ffmpeg names its input: for uploaded bytes that is our temp file, of no use to a client.
+        detail = detail.replace(path, name or "input")
+        raise UnsupportedFormatError(_unsupported_message(detail), name)
+    return out.result(), sr or rate
+
+
+def _read_f32(pipe) -> Iterator[np.ndarray]:
+    """Blocks of float32 samples from a byte pipe (a read may end mid-sample)."""
+    rest = b""
+    while chunk := pipe.read(4 * BLOCK_FRAMES):
+        chunk = rest + chunk
+        usable = len(chunk) - len(chunk) % 4
+        rest = chunk[usable:]
+        if usable:
+            yield np.frombuffer(chunk[:usable], dtype=np.float32)
+
+
+def _ffprobe_check(
+    path: str, name: str | None, max_seconds: float | None
+) -> tuple[int, float | None]:
+    """The first audio stream's rate and declared duration (seconds; None: not declared),
+    after checking rate, channels and duration."""
+    if not shutil.which("ffprobe"):
+        return 44100, None  # m4a/aac is almost always 44.1 kHz; the block limit still applies
+    cmd = ["ffprobe", "-v", "error", "-of", "json", "-select_streams", "a:0"]
+    cmd += ["-show_entries", "stream=sample_rate,channels,duration:format=duration", path]
+    res = subprocess.run(cmd, capture_output=True, check=False, timeout=30)
+    try:
+        info = json.loads(res.stdout or b"{}")
+    except ValueError:
+        info = {}
+    streams = info.get("streams") or []
+    if res.returncode != 0 or not streams:
+        what = "no audio stream" if res.returncode == 0 else res.stderr.decode(errors="replace")
+        raise UnsupportedFormatError(_unsupported_message(what.replace(path, "input")), name)
+    stream = streams[0]
+    rate, channels = _as_int(stream.get("sample_rate")), _as_int(stream.get("channels"))
+    check_stream_params(rate, channels, name)
+    durations = [
+        _as_float(d) for d in (stream.get("duration"), info.get("format", {}).get("duration"))
+    ]
+    declared = max((d for d in durations if d is not None), default=None)
+    _check_declared(declared, max_seconds, name)
+    return rate, declared
+
+
+def _as_int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _as_float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _unsupported_message(detail: str = "") -> str:
@@ -108,11 +273,14 @@ def _unsupported_message(detail: str = "") -> str:
     if not ffmpeg_available():
         msg += f" ({', '.join(FFMPEG_FORMATS)} need ffmpeg, which is not installed)"
     detail = detail.strip().splitlines()[-1] if detail.strip() else ""
+    detail = re.sub(r"\[[^\[\]]* @ 0x[0-9a-fA-F]+\]\s*", "", detail)  # ffmpeg's "[codec @ 0x...]"
     return f"{msg}" + (f" [{detail}]" if detail else "")
 
 
-def decode(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode a file path or encoded bytes. Returns (float32 mono (samples,), native rate in Hz)."""
+# -- entry points ----------------------------------------------------------------------------
+def _decode(
+    source: AudioSource, sr: int | None, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
     name = _describe(source)
     if isinstance(source, bytes):
         if not source:
@@ -126,25 +294,33 @@ def decode(source: AudioSource) -> tuple[np.ndarray, int]:
             raise AudioError("empty file", name)
         handle = str(path)
     try:
-        y, rate = sf.read(handle, dtype="float32", always_2d=True)
+        return _decode_sndfile(handle, sr, max_seconds, name)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         if ffmpeg_available():
-            return _decode_ffmpeg(source)
+            return _decode_ffmpeg(source, sr, max_seconds)
         if _suffix(source) in FFMPEG_FORMATS:
             raise DecoderMissingError(
                 f"decoding .{_suffix(source)} needs ffmpeg, which is not installed "
                 "(apt-get install ffmpeg)",
                 name,
             ) from err
-        raise UnsupportedFormatError(_unsupported_message(str(err)), name) from err
-    if y.shape[0] == 0:
-        raise AudioError("the file holds no audio samples", name)
-    # Mixdown as one matrix-vector product: numpy's mean over the short channel axis took
-    # longer than decoding a 30-s stereo FLAC (same result: the weights 1/channels are exact
-    # for 1, 2 and 4 channels). A mono file needs none.
-    channels = y.shape[1]
-    mono = y[:, 0] if channels == 1 else y @ np.full(channels, 1 / channels, np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+        raise UnsupportedFormatError(_unsupported_message(_reason(err)), name) from err
+
+
+def _reason(err: Exception) -> str:
+    """libsndfile's own words, without the `<_io.BytesIO object at 0x...>` it was handed."""
+    if isinstance(err, sf.LibsndfileError):
+        return err.error_string
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "input", str(err))
+
+
+def decode(source: AudioSource, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file path or encoded bytes. Returns (float32 mono (samples,), native rate in Hz).
+
+    Raises AudioError: UnsupportedFormatError, UnsupportedAudioParamsError, AudioTooLongError
+    (more than `max_seconds` of audio), or a plain AudioError (empty, NaN/Inf samples).
+    """
+    return _decode(source, None, max_seconds)
 
 
 def resample(y: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
@@ -161,10 +337,12 @@ def rms(y: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if len(y) else 0.0
 
 
-def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode, downmix to mono and resample. Returns float32 (samples,) at `sr` Hz."""
-    y, rate = decode(source)
-    y = resample(y, rate, sr)
-    if not np.all(np.isfinite(y)):
-        raise AudioError("the audio holds NaN or infinite samples", _describe(source))
-    return y
+def load_audio(
+    source: AudioSource, sr: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode, downmix to mono and resample. Returns float32 (samples,) at `sr` Hz.
+
+    `max_seconds` bounds the decoded duration (None: unbounded, for trusted research data);
+    raises the AudioErrors of `decode`.
+    """
+    return _decode(source, sr, max_seconds)[0]

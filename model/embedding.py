@@ -145,11 +145,16 @@ class Embedder:
         return TrackEmbedding.of(selection, self.embed_segments(selection.features, domain))
 
     def embed_file(
-        self, source: AudioSource, domain: str, all_segments: bool = False
+        self,
+        source: AudioSource,
+        domain: str,
+        all_segments: bool = False,
+        max_seconds: float | None = None,
     ) -> TrackEmbedding:
-        """A file path or encoded bytes -> TrackEmbedding. Raises AudioError."""
+        """A file path or encoded bytes -> TrackEmbedding. Raises AudioError (AudioTooLongError
+        beyond `max_seconds` of audio)."""
         name = None if isinstance(source, bytes) else str(source)
-        y = load_audio(source, self.features.sample_rate)
+        y = load_audio(source, self.features.sample_rate, max_seconds)
         return self.embed_audio(y, domain, all_segments, path=name)
 
     def embed_many(
@@ -160,6 +165,7 @@ class Embedder:
         workers: int = 2,
         batch_size: int = 64,
         progress: bool = False,
+        max_seconds: float | None = None,
     ) -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
         """Embed many files; yields (index into sources, result or AudioError) as they finish.
 
@@ -169,7 +175,7 @@ class Embedder:
         are buffered (or the input ends): use the index to place each result. On CPU, give torch
         `inference_threads(workers)` threads so decoding and inference do not oversubscribe
         the cores. Never raises AudioError: a bad file comes back as its error, so batch jobs
-        can skip and report it.
+        can skip and report it. `max_seconds` bounds each file's decoded duration.
         """
         from tqdm import tqdm
 
@@ -191,7 +197,7 @@ class Embedder:
             buffered, n_buffered = [], 0
 
         def decode(i: int) -> np.ndarray:
-            return load_audio(sources[i], sr)
+            return load_audio(sources[i], sr, max_seconds)
 
         for i, fut in completed_in_threads(decode, range(len(sources)), workers=workers):
             name = None if isinstance(sources[i], bytes) else str(sources[i])

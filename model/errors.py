@@ -28,6 +28,30 @@ class DecoderMissingError(UnsupportedFormatError):
     """The container needs a decoder that is not installed (ffmpeg for m4a/aac/mp4)."""
 
 
+class UnsupportedAudioParamsError(AudioError):
+    """The stream declares a sample rate or channel count outside what the decoder accepts."""
+
+
+class AudioTooLongError(AudioError):
+    """The audio decodes to more than the allowed duration (checked from the header, and
+    again while decoding: a header can lie). `duration_s` is a lower bound when
+    `from_header` is False (decoding stopped at the limit)."""
+
+    def __init__(
+        self,
+        duration_s: float,
+        max_duration_s: float,
+        path: str | None = None,
+        *,
+        from_header: bool,
+    ):
+        told = f"is {duration_s:.1f} s long" if from_header else f"exceeds {duration_s:.1f} s"
+        super().__init__(f"audio {told}; at most {max_duration_s:.1f} s is accepted", path)
+        self.duration_s = duration_s
+        self.max_duration_s = max_duration_s
+        self.from_header = from_header
+
+
 class AudioTooShortError(AudioError):
     """The audio is shorter than one analysis segment."""
 

@@ -17,6 +17,17 @@ def _env_help() -> str:
     return "\n".join(lines)
 
 
+def uvicorn_options(settings: Settings) -> dict:
+    """uvicorn.Config options of the service (the tests' live servers use them too)."""
+    return {
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,  # no "Server: uvicorn": what runs here is nobody's business
+        # An idle keep-alive connection is closed after this; bodies have body_timeout_s.
+        "timeout_keep_alive": 5,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -45,13 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # One process: the catalogue's in-memory FAISS indexes must see every write, so scale
     # with inference_workers (threads), not with uvicorn workers.
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=30,
-        )
+        uvicorn.Config(app, host=settings.host, port=settings.port, **uvicorn_options(settings))
     )
     server.run()
     return 1 if app.state.runtime.state == "failed" else 0

@@ -6,15 +6,16 @@ import asyncio
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service.deps import single_valued_query
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routers import audio, health, identify, pages, search, singers, tracks
 from service.runtime import Runtime
 from service.settings import Settings
-from service.uploads import BodySizeLimit, keep_uploads_in_memory
+from service.uploads import BodyLimits, keep_uploads_in_memory
 
 DESCRIPTION = """Who is singing? Singer identification (`/identify`) and query-by-singer track
 search (`/search`) over an embedded catalogue, with the CROSS model of Lee & Nam (ISMIR 2019).
@@ -47,11 +48,17 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    # Outermost last: metrics see every response, the 413s of the size limit included.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # Outermost last: metrics see every response, the 413/408/503s of the body limits included.
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        max_concurrent=settings.max_concurrent_uploads,
+    )
     keep_uploads_in_memory(settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (identify, search, singers, tracks, audio, health, pages):

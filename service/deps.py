@@ -25,6 +25,22 @@ api_key_scheme = APIKeyHeader(
 )
 
 
+def single_valued_query(request: Request) -> None:
+    """422 for a query parameter given twice: every parameter of this API takes one value, and
+    silently keeping one of several (`?offset=0&offset=10`) hides a client's bug."""
+    keys = [k for k, _ in request.query_params.multi_items()]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ApiError(
+            422,
+            "invalid_parameters",
+            [
+                {"type": "repeated", "loc": ["query", k], "msg": "given more than once"}
+                for k in repeated
+            ],
+        )
+
+
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 

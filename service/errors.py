@@ -7,23 +7,33 @@ machine-readable string>, ...extra fields}. Only a bug reaches the 500 handler.
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
 from model.audio import SUPPORTED_FORMATS
 from model.errors import (
     AudioError,
+    AudioTooLongError,
     AudioTooShortError,
     NoVoicedSegmentError,
+    UnsupportedAudioParamsError,
     UnsupportedFormatError,
 )
 from service.inference import DeviceOutOfMemoryError, OverloadedError
-from service.uploads import UploadTooLargeError, too_large_body
+from service.uploads import BodyTimeoutError, UploadTooLargeError, too_large_body
+
+# An object's default repr names a memory address (`<_io.BytesIO object at 0x7f...>`): never
+# part of an answer.
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+# Keys of a validation error that are safe to echo (pydantic's `ctx` may hold exceptions).
+_VALIDATION_KEYS = ("type", "loc", "msg", "input")
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,9 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the service raises on purpose, with its HTTP status and stable code."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):
+    def __init__(
+        self, status: int, code: str, message: str | list, headers: dict | None = None, **extra
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -41,6 +53,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, detail, headers: dict | None = None, **extra):
+    if isinstance(detail, str):
+        detail = _OBJECT_REPR.sub("object", detail)
     body = jsonable_encoder({"detail": detail, "code": code, **extra})
     return JSONResponse(body, status, headers=headers)
 
@@ -61,7 +75,31 @@ def audio_error_response(err: AudioError) -> JSONResponse:
         )
     if isinstance(err, NoVoicedSegmentError):
         return error_response(422, "no_voiced_segment", err.reason)
+    if isinstance(err, AudioTooLongError):
+        return error_response(
+            422,
+            "audio_too_long",
+            err.reason,
+            duration_s=round(err.duration_s, 3),
+            max_duration_s=err.max_duration_s,
+        )
+    if isinstance(err, UnsupportedAudioParamsError):
+        return error_response(422, "unsupported_audio_params", err.reason)
     return error_response(422, "invalid_audio", err.reason)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (one route per method: GET /tracks/{id}
+    and DELETE /tracks/{id} are separate routes, and Starlette's 405 names only the first)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        m
+        for m in _METHODS
+        if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -105,7 +143,8 @@ def install_error_handlers(app: FastAPI) -> None:
             {
                 k: v
                 for k, v in e.items()
-                if k != "input" or v is None or isinstance(v, (str, int, float, bool))
+                if k in _VALIDATION_KEYS
+                and (k != "input" or v is None or isinstance(v, (str, int, float, bool)))
             }
             for e in err.errors()
         ]
@@ -115,9 +154,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, err: StarletteHTTPException):
         if isinstance(err, UploadTooLargeError):
             return JSONResponse(too_large_body(err.max_bytes), 413)
+        if err.status_code == 400:
+            # The framework's only 400: a multipart or form body its parser cannot read (its
+            # detail is the parser's message, e.g. "Missing boundary in multipart.").
+            return error_response(400, "malformed_body", f"malformed request body: {err.detail}")
+        if err.status_code == 405:
+            return error_response(
+                405, "method_not_allowed", err.detail, {"Allow": _allowed_methods(request)}
+            )
         return error_response(
             err.status_code, f"http_{err.status_code}", err.detail, getattr(err, "headers", None)
         )
+
+    @app.exception_handler(BodyTimeoutError)
+    async def _body_timeout(request: Request, err: BodyTimeoutError):
+        return error_response(408, "body_timeout", err.detail, {"Connection": "close"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):

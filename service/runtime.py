@@ -151,7 +151,15 @@ class Runtime:
                 headers={"Retry-After": "5"},
             )
         if self.state == "failed":
-            raise ApiError(503, "load_failed", f"the service failed to load: {self.error}")
+            raise ApiError(503, "load_failed", f"the service failed to load: {self.public_error}")
+
+    @property
+    def public_error(self) -> str | None:
+        """The load error as clients see it: its class only, unless paths may be shown (the
+        message names checkpoint and catalogue files)."""
+        if self.error is None or self.settings.expose_paths:
+            return self.error
+        return f"{self.error.split(':', 1)[0]} (details in the server log)"
 
     def checkpoint_mismatch_message(self) -> str:
         return (
@@ -186,18 +194,22 @@ class Runtime:
                 model_checkpoint=self.embedder.checkpoint_id,
             )
 
-    async def embed(self, data: bytes, domain: str) -> TrackEmbedding:
+    async def embed(
+        self, data: bytes, domain: str, max_seconds: float | None = None
+    ) -> TrackEmbedding:
         """Encoded audio -> track embedding, in the bounded inference pool.
 
         Decoding and features run in the pool's thread; the encoder there too, or in the
-        batcher's forward pass shared with concurrent requests. Raises AudioError, and
+        batcher's forward pass shared with concurrent requests. `max_seconds`: longest decoded
+        audio (default: the query limit, max_query_seconds). Raises AudioError, and
         DeviceOutOfMemoryError when the device cannot hold the work (the service goes on).
         """
+        limit = max_seconds or self.settings.max_query_seconds
 
         def job() -> TrackEmbedding:
             start = time.perf_counter()
             try:
-                emb = self._embed_now(data, domain)
+                emb = self._embed_now(data, domain, limit)
             except torch.OutOfMemoryError as err:
                 raise self._out_of_memory(err) from err
             self.metrics.observe(
@@ -209,13 +221,14 @@ class Runtime:
 
         return await self.pool.run(job)
 
-    def _embed_now(self, data: bytes, domain: str) -> TrackEmbedding:
+    def _embed_now(self, data: bytes, domain: str, max_seconds: float) -> TrackEmbedding:
         embedder = self.embedder
         if self.batcher is None:
-            return embedder.embed_file(data, domain)
+            return embedder.embed_file(data, domain, max_seconds=max_seconds)
         self.batcher.announce()  # a batch being gathered waits for these segments
         try:
-            selection = embedder.select(load_audio(data, embedder.features.sample_rate))
+            y = load_audio(data, embedder.features.sample_rate, max_seconds=max_seconds)
+            selection = embedder.select(y)
         except BaseException:
             self.batcher.withdraw()
             raise

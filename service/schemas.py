@@ -190,8 +190,18 @@ class Ready(BaseModel):
 
 # Documented on every endpoint that takes an upload.
 UPLOAD_ERRORS = {
+    400: {"model": ErrorOut, "description": "malformed multipart body (code malformed_body)"},
+    408: {"model": ErrorOut, "description": "body not received within SINGER_BODY_TIMEOUT_S"},
     413: {"model": ErrorOut, "description": "upload larger than SINGER_MAX_UPLOAD_MB"},
     415: {"model": ErrorOut, "description": "not a decodable audio file (lists the formats)"},
-    422: {"model": ErrorOut, "description": "too short, silent, no voiced segment, bad parameter"},
-    503: {"model": ErrorOut, "description": "still loading, or too many queued requests"},
+    422: {
+        "model": ErrorOut,
+        "description": "too short, too long, silent, no voiced segment, NaN/Inf samples, "
+        "unsupported sample rate or channels, bad parameter",
+    },
+    503: {
+        "model": ErrorOut,
+        "description": "still loading, too many queued requests, or too many uploads being "
+        "received",
+    },
 }

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.audio import MAX_QUERY_SECONDS, MAX_TRACK_SECONDS
+
 
 class Settings(BaseSettings):
     """Runtime configuration of the HTTP service. Sizes in MiB, times in seconds."""
@@ -81,6 +83,30 @@ class Settings(BaseSettings):
         ge=0,
         description="longest a request's segments wait for others to join its batch; "
         "empty: 5 ms on CUDA, 0 on CPU (only requests already queued join)",
+    )
+    max_query_seconds: float = Field(
+        MAX_QUERY_SECONDS,
+        gt=0,
+        description="longest decoded audio of /identify and /search, seconds (422 beyond)",
+    )
+    max_track_seconds: float = Field(
+        MAX_TRACK_SECONDS,
+        gt=0,
+        description="longest decoded audio of POST /tracks, seconds (422 beyond)",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="time allowed to receive a request body, seconds (408 and close beyond)",
+    )
+    max_concurrent_uploads: int = Field(
+        16,
+        ge=1,
+        description="request bodies received at the same time (503 at once beyond)",
+    )
+    expose_paths: bool = Field(
+        False,
+        description="show filesystem paths and load errors in /readyz (off: no disclosure)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="logging level of the service and uvicorn"

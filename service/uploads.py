@@ -1,13 +1,23 @@
-"""Uploads: the request-size limit, enforced while the body streams in, and reading.
+"""Request bodies: their size, the time they may take to arrive, and how many arrive at once.
 
-`BodySizeLimit` answers 413 from a declared Content-Length over the limit before reading any
-of the body, and otherwise counts the bytes as the application pulls them (multipart parsing
-streams them to a spooled temporary file) and stops the request the moment the count passes
-the limit; a client streaming an endless chunked body is cut off there.
+`BodyLimits` is a pure ASGI middleware that guards every request body before the application
+reads it:
+- size: a declared Content-Length over `max_bytes` is answered 413 before any of the body is
+  read; otherwise the bytes are counted as the application pulls them (multipart parsing
+  streams them to a spooled temporary file) and the request stops the moment the count passes
+  the limit, so an endless chunked body is cut off there;
+- time: the whole body must arrive within `timeout_s` of the request's start; a client that
+  trickles bytes gets 408 and the connection is closed (a per-read idle timeout would let a
+  byte every few seconds hold a connection forever). Any answer given before the body has
+  been read closes the connection too: the server would otherwise keep reading the rest;
+- concurrency: at most `max_concurrent` bodies are being received at once; beyond that the
+  request is answered 503 at once without reading its body, so slow uploads cannot take every
+  connection slot and worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import UploadFile
@@ -25,6 +35,13 @@ class UploadTooLargeError(HTTPException):
         self.max_bytes = max_bytes
 
 
+class BodyTimeoutError(HTTPException):
+    """The request body did not arrive in time (an HTTPException for the same reason)."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(408, f"the request body did not arrive within {timeout_s:g} s")
+
+
 def too_large_body(max_bytes: int) -> dict:
     return {
         "detail": f"request body larger than the limit of {max_bytes} bytes",
@@ -33,36 +50,81 @@ def too_large_body(max_bytes: int) -> dict:
     }
 
 
-class BodySizeLimit:
-    """Pure ASGI middleware: no request body may exceed `max_bytes`."""
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    length = headers.get(b"content-length")
+    return (length is not None and length.strip() not in (b"", b"0")) or (
+        b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+    )
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+
+class BodyLimits:
+    """Pure ASGI middleware: bounded size, arrival time and concurrency of request bodies."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, max_concurrent: int):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.max_concurrent = max_concurrent
+        self.receiving = 0  # bodies being received now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)  # before a single body byte is read
+            await _reject(send, 413, too_large_body(self.max_bytes))  # before any body byte
             return
+        if self.receiving >= self.max_concurrent:
+            body = {
+                "detail": f"{self.receiving} uploads are being received; retry later",
+                "code": "too_many_uploads",
+            }
+            await _reject(send, 503, body, [(b"retry-after", b"1")])
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         received = 0
+        receiving = True
         started = False
+        self.receiving += 1
+
+        def done_receiving() -> None:
+            nonlocal receiving
+            if receiving:
+                receiving = False
+                self.receiving -= 1
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            if not receiving:
+                return await receive()  # body complete: only the disconnect is left to wait for
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                done_receiving()
+                raise BodyTimeoutError(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    done_receiving()
                     raise UploadTooLargeError(self.max_bytes)
+                if not message.get("more_body", False):
+                    done_receiving()
+            else:
+                done_receiving()
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if receiving:
+                    # Answered before the body was read (an error): close the connection, or
+                    # the server would go on reading the rest of the body with no deadline.
+                    headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         try:
@@ -70,22 +132,31 @@ class BodySizeLimit:
         except UploadTooLargeError:
             if started:
                 raise
-            await self._reject(send)  # raised where no handler of the app caught it
+            await _reject(send, 413, too_large_body(self.max_bytes))  # no handler caught it
+        except BodyTimeoutError as err:
+            if started:
+                raise
+            await _reject(send, 408, {"detail": err.detail, "code": "body_timeout"})
+        finally:
+            done_receiving()
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(too_large_body(self.max_bytes)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Send, status: int, body: dict, headers: list | None = None) -> None:
+    """A JSON answer that closes the connection (the unread body makes it unusable)."""
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"connection", b"close"),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
 
 
 def keep_uploads_in_memory(max_bytes: int) -> None:

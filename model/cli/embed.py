@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.audio import MAX_TRACK_SECONDS
 from model.errors import AudioError, CheckpointError
 
 log = logging.getLogger("model.embed")
@@ -38,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--batch-size", type=int, default=64, help="segments per inference batch")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_TRACK_SECONDS,
+        help="longest decoded audio per file; a longer file is an unusable file "
+        f"(default: {MAX_TRACK_SECONDS:g})",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -68,6 +76,7 @@ def main(args: argparse.Namespace) -> int:
         args.workers,
         args.batch_size,
         progress=sys.stderr.isatty(),
+        max_seconds=args.max_seconds,
     )
     for i, res in results:
         if isinstance(res, AudioError):

@@ -27,13 +27,15 @@ async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONRespo
     while the catalogue holds vectors of another checkpoint (queries are refused then)."""
     if runtime.state != "ready":
         code = "not_ready" if runtime.state == "loading" else "load_failed"
-        return error_response(503, code, runtime.error or "loading", state=runtime.state)
+        return error_response(503, code, runtime.public_error or "loading", state=runtime.state)
     await runtime.refresh_checkpoints()
     if runtime.foreign_checkpoints:
         return error_response(
             503, "checkpoint_mismatch", runtime.checkpoint_mismatch_message(), state=runtime.state
         )
     stats = await runtime.catalog_call(runtime.catalog.stats)
+    if not runtime.settings.expose_paths:
+        stats.pop("directory", None)  # where the data lives is nobody's business but the host's
     return JSONResponse(
         Ready(
             status="ready",

@@ -11,12 +11,13 @@ from service.runtime import Runtime
 from service.schemas import SingerOut, SingersPage
 
 router = APIRouter(tags=["catalogue"])
+MAX_OFFSET = 2**31 - 1  # far beyond any catalogue, far below SQLite's 64-bit integers
 
 
 @router.get("/singers", response_model=SingersPage)
 async def list_singers(
     runtime: Annotated[Runtime, Depends(ready_runtime)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SingersPage:
     total, page = await runtime.catalog_call(runtime.catalog.list_singers, offset, limit)

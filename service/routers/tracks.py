@@ -107,7 +107,7 @@ async def add_track(
     async with runtime.content_lock(f"{digest}/{domain}"):
         existing = await runtime.catalog_call(runtime.catalog.find_track, digest, ckpt, domain)
         if existing is None:
-            emb = await runtime.embed(data, domain)
+            emb = await runtime.embed(data, domain, runtime.settings.max_track_seconds)
             track = await runtime.catalog_call(
                 runtime.catalog.add_track,
                 emb.vector,

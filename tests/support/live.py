@@ -38,6 +38,21 @@ def live_settings(tmp_path_factory, checkpoint, **overrides):
     )
 
 
+def service_env(checkpoint: Path, index_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """Environment of a `python -m service` subprocess: CPU, API_KEY, one torch thread, plus
+    `settings` as SINGER_<NAME> variables."""
+    return {
+        **os.environ,
+        "SINGER_CHECKPOINT": str(checkpoint),
+        "SINGER_INDEX_DIR": str(index_dir),
+        "SINGER_PORT": str(port),
+        "SINGER_DEVICE": "cpu",
+        "SINGER_API_KEY": API_KEY,
+        "OMP_NUM_THREADS": "1",
+        **{f"SINGER_{k.upper()}": v for k, v in settings.items()},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +72,10 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        from service.__main__ import uvicorn_options
+
+        options = {**uvicorn_options(settings), "log_level": "warning"}
+        config = uvicorn.Config(self.app, lifespan="on", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
