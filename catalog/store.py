@@ -661,7 +661,8 @@ class Catalog:
     ) -> list[Track]:
         """One page of tracks matching the filters: ids > `after_id`, ascending, at most
         `limit` (keyset pagination: the next page starts after the last id returned)."""
-        clauses, params = ["t.id > ?"], [int(after_id)]
+        clauses: list[str] = ["t.id > ?"]
+        params: list[object] = [int(after_id)]
         for column, value in (("s.name", singer), ("t.domain", domain)):
             if value is not None:
                 clauses.append(f"{column} = ?")

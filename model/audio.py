@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import soundfile as sf
@@ -198,6 +199,7 @@ def _ffmpeg_decode_path(
         tempfile.TemporaryFile() as err,
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc,
     ):
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             for block in _read_f32(proc.stdout):
                 out.add(block)
@@ -214,7 +216,7 @@ def _ffmpeg_decode_path(
     return out.result(), sr or rate
 
 
-def _read_f32(pipe) -> Iterator[np.ndarray]:
+def _read_f32(pipe: IO[bytes]) -> Iterator[np.ndarray]:
     """Blocks of float32 samples from a byte pipe (a read may end mid-sample)."""
     rest = b""
     while chunk := pipe.read(4 * BLOCK_FRAMES):
@@ -254,14 +256,14 @@ def _ffprobe_check(
     return rate, declared
 
 
-def _as_int(value) -> int:
+def _as_int(value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         return 0
 
 
-def _as_float(value) -> float | None:
+def _as_float(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -42,7 +43,12 @@ class ApiError(Exception):
     """An error the service raises on purpose, with its HTTP status and stable code."""
 
     def __init__(
-        self, status: int, code: str, message: str | list, headers: dict | None = None, **extra
+        self,
+        status: int,
+        code: str,
+        message: str | list,
+        headers: dict | None = None,
+        **extra: Any,
     ):
         super().__init__(message)
         self.status = status
@@ -52,7 +58,9 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, code: str, detail, headers: dict | None = None, **extra):
+def error_response(
+    status: int, code: str, detail: object, headers: dict | None = None, **extra: Any
+) -> JSONResponse:
     if isinstance(detail, str):
         detail = _OBJECT_REPR.sub("object", detail)
     body = jsonable_encoder({"detail": detail, "code": code, **extra})
@@ -106,38 +114,38 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, err: ApiError):
+    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
         return error_response(err.status, err.code, err.message, err.headers, **err.extra)
 
     @app.exception_handler(AudioError)
-    async def _audio_error(request: Request, err: AudioError):
+    async def _audio_error(request: Request, err: AudioError) -> JSONResponse:
         return audio_error_response(err)
 
     @app.exception_handler(TrackNotFoundError)
-    async def _not_found(request: Request, err: TrackNotFoundError):
+    async def _not_found(request: Request, err: TrackNotFoundError) -> JSONResponse:
         return error_response(404, "track_not_found", str(err))
 
     @app.exception_handler(DuplicateTrackError)
-    async def _duplicate(request: Request, err: DuplicateTrackError):
+    async def _duplicate(request: Request, err: DuplicateTrackError) -> JSONResponse:
         # Same content added concurrently by another process (the service itself serialises
         # its own uploads of one content).
         return error_response(409, "duplicate_track", str(err), track_id=err.track_id)
 
     @app.exception_handler(CatalogError)
-    async def _catalog_error(request: Request, err: CatalogError):
+    async def _catalog_error(request: Request, err: CatalogError) -> JSONResponse:
         # The catalogue refuses a write that conflicts with what it holds.
         return error_response(409, "catalog_conflict", str(err))
 
     @app.exception_handler(OverloadedError)
-    async def _overloaded(request: Request, err: OverloadedError):
+    async def _overloaded(request: Request, err: OverloadedError) -> JSONResponse:
         return error_response(503, "overloaded", str(err), headers={"Retry-After": "1"})
 
     @app.exception_handler(DeviceOutOfMemoryError)
-    async def _device_oom(request: Request, err: DeviceOutOfMemoryError):
+    async def _device_oom(request: Request, err: DeviceOutOfMemoryError) -> JSONResponse:
         return error_response(503, "device_out_of_memory", str(err), headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError):
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
         # Echo offending values only when they are plain scalars (never an upload object).
         errors = [
             {
@@ -151,7 +159,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_parameters", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, err: StarletteHTTPException):
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         if isinstance(err, UploadTooLargeError):
             return JSONResponse(too_large_body(err.max_bytes), 413)
         if err.status_code == 400:
@@ -167,10 +175,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(BodyTimeoutError)
-    async def _body_timeout(request: Request, err: BodyTimeoutError):
+    async def _body_timeout(request: Request, err: BodyTimeoutError) -> JSONResponse:
         return error_response(408, "body_timeout", err.detail, {"Connection": "close"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception):
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class InferencePool:
         self.waiting = 0
         self.running = 0
 
-    async def run(self, fn: Callable[..., T], *args) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a worker thread; raises OverloadedError when the queue is full."""
         if self._slots.locked() and self.waiting >= self.max_pending:
             raise OverloadedError(

@@ -50,7 +50,9 @@ class Metrics:
         self._help[name] = ("counter", help_text)
         self._counters[name] = {}
 
-    def histogram(self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS):
+    def histogram(
+        self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> None:
         self._help[name] = ("histogram", help_text)
         self._histograms[name] = (tuple(sorted(buckets)), {})
 
@@ -99,8 +101,8 @@ class Metrics:
                     lines.append(f"{name}_sum{_fmt_labels(labels)} {_fmt_value(state[-2])}")
                     lines.append(f"{name}_count{_fmt_labels(labels)} {_fmt_value(state[-1])}")
             else:
-                for labels, value in self._gauges[name]():
-                    key = tuple(sorted(labels.items()))
+                for gauge_labels, value in self._gauges[name]():
+                    key = tuple(sorted(gauge_labels.items()))
                     lines.append(f"{name}{_fmt_labels(key)} {_fmt_value(value)}")
         return "\n".join(lines) + "\n"
 

@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class Runtime:
         else:
             self.calibration_status = f"loaded {path.name} ({self.calibration.norm} scores)"
 
-    async def load_in_background(self, on_failure: Callable[[BaseException], None] | None):
+    async def load_in_background(self, on_failure: Callable[[BaseException], None] | None) -> None:
         try:
             await asyncio.to_thread(self.load)
         except Exception as err:
@@ -252,7 +252,7 @@ class Runtime:
             lock = self._content_locks[key] = asyncio.Lock()
         return lock
 
-    async def catalog_call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+    async def catalog_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A catalogue operation (SQLite/FAISS, blocking) off the event loop."""
         return await run_in_threadpool(fn, *args, **kwargs)
 

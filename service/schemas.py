@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -189,7 +189,7 @@ class Ready(BaseModel):
 
 
 # Documented on every endpoint that takes an upload.
-UPLOAD_ERRORS = {
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "malformed multipart body (code malformed_body)"},
     408: {"model": ErrorOut, "description": "body not received within SINGER_BODY_TIMEOUT_S"},
     413: {"model": ErrorOut, "description": "upload larger than SINGER_MAX_UPLOAD_MB"},

@@ -7,7 +7,7 @@ after the catalogue has committed them, so a 2xx write survives a crash.
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Security, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,9 @@ write_router = APIRouter(
     },
 )
 TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="catalogue track id")]
-NOT_FOUND = {404: {"model": ErrorOut, "description": "no track with this id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no track with this id"}
+}
 
 
 def _stem(filename: str | None) -> str | None:
