@@ -18,9 +18,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -31,6 +32,7 @@ from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -242,6 +244,28 @@ def _update_metadata(catalog: Catalog, track: Track, item: SourceItem, report: I
         report.n_updated += 1
 
 
+def embedding_order(todo: list[_Job]) -> list[_Job]:
+    """The order tracks are committed in, by every engine: by domain, then listing order.
+    Track ids follow it, so two engines build catalogues with the same ids."""
+    return sorted(todo, key=lambda j: j.item.domain)  # stable: listing order within a domain
+
+
+def in_order(results: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
+    """(index, result) pairs in any order -> in index order 0, 1, 2... as soon as possible.
+
+    `embed_many` yields in completion order; holding the early ones back costs at most its
+    bounded number of files in flight.
+    """
+    waiting: dict[int, T] = {}
+    following = 0
+    for i, result in results:
+        waiting[i] = result
+        while following in waiting:
+            yield following, waiting.pop(following)
+            following += 1
+    yield from sorted(waiting.items())
+
+
 def index_listing(
     catalog: Catalog,
     embedder: Embedder,
@@ -276,7 +300,7 @@ def index_listing(
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
-            batch = [j for j in todo if j.item.domain == domain]
+            batch = [j for j in todo if j.item.domain == domain]  # = embedding_order(todo)
             results = embedder.embed_many(
                 [j.item.path for j in batch],
                 domain,
@@ -284,7 +308,7 @@ def index_listing(
                 workers=workers,
                 batch_size=batch_size,
             )
-            for i, result in results:
+            for i, result in in_order(results):
                 if isinstance(result, AudioError):
                     _fail(report, batch[i].item.path, result.reason)
                 else:

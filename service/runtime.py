@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from catalog import Catalog, Track
+from catalog import CatalogBackend, Track, open_catalog
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 from service.errors import ApiError
@@ -40,7 +40,7 @@ class Runtime:
         self.state = "loading"
         self.error: str | None = None
         self.embedder: Embedder | None = None
-        self.catalog: Catalog | None = None
+        self.catalog: CatalogBackend | None = None
         # Checkpoints other than the loaded one that computed vectors in the catalogue.
         self.foreign_checkpoints: set[str] = set()
         self._checkpoints_read_at = 0.0
@@ -55,9 +55,12 @@ class Runtime:
         s = self.settings
         start = time.perf_counter()
         embedder = Embedder.from_checkpoint(s.checkpoint, s.device)
-        s.index_dir.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog.open(
-            s.index_dir, dim=embedder.embed_dim, index=s.index_kind, device=s.device
+        catalog = open_catalog(
+            s.catalog_target,
+            dim=embedder.embed_dim,
+            index=s.index_kind,
+            device=s.device,
+            qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
         )
         self.embedder, self.catalog = embedder, catalog
         self._read_checkpoints()
@@ -67,7 +70,7 @@ class Runtime:
             "loaded checkpoint %s on %s and catalogue %s in %.1f s",
             embedder.checkpoint_id,
             embedder.device,
-            s.index_dir,
+            s.catalog_target,
             time.perf_counter() - start,
         )
         self.state = "ready"
