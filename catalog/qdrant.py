@@ -83,7 +83,7 @@ def _model_point_id(singer_id: int, domain: str) -> str:
 
 def _match(**conditions: Any) -> models.Filter | None:
     """A filter of field == value for every non-None condition (lists: any of)."""
-    must = []
+    must: list[models.Condition] = []
     for key, value in conditions.items():
         if value is None:
             continue
@@ -337,15 +337,15 @@ class QdrantCatalog(CatalogBackend):
                 raise DuplicateTrackError(same[0].id if same else None, item["content_hash"])
             seen.add(key)
             if replace and existing:
-                kept = (same or existing)[0]
-                plans.append((item, kept, [t for t in existing if t.id != kept.id]))
+                keep = (same or existing)[0]
+                plans.append((item, keep, [t for t in existing if t.id != keep.id]))
             else:
                 plans.append((item, None, []))
         fresh = iter(self._new_ids(sum(kept is None for _, kept, _ in plans)))
         points, ids, dropped, touched = [], [], [], set()
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         for item, kept, others in plans:
-            track_id = kept.id if kept else next(fresh)
+            track_id = kept.id if kept is not None else next(fresh)
             singer_id = singer_id_of(item["singer"])
             payload = {k: item[k] for k in ("domain", "content_hash", "checkpoint_id")}
             payload |= {k: item[k] for k in ("singer", "path", "title", "external_id")}
@@ -361,7 +361,7 @@ class QdrantCatalog(CatalogBackend):
             )
             ids.append(track_id)
             touched.add((singer_id, item["domain"]))
-            for old in [kept, *others] if kept else others:
+            for old in others if kept is None else [kept, *others]:
                 touched.add((old.singer_id, old.domain))
             dropped += [t.id for t in others]
         self._upsert(self._tracks, points)
@@ -560,7 +560,7 @@ class QdrantCatalog(CatalogBackend):
             query_filter=_match(domain=domain),
             with_payload=["singer_id"],
         ).points
-        ids = [int(h.payload["singer_id"]) for h in hits]
+        ids = [int((h.payload or {})["singer_id"]) for h in hits]
         singers = self._singer_models(_match(singer_id=ids)) if ids else {}
         return [
             SingerHit(singers[i], float(h.score), domain, singers[i].n_tracks[domain])

@@ -617,7 +617,8 @@ class Catalog(CatalogBackend):
         limit: int = 50,
     ) -> list[Track]:
         """Tracks with id > after_id, ascending id, at most `limit` (keyset pagination)."""
-        clauses, params = ["t.id > ?"], [int(after_id)]
+        clauses: list[str] = ["t.id > ?"]
+        params: list[int | str] = [int(after_id)]
         for column, value in (("s.name", singer), ("t.domain", domain)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -743,10 +744,10 @@ class Catalog(CatalogBackend):
             self._sync()
             scored: list[tuple[float, int]] = []
             if singer is not None:
-                ids = self.track_ids(singer=singer, domain=domain)
-                if ids:
-                    scores = self._unpack([self._vector_blob(i) for i in ids]) @ q[0]
-                    scored = [(float(s), i) for s, i in zip(scores, ids)]
+                mine = self.track_ids(singer=singer, domain=domain)
+                if mine:
+                    exact = self._unpack([self._vector_blob(i) for i in mine]) @ q[0]
+                    scored = [(float(s), i) for s, i in zip(exact, mine)]
             else:
                 for d in [domain] if domain else DOMAINS:
                     scores, ids = self._tracks[d].search(q, k)

@@ -25,7 +25,16 @@ import numpy as np
 import pandas as pd
 
 from catalog import CatalogBackend
-from indexer.run import IndexReport, _fail, _hash_all, _Job, _plan, _Writer, embedding_order
+from indexer.run import (
+    IndexReport,
+    _fail,
+    _hash_all,
+    _Job,
+    _plan,
+    _Writer,
+    embedding_order,
+    finish_report,
+)
 from indexer.sources import Listing, read_source
 from model.embedding import Embedder, TrackEmbedding, track_vector
 from model.errors import AudioError
@@ -164,9 +173,7 @@ def index_listing_ray(
     finally:
         writer.flush()
         report.embed_s = time.perf_counter() - embed_start
-    counts = catalog.stats()["checkpoint_ids"]
-    report.other_checkpoints = {k: n for k, n in counts.items() if k != ckpt}
-    report.wall_s = time.perf_counter() - start
+    finish_report(catalog, report, ckpt, start)
     return report
 
 

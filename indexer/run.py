@@ -5,7 +5,7 @@
                                           the same key the HTTP service computes for uploads
     skip what is already indexed          same content + checkpoint + domain (unless rebuild)
     Embedder.embed_many (per domain)      decoding threads, segments batched across files
-    Catalog.add_tracks(replace=True)      a transaction every `commit_every` tracks or
+    catalog.add_tracks(replace=True)      a transaction every `commit_every` tracks or
                                           `commit_interval_s` seconds
 
 A killed run loses at most the tracks embedded since the last commit; running it again
@@ -25,8 +25,9 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from catalog import Catalog, CatalogError, Track
+from catalog import CatalogBackend, CatalogError, Track
 from catalog.hashing import content_hash
+from catalog.vector_index import FLAT_MAX_VECTORS, KINDS, recommended_kind
 from indexer.sources import Listing, SourceItem, read_source
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
@@ -56,6 +57,7 @@ class IndexReport:
     wall_s: float = 0.0
     interrupted: bool = False
     other_checkpoints: dict[str, int] = field(default_factory=dict)  # id -> tracks
+    advice: str | None = None  # e.g. a better index kind for the catalogue's size
 
     @property
     def ok(self) -> bool:
@@ -92,6 +94,8 @@ class IndexReport:
                 "service refuses queries until they are re-indexed (--rebuild over their "
                 "sources) or removed (python -m indexer remove --checkpoint-id ID)"
             )
+        if self.advice:
+            lines.append(f"note: {self.advice}")
         return "\n".join(lines)
 
 
@@ -106,7 +110,7 @@ class _Writer:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: CatalogBackend,
         report: IndexReport,
         checkpoint_id: str,
         commit_every: int,
@@ -201,7 +205,11 @@ def _try_hash(path: Path) -> tuple[str | None, str | None]:
 
 
 def _plan(
-    catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool, report: IndexReport
+    catalog: CatalogBackend,
+    jobs: list[_Job],
+    checkpoint_id: str,
+    rebuild: bool,
+    report: IndexReport,
 ) -> list[_Job]:
     """Drop duplicates within the source and (unless rebuild) what is already indexed."""
     first: dict[tuple[str, str], _Job] = {}
@@ -231,7 +239,9 @@ def _plan(
     return todo
 
 
-def _update_metadata(catalog: Catalog, track: Track, item: SourceItem, report: IndexReport) -> None:
+def _update_metadata(
+    catalog: CatalogBackend, track: Track, item: SourceItem, report: IndexReport
+) -> None:
     wanted = {
         "singer": item.singer,
         "path": str(item.path),
@@ -267,7 +277,7 @@ def in_order(results: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
 
 
 def index_listing(
-    catalog: Catalog,
+    catalog: CatalogBackend,
     embedder: Embedder,
     listing: Listing,
     *,
@@ -328,14 +338,31 @@ def index_listing(
         writer.flush()
         bar.close()
         report.embed_s = time.perf_counter() - embed_start
-    counts = catalog.stats()["checkpoint_ids"]
-    report.other_checkpoints = {k: n for k, n in counts.items() if k != ckpt}
-    report.wall_s = time.perf_counter() - start
+    finish_report(catalog, report, ckpt, start)
     return report
 
 
+def finish_report(catalog: CatalogBackend, report: IndexReport, ckpt: str, start: float) -> None:
+    """Fill what the catalogue tells after a run: other checkpoints, index advice, wall time."""
+    stats = catalog.stats()
+    report.other_checkpoints = {k: n for k, n in stats["checkpoint_ids"].items() if k != ckpt}
+    n = sum(stats["n_tracks"].values())
+    if stats["index"] in KINDS and recommended_kind(n) != stats["index"]:
+        report.advice = (
+            f"the catalogue holds {n} tracks: a {recommended_kind(n)} index suits this size "
+            f"better than {stats['index']} (--index-kind / SINGER_INDEX_KIND; crossover "
+            f"{FLAT_MAX_VECTORS} tracks, see README 'Scale-out')"
+        )
+    report.wall_s = time.perf_counter() - start
+
+
 def index_source(
-    catalog: Catalog, embedder: Embedder, source: str | Path, *, domain: str = "mixed", **options
+    catalog: CatalogBackend,
+    embedder: Embedder,
+    source: str | Path,
+    *,
+    domain: str = "mixed",
+    **options,
 ) -> IndexReport:
     """Index a folder or a CSV manifest (see indexer/sources.py) into `catalog`.
 

@@ -83,6 +83,8 @@ def nginx_config(tmp_path, upstreams: list[int], port: int):
     text = re.sub(r"^\s*server api:8000[^\n]*$", servers, text, flags=re.M)
     text = text.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     text = text.replace("http {", f"http {{\n    client_body_temp_path {tmp_path}/body;", 1)
+    if os.geteuid() == 0:  # workers would drop to `nobody`, who cannot write into tmp_path
+        text = "user root;\n" + text
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
     return conf
