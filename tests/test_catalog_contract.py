@@ -16,6 +16,7 @@ pytest.importorskip("qdrant_client")
 
 from catalog import Catalog, CatalogBackend, CatalogError, open_catalog
 from catalog.qdrant import QdrantCatalog
+from tests import test_catalog
 from tests.test_catalog import (
     DIM,
     assert_search_matches_numpy,
@@ -23,32 +24,24 @@ from tests.test_catalog import (
     item,
     reference_singers,
     stored,
-    test_a_singer_goes_with_their_last_track,
-    test_a_stored_vector_is_the_normalised_input,
-    test_concurrent_writers_and_readers,
-    test_duplicates_are_refused_and_replace_keeps_the_id,
-    test_export_csv_is_a_manifest_and_json_has_vectors,
-    test_invalid_tracks_are_refused,
-    test_moving_a_track_to_another_singer_updates_both_models,
-    test_search_equals_brute_force,
-    test_singer_models_follow_adds_and_removes,
-    test_stats_and_pagination,
     unit,
 )
 
-# Collected here again, now against every backend of the `catalog` fixture below.
+# The backend-agnostic tests of tests/test_catalog.py, collected here again against every
+# backend of the `catalog` fixture below (pytest collects module globals named test_*).
 SHARED_TESTS = (
-    test_a_singer_goes_with_their_last_track,
-    test_a_stored_vector_is_the_normalised_input,
-    test_concurrent_writers_and_readers,
-    test_duplicates_are_refused_and_replace_keeps_the_id,
-    test_export_csv_is_a_manifest_and_json_has_vectors,
-    test_invalid_tracks_are_refused,
-    test_moving_a_track_to_another_singer_updates_both_models,
-    test_search_equals_brute_force,
-    test_singer_models_follow_adds_and_removes,
-    test_stats_and_pagination,
+    "test_a_singer_goes_with_their_last_track",
+    "test_a_stored_vector_is_the_normalised_input",
+    "test_concurrent_writers_and_readers",
+    "test_duplicates_are_refused_and_replace_keeps_the_id",
+    "test_export_csv_is_a_manifest_and_json_has_vectors",
+    "test_invalid_tracks_are_refused",
+    "test_moving_a_track_to_another_singer_updates_both_models",
+    "test_search_equals_brute_force",
+    "test_singer_models_follow_adds_and_removes",
+    "test_stats_and_pagination",
 )
+globals().update({name: getattr(test_catalog, name) for name in SHARED_TESTS})
 
 BACKENDS = ("sqlite", "qdrant-memory", "qdrant-local")
 
