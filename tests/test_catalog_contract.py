@@ -185,3 +185,31 @@ def test_an_unreachable_qdrant_server_is_a_catalog_error():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1)
+
+
+@pytest.mark.e2e
+def test_service_on_qdrant_refuses_another_checkpoints_catalogue(tmp_path, random_checkpoint):
+    """The service's checkpoint check (409 / readyz 503) holds on a Qdrant catalogue too."""
+    from model.checkpoint import checkpoint_id, make_random_checkpoint
+    from service.settings import Settings
+    from tests.support.live import API_KEY, LiveServer, add_clip, make_clip, upload
+
+    def settings(checkpoint) -> Settings:
+        url = f"qdrant+local://{tmp_path / 'q'}"
+        return Settings(catalog=url, checkpoint=checkpoint, device="cpu", api_key=API_KEY)
+
+    clips = [make_clip(tmp_path, v, "mono", 0) for v in range(2)]
+    with LiveServer(settings(random_checkpoint)) as srv, srv.client() as client:
+        old = [add_clip(client, c) for c in clips]
+    other = make_random_checkpoint(tmp_path / "other.pt", seed=1)
+    with LiveServer(settings(other)) as srv, srv.client() as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "checkpoint_mismatch"
+        r = upload(client, "/identify", clips[0].path)
+        assert r.status_code == 409
+        assert r.json()["catalog_checkpoints"] == [checkpoint_id(random_checkpoint)]
+        for track in old:
+            gone = client.delete(f"/tracks/{track['id']}", headers={"X-API-Key": API_KEY})
+            assert gone.status_code == 200
+        assert client.get("/readyz").status_code == 200
+        assert upload(client, "/identify", clips[0].path).status_code == 200
