@@ -213,3 +213,24 @@ def test_service_on_qdrant_refuses_another_checkpoints_catalogue(tmp_path, rando
             assert gone.status_code == 200
         assert client.get("/readyz").status_code == 200
         assert upload(client, "/identify", clips[0].path).status_code == 200
+
+
+def test_indexer_commands_work_on_a_qdrant_catalogue(tmp_path, rng, capsys):
+    """`stats`, `export` and `remove` through the CLI, on a catalogue URL."""
+    import json
+
+    from indexer.__main__ import main
+
+    url = f"qdrant+local://{tmp_path / 'q'}"
+    with open_catalog(url, dim=DIM) as c:
+        tracks = fill(c, rng, n=6, singers=2)
+    capsys.readouterr()
+    assert main(["stats", "--catalog", url, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["n_tracks"] == {"mono": 3, "mixed": 3} and stats["n_singers"] == 2
+    assert main(["export", "--catalog", url, "--format", "json"]) == 0
+    assert [t["id"] for t in json.loads(capsys.readouterr().out)] == [t.id for t in tracks]
+    assert main(["remove", "--catalog", url, "--singer", "singer 0"]) == 0
+    with open_catalog(url, dim=None) as c:
+        assert [t.id for t in c.iter_tracks()] == [t.id for t in tracks if t.singer != "singer 0"]
+        assert c.get_singer("singer 0") is None
