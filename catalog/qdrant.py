@@ -32,6 +32,11 @@ Concurrent writers. Qdrant has no multi-point transactions. What this backend gu
   instant can both succeed (two tracks); the service's per-content lock prevents it within
   one replica, and `indexer remove` cleans up.
 
+Costs. Searches, `find_track`, `list_tracks` and counts use Qdrant's payload indexes;
+`stats` (duration sum, singer count) and, in local mode, `checkpoint_ids` scan the payloads
+of every point: fine for `indexer stats`, but mind it when /metrics is scraped often on a
+catalogue of millions (the service reads checkpoint ids through a facet on a server).
+
 Local mode (`qdrant+local://`, `qdrant+memory://`) runs Qdrant in this process: one process
 per folder (it locks it), exact search; for tests and small setups. Its client is not
 thread-safe, so calls are serialised with a lock there.
