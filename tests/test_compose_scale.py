@@ -173,3 +173,27 @@ def test_nginx_spreads_requests_over_two_replicas(tmp_path, random_checkpoint):
             proc.wait(10)
         for r in replicas:
             r.kill()
+
+
+def test_the_image_installs_the_scale_extra(tmp_path):
+    """The Dockerfile's requirements step adds pyproject's `scale` extra when EXTRAS=scale
+    (the build argument compose.scale.yml passes)."""
+    import shlex
+
+    from tests.test_docker import parse_dockerfile
+
+    (tmp_path / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
+    stages = parse_dockerfile(REPO / "docker" / "Dockerfile")
+    run = next(a for s in stages for a in s.all("RUN") if "tomllib" in a)
+    tokens = shlex.split(run.split(">")[0])
+    code = tokens[tokens.index("-c") + 1]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "EXTRAS": "scale"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert any(d.startswith("qdrant-client") for d in out)
+    assert any(d.startswith("fastapi") for d in out)
