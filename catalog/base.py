@@ -79,10 +79,35 @@ class CatalogBackend(ABC):
         content and domain (any checkpoint) keeps its id and takes the new vector/metadata.
         """
 
-    def add_track(self, vector: np.ndarray, *, replace: bool = False, **fields) -> Track:
-        """Add one track (see `add_tracks`): singer, domain, duration_s, n_segments,
-        content_hash, checkpoint_id, optional path, title, external_id."""
-        return self.add_tracks([{"vector": vector, **fields}], replace=replace)[0]
+    def add_track(
+        self,
+        vector: np.ndarray,
+        *,
+        singer: str,
+        domain: str,
+        duration_s: float,
+        n_segments: int,
+        content_hash: str,
+        checkpoint_id: str,
+        path: str | None = None,
+        title: str | None = None,
+        external_id: str | None = None,
+        replace: bool = False,
+    ) -> Track:
+        """Add one track (see `add_tracks`). Durable when it returns."""
+        item = {
+            "vector": vector,
+            "singer": singer,
+            "domain": domain,
+            "duration_s": duration_s,
+            "n_segments": n_segments,
+            "content_hash": content_hash,
+            "checkpoint_id": checkpoint_id,
+            "path": path,
+            "title": title,
+            "external_id": external_id,
+        }
+        return self.add_tracks([item], replace=replace)[0]
 
     @abstractmethod
     def update_track(self, track_id: int, **changes) -> Track:

@@ -413,7 +413,8 @@ class Catalog(CatalogBackend):
         with self._write() as delta:
             for item in items:
                 ids.append(self._insert(item, replace, delta))
-        return self._tracks_by_id(ids)
+        with self._lock:  # the connection is shared: never run a statement without the lock
+            return self._tracks_by_id(ids)
 
     def _singer_id(self, name: str) -> int:
         self._db.execute(
