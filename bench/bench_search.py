@@ -243,6 +243,13 @@ def main() -> None:
         default=Path.home() / ".cache" / "singer-retrieval" / "mir1k-embeddings.npz",
         help="real embeddings cache (default: %(default)s)",
     )
+    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW M (default: %(default)s)")
+    p.add_argument(
+        "--ef-construction",
+        type=int,
+        default=200,
+        help="HNSW efConstruction (default: %(default)s)",
+    )
     p.add_argument("--only", nargs="*", help="index names to run (default: all)")
     p.add_argument("--json", type=Path, help="append result rows to this JSON file")
     args = p.parse_args()
@@ -282,7 +289,7 @@ def main() -> None:
     nlist = 1 << int(np.round(np.log2(np.sqrt(args.n))))
     configs = [
         ("flat", {}, [None]),
-        ("hnsw", {"m": 32, "ef_construction": 200}, [64, 128, 256]),
+        ("hnsw", {"m": args.hnsw_m, "ef_construction": args.ef_construction}, [64, 128, 256]),
         ("ivfpq", {"nlist": nlist, "pq_m": 32}, [16, 64]),
         ("ivfpq+refine", {"nlist": nlist, "pq_m": 32, "refine": True}, [16, 64]),
     ]
