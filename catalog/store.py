@@ -21,7 +21,6 @@ and reloads its in-memory indexes before its next read or write.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import logging
@@ -31,13 +30,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any
 
 import numpy as np
 
+from catalog.base import METADATA_FIELDS, CatalogBackend, check_domain, validated_item
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
 from catalog.records import Singer, SingerHit, Track, TrackHit
 from catalog.vector_index import (
@@ -92,11 +92,6 @@ _TRACK_SELECT = (
 )
 
 
-_TRACK_FIELDS = ("singer", "domain", "duration_s", "n_segments", "content_hash", "checkpoint_id")
-_OPTIONAL_FIELDS = ("path", "title", "external_id")
-_METADATA_FIELDS = ("singer", "path", "title", "external_id")
-
-
 def singer_model(vectors: np.ndarray) -> np.ndarray:
     """(n, dim) L2-normalised track vectors -> (dim,) float32 L2-normalised mean."""
     return normalized_mean(vectors)
@@ -125,7 +120,7 @@ class _Delta:
         self.stale.setdefault(domain, set()).add(track_id)
 
 
-class Catalog:
+class Catalog(CatalogBackend):
     """Tracks, singers and their FAISS indexes in one directory. Thread-safe (one lock)."""
 
     def __init__(
@@ -391,36 +386,6 @@ class Catalog:
                 self._singers[d].add([singer_id], model)
 
     # -- writes ------------------------------------------------------------------------
-    def add_track(
-        self,
-        vector: np.ndarray,
-        *,
-        singer: str,
-        domain: str,
-        duration_s: float,
-        n_segments: int,
-        content_hash: str,
-        checkpoint_id: str,
-        path: str | None = None,
-        title: str | None = None,
-        external_id: str | None = None,
-        replace: bool = False,
-    ) -> Track:
-        """Add one track (see `add_tracks`). Durable when it returns."""
-        item = {
-            "vector": vector,
-            "singer": singer,
-            "domain": domain,
-            "duration_s": duration_s,
-            "n_segments": n_segments,
-            "content_hash": content_hash,
-            "checkpoint_id": checkpoint_id,
-            "path": path,
-            "title": title,
-            "external_id": external_id,
-        }
-        return self.add_tracks([item], replace=replace)[0]
-
     def add_tracks(self, items: Iterable[dict], *, replace: bool = False) -> list[Track]:
         """Add tracks in one transaction; each item has `add_track`'s keyword fields.
 
@@ -429,41 +394,15 @@ class Catalog:
         nothing is written). With `replace`, a track of the same content and domain (any
         checkpoint) is updated in place: it keeps its id, takes the new vector and metadata.
         """
-        items = [self._validated(item) for item in items]
+        items = [validated_item(item, self.dim) for item in items]
         if not items:
             return []
         ids: list[int] = []
         with self._write() as delta:
             for item in items:
                 ids.append(self._insert(item, replace, delta))
-        return self._tracks_by_id(ids)
-
-    def _validated(self, item: dict) -> dict:
-        missing = [k for k in ("vector", *_TRACK_FIELDS) if item.get(k) is None]
-        if missing:
-            raise ValueError(f"track fields missing: {missing}")
-        unknown = set(item) - {"vector", *_TRACK_FIELDS, *_OPTIONAL_FIELDS}
-        if unknown:
-            raise ValueError(f"unknown track fields: {sorted(unknown)}")
-        vector = np.asarray(item["vector"], np.float64).reshape(-1)
-        if vector.shape != (self.dim,):
-            raise ValueError(f"vector must have shape ({self.dim},), got {vector.shape}")
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise ValueError("vector must be finite and non-zero")
-        if item["domain"] not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {item['domain']!r}")
-        singer = str(item["singer"]).strip()
-        if not singer:
-            raise ValueError("singer must not be empty")
-        return {
-            **{k: None for k in _OPTIONAL_FIELDS},
-            **item,
-            "singer": singer,
-            "vector": (vector / norm).astype(np.float32),
-            "duration_s": float(item["duration_s"]),
-            "n_segments": int(item["n_segments"]),
-        }
+        with self._lock:  # the connection is shared: never run a statement without the lock
+            return self._tracks_by_id(ids)
 
     def _singer_id(self, name: str) -> int:
         self._db.execute(
@@ -526,9 +465,9 @@ class Catalog:
         Moving a track to another singer updates both singers' models. Raises
         TrackNotFoundError.
         """
-        unknown = set(changes) - set(_METADATA_FIELDS)
+        unknown = set(changes) - set(METADATA_FIELDS)
         if unknown:
-            raise ValueError(f"only {_METADATA_FIELDS} can be updated, got {sorted(unknown)}")
+            raise ValueError(f"only {METADATA_FIELDS} can be updated, got {sorted(unknown)}")
         with self._write() as delta:
             old = self._get_track(track_id)
             if "singer" in changes:
@@ -544,13 +483,6 @@ class Catalog:
             for key, value in changes.items():
                 self._db.execute(f"UPDATE tracks SET {key} = ? WHERE id = ?", (value, track_id))
         return self.get_track(track_id)
-
-    def remove_track(self, track_id: int) -> Track:
-        """Remove a track; its singer's model follows (the singer goes with its last track).
-
-        Returns the removed track. Raises TrackNotFoundError.
-        """
-        return self.remove_tracks([track_id])[0]
 
     def remove_tracks(self, track_ids: Iterable[int], *, missing_ok: bool = False) -> list[Track]:
         """Remove tracks in one transaction. Returns those removed.
@@ -796,8 +728,7 @@ class Catalog:
         min_score: only hits with a cosine score of at least this.
         """
         q = self._query(vector)
-        if domain is not None and domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS} or None, got {domain!r}")
+        check_domain(domain, optional=True)
         with self._lock:
             self._check_open()
             self._sync()
@@ -850,39 +781,6 @@ class Catalog:
             if i in singers
         ]
 
-    # -- export ------------------------------------------------------------------------
-    def export(self, fh: IO[str], fmt: str = "csv", include_vectors: bool = False) -> int:
-        """Write every track to a text stream as CSV (a valid manifest) or a JSON array.
-
-        Vectors, when included, are a list of floats (JSON) or space-separated (CSV).
-        Returns the number of tracks written.
-        """
-        if fmt not in ("csv", "json"):
-            raise ValueError(f"format must be 'csv' or 'json', got {fmt!r}")
-        columns = ["path", "singer", "title", "domain", "external_id"]
-        columns += [f.name for f in fields(Track) if f.name not in columns]
-        if include_vectors:
-            columns.append("vector")
-        writer = csv.DictWriter(fh, columns) if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
-        else:
-            fh.write("[")
-        n = 0
-        for track in self.iter_tracks():
-            row = asdict(track)
-            if include_vectors:
-                vec = self.get_vector(track.id)
-                row["vector"] = vec.tolist() if fmt == "json" else " ".join(f"{v:.7g}" for v in vec)
-            if writer:
-                writer.writerow({k: ("" if row[k] is None else row[k]) for k in columns})
-            else:
-                fh.write(("," if n else "") + "\n" + json.dumps({k: row[k] for k in columns}))
-            n += 1
-        if not writer:
-            fh.write("\n]\n")
-        return n
-
     # -- lifecycle ---------------------------------------------------------------------
     def _unpack(self, blobs: list[bytes]) -> np.ndarray:
         """Stored vectors -> float32 (n, dim)."""
@@ -900,12 +798,6 @@ class Catalog:
             finally:
                 self._closed = True
                 self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,6 +1,7 @@
 """`python -m indexer`: fill, inspect and edit a catalogue directory.
 
     python -m indexer --index DIR [--checkpoint CKPT] [--domain mixed|mono] SOURCE
+    python -m indexer --catalog qdrant://HOST:6333/NAME --engine ray [--address ADDR] SOURCE
     python -m indexer stats  --index DIR [--json]
     python -m indexer remove --index DIR [ID ...] [--singer NAME] [--checkpoint-id ID]
     python -m indexer export --index DIR [--format csv|json] [--vectors] [-o FILE]
@@ -31,12 +32,19 @@ COMMANDS = {
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
         "--index",
-        required=True,
         type=Path,
         metavar="DIR",
         help="catalogue directory (catalog.sqlite + FAISS files); created if absent",
+    )
+    where.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="catalogue URL instead of a directory: qdrant://HOST:6333/NAME, "
+        "qdrant+local:///DIR, qdrant+memory://NAME (see catalog/factory.py); the Qdrant "
+        "API key is read from SINGER_QDRANT_API_KEY",
     )
     p.add_argument(
         "--index-kind",
@@ -117,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {MAX_TRACK_SECONDS:g})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this machine's threads; ray: Ray Data stages on a Ray cluster (extra "
+        "`scale`; see indexer/README.md) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster to join with --engine ray (e.g. ray://HEAD:10001 or auto); "
+        "default: start a local Ray on this machine",
+    )
+    p.add_argument(
+        "--ray-actors",
+        type=int,
+        default=2,
+        metavar="N",
+        help="embedding actors (each holds the model; one GPU each when the cluster has "
+        "GPUs) with --engine ray (default: %(default)s)",
+    )
 
     p = parsers["stats"]
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -160,11 +188,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open(args, dim: int | None = None):
-    from catalog import Catalog
+    import os
 
-    return Catalog.open(
-        args.index, dim=dim, index=args.index_kind, device=getattr(args, "device", "cpu")
+    from catalog import open_catalog
+
+    return open_catalog(
+        args.catalog or args.index,
+        dim=dim,
+        index=args.index_kind,
+        device=getattr(args, "device", "cpu"),
+        qdrant_api_key=os.environ.get("SINGER_QDRANT_API_KEY") or None,
     )
+
+
+def _missing(args) -> bool:
+    """True (and logged) when a catalogue directory holds no catalogue; URLs are opened."""
+    if args.catalog is None and not (args.index / "catalog.sqlite").is_file():
+        log.error("no catalogue in %s", args.index)
+        return True
+    return False
 
 
 def _index(args) -> int:
@@ -202,24 +244,35 @@ def _index(args) -> int:
         log.info(
             "indexing %s into %s with checkpoint %s on %s",
             args.source,
-            args.index,
+            args.catalog or args.index,
             embedder.checkpoint_id,
             embedder.device,
         )
+        options = {
+            "domain": args.domain,
+            "rebuild": args.rebuild,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "all_segments": args.all_segments,
+            "progress": progress,
+            "commit_every": args.commit_every,
+            "max_seconds": args.max_seconds,
+        }
         try:
-            report = index_source(
-                catalog,
-                embedder,
-                args.source,
-                domain=args.domain,
-                rebuild=args.rebuild,
-                workers=args.workers,
-                batch_size=args.batch_size,
-                all_segments=args.all_segments,
-                progress=progress,
-                commit_every=args.commit_every,
-                max_seconds=args.max_seconds,
-            )
+            if args.engine == "ray":
+                from indexer.ray_engine import index_source_ray
+
+                report = index_source_ray(
+                    catalog,
+                    embedder,
+                    args.source,
+                    checkpoint=args.checkpoint,
+                    address=args.address,
+                    actors=args.ray_actors,
+                    **options,
+                )
+            else:
+                report = index_source(catalog, embedder, args.source, **options)
         except (ManifestError, FileNotFoundError) as err:
             log.error("%s", err)
             return 2
@@ -230,8 +283,7 @@ def _index(args) -> int:
 
 
 def _stats(args) -> int:
-    if not (args.index / "catalog.sqlite").is_file():
-        log.error("no catalogue in %s", args.index)
+    if _missing(args):
         return 2
     with _open(args) as catalog:
         stats = catalog.stats()
@@ -257,8 +309,7 @@ def _remove(args) -> int:
     if not (args.ids or args.singer or args.checkpoint_id):
         log.error("give track ids, --singer or --checkpoint-id")
         return 2
-    if not (args.index / "catalog.sqlite").is_file():
-        log.error("no catalogue in %s", args.index)
+    if _missing(args):
         return 2
     with _open(args) as catalog:
         ids = list(args.ids)
@@ -276,8 +327,7 @@ def _remove(args) -> int:
 
 
 def _export(args) -> int:
-    if not (args.index / "catalog.sqlite").is_file():
-        log.error("no catalogue in %s", args.index)
+    if _missing(args):
         return 2
     fmt = args.format or ("json" if args.output and args.output.suffix == ".json" else "csv")
     with _open(args) as catalog:

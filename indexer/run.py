@@ -5,7 +5,7 @@
                                           the same key the HTTP service computes for uploads
     skip what is already indexed          same content + checkpoint + domain (unless rebuild)
     Embedder.embed_many (per domain)      decoding threads, segments batched across files
-    Catalog.add_tracks(replace=True)      a transaction every `commit_every` tracks or
+    catalog.add_tracks(replace=True)      a transaction every `commit_every` tracks or
                                           `commit_interval_s` seconds
 
 A killed run loses at most the tracks embedded since the last commit; running it again
@@ -18,20 +18,23 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
-from catalog import Catalog, CatalogError, Track
+from catalog import CatalogBackend, CatalogError, Track
 from catalog.hashing import content_hash
+from catalog.vector_index import FLAT_MAX_VECTORS, KINDS, recommended_kind
 from indexer.sources import Listing, SourceItem, read_source
 from model.audio import MAX_TRACK_SECONDS
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class IndexReport:
     wall_s: float = 0.0
     interrupted: bool = False
     other_checkpoints: dict[str, int] = field(default_factory=dict)  # id -> tracks
+    advice: str | None = None  # e.g. a better index kind for the catalogue's size
 
     @property
     def ok(self) -> bool:
@@ -91,6 +95,8 @@ class IndexReport:
                 "service refuses queries until they are re-indexed (--rebuild over their "
                 "sources) or removed (python -m indexer remove --checkpoint-id ID)"
             )
+        if self.advice:
+            lines.append(f"note: {self.advice}")
         return "\n".join(lines)
 
 
@@ -105,7 +111,7 @@ class _Writer:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: CatalogBackend,
         report: IndexReport,
         checkpoint_id: str,
         commit_every: int,
@@ -200,7 +206,11 @@ def _try_hash(path: Path) -> tuple[str | None, str | None]:
 
 
 def _plan(
-    catalog: Catalog, jobs: list[_Job], checkpoint_id: str, rebuild: bool, report: IndexReport
+    catalog: CatalogBackend,
+    jobs: list[_Job],
+    checkpoint_id: str,
+    rebuild: bool,
+    report: IndexReport,
 ) -> list[_Job]:
     """Drop duplicates within the source and (unless rebuild) what is already indexed."""
     first: dict[tuple[str, str], _Job] = {}
@@ -230,7 +240,9 @@ def _plan(
     return todo
 
 
-def _update_metadata(catalog: Catalog, track: Track, item: SourceItem, report: IndexReport) -> None:
+def _update_metadata(
+    catalog: CatalogBackend, track: Track, item: SourceItem, report: IndexReport
+) -> None:
     wanted = {
         "singer": item.singer,
         "path": str(item.path),
@@ -243,8 +255,30 @@ def _update_metadata(catalog: Catalog, track: Track, item: SourceItem, report: I
         report.n_updated += 1
 
 
+def embedding_order(todo: list[_Job]) -> list[_Job]:
+    """The order tracks are committed in, by every engine: by domain, then listing order.
+    Track ids follow it, so two engines build catalogues with the same ids."""
+    return sorted(todo, key=lambda j: j.item.domain)  # stable: listing order within a domain
+
+
+def in_order(results: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
+    """(index, result) pairs in any order -> in index order 0, 1, 2... as soon as possible.
+
+    `embed_many` yields in completion order; holding the early ones back costs at most its
+    bounded number of files in flight.
+    """
+    waiting: dict[int, T] = {}
+    following = 0
+    for i, result in results:
+        waiting[i] = result
+        while following in waiting:
+            yield following, waiting.pop(following)
+            following += 1
+    yield from sorted(waiting.items())
+
+
 def index_listing(
-    catalog: Catalog,
+    catalog: CatalogBackend,
     embedder: Embedder,
     listing: Listing,
     *,
@@ -280,7 +314,7 @@ def index_listing(
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
-            batch = [j for j in todo if j.item.domain == domain]
+            batch = [j for j in todo if j.item.domain == domain]  # = embedding_order(todo)
             results = embedder.embed_many(
                 [j.item.path for j in batch],
                 domain,
@@ -289,7 +323,7 @@ def index_listing(
                 batch_size=batch_size,
                 max_seconds=max_seconds,
             )
-            for i, result in results:
+            for i, result in in_order(results):
                 if isinstance(result, AudioError):
                     _fail(report, batch[i].item.path, result.reason)
                 else:
@@ -309,14 +343,31 @@ def index_listing(
         writer.flush()
         bar.close()
         report.embed_s = time.perf_counter() - embed_start
-    counts = catalog.stats()["checkpoint_ids"]
-    report.other_checkpoints = {k: n for k, n in counts.items() if k != ckpt}
-    report.wall_s = time.perf_counter() - start
+    finish_report(catalog, report, ckpt, start)
     return report
 
 
+def finish_report(catalog: CatalogBackend, report: IndexReport, ckpt: str, start: float) -> None:
+    """Fill what the catalogue tells after a run: other checkpoints, index advice, wall time."""
+    stats = catalog.stats()
+    report.other_checkpoints = {k: n for k, n in stats["checkpoint_ids"].items() if k != ckpt}
+    n = sum(stats["n_tracks"].values())
+    if stats["index"] in KINDS and recommended_kind(n) != stats["index"]:
+        report.advice = (
+            f"the catalogue holds {n} tracks: a {recommended_kind(n)} index suits this size "
+            f"better than {stats['index']} (--index-kind / SINGER_INDEX_KIND; crossover "
+            f"{FLAT_MAX_VECTORS} tracks, see README 'Scale-out')"
+        )
+    report.wall_s = time.perf_counter() - start
+
+
 def index_source(
-    catalog: Catalog, embedder: Embedder, source: str | Path, *, domain: str = "mixed", **options
+    catalog: CatalogBackend,
+    embedder: Embedder,
+    source: str | Path,
+    *,
+    domain: str = "mixed",
+    **options,
 ) -> IndexReport:
     """Index a folder or a CSV manifest (see indexer/sources.py) into `catalog`.
 

@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failure=stop)
-    # One process: the catalogue's in-memory FAISS indexes must see every write, so scale
-    # with inference_workers (threads), not with uvicorn workers.
+    # One process: scale with inference_workers (threads), not uvicorn workers (each would
+    # load the model). Across machines, run replicas on a shared Qdrant catalogue
+    # (SINGER_CATALOG=qdrant://...; docker/compose.scale.yml).
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.host, port=settings.port, **uvicorn_options(settings))
     )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from catalog import Catalog, Track
+from catalog import CatalogBackend, Track, open_catalog
 from model.audio import load_audio
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
 from model.embedding import Embedder, TrackEmbedding, inference_threads
@@ -44,7 +44,7 @@ class Runtime:
         self.state = "loading"
         self.error: str | None = None
         self.embedder: Embedder | None = None
-        self.catalog: Catalog | None = None
+        self.catalog: CatalogBackend | None = None
         # The loaded checkpoint's score calibration; None: answers carry no verdict.
         self.calibration: Calibration | None = None
         self.calibration_status = "not loaded"
@@ -66,9 +66,12 @@ class Runtime:
         embedder = Embedder.from_checkpoint(s.checkpoint, s.device)
         if embedder.device.type == "cpu":
             torch.set_num_threads(s.torch_threads or inference_threads(s.inference_workers))
-        s.index_dir.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog.open(
-            s.index_dir, dim=embedder.embed_dim, index=s.index_kind, device=s.device
+        catalog = open_catalog(
+            s.catalog_target,
+            dim=embedder.embed_dim,
+            index=s.index_kind,
+            device=s.device,
+            qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
         )
         self.embedder, self.catalog = embedder, catalog
         self._load_calibration()
@@ -83,7 +86,7 @@ class Runtime:
             f"up to {self.batcher.max_segments} segments, {1e3 * self.batcher.max_wait_s:g} ms"
             if self.batcher
             else "off",
-            s.index_dir,
+            s.catalog_target,
             time.perf_counter() - start,
         )
         self.state = "ready"

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     index_dir: Path = Field(
         Path("data/index"), description="catalogue directory (SQLite + FAISS); created if absent"
     )
+    catalog: str | None = Field(
+        None,
+        description="catalogue URL instead of index_dir: qdrant://HOST:6333/NAME (shared by "
+        "replicas), qdrant+local:///DIR, qdrant+memory://NAME; empty: index_dir (SQLite+FAISS)",
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server")
     index_kind: Literal["flat", "hnsw"] = Field("flat", description="FAISS index: exact or HNSW")
     checkpoint: Path | None = Field(
         None, description="model checkpoint; empty: the bundled default (model.DEFAULT_CHECKPOINT)"
@@ -112,7 +118,7 @@ class Settings(BaseSettings):
         "info", description="logging level of the service and uvicorn"
     )
 
-    @field_validator("api_key", "checkpoint", mode="before")
+    @field_validator("api_key", "checkpoint", "catalog", "qdrant_api_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `SINGER_API_KEY=` for an unset variable: treat it as absent.
@@ -132,6 +138,20 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _check_catalog(cls, value: str | None) -> str | None:
+        from catalog.factory import QDRANT_SCHEMES, is_url
+
+        if value is not None and not is_url(value):
+            raise ValueError(f"catalog must be a URL with scheme {', '.join(QDRANT_SCHEMES)}")
+        return value
+
+    @property
+    def catalog_target(self) -> str | Path:
+        """Where the catalogue lives: the `catalog` URL, else `index_dir`."""
+        return self.catalog or self.index_dir
 
     @property
     def max_upload_bytes(self) -> int:

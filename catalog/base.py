@@ -1,0 +1,255 @@
+"""The interface every catalogue backend implements, and what they share.
+
+Backends: `catalog.store.Catalog` (SQLite + in-process FAISS, one directory: the default)
+and `catalog.qdrant.QdrantCatalog` (a Qdrant collection shared by any number of processes).
+`catalog.open_catalog` picks one from a directory or URL. The service and the indexer only
+use the methods declared here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, fields
+from typing import IO, Self
+
+import numpy as np
+
+from catalog.records import Singer, SingerHit, Track, TrackHit
+from model.domains import DOMAINS
+
+TRACK_FIELDS = ("singer", "domain", "duration_s", "n_segments", "content_hash", "checkpoint_id")
+OPTIONAL_FIELDS = ("path", "title", "external_id")
+METADATA_FIELDS = ("singer", "path", "title", "external_id")
+
+
+def validated_item(item: dict, dim: int) -> dict:
+    """One `add_tracks` item checked and completed; its vector (dim,) float32 L2-normalised.
+
+    Raises ValueError naming the bad field.
+    """
+    missing = [k for k in ("vector", *TRACK_FIELDS) if item.get(k) is None]
+    if missing:
+        raise ValueError(f"track fields missing: {missing}")
+    unknown = set(item) - {"vector", *TRACK_FIELDS, *OPTIONAL_FIELDS}
+    if unknown:
+        raise ValueError(f"unknown track fields: {sorted(unknown)}")
+    vector = np.asarray(item["vector"], np.float64).reshape(-1)
+    if vector.shape != (dim,):
+        raise ValueError(f"vector must have shape ({dim},), got {vector.shape}")
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("vector must be finite and non-zero")
+    if item["domain"] not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {item['domain']!r}")
+    singer = str(item["singer"]).strip()
+    if not singer:
+        raise ValueError("singer must not be empty")
+    return {
+        **{k: None for k in OPTIONAL_FIELDS},
+        **item,
+        "singer": singer,
+        "vector": (vector / norm).astype(np.float32),
+        "duration_s": float(item["duration_s"]),
+        "n_segments": int(item["n_segments"]),
+    }
+
+
+def check_domain(domain: str | None, *, optional: bool) -> None:
+    if (domain is None and not optional) or (domain is not None and domain not in DOMAINS):
+        allowed = f"{DOMAINS}{' or None' if optional else ''}"
+        raise ValueError(f"domain must be one of {allowed}, got {domain!r}")
+
+
+class CatalogBackend(ABC):
+    """Tracks, singers, singer models (L2-normalised mean of a singer's track vectors per
+    domain) and the checkpoints that computed them. Every method is thread-safe."""
+
+    dim: int
+
+    # -- writes ------------------------------------------------------------------------
+    @abstractmethod
+    def add_tracks(self, items: Iterable[dict], *, replace: bool = False) -> list[Track]:
+        """Add tracks; each item has `add_track`'s keyword fields, `vector` (dim,).
+
+        Without `replace`, content already stored for the same checkpoint and domain raises
+        DuplicateTrackError and nothing is written. With `replace`, a track of the same
+        content and domain (any checkpoint) keeps its id and takes the new vector/metadata.
+        """
+
+    def add_track(
+        self,
+        vector: np.ndarray,
+        *,
+        singer: str,
+        domain: str,
+        duration_s: float,
+        n_segments: int,
+        content_hash: str,
+        checkpoint_id: str,
+        path: str | None = None,
+        title: str | None = None,
+        external_id: str | None = None,
+        replace: bool = False,
+    ) -> Track:
+        """Add one track (see `add_tracks`). Durable when it returns."""
+        item = {
+            "vector": vector,
+            "singer": singer,
+            "domain": domain,
+            "duration_s": duration_s,
+            "n_segments": n_segments,
+            "content_hash": content_hash,
+            "checkpoint_id": checkpoint_id,
+            "path": path,
+            "title": title,
+            "external_id": external_id,
+        }
+        return self.add_tracks([item], replace=replace)[0]
+
+    @abstractmethod
+    def update_track(self, track_id: int, **changes) -> Track:
+        """Change metadata (singer, path, title, external_id); singer models follow."""
+
+    @abstractmethod
+    def remove_tracks(self, track_ids: Iterable[int], *, missing_ok: bool = False) -> list[Track]:
+        """Remove tracks (all or, for an unknown id without `missing_ok`, none)."""
+
+    def remove_track(self, track_id: int) -> Track:
+        """Remove one track; its singer goes with their last track. Raises TrackNotFoundError."""
+        return self.remove_tracks([track_id])[0]
+
+    # -- reads -------------------------------------------------------------------------
+    @abstractmethod
+    def get_track(self, track_id: int) -> Track:
+        """Raises TrackNotFoundError."""
+
+    @abstractmethod
+    def get_vector(self, track_id: int) -> np.ndarray:
+        """The stored vector: float32 (dim,), L2-normalised. Raises TrackNotFoundError."""
+
+    @abstractmethod
+    def find_track(self, content_hash: str, checkpoint_id: str, domain: str) -> Track | None:
+        """The track of this content embedded by this checkpoint in this domain, if any."""
+
+    @abstractmethod
+    def track_ids(
+        self,
+        *,
+        singer: str | None = None,
+        checkpoint_id: str | None = None,
+        domain: str | None = None,
+    ) -> list[int]:
+        """Ids of the tracks matching every filter given, ascending."""
+
+    @abstractmethod
+    def list_tracks(
+        self,
+        *,
+        singer: str | None = None,
+        domain: str | None = None,
+        after_id: int = 0,
+        limit: int = 50,
+    ) -> list[Track]:
+        """Tracks with id > after_id, ascending id, at most `limit` (keyset pagination)."""
+
+    def iter_tracks(self) -> Iterator[Track]:
+        """Every track, by id, a page at a time."""
+        after = 0
+        while page := self.list_tracks(after_id=after, limit=1000):
+            yield from page
+            after = page[-1].id
+
+    @abstractmethod
+    def list_singers(self, offset: int = 0, limit: int = 50) -> tuple[int, list[Singer]]:
+        """(total number of singers, one page of them ordered by name)."""
+
+    @abstractmethod
+    def get_singer(self, name: str) -> Singer | None: ...
+
+    @abstractmethod
+    def singer_vector(self, singer_id: int, domain: str) -> np.ndarray | None:
+        """A singer's model in one domain (None: no tracks there)."""
+
+    @abstractmethod
+    def checkpoint_ids(self) -> set[str]:
+        """The checkpoints whose vectors the catalogue holds."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """JSON-serialisable: n_tracks (per domain), n_singers, checkpoint_ids (id -> tracks),
+        duration_h, index, dim, faiss_device, schema_version, directory (where it lives)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    # -- search ------------------------------------------------------------------------
+    @abstractmethod
+    def search_tracks(
+        self,
+        vector: np.ndarray,
+        k: int,
+        domain: str | None = None,
+        *,
+        singer: str | None = None,
+        min_score: float | None = None,
+    ) -> list[TrackHit]:
+        """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both;
+        `singer`: only that singer's tracks; `min_score`: only cosine scores >= it."""
+
+    @abstractmethod
+    def search_singers(self, vector: np.ndarray, k: int, domain: str) -> list[SingerHit]:
+        """The `k` singers whose model in `domain` is most similar to `vector`, best first."""
+
+    @abstractmethod
+    def n_singers(self, domain: str) -> int:
+        """Singers with at least one track in `domain` (the candidates of search_singers)."""
+
+    # -- export and lifecycle ----------------------------------------------------------
+    def export(self, fh: IO[str], fmt: str = "csv", include_vectors: bool = False) -> int:
+        """Write every track to a text stream as CSV (a valid manifest) or a JSON array.
+
+        Vectors, when included, are a list of floats (JSON) or space-separated (CSV).
+        Returns the number of tracks written.
+        """
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"format must be 'csv' or 'json', got {fmt!r}")
+        columns = ["path", "singer", "title", "domain", "external_id"]
+        columns += [f.name for f in fields(Track) if f.name not in columns]
+        if include_vectors:
+            columns.append("vector")
+        writer = csv.DictWriter(fh, columns) if fmt == "csv" else None
+        if writer:
+            writer.writeheader()
+        else:
+            fh.write("[")
+        n = 0
+        for track in self.iter_tracks():
+            row = asdict(track)
+            if include_vectors:
+                vec = self.get_vector(track.id)
+                row["vector"] = vec.tolist() if fmt == "json" else " ".join(f"{v:.7g}" for v in vec)
+            if writer:
+                writer.writerow({k: ("" if row[k] is None else row[k]) for k in columns})
+            else:
+                fh.write(("," if n else "") + "\n" + json.dumps({k: row[k] for k in columns}))
+            n += 1
+        if not writer:
+            fh.write("\n]\n")
+        return n
+
+    def save_indexes(self) -> bool:
+        """Persist derived state, if the backend has any. Returns whether it wrote."""
+        return False
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the backend. Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
