@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import numpy as np
 
@@ -110,7 +110,7 @@ class CatalogBackend(ABC):
         return self.add_tracks([item], replace=replace)[0]
 
     @abstractmethod
-    def update_track(self, track_id: int, **changes) -> Track:
+    def update_track(self, track_id: int, **changes: Any) -> Track:
         """Change metadata (singer, path, title, external_id); singer models follow."""
 
     @abstractmethod
@@ -251,5 +251,5 @@ class CatalogBackend(ABC):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -146,7 +146,7 @@ class QdrantCatalog(CatalogBackend):
             raise CatalogError(f"{location}: Qdrant is not usable: {err}") from err
         return catalog
 
-    def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._closed:
             raise CatalogError("the catalogue is closed")
         if self._lock is None:
@@ -223,7 +223,7 @@ class QdrantCatalog(CatalogBackend):
         return list(range(first, first + n))
 
     @staticmethod
-    def _track(point) -> Track:
+    def _track(point: Any) -> Track:
         p = point.payload
         return Track(
             id=int(point.id),
@@ -240,7 +240,9 @@ class QdrantCatalog(CatalogBackend):
             created_at=p["created_at"],
         )
 
-    def _scroll_all(self, collection: str, flt, *, payload=True, vectors=False) -> list:
+    def _scroll_all(
+        self, collection: str, flt: Any, *, payload: bool | list[str] = True, vectors: bool = False
+    ) -> list:
         points, offset = [], None
         while True:
             page, offset = self._call(
@@ -278,7 +280,7 @@ class QdrantCatalog(CatalogBackend):
             )
 
     # -- singer models -----------------------------------------------------------------
-    def _model_tracks(self, singer_id: int, domain: str, vectors: bool):
+    def _model_tracks(self, singer_id: int, domain: str, vectors: bool) -> list:
         return self._scroll_all(
             self._tracks,
             _match(singer_id=singer_id, domain=domain),
@@ -287,7 +289,7 @@ class QdrantCatalog(CatalogBackend):
         )
 
     @staticmethod
-    def _fingerprint(points) -> str:
+    def _fingerprint(points: list) -> str:
         return hashlib.sha256(
             ";".join(sorted(f"{p.id}:{p.payload['version']}" for p in points)).encode()
         ).hexdigest()
@@ -375,7 +377,7 @@ class QdrantCatalog(CatalogBackend):
         found = self._retrieve(ids)
         return [self._track(found[i]) for i in ids if i in found]
 
-    def update_track(self, track_id: int, **changes) -> Track:
+    def update_track(self, track_id: int, **changes: Any) -> Track:
         unknown = set(changes) - set(METADATA_FIELDS)
         if unknown:
             raise ValueError(f"only {METADATA_FIELDS} can be updated, got {sorted(unknown)}")
@@ -454,7 +456,7 @@ class QdrantCatalog(CatalogBackend):
         )
         return [self._track(p) for p in page]
 
-    def _singer_models(self, flt) -> dict[int, Singer]:
+    def _singer_models(self, flt: Any) -> dict[int, Singer]:
         names: dict[int, str] = {}
         counts: dict[int, dict[str, int]] = {}
         for p in self._scroll_all(
@@ -499,7 +501,7 @@ class QdrantCatalog(CatalogBackend):
         hits = self._call(self._client.facet, self._tracks, "checkpoint_id", limit=1000, exact=True)
         return {str(h.value) for h in hits.hits}
 
-    def _count(self, **conditions) -> int:
+    def _count(self, **conditions: Any) -> int:
         return self._call(
             self._client.count, self._tracks, count_filter=_match(**conditions), exact=True
         ).count

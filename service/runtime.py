@@ -43,8 +43,8 @@ class Runtime:
         self.metrics = metrics
         self.state = "loading"
         self.error: str | None = None
-        self.embedder: Embedder | None = None
-        self.catalog: CatalogBackend | None = None
+        self._embedder: Embedder | None = None
+        self._catalog: CatalogBackend | None = None
         # The loaded checkpoint's score calibration; None: answers carry no verdict.
         self.calibration: Calibration | None = None
         self.calibration_status = "not loaded"
@@ -57,6 +57,20 @@ class Runtime:
         # One lock per uploaded content: concurrent uploads of the same file add one track.
         self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._register_metrics()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The loaded model; routes reach it only once `ready_runtime` let them through."""
+        if self._embedder is None:
+            raise RuntimeError("the model is not loaded")
+        return self._embedder
+
+    @property
+    def catalog(self) -> CatalogBackend:
+        """The open catalogue; routes reach it only once `ready_runtime` let them through."""
+        if self._catalog is None:
+            raise RuntimeError("the catalogue is not open")
+        return self._catalog
 
     # -- loading -----------------------------------------------------------------------
     def load(self) -> None:
@@ -73,7 +87,7 @@ class Runtime:
             device=s.device,
             qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
         )
-        self.embedder, self.catalog = embedder, catalog
+        self._embedder, self._catalog = embedder, catalog
         self._load_calibration()
         self.batcher = self._make_batcher(embedder)
         self._read_checkpoints()
@@ -141,8 +155,8 @@ class Runtime:
 
     def close(self) -> None:
         self.pool.shutdown()
-        if self.catalog is not None:
-            self.catalog.close()
+        if self._catalog is not None:
+            self._catalog.close()
 
     # -- request helpers ---------------------------------------------------------------
     def require_ready(self) -> None:
@@ -304,7 +318,7 @@ class Runtime:
         m.gauge("singer_catalog_singers", "Singers in the catalogue.", self._catalog_singers)
 
     def _catalog_stats(self) -> dict:
-        return self.catalog.stats() if self.catalog is not None else {}
+        return self._catalog.stats() if self._catalog is not None else {}
 
     def _catalog_track_counts(self):
         stats = self._catalog_stats()
