@@ -8,7 +8,14 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service.deps import ready_runtime
 from service.runtime import Runtime
-from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, IdentifyResponse, SingerHitOut
+from service.schemas import (
+    MAX_TOP_K,
+    UPLOAD_ERRORS,
+    Domain,
+    IdentifyResponse,
+    Quality,
+    SingerHitOut,
+)
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
@@ -48,5 +55,6 @@ async def identify(
         n_segments=emb.n_segments,
         duration_s=emb.duration_s,
         checkpoint_id=runtime.embedder.checkpoint_id,
+        quality=Quality.of(emb),
         singers=[SingerHitOut.of_hit(h) for h in hits],
     )

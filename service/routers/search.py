@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service.deps import ready_runtime
 from service.runtime import Runtime
-from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, SearchResponse, TrackHitOut
+from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, Quality, SearchResponse, TrackHitOut
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
@@ -36,5 +36,6 @@ async def search(
         n_segments=emb.n_segments,
         duration_s=emb.duration_s,
         checkpoint_id=runtime.embedder.checkpoint_id,
+        quality=Quality.of(emb),
         tracks=[TrackHitOut.of_hit(h) for h in hits],
     )

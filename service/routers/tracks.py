@@ -15,7 +15,7 @@ from catalog.hashing import content_hash
 from service.deps import WriteRoute, api_key_scheme, ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
-from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut
+from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, Quality, TrackAdded, TrackOut
 from service.uploads import read_upload
 
 router = APIRouter(tags=["catalogue"])
@@ -46,12 +46,12 @@ async def get_track(
 
 @write_router.post(
     "/tracks",
-    response_model=TrackOut,
+    response_model=TrackAdded,
     status_code=201,
     responses={
         **UPLOAD_ERRORS,
         200: {
-            "model": TrackOut,
+            "model": TrackAdded,
             "description": "already in the "
             "catalogue (same content, domain and singer): the existing track",
         },
@@ -70,7 +70,7 @@ async def add_track(
     runtime: Annotated[Runtime, Depends(ready_runtime)],
     title: Annotated[str | None, Form(max_length=500)] = None,
     external_id: Annotated[str | None, Form(max_length=200)] = None,
-) -> TrackOut:
+) -> TrackAdded:
     """Embed one upload and add it to the catalogue (idempotent for the same file)."""
     singer = singer.strip()
     if not singer:
@@ -79,10 +79,12 @@ async def add_track(
     data = await read_upload(file)
     digest = content_hash(data)
     ckpt = runtime.embedder.checkpoint_id
+    quality = None
     async with runtime.content_lock(f"{digest}/{domain}"):
         existing = await runtime.catalog_call(runtime.catalog.find_track, digest, ckpt, domain)
         if existing is None:
             emb = await runtime.embed(data, domain)
+            quality = Quality.of(emb)
             track = await runtime.catalog_call(
                 runtime.catalog.add_track,
                 emb.vector,
@@ -106,7 +108,7 @@ async def add_track(
                 track_id=existing.id,
             )
     response.headers["Location"] = f"/tracks/{track.id}"
-    return TrackOut.of(track)
+    return TrackAdded(**TrackOut.of(track).model_dump(), quality=quality)
 
 
 @write_router.delete("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)
