@@ -68,7 +68,7 @@ class DetectorRule:
 
     threshold: float = 0.5
     min_voice_s: float = 1.0
-    hop_frames: int = 8
+    hop_frames: int = 16
     domain_threshold: float = 0.5
 
     def to_dict(self) -> dict:

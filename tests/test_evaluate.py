@@ -126,6 +126,10 @@ def test_cli_writes_json_markdown_and_pngs(cli_run):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
 
 
+def result_protocol(out) -> str:
+    return json.loads((out / "results.json").read_text())["settings"]["protocol"]
+
+
 def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_checkpoint):
     """Recompute Mono2Mono and Mix2Mix from file paths with Embedder + metrics directly."""
     _, out, _ = cli_run
@@ -133,15 +137,16 @@ def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_check
     emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
     clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
 
+    # By default the evaluation runs the service's pipeline: the embedder's own segment choice.
+    assert result_protocol(out) == "service pipeline"
+
     def vector(clip, domain):
         if domain == "mono":
-            return emb.embed_file(
-                clip.mono_path or clip.vocal_path, "mono", all_segments=True
-            ).vector
+            return emb.embed_file(clip.mono_path or clip.vocal_path, "mono").vector
         if clip.mixed_path:
-            return emb.embed_file(clip.mixed_path, "mixed", all_segments=True).vector
+            return emb.embed_file(clip.mixed_path, "mixed").vector
         y = nominal_mix(load_audio(clip.vocal_path), load_audio(clip.accompaniment_path))
-        return emb.embed_audio(y, "mixed", all_segments=True).vector
+        return emb.embed_audio(y, "mixed").vector
 
     for scenario, domain in (("mono2mono", "mono"), ("mix2mix", "mixed")):
         model = [c for c in clips if c.role == "model"]

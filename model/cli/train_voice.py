@@ -44,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="use every n-th MIR-1K clip (larger: faster, smaller training set)",
     )
     p.add_argument(
+        "--instrumental-crops",
+        type=int,
+        default=tc.instrumental_crops,
+        help="10-s crops per training instrumental track",
+    )
+    p.add_argument(
         "--n-nonvoice", type=int, default=tc.n_nonvoice, help="generated non-voice examples"
     )
     p.add_argument(
@@ -92,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         mir1k_every=args.mir1k_every,
         n_nonvoice=args.n_nonvoice,
+        instrumental_crops=args.instrumental_crops,
     )
     rule = replace(DetectorRule(), threshold=args.threshold, min_voice_s=args.min_voice_s)
     meta = run(args.data_dir, args.out, tc, rule=rule, progress=True)

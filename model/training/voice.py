@@ -77,7 +77,7 @@ class VoiceTrainConfig:
     dims: DetectorDims = field(default_factory=DetectorDims)
     window_hop: int = 4  # frames between candidate training windows
     max_take_s: float = 20.0  # a cappella and instrumental crops
-    instrumental_crops: int = 6  # per instrumental track
+    instrumental_crops: int = 20  # per instrumental track
     n_nonvoice: int = 600  # generated non-voice examples
     mir1k_every: int = 1  # use every n-th MIR-1K training clip (1: all)
 
@@ -451,19 +451,27 @@ def run(
     return meta
 
 
-def file_decisions(detector: VoiceDetector, data: Path, seed: int = 7) -> dict:
+def file_decisions(
+    detector: VoiceDetector,
+    data: Path,
+    seed: int = 7,
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7),
+    min_voice_s: tuple[float, ...] = (1.0, 2.0, 3.0),
+) -> dict:
     """Answer-or-refuse decisions of the service's selection on the held-out material.
 
-    Per group: n, how many were answered (not refused), flagged low_voice, and for sung
-    groups how many got the right domain side (domain_score below/above 0.5). Positives are the
-    sung recordings; precision/recall of 'answered' over all groups.
+    `rule`: per group n, answered (not refused), flagged low_voice, and for sung groups how
+    many got the declared domain confirmed (no domain_mismatch), with the detector's own rule.
+    `sweep`: answered count per group for each (threshold, min_voice_s) pair. Positives are
+    the sung recordings; precision/recall of 'answered' over all groups.
     """
     from model.errors import NoVoicedSegmentError
-    from model.features import select_segments
+    from model.features import detect_voice, log_mel_chunked, select_segments
     from model.mixing import nominal_mix
 
     cfg = detector.features
     sr = cfg.sample_rate
+    frame_s = cfg.hop_length / sr
     rng = np.random.default_rng(seed)
     test = split_material(data)["test"]
     groups: dict[str, list[tuple[np.ndarray, str]]] = {}
@@ -490,13 +498,18 @@ def file_decisions(detector: VoiceDetector, data: Path, seed: int = 7) -> dict:
                 (nonvoice(kind, 10.0, rng, sr), "mono")
             )
     sung = {"mir1k vocals (mono)", "mir1k 0 dB mix (mixed)", "a cappella takes (mono)"}
-    out: dict = {"groups": {}}
+    out: dict = {"rule": detector.rule.to_dict(), "groups": {}, "sweep": {}}
     tp = fp = fn = 0
     for name, items in groups.items():
+        items = [(y, d) for y, d in items if len(y) >= cfg.min_samples]
         answered = low = right_domain = 0
         for y, domain in items:
-            if len(y) < cfg.min_samples:
-                continue
+            p_voice, _ = detect_voice(y, log_mel_chunked(y, cfg), cfg, detector)
+            for t in thresholds:
+                for m in min_voice_s:
+                    key = f"threshold {t:g}, min_voice_s {m:g}"
+                    cell = out["sweep"].setdefault(key, {}).setdefault(name, 0)
+                    out["sweep"][key][name] = cell + int((p_voice > t).sum() * frame_s >= m)
             try:
                 sel = select_segments(y, cfg, detector=detector, domain=domain)
             except NoVoicedSegmentError:
@@ -504,15 +517,14 @@ def file_decisions(detector: VoiceDetector, data: Path, seed: int = 7) -> dict:
             answered += 1
             low += "low_voice" in sel.flags
             right_domain += "domain_mismatch" not in sel.flags
-        n = sum(len(y) >= cfg.min_samples for y, _ in items)
         out["groups"][name] = {
-            "n": n,
+            "n": len(items),
             "answered": answered,
             "low_voice": low,
             "right_domain": right_domain if name in sung else None,
         }
         if name in sung:
-            tp, fn = tp + answered, fn + n - answered
+            tp, fn = tp + answered, fn + len(items) - answered
         else:
             fp += answered
     out["answered_precision"] = round(tp / max(tp + fp, 1), 4)
