@@ -17,7 +17,6 @@ and its decision thresholds, and loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.checkpoint import checkpoint_id
+from model.checkpoint import checkpoint_id, save_payload
 from model.errors import CheckpointError
 from model.features import FeatureConfig
 
@@ -66,7 +65,7 @@ class DetectorRule:
     domain_threshold: domain_score above which audio sounds mixed (below 1 - it, solo).
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.7
     min_voice_s: float = 1.0
     hop_frames: int = 16
     domain_threshold: float = 0.5
@@ -123,12 +122,7 @@ def save_detector(
         "meta": json.loads(json.dumps(meta)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_payload(payload, path)
 
 
 class VoiceDetector:

@@ -77,7 +77,7 @@ class VoiceTrainConfig:
     dims: DetectorDims = field(default_factory=DetectorDims)
     window_hop: int = 4  # frames between candidate training windows
     max_take_s: float = 20.0  # a cappella and instrumental crops
-    instrumental_crops: int = 20  # per instrumental track
+    instrumental_crops: int = 6  # per instrumental track
     n_nonvoice: int = 600  # generated non-voice examples
     mir1k_every: int = 1  # use every n-th MIR-1K training clip (1: all)
 
