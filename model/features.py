@@ -228,7 +228,7 @@ class FrameDetector(Protocol):
     """What `select_segments` needs of a voice detector (model.voice.VoiceDetector)."""
 
     features: FeatureConfig
-    rule: Any  # threshold, min_voice_s, domain_threshold
+    rule: Any  # threshold, singing_threshold, min_voice_s, domain_threshold
 
     def frame_probs(self, mel: torch.Tensor) -> np.ndarray: ...
     def voice_probability(self, probs: np.ndarray) -> np.ndarray: ...
@@ -320,10 +320,11 @@ def select_segments(
     """Waveform (samples,) at cfg.sample_rate -> the segments to embed, with their times.
 
     With a `detector` (the service's pipeline): a frame is voiced when the detector's P(voice)
-    passes its threshold. Segments with at least `vad_min_voiced` voiced frames are kept; when
-    none has that much, the most voiced ones (at least half the best segment's share) are kept
-    and the selection is flagged `low_voice`. NoVoicedSegmentError only when the whole
-    recording holds less than the detector's `min_voice_s` of voice: no singing at all.
+    passes its `threshold`. Segments with at least `vad_min_voiced` voiced frames are kept;
+    when none has that much, the most voiced ones (at least half the best segment's share) are
+    kept and the selection is flagged `low_voice`. NoVoicedSegmentError only when the whole
+    recording holds less than `min_voice_s` of frames above the stricter
+    `singing_threshold`: no singing at all.
     Without a detector: the energy rule of `frame_voicing`, strict `vad_min_voiced`.
     `all_segments` keeps every full segment (the paper's protocol). `domain` (the declared
     one, mono or mixed) only sets flags. Features are computed `chunk_frames` at a time.
@@ -338,6 +339,7 @@ def select_segments(
     if detector is not None:
         p_voice, p_mix = detect_voice(y, mel, cfg, detector, chunk_frames)
         voiced = p_voice > detector.rule.threshold
+        sung_s = float((p_voice > detector.rule.singing_threshold).sum()) * frame_s
         if voiced.any():
             domain_score = float(np.mean(p_mix[voiced]))
     else:
@@ -346,10 +348,9 @@ def select_segments(
     if all_segments:
         keep = np.arange(len(starts))
     elif detector is not None:
-        voice_s = float(voiced.sum()) * frame_s
-        if voice_s < detector.rule.min_voice_s or share.max() <= 0:
+        if sung_s < detector.rule.min_voice_s or share.max() <= 0:
             raise NoVoicedSegmentError(
-                f"no singing voice detected: {voice_s:.1f} s of the {n / cfg.sample_rate:.1f}-s "
+                f"no singing voice detected: {sung_s:.1f} s of the {n / cfg.sample_rate:.1f}-s "
                 f"recording sound like singing, at least {detector.rule.min_voice_s:.1f} s is "
                 "needed (silence, tones, noise or instrumental music only)",
                 path,

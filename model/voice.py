@@ -60,12 +60,15 @@ class DetectorDims:
 class DetectorRule:
     """Decision thresholds, measured on held-out material (see MODEL_CARD.md).
 
-    threshold: P(voice) above which a frame is voiced; min_voice_s: seconds of voiced frames
-    below which a recording holds no singing (refused); hop_frames: window hop at inference;
+    threshold: P(voice) above which a frame counts as voiced when segments are chosen;
+    singing_threshold and min_voice_s: a recording with under `min_voice_s` seconds of frames
+    above `singing_threshold` holds no singing (refused). Choosing wants recall, refusing
+    wants precision, hence two thresholds. hop_frames: window hop at inference;
     domain_threshold: domain_score above which audio sounds mixed (below 1 - it, solo).
     """
 
-    threshold: float = 0.7
+    threshold: float = 0.5
+    singing_threshold: float = 0.7
     min_voice_s: float = 1.0
     hop_frames: int = 16
     domain_threshold: float = 0.5

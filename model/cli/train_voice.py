@@ -53,13 +53,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--n-nonvoice", type=int, default=tc.n_nonvoice, help="generated non-voice examples"
     )
     p.add_argument(
-        "--threshold", type=float, default=rule.threshold, help="P(voice) of a voiced frame"
+        "--threshold",
+        type=float,
+        default=rule.threshold,
+        help="P(voice) of a voiced frame when segments are chosen",
+    )
+    p.add_argument(
+        "--singing-threshold",
+        type=float,
+        default=rule.singing_threshold,
+        help="P(voice) of a sung frame when deciding that a recording holds singing",
     )
     p.add_argument(
         "--min-voice-s",
         type=float,
         default=rule.min_voice_s,
-        help="seconds of voiced frames below which a recording holds no singing",
+        help="seconds of sung frames below which a recording holds no singing (refused)",
     )
     p.add_argument(
         "--torch-threads", type=int, default=1, help="CPU threads for training (0: torch default)"
@@ -100,7 +109,12 @@ def main(args: argparse.Namespace) -> int:
         n_nonvoice=args.n_nonvoice,
         instrumental_crops=args.instrumental_crops,
     )
-    rule = replace(DetectorRule(), threshold=args.threshold, min_voice_s=args.min_voice_s)
+    rule = replace(
+        DetectorRule(),
+        threshold=args.threshold,
+        singing_threshold=args.singing_threshold,
+        min_voice_s=args.min_voice_s,
+    )
     meta = run(args.data_dir, args.out, tc, rule=rule, progress=True)
     print(json.dumps(meta["heldout_frames"], indent=2))
     return 0
