@@ -88,6 +88,7 @@ def cli_run(tmp_path_factory, eval_manifest, random_checkpoint):
             "-5",
             "5",
             "--tsne",
+            "--all-segments",  # the paper's protocol: synthetic clips at -5 dB stay usable
             "--cache-dir",
             str(cache),
             "--out",
@@ -137,16 +138,17 @@ def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_check
     emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
     clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
 
-    # By default the evaluation runs the service's pipeline: the embedder's own segment choice.
-    assert result_protocol(out) == "service pipeline"
+    assert result_protocol(out) == "all segments (paper)"
 
     def vector(clip, domain):
         if domain == "mono":
-            return emb.embed_file(clip.mono_path or clip.vocal_path, "mono").vector
+            return emb.embed_file(
+                clip.mono_path or clip.vocal_path, "mono", all_segments=True
+            ).vector
         if clip.mixed_path:
-            return emb.embed_file(clip.mixed_path, "mixed").vector
+            return emb.embed_file(clip.mixed_path, "mixed", all_segments=True).vector
         y = nominal_mix(load_audio(clip.vocal_path), load_audio(clip.accompaniment_path))
-        return emb.embed_audio(y, "mixed").vector
+        return emb.embed_audio(y, "mixed", all_segments=True).vector
 
     for scenario, domain in (("mono2mono", "mono"), ("mix2mix", "mixed")):
         model = [c for c in clips if c.role == "model"]
@@ -170,7 +172,9 @@ def test_rerun_is_served_from_the_cache(cli_run, eval_manifest, random_checkpoin
     first = json.loads((out / "results.json").read_text())
     clips = read_eval_manifest(eval_manifest)
     gmm = replace(GmmUbmConfig(), n_components=8)
-    again = evaluate(clips, [random_checkpoint], gmm=gmm, snr_sweep=[-5, 5], cache_dir=cache)
+    again = evaluate(
+        clips, [random_checkpoint], gmm=gmm, snr_sweep=[-5, 5], cache_dir=cache, all_segments=True
+    )
     for a, b in zip(first["models"], again["models"], strict=True):
         assert a["scenarios"] == b["scenarios"]
     # 13 usable clips x (mono, mixed) + 12 with stems x 2 ratios; only the short clip misses.
@@ -182,6 +186,28 @@ def test_rerun_is_served_from_the_cache(cli_run, eval_manifest, random_checkpoin
     gmm_only = [evaluate(usable, [], gmm=gmm, cache_dir=cache)["models"][0] for _ in range(2)]
     assert "cached" not in gmm_only[0] and gmm_only[1]["cached"] is True
     assert gmm_only[1]["scenarios"] == gmm_only[0]["scenarios"] == first["models"][1]["scenarios"]
+
+
+def test_default_protocol_is_the_service_pipeline(eval_manifest, random_checkpoint):
+    """Without --all-segments every clip is embedded exactly as an upload of it would be."""
+    clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
+    result = evaluate(clips, [random_checkpoint], scenarios=["mono2mono"])
+    assert result["settings"]["protocol"] == "service pipeline" and not result["failures"]
+    emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
+
+    def vectors(role):
+        mono = [c for c in clips if c.role == role and (c.mono_path or c.vocal_path)]
+        v = [emb.embed_file(c.mono_path or c.vocal_path, "mono").vector for c in mono]
+        return np.stack(v), mono
+
+    t, model = vectors("model")
+    q, query = vectors("query")
+    names, singer_vecs = metrics.singer_models(t, [c.singer for c in model])
+    truth = np.array([names.index(c.singer) for c in query])
+    sid = metrics.singer_identification(metrics.cosine_scores(q, singer_vecs), truth)
+    figs = result["models"][0]["scenarios"]["mono2mono"]["singer_id"]
+    assert figs["n_queries"] == len(query)
+    assert figs["top1"] == pytest.approx(sid["top1"], abs=1e-9)
 
 
 def test_mix_at_snr_sets_the_ratio_and_keeps_the_level():
