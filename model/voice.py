@@ -90,6 +90,9 @@ class VoiceNet(nn.Module):
     pooling, one linear layer.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dims: DetectorDims):
         super().__init__()
         self.dims = dims

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -105,7 +105,7 @@ class Quality(BaseModel):
         return cls(
             voiced_fraction=round(emb.voiced_fraction, 4),
             n_segments=emb.n_segments,
-            flags=list(emb.flags),
+            flags=cast(list[QualityFlag], list(emb.flags)),
             domain_score=score,
         )
 
