@@ -274,11 +274,20 @@ def detect_voice(
     )
 
 
-def clipped_share(y: np.ndarray | torch.Tensor) -> float:
-    """Share of samples within 1 % of the recording's peak (flat tops of clipping)."""
-    a = _as_tensor(y, None).abs()
-    peak = float(a.max()) if a.numel() else 0.0
-    return float((a >= 0.99 * peak).float().mean()) if peak > 0 else 0.0
+def clipped_share(y: np.ndarray | torch.Tensor, chunk: int = 1 << 20) -> float:
+    """Share of samples within 1 % of the recording's peak (flat tops of clipping).
+
+    Computed `chunk` samples at a time: no full-length temporary for a long file.
+    """
+    t = _as_tensor(y, None)
+    n = int(t.numel())
+    if n == 0:
+        return 0.0
+    peak = max(float(t[i : i + chunk].abs().max()) for i in range(0, n, chunk))
+    if peak <= 0:
+        return 0.0
+    near = sum(int((t[i : i + chunk].abs() >= 0.99 * peak).sum()) for i in range(0, n, chunk))
+    return near / n
 
 
 def quality_flags(
