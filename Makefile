@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_indexer.py
 	$(PY) bench/bench_service.py
+	$(PY) bench/bench_voice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
