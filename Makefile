@@ -55,6 +55,7 @@ lock:
 bench: $(STAMP)
 	$(PY) bench/bench_indexer.py
 	$(PY) bench/bench_service.py
+	$(PY) bench/bench_voice.py
 
 # Long schemathesis run (>= 20k requests) against a live server; see service/README.md.
 fuzz: $(STAMP)

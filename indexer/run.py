@@ -53,6 +53,8 @@ class IndexReport:
     n_updated: int = 0  # of the skipped, those whose metadata (singer, title...) changed
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, same content as)
     failures: list[Failure] = field(default_factory=list)
+    # (path, declared domain, domain_score): indexed, but the audio sounds like the other domain
+    domain_mismatches: list[tuple[str, str, float]] = field(default_factory=list)
     audio_s: float = 0.0  # audio embedded
     embed_s: float = 0.0  # wall time of the embedding phase
     wall_s: float = 0.0
@@ -81,6 +83,14 @@ class IndexReport:
                 f"{self.n_added / max(self.embed_s, 1e-9):.2f} tracks/s, "
                 f"{self.realtime_factor:.1f}x realtime (total {self.wall_s:.1f} s)"
             )
+        if self.domain_mismatches:
+            lines.append(
+                f"{len(self.domain_mismatches)} indexed files sound like the other domain than "
+                "declared (domain_score: 0 a vocal take, 1 a finished song):"
+            )
+            lines += [
+                f"  {p}: declared {d}, domain_score {s:.2f}" for p, d, s in self.domain_mismatches
+            ]
         for path, first in self.duplicates:
             lines.append(f"  duplicate: {path} (same audio as {first})")
         if self.failures:
@@ -171,6 +181,17 @@ class _Writer:
 def _fail(report: IndexReport, path: str | Path, reason: str) -> None:
     log.warning("skipped %s: %s", path, reason)
     report.failures.append(Failure(str(path), reason))
+
+
+def _domain_mismatch(report: IndexReport, item: SourceItem, score: float | None) -> None:
+    log.warning(
+        "%s: declared %s but sounds like %s (domain_score %.2f); indexed as declared",
+        item.path,
+        item.domain,
+        "a vocal take" if item.domain == "mixed" else "a mix",
+        score if score is not None else float("nan"),
+    )
+    report.domain_mismatches.append((str(item.path), item.domain, score or 0.0))
 
 
 def _hash_all(
@@ -329,6 +350,8 @@ def index_listing(
                 else:
                     writer.add(batch[i], result)
                     report.audio_s += result.duration_s
+                    if "domain_mismatch" in result.flags:
+                        _domain_mismatch(report, batch[i].item, result.domain_score)
                 bar.update(1)
                 elapsed = time.perf_counter() - embed_start
                 bar.set_postfix_str(

@@ -16,6 +16,7 @@ COMMANDS = {
     "import-keras": ("model.cli.import_keras", "convert the authors' Keras .h5 weights"),
     "mashup": ("model.cli.mashup", "generate mashup mixes of vocals over background tracks"),
     "train": ("model.cli.train", "train a MONO, MIXED or CROSS model"),
+    "train-voice": ("model.cli.train_voice", "train the singing-voice detector"),
     "evaluate": ("model.cli.evaluate", "singer-ID and query-by-singer evaluation"),
     "calibrate": ("model.cli.calibrate", "fit a checkpoint's score calibration (open set)"),
 }

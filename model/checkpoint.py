@@ -39,6 +39,11 @@ def save_checkpoint(
         "meta": meta,
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
     }
+    return save_payload(payload, path)
+
+
+def save_payload(payload: dict, path: str | Path) -> Path:
+    """`torch.save` through a temp file and a rename, so no reader sees half a file."""
     path = Path(path)
     with atomic_write(path, durable=True) as fh:
         torch.save(payload, fh)

@@ -20,10 +20,11 @@ import torch
 from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
-from model.errors import AudioError
+from model.errors import AudioError, CheckpointError
 from model.features import FeatureConfig, SegmentSelection, select_segments, to_device
 from model.network import SingerNet
 from model.vectors import normalized_mean
+from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class TrackEmbedding:
 
     vector: float32 (embed_dim,), L2-normalised; segment_vectors: float32 (n_segments,
     embed_dim), raw encoder outputs; starts_s / ends_s / voice: (n_segments,) as in
-    `SegmentSelection`; voiced_fraction in [0, 1]; duration_s in seconds.
+    `SegmentSelection`; voiced_fraction in [0, 1]; duration_s in seconds; flags and
+    domain_score: the selection's quality (`model.features.SegmentSelection`).
     """
 
     vector: np.ndarray
@@ -61,6 +63,8 @@ class TrackEmbedding:
     ends_s: np.ndarray | None = None
     voice: np.ndarray | None = None
     voiced_fraction: float = 1.0
+    flags: tuple[str, ...] = ()
+    domain_score: float | None = None
 
     @classmethod
     def of(cls, selection: SegmentSelection, segment_vectors: np.ndarray) -> TrackEmbedding:
@@ -74,6 +78,8 @@ class TrackEmbedding:
             ends_s=selection.ends_s,
             voice=selection.voice,
             voiced_fraction=selection.voiced_fraction,
+            flags=selection.flags,
+            domain_score=selection.domain_score,
         )
 
 
@@ -83,7 +89,8 @@ def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """A checkpoint ready for inference on one device."""
+    """A checkpoint ready for inference on one device, with the voice detector that chooses
+    the segments it embeds (None: the energy rule of `model.features.frame_voicing`)."""
 
     def __init__(
         self,
@@ -92,21 +99,38 @@ class Embedder:
         meta: dict,
         device: torch.device,
         ckpt_id: str,
+        detector: VoiceDetector | None = None,
     ):
         self.net = net
         self.features = features
         self.meta = meta
         self.device = device
         self.checkpoint_id = ckpt_id
+        self.detector = detector
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str | None = None) -> Embedder:
+    def from_checkpoint(
+        cls,
+        path: str | Path | None = None,
+        device: str | None = None,
+        voice_detector: str | Path | None = None,
+    ) -> Embedder:
+        """Load a checkpoint and a voice detector (default: the shipped ones) on `device`.
+
+        Raises CheckpointError when either cannot be loaded.
+        """
         from model import DEFAULT_CHECKPOINT
 
         path = Path(path) if path else DEFAULT_CHECKPOINT
         dev = resolve_device(device)
         net, features, meta = load_checkpoint(path, dev)
-        return cls(net, features, meta, dev, checkpoint_id(path))
+        detector = VoiceDetector.load(voice_detector, dev)
+        if detector.features.sample_rate != features.sample_rate:
+            raise CheckpointError(
+                f"the voice detector expects {detector.features.sample_rate} Hz audio, the "
+                f"checkpoint {features.sample_rate} Hz"
+            )
+        return cls(net, features, meta, dev, checkpoint_id(path), detector)
 
     @property
     def embed_dim(self) -> int:
@@ -126,10 +150,26 @@ class Embedder:
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
 
     def select(
-        self, y: np.ndarray, all_segments: bool = False, path: str | None = None
+        self,
+        y: np.ndarray,
+        all_segments: bool = False,
+        path: str | None = None,
+        domain: str | None = None,
     ) -> SegmentSelection:
-        """Waveform at features.sample_rate -> the segments to embed, features on this device."""
-        return select_segments(y, self.features, all_segments, device=self.device, path=path)
+        """Waveform at features.sample_rate -> the segments to embed, features on this device.
+
+        The service's selection (`model.features.select_segments` with this voice detector);
+        `domain` is the declared one, for the quality flags.
+        """
+        return select_segments(
+            y,
+            self.features,
+            all_segments,
+            device=self.device,
+            path=path,
+            detector=self.detector,
+            domain=domain,
+        )
 
     def segments(
         self, y: np.ndarray, all_segments: bool = False, path: str | None = None
@@ -141,7 +181,7 @@ class Embedder:
         self, y: np.ndarray, domain: str, all_segments: bool = False, path: str | None = None
     ) -> TrackEmbedding:
         """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. Raises AudioError."""
-        selection = self.select(y, all_segments, path)
+        selection = self.select(y, all_segments, path, domain)
         return TrackEmbedding.of(selection, self.embed_segments(selection.features, domain))
 
     def embed_file(
@@ -202,7 +242,7 @@ class Embedder:
         for i, fut in completed_in_threads(decode, range(len(sources)), workers=workers):
             name = None if isinstance(sources[i], bytes) else str(sources[i])
             try:
-                sel = self.select(fut.result(), all_segments, path=name)
+                sel = self.select(fut.result(), all_segments, path=name, domain=domain)
             except AudioError as err:
                 bar.update(1)
                 yield i, err

@@ -13,11 +13,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from model.errors import AudioTooShortError, NoVoicedSegmentError
+
+#: Frames per chunk of `log_mel_chunked` (about 3 minutes at 22050 Hz, hop 512).
+DEFAULT_CHUNK_FRAMES = 8192
+#: Quality flags a selection may carry (see `SegmentSelection`).
+QUALITY_FLAGS = ("low_voice", "short", "clipped", "mostly_accompaniment", "domain_mismatch")
+#: A recording is `clipped` when this share of its samples sits within 1 % of its peak.
+CLIPPED_SHARE = 0.005
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,47 @@ def log_mel(
     return torch.log10(1.0 + cfg.log_scale * mel)
 
 
+def log_mel_chunked(
+    y: np.ndarray | torch.Tensor,
+    cfg: FeatureConfig,
+    device: str | torch.device | None = None,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> torch.Tensor:
+    """`log_mel` of one waveform (samples,) computed `chunk_frames` frames at a time.
+
+    Same frames as `log_mel` (centred framing: frame i covers samples i * hop - n_fft / 2 ...
+    + n_fft, padded at the true ends only), but the linear spectrogram, 4 x larger than the
+    mel one and 8 x for its complex form, never exists for more than one chunk: a 30-minute
+    file needs ~40 MB of mel frames, not ~0.5 GB of STFT. None: one shot.
+    """
+    n = int(y.shape[-1])
+    n_frames = 1 + n // cfg.hop_length
+    if chunk_frames is None or n_frames <= chunk_frames:
+        return log_mel(y, cfg, device)
+    y = _as_tensor(y, device)
+    half = cfg.n_fft // 2
+    window = torch.hann_window(cfg.n_fft, periodic=True, device=y.device)
+    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).to(y.device)
+    out = []
+    for a in range(0, n_frames, chunk_frames):
+        b = min(a + chunk_frames, n_frames)
+        lo, hi = a * cfg.hop_length - half, (b - 1) * cfg.hop_length + half
+        part = y[max(lo, 0) : min(hi, n)]
+        part = torch.nn.functional.pad(
+            part[None, None], (max(-lo, 0), max(hi - n, 0)), mode=cfg.pad_mode
+        )[0, 0]
+        spec = torch.stft(
+            part,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            window=window,
+            center=False,
+            return_complex=True,
+        ).abs()
+        out.append(torch.log10(1.0 + cfg.log_scale * torch.matmul(basis, spec)))
+    return torch.cat(out, dim=-1)
+
+
 def frame_voicing(y: np.ndarray | torch.Tensor, cfg: FeatureConfig) -> np.ndarray:
     """Energy-based voice activity per STFT frame: bool (frames,), aligned with `log_mel`."""
     y = _as_tensor(y, None).cpu()
@@ -174,7 +223,10 @@ class SegmentSelection:
     starts_s, ends_s: (n,) float64 seconds from the start of the recording;
     voice: (n,) float64 in [0, 1], how voiced each kept segment is (share of voiced frames);
     voiced_fraction: share of the whole recording's frames judged voiced, in [0, 1];
-    duration_s: length of the recording in seconds.
+    duration_s: length of the recording in seconds;
+    flags: quality warnings, a subset of QUALITY_FLAGS in that order;
+    domain_score: P(the voice is in a mixture), mean over voiced frames, in [0, 1]; None
+    without a voice detector or without voiced frames.
     """
 
     features: torch.Tensor
@@ -183,9 +235,101 @@ class SegmentSelection:
     voice: np.ndarray
     voiced_fraction: float
     duration_s: float
+    flags: tuple[str, ...] = ()
+    domain_score: float | None = None
 
     def __len__(self) -> int:
         return len(self.features)
+
+
+class FrameDetector(Protocol):
+    """What `select_segments` needs of a voice detector (model.voice.VoiceDetector)."""
+
+    features: FeatureConfig
+    rule: Any  # threshold, singing_threshold, min_voice_s, domain_threshold
+
+    def frame_probs(self, mel: torch.Tensor) -> np.ndarray: ...
+    def voice_probability(self, probs: np.ndarray) -> np.ndarray: ...
+    def domain_probability(self, probs: np.ndarray) -> np.ndarray: ...
+
+
+_MEL_FIELDS = (
+    "sample_rate",
+    "n_fft",
+    "hop_length",
+    "n_mels",
+    "fmin",
+    "fmax",
+    "log_scale",
+    "pad_mode",
+)
+
+
+def detect_voice(
+    y: np.ndarray | torch.Tensor,
+    mel: torch.Tensor,
+    cfg: FeatureConfig,
+    detector: FrameDetector,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(voice) per frame of `mel` (frames,), P(mixture | voice) per frame (frames,)).
+
+    Reuses `mel` when the detector's recipe is `cfg`'s, else computes the detector's own
+    features and maps its frames onto `mel`'s by time.
+    """
+    dcfg = detector.features
+    if all(getattr(dcfg, f) == getattr(cfg, f) for f in _MEL_FIELDS):
+        probs = detector.frame_probs(mel)
+        return detector.voice_probability(probs), detector.domain_probability(probs)
+    if dcfg.sample_rate != cfg.sample_rate:
+        raise ValueError("the voice detector and the model need audio at the same sample rate")
+    probs = detector.frame_probs(log_mel_chunked(y, dcfg, mel.device, chunk_frames))
+    t_det = np.arange(len(probs)) * dcfg.hop_length
+    t_mel = np.arange(mel.shape[-1]) * cfg.hop_length
+    return (
+        np.interp(t_mel, t_det, detector.voice_probability(probs)),
+        np.interp(t_mel, t_det, detector.domain_probability(probs)),
+    )
+
+
+def clipped_share(y: np.ndarray | torch.Tensor, chunk: int = 1 << 20) -> float:
+    """Share of samples within 1 % of the recording's peak (flat tops of clipping).
+
+    Computed `chunk` samples at a time: no full-length temporary for a long file.
+    """
+    t = _as_tensor(y, None)
+    n = int(t.numel())
+    if n == 0:
+        return 0.0
+    peak = max(float(t[i : i + chunk].abs().max()) for i in range(0, n, chunk))
+    if peak <= 0:
+        return 0.0
+    near = sum(int((t[i : i + chunk].abs() >= 0.99 * peak).sum()) for i in range(0, n, chunk))
+    return near / n
+
+
+def quality_flags(
+    selection: SegmentSelection,
+    y: np.ndarray | torch.Tensor,
+    cfg: FeatureConfig,
+    low_voice: bool,
+    domain: str | None,
+    domain_threshold: float = 0.5,
+) -> tuple[str, ...]:
+    """Flags of `QUALITY_FLAGS` for a selection (see service/README.md, "quality")."""
+    flags = set()
+    if low_voice:
+        flags.add("low_voice")
+    if selection.duration_s < 2 * cfg.segment_seconds:
+        flags.add("short")
+    if clipped_share(y) >= CLIPPED_SHARE:
+        flags.add("clipped")
+    score = selection.domain_score
+    if score is not None and domain == "mono" and score > domain_threshold:
+        flags |= {"mostly_accompaniment", "domain_mismatch"}
+    if score is not None and domain == "mixed" and score < 1.0 - domain_threshold:
+        flags.add("domain_mismatch")
+    return tuple(f for f in QUALITY_FLAGS if f in flags)
 
 
 def select_segments(
@@ -195,20 +339,53 @@ def select_segments(
     hop: int | None = None,
     device: str | torch.device | None = None,
     path: str | None = None,
+    *,
+    detector: FrameDetector | None = None,
+    domain: str | None = None,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
 ) -> SegmentSelection:
     """Waveform (samples,) at cfg.sample_rate -> the segments to embed, with their times.
 
-    Keeps only segments with at least `vad_min_voiced` voiced frames unless `all_segments`.
-    Raises AudioTooShortError below one segment, NoVoicedSegmentError when none qualifies.
+    With a `detector` (the service's pipeline): a frame is voiced when the detector's P(voice)
+    passes its `threshold`. Segments with at least `vad_min_voiced` voiced frames are kept;
+    when none has that much, the most voiced ones (at least half the best segment's share) are
+    kept and the selection is flagged `low_voice`. NoVoicedSegmentError only when the whole
+    recording holds less than `min_voice_s` of frames above the stricter
+    `singing_threshold`: no singing at all.
+    Without a detector: the energy rule of `frame_voicing`, strict `vad_min_voiced`.
+    `all_segments` keeps every full segment (the paper's protocol). `domain` (the declared
+    one, mono or mixed) only sets flags. Features are computed `chunk_frames` at a time.
+    Raises AudioTooShortError below one segment.
     """
     n = int(y.shape[-1])
     if n < cfg.min_samples:
         raise AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, path)
-    segs = segment(log_mel(y, cfg, device), cfg, hop)
-    voiced = frame_voicing(y, cfg)
+    mel = log_mel_chunked(y, cfg, device, chunk_frames)
+    frame_s = cfg.hop_length / cfg.sample_rate
+    domain_score, low_voice = None, False
+    if detector is not None:
+        p_voice, p_mix = detect_voice(y, mel, cfg, detector, chunk_frames)
+        voiced = p_voice > detector.rule.threshold
+        sung_s = float((p_voice > detector.rule.singing_threshold).sum()) * frame_s
+        if voiced.any():
+            domain_score = float(np.mean(p_mix[voiced]))
+    else:
+        voiced = frame_voicing(y, cfg)[: mel.shape[-1]]
     starts, share = _segment_shares(voiced, cfg, hop)
     if all_segments:
         keep = np.arange(len(starts))
+    elif detector is not None:
+        if sung_s < detector.rule.min_voice_s or share.max() <= 0:
+            raise NoVoicedSegmentError(
+                f"no singing voice detected: {sung_s:.1f} s of the {n / cfg.sample_rate:.1f}-s "
+                f"recording sound like singing, at least {detector.rule.min_voice_s:.1f} s is "
+                "needed (silence, tones, noise or instrumental music only)",
+                path,
+            )
+        keep = np.flatnonzero(share >= cfg.vad_min_voiced)
+        if keep.size == 0:
+            low_voice = True
+            keep = np.flatnonzero(share >= 0.5 * share.max())
     else:
         keep = np.flatnonzero(share >= cfg.vad_min_voiced)
         if keep.size == 0:
@@ -218,17 +395,22 @@ def select_segments(
                 "little voice",
                 path,
             )
-        segs = segs[torch.from_numpy(keep).to(segs.device)]
-    frame_s = cfg.hop_length / cfg.sample_rate
+    # Index the unfolded view: only the kept segments are copied.
+    view = mel.unfold(-1, cfg.segment_frames, hop or cfg.segment_hop).permute(1, 0, 2)
+    segs = view[torch.from_numpy(keep).to(view.device)].contiguous()
     starts_s = starts[keep] * frame_s
-    return SegmentSelection(
+    selection = SegmentSelection(
         features=segs,
         starts_s=starts_s,
         ends_s=starts_s + cfg.segment_frames * frame_s,
         voice=share[keep],
         voiced_fraction=float(voiced.mean()) if len(voiced) else 0.0,
         duration_s=n / cfg.sample_rate,
+        domain_score=domain_score,
     )
+    threshold = detector.rule.domain_threshold if detector is not None else 0.5
+    selection.flags = quality_flags(selection, y, cfg, low_voice, domain, threshold)
+    return selection
 
 
 def extract_segments(

@@ -245,7 +245,7 @@ class Runtime:
         self.batcher.announce()  # a batch being gathered waits for these segments
         try:
             y = load_audio(data, embedder.features.sample_rate, max_seconds=max_seconds)
-            selection = embedder.select(y)
+            selection = embedder.select(y, domain=domain)
         except BaseException:
             self.batcher.withdraw()
             raise

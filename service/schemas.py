@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
 from catalog import Singer, SingerHit, Track, TrackHit
+from model.embedding import TrackEmbedding
 
 Domain = Literal["mono", "mixed"]
 MAX_TOP_K = 100
@@ -33,6 +34,12 @@ class TrackOut(BaseModel):
     @classmethod
     def of(cls, track: Track, playable: bool | None = None) -> TrackOut:
         return cls(**dataclasses.asdict(track), playable=playable)
+
+
+class TrackAdded(TrackOut):
+    quality: Quality | None = Field(
+        None, description="quality of the upload; null when the track was already catalogued"
+    )
 
 
 class TrackHitOut(TrackOut):
@@ -103,11 +110,54 @@ class SpanOut(BaseModel):
     n_windows: int = Field(description="3-s segments merged into the span")
 
 
+QualityFlag = Literal["low_voice", "short", "clipped", "mostly_accompaniment", "domain_mismatch"]
+
+
+class Quality(BaseModel):
+    """How much to trust an answer, from the voice detector (see service/README.md)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "voiced_fraction": 0.42,
+                    "n_segments": 2,
+                    "flags": ["low_voice", "mostly_accompaniment", "domain_mismatch"],
+                    "domain_score": 0.81,
+                }
+            ]
+        }
+    }
+    voiced_fraction: float = Field(description="share of the upload's frames heard as singing")
+    n_segments: int = Field(description="3-second segments embedded")
+    flags: list[QualityFlag] = Field(
+        description="low_voice: no segment was 70 % sung, the most sung ones were used; "
+        "short: under two segments (6 s) long; clipped: flat-topped peaks; "
+        "mostly_accompaniment: declared mono but sounds like a mix; domain_mismatch: the "
+        "declared domain disagrees with domain_score"
+    )
+    domain_score: float | None = Field(
+        description="probability that the voice is in a mixture (0: a vocal take, 1: a "
+        "finished song); null when no frame was heard as singing"
+    )
+
+    @classmethod
+    def of(cls, emb: TrackEmbedding) -> Quality:
+        score = None if emb.domain_score is None else round(emb.domain_score, 4)
+        return cls(
+            voiced_fraction=round(emb.voiced_fraction, 4),
+            n_segments=emb.n_segments,
+            flags=cast(list[QualityFlag], list(emb.flags)),
+            domain_score=score,
+        )
+
+
 class QueryInfo(BaseModel):
     domain: Domain = Field(description="domain the query was embedded as")
     n_segments: int = Field(description="3-second segments of the upload that were embedded")
     duration_s: float = Field(description="duration of the decoded upload, seconds")
     checkpoint_id: str
+    quality: Quality
 
 
 class IdentifyResponse(QueryInfo):

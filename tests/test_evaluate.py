@@ -88,6 +88,7 @@ def cli_run(tmp_path_factory, eval_manifest, random_checkpoint):
             "-5",
             "5",
             "--tsne",
+            "--all-segments",  # the paper's protocol: synthetic clips at -5 dB stay usable
             "--cache-dir",
             str(cache),
             "--out",
@@ -126,12 +127,18 @@ def test_cli_writes_json_markdown_and_pngs(cli_run):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
 
 
+def result_protocol(out) -> str:
+    return json.loads((out / "results.json").read_text())["settings"]["protocol"]
+
+
 def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_checkpoint):
     """Recompute Mono2Mono and Mix2Mix from file paths with Embedder + metrics directly."""
     _, out, _ = cli_run
     result = json.loads((out / "results.json").read_text())["models"][0]["scenarios"]
     emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
     clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
+
+    assert result_protocol(out) == "all segments (paper)"
 
     def vector(clip, domain):
         if domain == "mono":
@@ -165,7 +172,9 @@ def test_rerun_is_served_from_the_cache(cli_run, eval_manifest, random_checkpoin
     first = json.loads((out / "results.json").read_text())
     clips = read_eval_manifest(eval_manifest)
     gmm = replace(GmmUbmConfig(), n_components=8)
-    again = evaluate(clips, [random_checkpoint], gmm=gmm, snr_sweep=[-5, 5], cache_dir=cache)
+    again = evaluate(
+        clips, [random_checkpoint], gmm=gmm, snr_sweep=[-5, 5], cache_dir=cache, all_segments=True
+    )
     for a, b in zip(first["models"], again["models"], strict=True):
         assert a["scenarios"] == b["scenarios"]
     # 13 usable clips x (mono, mixed) + 12 with stems x 2 ratios; only the short clip misses.
@@ -177,6 +186,28 @@ def test_rerun_is_served_from_the_cache(cli_run, eval_manifest, random_checkpoin
     gmm_only = [evaluate(usable, [], gmm=gmm, cache_dir=cache)["models"][0] for _ in range(2)]
     assert "cached" not in gmm_only[0] and gmm_only[1]["cached"] is True
     assert gmm_only[1]["scenarios"] == gmm_only[0]["scenarios"] == first["models"][1]["scenarios"]
+
+
+def test_default_protocol_is_the_service_pipeline(eval_manifest, random_checkpoint):
+    """Without --all-segments every clip is embedded exactly as an upload of it would be."""
+    clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
+    result = evaluate(clips, [random_checkpoint], scenarios=["mono2mono"])
+    assert result["settings"]["protocol"] == "service pipeline" and not result["failures"]
+    emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
+
+    def vectors(role):
+        mono = [c for c in clips if c.role == role and (c.mono_path or c.vocal_path)]
+        v = [emb.embed_file(c.mono_path or c.vocal_path, "mono").vector for c in mono]
+        return np.stack(v), mono
+
+    t, model = vectors("model")
+    q, query = vectors("query")
+    names, singer_vecs = metrics.singer_models(t, [c.singer for c in model])
+    truth = np.array([names.index(c.singer) for c in query])
+    sid = metrics.singer_identification(metrics.cosine_scores(q, singer_vecs), truth)
+    figs = result["models"][0]["scenarios"]["mono2mono"]["singer_id"]
+    assert figs["n_queries"] == len(query)
+    assert figs["top1"] == pytest.approx(sid["top1"], abs=1e-9)
 
 
 def test_mix_at_snr_sets_the_ratio_and_keeps_the_level():

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from model.errors import AudioTooShortError, NoVoicedSegmentError
-from model.features import FeatureConfig, extract_segments, frame_voicing, log_mel, segment
+from model.features import (
+    FeatureConfig,
+    extract_segments,
+    frame_voicing,
+    log_mel,
+    log_mel_chunked,
+    segment,
+    select_segments,
+)
 from tests.support.synth import VOICES, sing
 
 CFG = FeatureConfig()
@@ -100,3 +108,31 @@ def test_silence_has_no_voiced_segment():
 def test_config_round_trip():
     cfg = FeatureConfig(vad_top_db=20.0, segment_hop=64)
     assert FeatureConfig.from_dict(cfg.to_dict() | {"unknown_future_field": 1}) == cfg
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_chunked_log_mel_equals_one_shot(pad_mode):
+    cfg = FeatureConfig(pad_mode=pad_mode)
+    rng = np.random.default_rng(3)
+    y = (sing(VOICES[3], 7.3) + 0.01 * rng.standard_normal(int(7.3 * 22050))).astype(np.float32)
+    whole = log_mel(y, cfg)
+    for chunk in (2, 37, 100, whole.shape[-1] - 1):
+        torch.testing.assert_close(log_mel_chunked(y, cfg, chunk_frames=chunk), whole)
+
+
+def test_select_segments_over_chunks_equals_one_shot():
+    y = np.concatenate([sing(VOICES[1], 5.0), np.zeros(30000, np.float32), sing(VOICES[0], 6.0)])
+    one = select_segments(y, CFG, chunk_frames=None)
+    small = select_segments(y, CFG, chunk_frames=50)
+    torch.testing.assert_close(small.features, one.features)
+    np.testing.assert_array_equal(small.starts_s, one.starts_s)
+    np.testing.assert_array_equal(small.voice, one.voice)
+    assert (small.flags, small.voiced_fraction) == (one.flags, one.voiced_fraction)
+
+
+def test_quality_flags_short_and_clipped():
+    y = sing(VOICES[2], 4.0)
+    assert select_segments(y, CFG).flags == ("short",)
+    clipped = np.clip(4 * sing(VOICES[2], 8.0), -0.5, 0.5)
+    assert select_segments(clipped, CFG).flags == ("clipped",)
+    assert select_segments(sing(VOICES[2], 8.0), CFG).flags == ()

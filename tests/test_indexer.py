@@ -87,7 +87,7 @@ def test_folder_source_indexes_good_files_and_reports_bad_ones(
         for t in tracks:
             ref = embedder.embed_file(t.path, "mixed")
             np.testing.assert_allclose(c.get_vector(t.id), ref.vector, atol=1e-5)
-            assert t.n_segments == ref.n_segments == 2
+            assert t.n_segments == ref.n_segments >= 1
             assert t.content_hash == content_hash(t.path)
             assert t.checkpoint_id == checkpoint_id(random_checkpoint)
 

@@ -73,7 +73,9 @@ def test_identify_ranks_the_singer_first(client, catalog, queries, domain):
         assert body["singers"][0]["name"] == singer_name(voice)
         assert len(body["singers"]) == 3
         assert body["domain"] == body["models_domain"] == domain
-        assert body["n_segments"] == 2 and body["duration_s"] == pytest.approx(7.0, abs=0.01)
+        # 1 or 2 of the 7-s take's segments: the voice detector judges the synthetic voices
+        assert body["n_segments"] == body["quality"]["n_segments"] in (1, 2)
+        assert body["duration_s"] == pytest.approx(7.0, abs=0.01)
         scores = [s["score"] for s in body["singers"]]
         assert scores == sorted(scores, reverse=True)
         assert all(s["n_tracks"] == 2 for s in body["singers"])
@@ -165,9 +167,12 @@ def test_singers_are_paginated(client, catalog):
 def test_get_track_returns_what_post_returned(client, catalog):
     clip, posted = next(iter(catalog.items()))
     got = client.get(f"/tracks/{posted['id']}")
-    assert got.status_code == 200 and got.json() == posted
+    # The stored track is what POST answered, less the upload's `quality`.
+    assert got.status_code == 200 and got.json() == {
+        k: v for k, v in posted.items() if k != "quality"
+    }
     assert posted["singer"] == clip.singer and posted["domain"] == clip.domain
-    assert posted["title"] == clip.path.stem and posted["n_segments"] == 2
+    assert posted["title"] == clip.path.stem and posted["n_segments"] in (1, 2)
 
 
 def test_posting_the_same_file_again_is_idempotent(client, catalog):
@@ -207,7 +212,8 @@ def test_add_then_delete_changes_answers(client, catalog, queries):
     assert top["n_tracks"] == 1
 
     deleted = client.delete(f"/tracks/{added.json()['id']}", headers={"X-API-Key": API_KEY})
-    assert deleted.status_code == 200 and deleted.json() == added.json()
+    stored = {k: v for k, v in added.json().items() if k != "quality"}
+    assert deleted.status_code == 200 and deleted.json() == stored
     assert upload(client, "/identify", query).json()["singers"] == before
     assert client.get(f"/tracks/{added.json()['id']}").status_code == 404
     again = client.delete(f"/tracks/{added.json()['id']}", headers={"X-API-Key": API_KEY})

@@ -104,9 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB")
     p.add_argument("--tsne", action="store_true", help="t-SNE map PNG per checkpoint")
     p.add_argument(
-        "--vad",
+        "--all-segments",
         action="store_true",
-        help="embed voice-active segments only (default: every full segment)",
+        help="the paper's protocol: embed every full 3-s segment, no voice detection "
+        "(default: off, the service's pipeline: the voice detector chooses the segments "
+        "exactly as for an upload)",
     )
     p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k")
     p.add_argument(
@@ -228,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
             tsne=args.tsne,
             plot_dir=args.out,
             cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-            all_segments=not args.vad,
+            all_segments=args.all_segments,
             k=args.k,
             device=args.device,
             workers=args.workers,

@@ -47,6 +47,9 @@ def markdown(result: dict) -> str:
         + (f"; {len(result['failures'])} rendering(s) skipped" if result["failures"] else "")
         + "."
     )
+    protocol = result["settings"].get("protocol", "")
+    if protocol:
+        header += f" Protocol: {protocol}."
     lines = [header, ""]
     lines += _table(
         result,

@@ -122,7 +122,16 @@ class _Model:
         self.vectors: dict[View, dict[int, np.ndarray]] = {}
 
     def key(self, clip: EvalClip, view: View) -> str:
-        return _cache_key("track-vector", clip, view, all_segments=self.all_segments)
+        # The service pipeline's vectors depend on the voice detector too.
+        detector = self.embedder.detector
+        selection = (
+            "all-segments"
+            if self.all_segments
+            else f"voice-{detector.detector_id}"
+            if detector is not None
+            else "energy-vad"
+        )
+        return _cache_key("track-vector", clip, view, selection=selection)
 
 
 class _Mfcc:
@@ -154,7 +163,7 @@ def evaluate(
     tsne: bool = False,
     plot_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
-    all_segments: bool = True,
+    all_segments: bool = False,
     k: int = 5,
     device: str | None = None,
     workers: int = 1,
@@ -167,11 +176,12 @@ def evaluate(
     clips: from `splits.mir1k_split` or `splits.read_eval_manifest`. names: one label per
     checkpoint (default: file stems). gmm: baseline settings, None to skip it. snr_sweep:
     ratios in dB, None to skip. tsne / plot_dir: write `tsne-<name>.png` (and `snr-sweep.png`)
-    there. cache_dir: None disables the cache. all_segments: embed every full segment (the
-    reference notes' recipe) rather than the voice-active ones. workers: decoding threads beside
-    the inference thread (0: decode inline). open_set: add the open-set figures of
-    `model.evaluation.openset` (and `det-open-set.png` under plot_dir). Returns the result
-    dict that `report.write_report` turns into JSON and Markdown.
+    there. cache_dir: None disables the cache. all_segments: the paper's protocol, every full
+    segment embedded; default False: the service's pipeline (`Embedder.select`: the voice
+    detector's segment choice, a clip without singing fails like a refused upload).
+    workers: decoding threads beside the inference thread (0: decode inline). open_set: add the
+    open-set figures of `model.evaluation.openset` (and `det-open-set.png` under plot_dir).
+    Returns the result dict that `report.write_report` turns into JSON and Markdown.
     """
     t_start = time.perf_counter()
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -231,6 +241,7 @@ def evaluate(
             "scenarios": list(scenarios),
             "k": k,
             "all_segments": all_segments,
+            "protocol": "all segments (paper)" if all_segments else "service pipeline",
             "snr_sweep_db": snrs,
             "gmm_ubm": gmm.to_dict() if gmm else None,
             "singer_model": "L2-normalised mean of L2-normalised model-track vectors",

@@ -17,7 +17,15 @@ from model.domains import DOMAINS
 from service.deps import WriteRoute, api_key_scheme, ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
-from service.schemas import UPLOAD_ERRORS, Domain, ErrorOut, TrackOut, TracksPage
+from service.schemas import (
+    UPLOAD_ERRORS,
+    Domain,
+    ErrorOut,
+    Quality,
+    TrackAdded,
+    TrackOut,
+    TracksPage,
+)
 from service.uploads import read_upload
 
 router = APIRouter(tags=["catalogue"])
@@ -73,12 +81,12 @@ async def get_track(
 
 @write_router.post(
     "/tracks",
-    response_model=TrackOut,
+    response_model=TrackAdded,
     status_code=201,
     responses={
         **UPLOAD_ERRORS,
         200: {
-            "model": TrackOut,
+            "model": TrackAdded,
             "description": "already in the "
             "catalogue (same content, domain and singer): the existing track",
         },
@@ -97,7 +105,7 @@ async def add_track(
     runtime: Annotated[Runtime, Depends(ready_runtime)],
     title: Annotated[str | None, Form(max_length=500)] = None,
     external_id: Annotated[str | None, Form(max_length=200)] = None,
-) -> TrackOut:
+) -> TrackAdded:
     """Embed one upload and add it to the catalogue (idempotent for the same file)."""
     singer = singer.strip()
     if not singer:
@@ -106,10 +114,12 @@ async def add_track(
     data = await read_upload(file)
     digest = content_hash(data)
     ckpt = runtime.embedder.checkpoint_id
+    quality = None
     async with runtime.content_lock(f"{digest}/{domain}"):
         existing = await runtime.catalog_call(runtime.catalog.find_track, digest, ckpt, domain)
         if existing is None:
             emb = await runtime.embed(data, domain, runtime.settings.max_track_seconds)
+            quality = Quality.of(emb)
             track = await runtime.catalog_call(
                 runtime.catalog.add_track,
                 emb.vector,
@@ -135,7 +145,9 @@ async def add_track(
         # Kept under its content hash so that GET /tracks/{id}/audio can play it.
         await run_in_threadpool(runtime.audio.keep_upload, data, digest, file.filename)
     response.headers["Location"] = f"/tracks/{track.id}"
-    return TrackOut.of(track, runtime.audio.playable(track))
+    return TrackAdded(
+        **TrackOut.of(track, runtime.audio.playable(track)).model_dump(), quality=quality
+    )
 
 
 @write_router.delete("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)

@@ -1,0 +1,217 @@
+"""Singing-voice detection: per-frame probabilities of {no voice, solo voice, voice in a mixture,
+instrumental} from the same log-mel features the embedding model uses.
+
+A small 2-D CNN (`VoiceNet`, about 15 k parameters) classifies 32-frame windows (0.74 s);
+`VoiceDetector.frame_probs` slides it over a recording and averages the windows that cover
+each frame. From those probabilities:
+
+- a frame is *voiced* when P(solo) + P(mixture) exceeds `threshold`;
+- `domain_score` = P(mixture | voice), averaged over voiced frames: 0 sounds like a vocal
+  take, 1 like a finished song.
+
+The weights (`model/weights/voice-detector.pt`) are trained by `python -m model train-voice`
+(model/training/voice.py); the checkpoint holds the network's dimensions, its feature recipe
+and its decision thresholds, and loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.checkpoint import checkpoint_id, save_payload
+from model.errors import CheckpointError
+from model.features import FeatureConfig
+
+FORMAT = "singer-voice-detector"
+VERSION = 1
+CLASSES = ("none", "solo", "mixture", "instrumental")
+NONE, SOLO, MIXTURE, INSTRUMENTAL = range(4)
+DEFAULT_VOICE_DETECTOR = Path(__file__).resolve().parent / "weights" / "voice-detector.pt"
+
+
+@dataclass(frozen=True)
+class DetectorDims:
+    """Network shape: input (n_mels, window_frames) log-mel, `channels` per conv block."""
+
+    n_mels: int = 128
+    window_frames: int = 32
+    channels: tuple[int, ...] = (8, 16, 32, 32)
+    n_classes: int = len(CLASSES)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DetectorDims:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "channels" in d:
+            d["channels"] = tuple(int(c) for c in d["channels"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DetectorRule:
+    """Decision thresholds, measured on held-out material (see MODEL_CARD.md).
+
+    threshold: P(voice) above which a frame counts as voiced when segments are chosen;
+    singing_threshold and min_voice_s: a recording with under `min_voice_s` seconds of frames
+    above `singing_threshold` holds no singing (refused). Choosing wants recall, refusing
+    wants precision, hence two thresholds. hop_frames: window hop at inference;
+    domain_threshold: domain_score above which audio sounds mixed (below 1 - it, solo).
+    """
+
+    threshold: float = 0.5
+    singing_threshold: float = 0.7
+    min_voice_s: float = 1.0
+    hop_frames: int = 16
+    domain_threshold: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DetectorRule:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class VoiceNet(nn.Module):
+    """(batch, n_mels, window_frames) log-mel -> (batch, n_classes) logits.
+
+    Per-band standardisation (buffers fitted on the training set), mel bands averaged in
+    pairs, then conv 3x3 / batch norm / ReLU / 2x2 max-pool blocks, global mean and max
+    pooling, one linear layer.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, dims: DetectorDims):
+        super().__init__()
+        self.dims = dims
+        self.register_buffer("mean", torch.zeros(dims.n_mels, 1))
+        self.register_buffer("std", torch.ones(dims.n_mels, 1))
+        blocks: list[nn.Module] = [nn.AvgPool2d((2, 1))]
+        c_in = 1
+        for i, c in enumerate(dims.channels):
+            blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            if i < len(dims.channels) - 1:
+                blocks.append(nn.MaxPool2d(2))
+            c_in = c
+        self.body = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(2 * c_in, dims.n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(((x - self.mean) / self.std).unsqueeze(1)).flatten(2)
+        return self.head(self.dropout(torch.cat([h.mean(-1), h.amax(-1)], dim=1)))
+
+
+def save_detector(
+    net: VoiceNet, path: str | Path, features: FeatureConfig, rule: DetectorRule, meta: dict
+) -> Path:
+    """Write a detector checkpoint atomically (plain types and tensors only)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "classes": list(CLASSES),
+        "dims": net.dims.to_dict(),
+        "features": features.to_dict(),
+        "rule": rule.to_dict(),
+        "meta": json.loads(json.dumps(meta)),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+    }
+    return save_payload(payload, path)
+
+
+class VoiceDetector:
+    """A loaded detector: network, feature recipe and decision rule, on one device."""
+
+    def __init__(
+        self,
+        net: VoiceNet,
+        features: FeatureConfig,
+        rule: DetectorRule,
+        meta: dict,
+        detector_id: str = "",
+    ):
+        self.net = net.eval()
+        self.features = features
+        self.rule = rule
+        self.meta = meta
+        self.detector_id = detector_id
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu"):
+        """Load a detector checkpoint (default: the shipped one). Raises CheckpointError."""
+        path = Path(path) if path else DEFAULT_VOICE_DETECTOR
+        if not path.is_file():
+            raise CheckpointError(f"voice detector not found: {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a corrupt or foreign file
+            raise CheckpointError(f"{path}: not a readable voice detector ({err})") from err
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
+        if payload.get("version", 0) > VERSION:
+            raise CheckpointError(f"{path}: detector version {payload['version']} is too new")
+        try:
+            net = VoiceNet(DetectorDims.from_dict(payload["dims"]))
+            net.load_state_dict(payload["state_dict"])
+            features = FeatureConfig.from_dict(payload["features"])
+            rule = DetectorRule.from_dict(payload.get("rule") or {})
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: inconsistent voice detector: {err}") from err
+        return cls(
+            net.to(device), features, rule, dict(payload.get("meta") or {}), checkpoint_id(path)
+        )
+
+    @torch.inference_mode()
+    def frame_probs(self, mel: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """Log-mel (n_mels, frames) of `self.features` -> class probabilities (frames, 4).
+
+        Windows of `window_frames` every `rule.hop_frames` frames (the last one flush with the
+        end); each frame gets the mean of the windows that cover it. A recording shorter than
+        one window is classified as one zero-padded window.
+        """
+        w, hop = self.net.dims.window_frames, self.rule.hop_frames
+        n = mel.shape[-1]
+        dev = next(self.net.parameters()).device
+        mel = mel.to(dev, torch.float32)
+        if n < w:
+            mel = torch.nn.functional.pad(mel, (0, w - n))
+        starts = list(range(0, max(1, mel.shape[-1] - w + 1), hop))
+        if starts[-1] != mel.shape[-1] - w:
+            starts.append(mel.shape[-1] - w)
+        windows = mel.unfold(-1, w, 1).permute(1, 0, 2)  # (positions, n_mels, w), a view
+        idx = torch.tensor(starts, device=dev)
+        probs = torch.cat(
+            [
+                self.net(windows[idx[i : i + batch_size]]).softmax(-1).float().cpu()
+                for i in range(0, len(idx), batch_size)
+            ]
+        ).numpy()
+        # Mean over covering windows: cumulative sums of window probabilities at start/end.
+        total = np.zeros((mel.shape[-1] + 1, probs.shape[1]))
+        count = np.zeros(mel.shape[-1] + 1)
+        s = np.asarray(starts)
+        np.add.at(total, s, probs)
+        np.add.at(total, s + w, -probs)
+        np.add.at(count, s, 1.0)
+        np.add.at(count, s + w, -1.0)
+        return (np.cumsum(total, 0)[:n] / np.cumsum(count)[:n, None]).astype(np.float32)
+
+    def voice_probability(self, probs: np.ndarray) -> np.ndarray:
+        """(frames, 4) class probabilities -> (frames,) P(singing voice, solo or mixed)."""
+        return probs[:, SOLO] + probs[:, MIXTURE]
+
+    def domain_probability(self, probs: np.ndarray) -> np.ndarray:
+        """(frames, 4) class probabilities -> (frames,) P(mixture | voice)."""
+        return probs[:, MIXTURE] / np.maximum(probs[:, SOLO] + probs[:, MIXTURE], 1e-9)
