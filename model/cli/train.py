@@ -19,8 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
     src.add_argument(
         "--recipe",
-        choices=["shared"],
-        help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels)",
+        choices=["shared", "teacher"],
+        help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels); teacher: "
+        "shared + the a cappella takes (80 %%, one identity each), distilled from the "
+        "Resemblyzer teacher (model/weights/cross-default.train.json)",
     )
     src.add_argument(
         "--data-dir",
@@ -67,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="data/cache/audio",
         help="decoded-audio cache between runs ('' to disable)",
     )
+    p.add_argument(
+        "--teacher-cache-dir",
+        default="data/cache/teacher",
+        help="cache of the teacher's embeddings of the training recordings ('' to disable)",
+    )
 
 
 def build_config(args: argparse.Namespace):
@@ -98,14 +105,23 @@ def build_config(args: argparse.Namespace):
 def load_rows(args: argparse.Namespace):
     """(train rows, validation rows, background paths)."""
     from model.manifest import read_manifest
-    from model.training.datasets import mir1k_rows, split_singers, vowel_rows
+    from model.training.datasets import (
+        acappella_rows,
+        mir1k_rows,
+        split_acappella,
+        split_singers,
+        vowel_rows,
+    )
     from model.training.mashup import read_backgrounds
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
-    if args.recipe == "shared":
+    takes: list = []
+    if args.recipe in ("shared", "teacher"):
         data = Path(args.data_dir)
         rows = mir1k_rows(data / "mir1k") + vowel_rows(data / "vowels", Path(args.out) / "vowels")
         backgrounds = backgrounds or [str(p) for p in read_backgrounds(data / "instrumental")]
+        if args.recipe == "teacher":
+            takes, _ = split_acappella(acappella_rows(data / "acappella"))
     else:
         if not args.manifest:
             raise SystemExit("give --manifest or --recipe")
@@ -116,7 +132,7 @@ def load_rows(args: argparse.Namespace):
     rows, val = split_singers(rows, val_singers) if val_singers else (rows, [])
     if args.val_manifest:
         val += read_manifest(args.val_manifest, default_domain="mono")
-    return rows, val, backgrounds
+    return rows + takes, val, backgrounds
 
 
 def main(args: argparse.Namespace) -> int:
@@ -147,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=sys.stderr.isatty(),
         cache_dir=args.cache_dir or None,
+        teacher_cache_dir=args.teacher_cache_dir or None,
     )
     log.info(
         "done in %.0f s; best validation %.3f -> %s",
