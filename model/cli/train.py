@@ -65,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
     p.add_argument("--export", help="copy the best checkpoint here when done")
     p.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars even when stderr is not a terminal (default: only on a terminal)",
+    )
+    p.add_argument(
         "--cache-dir",
         default="data/cache/audio",
         help="decoded-audio cache between runs ('' to disable)",
@@ -161,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
         backgrounds,
         args.out,
         resume=not args.no_resume,
-        progress=sys.stderr.isatty(),
+        progress=args.progress or sys.stderr.isatty(),
         cache_dir=args.cache_dir or None,
         teacher_cache_dir=args.teacher_cache_dir or None,
     )

@@ -1,8 +1,10 @@
 """Distillation from the speaker-encoder teacher (model.training.teacher) into CROSS.
 
 The teacher embeds clean vocals only. Every vocal recording of the training pool gets the
-teacher's embeddings of its 1.6-s partials once (cached on disk, keyed by the audio's content);
-the target of a crop is the L2-normalised mean of the partials that lie inside it. Both CROSS
+teacher's embeddings of up to `MAX_PARTIALS` evenly spaced 1.6-s partials once (cached on disk,
+keyed by the audio's content; on 2 CPU cores all partials of 4 hours of audio would take most of
+the time budget); the target of a crop is the L2-normalised mean of the partials that lie
+inside it, or of all the recording's partials (its utterance embedding) when none does. Both CROSS
 branches are pulled towards that target through one learned linear projection (student 256-d
 -> teacher 256-d): the mono branch from the vocal crop, the mixed branch from the same kind of
 crop mixed over a background. Crops at a speed factor other than 1 have no target (the teacher
@@ -26,8 +28,9 @@ from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-#: Partials per second when targets are precomputed (1-s hop: 1-2 partials inside a 3-s crop).
+#: Partials per second when targets are precomputed (1-s hop), and the most kept per recording.
 TARGET_RATE = 1.0
+MAX_PARTIALS = 4
 
 
 def _content_key(audio: np.ndarray, sr: int) -> str:
@@ -36,39 +39,47 @@ def _content_key(audio: np.ndarray, sr: int) -> str:
     ).hexdigest()
 
 
-def recording_partials(
-    teacher: Teacher, audio: np.ndarray, sr: int, cache_dir: Path | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher partial embeddings of a recording ((n, 256), start samples at `sr` (n,)),
-    memoised in `cache_dir` by the audio's content."""
-    file = cache_dir / f"{_content_key(audio, sr)}.npz" if cache_dir else None
-    if file is not None and file.is_file():
-        with np.load(file) as z:
-            return z["emb"], z["starts"]
-    emb, starts = teacher.partials(audio, sr, rate=TARGET_RATE)
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp.npz")
-        np.savez(tmp, emb=emb, starts=starts)
-        tmp.replace(file)
-    return emb, starts
-
-
 def attach_targets(
     pool: TrainingPool,
     teacher: Teacher,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    batch_size: int = 512,
 ) -> None:
-    """Set `teacher` / `teacher_starts` on every vocal recording of the pool."""
+    """Set `teacher` / `teacher_starts` on every vocal recording of the pool.
+
+    Partials of many recordings go through the teacher together (batches of `batch_size`);
+    each recording's result is cached in `cache_dir` under a hash of its audio."""
     from tqdm import tqdm
 
+    sr = pool.cfg.sample_rate
     cache = Path(cache_dir) if cache_dir else None
     recs = [r for recs in pool.mono for r in recs]
-    for rec in tqdm(recs, desc="teacher", unit="rec", disable=not progress):
-        rec.teacher, rec.teacher_starts = recording_partials(
-            teacher, rec.audio, pool.cfg.sample_rate, cache
-        )
+    todo: list[tuple[Recording, Path | None]] = []
+    for rec in recs:
+        file = cache / f"{_content_key(rec.audio, sr)}.npz" if cache else None
+        if file is not None and file.is_file():
+            with np.load(file) as z:
+                rec.teacher, rec.teacher_starts = z["emb"], z["starts"]
+        else:
+            todo.append((rec, file))
+    log.info("teacher targets: %d cached, %d to compute", len(recs) - len(todo), len(todo))
+    bar = tqdm(total=len(todo), desc="teacher", unit="rec", disable=not progress)
+    for i in range(0, len(todo), batch_size // MAX_PARTIALS):
+        chunk = todo[i : i + batch_size // MAX_PARTIALS]
+        mels = [teacher.partial_mels(r.audio, sr, TARGET_RATE, MAX_PARTIALS) for r, _ in chunk]
+        emb = teacher.embed_mels(torch.cat([m for m, _ in mels]), batch_size)
+        offset = 0
+        for (rec, file), (m, starts) in zip(chunk, mels, strict=True):
+            rec.teacher, rec.teacher_starts = emb[offset : offset + len(m)], starts
+            offset += len(m)
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_suffix(".tmp.npz")
+                np.savez(tmp, emb=rec.teacher, starts=starts)
+                tmp.replace(file)
+        bar.update(len(chunk))
+    bar.close()
 
 
 def crop_target(
@@ -76,16 +87,14 @@ def crop_target(
 ) -> np.ndarray | None:
     """Teacher target (256,) of the crop [start, start + length) samples, or None.
 
-    The partials that lie inside the crop, or failing that the one nearest its centre."""
+    The partials that lie inside the crop, or failing that all the recording's partials."""
     if rec.teacher is None or speed != 1.0:
         return None
     span = round(PARTIAL_FRAMES * HOP * sr / TEACHER_RATE)
     starts = rec.teacher_starts
     inside = (starts >= start) & (starts + span <= start + length)
     if not inside.any():
-        inside = np.abs(starts + span / 2 - (start + length / 2)) == np.min(
-            np.abs(starts + span / 2 - (start + length / 2))
-        )
+        inside[:] = True
     return l2_normalize(rec.teacher[inside].mean(axis=0)).astype(np.float32)
 
 

@@ -91,12 +91,12 @@ def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75
 
 
 def normalize_volume(wav: np.ndarray) -> np.ndarray:
-    """Raise the level to TARGET_DBFS RMS (never lower it), as resemblyzer does."""
-    level = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
-    if level == 0.0:
-        return wav
-    change = TARGET_DBFS - 20.0 * np.log10(level)
-    return wav if change < 0 else (wav * 10.0 ** (change / 20.0)).astype(np.float32)
+    """Raise the level of each signal (..., samples) to TARGET_DBFS RMS (never lower it), as
+    resemblyzer does."""
+    level = np.sqrt(np.mean(np.square(wav, dtype=np.float64), axis=-1, keepdims=True))
+    change = TARGET_DBFS - 20.0 * np.log10(np.maximum(level, 1e-20))
+    gain = np.where((change > 0) & (level > 0), 10.0 ** (change / 20.0), 1.0)
+    return (wav * gain).astype(np.float32)
 
 
 class Teacher:
@@ -110,30 +110,52 @@ class Teacher:
         self.device = torch.device(device)
         self.net.to(self.device).eval()
 
-    @torch.no_grad()
-    def partials(
-        self, wav: np.ndarray, sr: int, rate: float = 1.3, batch_size: int = 128
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of the partials of one utterance: ((n, 256) float32, start samples at
-        `sr` of each partial (n,)). Resampled to 16 kHz and volume-normalised first."""
+    def partial_mels(
+        self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """The partials of one utterance as network input: ((n, 160, 40) mels, start samples
+        at `sr` (n,)). Resampled to 16 kHz and volume-normalised first. max_partials: keep at
+        most this many, evenly spaced (None: all)."""
         y = normalize_volume(resample(np.asarray(wav, np.float32), sr, SAMPLE_RATE))
         starts = partial_starts(len(y), rate)
+        if max_partials is not None and len(starts) > max_partials:
+            starts = starts[np.linspace(0, len(starts) - 1, max_partials).round().astype(int)]
         stop = (starts[-1] + PARTIAL_FRAMES) * HOP
         y = np.pad(y, (0, max(0, stop - len(y))))
-        mel = power_mel(torch.from_numpy(y)[None].to(self.device))[0]
-        out = []
-        for i in range(0, len(starts), batch_size):
-            chunk = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts[i : i + batch_size]])
-            out.append(self.net(chunk).cpu())
-        emb = torch.cat(out).numpy().astype(np.float32)
-        return emb, np.round(starts * HOP * sr / SAMPLE_RATE).astype(np.int64)
+        mel = power_mel(torch.from_numpy(y)[None])[0]
+        mels = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+        return mels, np.round(starts * HOP * sr / SAMPLE_RATE).astype(np.int64)
+
+    @torch.no_grad()
+    def embed_mels(self, mels: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """(n, 160, 40) partial mels -> (n, 256) float32; large batches keep the LSTM's
+        per-step cost small on a CPU."""
+        out = [
+            self.net(mels[i : i + batch_size].to(self.device)).cpu()
+            for i in range(0, len(mels), batch_size)
+        ]
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def partials(
+        self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the partials of one utterance ((n, 256), start samples at `sr`)."""
+        mels, starts = self.partial_mels(wav, sr, rate, max_partials)
+        return self.embed_mels(mels), starts
 
     def embed(self, wav: np.ndarray, sr: int, rate: float = 1.3) -> np.ndarray:
         """Utterance embedding (256,): normalised mean of its partials' embeddings."""
         return l2_normalize(self.partials(wav, sr, rate)[0].mean(axis=0)).astype(np.float32)
 
     @torch.no_grad()
-    def embed_crops(self, crops: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
-        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) utterance embeddings."""
-        crops = np.asarray(crops, np.float32)
-        return np.stack([self.embed(c, sr) for c in crops])
+    def embed_crops(self, crops: np.ndarray, sr: int, rate: float = 1.3) -> np.ndarray:
+        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) utterance embeddings,
+        each as `embed` would give it, in one pass."""
+        y = normalize_volume(resample(np.asarray(crops, np.float32), sr, SAMPLE_RATE))
+        starts = partial_starts(y.shape[1], rate)
+        stop = (starts[-1] + PARTIAL_FRAMES) * HOP
+        y = np.pad(y, ((0, 0), (0, max(0, stop - y.shape[1]))))
+        mel = power_mel(torch.from_numpy(y).to(self.device))  # (batch, frames, 40)
+        parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
+        emb = self.net(parts.flatten(0, 1)).reshape(len(y), len(starts), -1).mean(dim=1)
+        return nn.functional.normalize(emb, dim=1).cpu().numpy().astype(np.float32)
