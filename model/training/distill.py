@@ -34,9 +34,9 @@ MAX_PARTIALS = 4
 
 
 def _content_key(audio: np.ndarray, sr: int) -> str:
-    return hashlib.sha1(
-        np.ascontiguousarray(audio, np.float32).tobytes() + f"|{sr}".encode()
-    ).hexdigest()
+    """Cache key: the audio's samples and rate, and how its partials are chosen."""
+    settings = f"|{sr}|{TARGET_RATE}|{MAX_PARTIALS}".encode()
+    return hashlib.sha1(np.ascontiguousarray(audio, np.float32).tobytes() + settings).hexdigest()
 
 
 def attach_targets(
