@@ -13,11 +13,11 @@ from model.network import EncoderDims
 from model.training.augment import random_channel, telephone
 from model.training.data import MixConfig, Recording, TrainingPool
 from model.training.distill import attach_targets, batch_targets, crop_target
+from model.training.teacher import SAMPLE_RATE, Teacher, partial_starts
 from model.training.train import TrainConfig, Trainer
 from tests.support.synth import SR, VOICES, backing, sing, write
 
 pytest.importorskip("resemblyzer", reason="the teacher's weights ship in resemblyzer")
-from model.training.teacher import SAMPLE_RATE, Teacher, partial_starts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
