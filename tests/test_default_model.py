@@ -80,5 +80,5 @@ def test_identifies_unseen_singers_well_above_chance(held_out_clips, query_domai
     )
     top1 = metrics.singer_identification(scores, truth, ks=(1,))["top1"]
     # 5 candidates: chance is 0.2. On these 20 queries the shipped model scores 0.75 / 0.60 /
-    # 0.70 (Mono2Mono / Mix2Mix / Mono2Mix); the previous default scored 0.75 on Mono2Mono and Mono2Mix.
+    # 0.70 (Mono2Mono / Mix2Mix / Mono2Mix); the previous default 0.75 on Mono2Mono and Mono2Mix.
     assert top1 >= FLOORS[(query_domain, model_domain)], top1
