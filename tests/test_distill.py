@@ -134,3 +134,13 @@ def test_bootstrap_interval_and_eer():
     rng = np.random.default_rng(0)
     same = equal_error_rate(rng.normal(size=2000), rng.normal(size=2000))
     assert abs(same - 0.5) < 0.05
+
+
+def test_acappella_takes_are_one_identity_each_and_20_percent_held_out(shared_dir):
+    from model.training.datasets import acappella_rows, split_acappella
+
+    rows = acappella_rows(shared_dir / "data" / "acappella")
+    assert len({r.singer for r in rows}) == len(rows) == 282  # index.csv lists one file twice
+    train, held = split_acappella(rows)
+    assert len(held) == 57 and not {r.singer for r in train} & {r.singer for r in held}
+    assert [r.singer for r in split_acappella(rows)[1]] == [r.singer for r in held]  # seeded

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -269,12 +270,17 @@ def acappella_rows(acappella_dir: str | Path) -> list[ManifestRow]:
     """Unlabelled takes (`index.csv`: file, source, original_path, duration_s, original_rate).
 
     One `mono` row per take, singer = `take:<file stem>`: each take is its own identity (a few
-    repeat singers are possible, and tolerated as label noise). song = the stem too.
+    repeat singers are possible, and tolerated as label noise). song = the stem too. A file
+    listed twice in the index (the shared copy lists ssvd_1150 twice) gives one row.
     """
     root = Path(acappella_dir).resolve()
     rows = []
+    seen: set[str] = set()
     with (root / "index.csv").open(newline="", encoding="utf-8") as fh:
         for rec in csv.DictReader(fh):
+            if rec["file"] in seen:
+                continue
+            seen.add(rec["file"])
             stem = Path(rec["file"]).stem
             rows.append(
                 ManifestRow(
@@ -295,8 +301,8 @@ ACAPPELLA_HELDOUT = 0.2
 
 
 def split_acappella(rows: list[ManifestRow], seed: int = 0):
-    """(training takes, held-out takes): a seeded 20 % of the takes held out."""
-    return split_singers(rows, round(ACAPPELLA_HELDOUT * len(rows)), seed=seed)
+    """(training takes, held-out takes): a seeded 20 % of the takes (rounded up) held out."""
+    return split_singers(rows, math.ceil(ACAPPELLA_HELDOUT * len(rows)), seed=seed)
 
 
 @dataclass
