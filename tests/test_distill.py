@@ -17,11 +17,12 @@ from model.training.teacher import SAMPLE_RATE, Teacher, partial_starts
 from model.training.train import TrainConfig, Trainer
 from tests.support.synth import SR, VOICES, backing, sing, write
 
-pytest.importorskip("resemblyzer", reason="the teacher's weights ship in resemblyzer")
 
 
 @pytest.fixture(scope="module")
 def teacher() -> Teacher:
+    """Needs the `train` extra: the teacher's weights ship in the resemblyzer package."""
+    pytest.importorskip("resemblyzer", reason="pip install '.[train]'")
     return Teacher("cpu")
 
 
