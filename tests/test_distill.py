@@ -18,7 +18,6 @@ from model.training.train import TrainConfig, Trainer
 from tests.support.synth import SR, VOICES, backing, sing, write
 
 
-
 @pytest.fixture(scope="module")
 def teacher() -> Teacher:
     """Needs the `train` extra: the teacher's weights ship in the resemblyzer package."""
