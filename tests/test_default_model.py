@@ -29,9 +29,14 @@ def test_default_checkpoint_records_its_training():
     assert meta["source"] == "trained"
     assert not set(HELD_OUT) & set(meta["train_singers"])
     recipe = json.loads(CONFIG.read_text())
-    assert {k: meta["train_config"][k] for k in recipe} == {
-        k: list(v) if isinstance(v, list) else v for k, v in recipe.items()
-    }
+
+    def recorded(given: dict, stored: dict) -> dict:  # the stored values of the given keys
+        return {
+            k: recorded(v, stored[k]) if isinstance(v, dict) else stored[k]
+            for k, v in given.items()
+        }
+
+    assert recorded(recipe, meta["train_config"]) == recipe
     assert (model.DEFAULT_CHECKPOINT.parent / "MODEL_CARD.md").is_file()
 
 
@@ -46,7 +51,16 @@ def held_out_clips(shared_dir):
     return picked
 
 
-@pytest.mark.parametrize(("query_domain", "model_domain"), [("mono", "mono"), ("mono", "mixed")])
+#: Floors: the shipped model's held-out top-1 on all 119 queries (MODEL_CARD.md: 0.807 /
+#: 0.580 / 0.655) minus its bootstrap 95% interval, i.e. the interval's lower end.
+FLOORS = {
+    ("mono", "mono"): 0.731,
+    ("mixed", "mixed"): 0.487,
+    ("mono", "mixed"): 0.563,
+}
+
+
+@pytest.mark.parametrize(("query_domain", "model_domain"), list(FLOORS))
 def test_identifies_unseen_singers_well_above_chance(held_out_clips, query_domain, model_domain):
     emb = Embedder.from_checkpoint(model.DEFAULT_CHECKPOINT, "cpu")
 
@@ -65,6 +79,6 @@ def test_identifies_unseen_singers_well_above_chance(held_out_clips, query_domai
         np.stack([vector(c, query_domain) for c in queries]), singer_vecs
     )
     top1 = metrics.singer_identification(scores, truth, ks=(1,))["top1"]
-    # 5 candidates: chance is 0.2. On these 20 queries the shipped model scores 0.75 in both
-    # cases, random weights of the same architecture 0.40 (mono) and 0.15 (mono -> mixed).
-    assert top1 >= 0.6, top1
+    # 5 candidates: chance is 0.2. On these 20 queries the shipped model scores 0.75 / 0.60 /
+    # 0.70 (Mono2Mono / Mix2Mix / Mono2Mix); the previous default 0.75 on Mono2Mono and Mono2Mix.
+    assert top1 >= FLOORS[(query_domain, model_domain)], top1

@@ -3,8 +3,15 @@
     python -m model evaluate --checkpoint data/ckpt/cross_pretrained.pt --recipe mir1k \
         --gmm --snr-sweep --tsne --out data/eval/mir1k
 
-Writes results.json, results.md and the PNGs under --out. Exit status 0 when every rendering
-of every clip was evaluated, 1 when some were skipped (listed in the report), 2 on bad input.
+    python -m model evaluate --recipe acappella --checkpoint model/weights/cross-default.pt \
+        --checkpoint teacher:resemblyzer --out data/eval/acappella
+
+`--checkpoint teacher:resemblyzer` evaluates the distillation teacher (Resemblyzer's GE2E) on
+the same segments. `--recipe acappella` is a verification dev figure instead of the paper's
+tables: EER of first against second halves of the held-out 20 % of the a cappella takes
+(acappella_eer.json). Writes results.json, results.md and the PNGs under --out. Exit status 0
+when every rendering of every clip was evaluated, 1 when some were skipped (listed in the
+report), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 log = logging.getLogger("model.evaluate")
 
-RECIPES = ("mir1k",)
+RECIPES = ("mir1k", "acappella")
 
 
 def _default_mir1k() -> Path:
@@ -33,11 +40,17 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="evaluation manifest CSV (singer, role model|query, path+domain and/or "
         "vocal_path+accompaniment_path)",
     )
-    src.add_argument("--recipe", choices=RECIPES, help="built-in split: mir1k (cross-song split)")
+    src.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="built-in split: mir1k (cross-song split); acappella (evaluate only: verification "
+        "EER on the held-out a cappella takes)",
+    )
     p.add_argument(
         "--data-root",
         type=Path,
-        help="MIR-1K folder for --recipe mir1k (default: data/mir1k of the shared folder)",
+        help="MIR-1K folder for --recipe mir1k, a cappella folder for --recipe acappella "
+        "(default: data/mir1k or data/acappella of the shared folder)",
     )
 
 
@@ -49,6 +62,8 @@ def load_clips(args: argparse.Namespace) -> tuple[list, str]:
     if args.recipe == "mir1k":
         root = args.data_root or _default_mir1k()
         return splits.mir1k_split(root), f"MIR-1K cross-song split ({root})"
+    if args.recipe is not None:
+        raise ValueError(f"--recipe {args.recipe} has no model/query split; use mir1k")
     return splits.read_eval_manifest(args.manifest), str(args.manifest)
 
 
@@ -62,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="CKPT",
-        help="checkpoint to evaluate; repeat for several (one table)",
+        help="checkpoint to evaluate, or teacher:resemblyzer for the distillation teacher; "
+        "repeat for several (one table)",
     )
     p.add_argument(
         "--name",
@@ -194,6 +210,8 @@ def main(args: argparse.Namespace) -> int:
     if args.name and len(args.name) != len(args.checkpoint):
         log.error("give one --name per --checkpoint")
         return 2
+    if args.recipe == "acappella":
+        return _acappella(args)
     try:
         clips, dataset = load_clips(args)
     except (FileNotFoundError, ManifestError) as err:
@@ -254,4 +272,39 @@ def main(args: argparse.Namespace) -> int:
     if result["failures"]:
         log.warning("%d renderings were skipped; see %s", len(result["failures"]), md_path)
         return 1
+    return 0
+
+
+def _acappella(args: argparse.Namespace) -> int:
+    """Verification EER of every --checkpoint on the held-out a cappella takes."""
+    import json
+
+    import torch
+
+    from model.errors import SingerRetrievalError
+    from model.evaluation.runner import _default_names, _embedder
+    from model.evaluation.verification import acappella_eer
+    from model.shared import shared_dir
+    from model.training.datasets import acappella_rows, split_acappella
+
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    root = args.data_root or shared_dir() / "data" / "acappella"
+    try:
+        _, held = split_acappella(acappella_rows(root))
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    names = args.name or _default_names(args.checkpoint)
+    results = {"takes": [r.path for r in held], "models": []}
+    for name, spec in zip(names, args.checkpoint, strict=True):
+        try:
+            entry = acappella_eer(_embedder(spec, args.device), [r.path for r in held])
+        except (SingerRetrievalError, ValueError) as err:
+            log.error("%s: %s", name, err)
+            return 2
+        results["models"].append({"name": name, "checkpoint": str(spec), **entry})
+        print(f"{name}: EER {entry['eer']:.3f} ({entry['n_takes']} takes)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "acappella_eer.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0

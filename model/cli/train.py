@@ -19,8 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
     src.add_argument(
         "--recipe",
-        choices=["shared"],
-        help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels)",
+        choices=["shared", "teacher"],
+        help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels); teacher: "
+        "shared + the a cappella takes (80 %%, one identity each), distilled from the "
+        "Resemblyzer teacher (model/weights/cross-default.train.json)",
     )
     src.add_argument(
         "--data-dir",
@@ -63,9 +65,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
     p.add_argument("--export", help="copy the best checkpoint here when done")
     p.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars even when stderr is not a terminal (default: only on a terminal)",
+    )
+    p.add_argument(
         "--cache-dir",
         default="data/cache/audio",
         help="decoded-audio cache between runs ('' to disable)",
+    )
+    p.add_argument(
+        "--teacher-cache-dir",
+        default="data/cache/teacher",
+        help="cache of the teacher's embeddings of the training recordings ('' to disable)",
     )
 
 
@@ -98,14 +110,23 @@ def build_config(args: argparse.Namespace):
 def load_rows(args: argparse.Namespace):
     """(train rows, validation rows, background paths)."""
     from model.manifest import read_manifest
-    from model.training.datasets import mir1k_rows, split_singers, vowel_rows
+    from model.training.datasets import (
+        acappella_rows,
+        mir1k_rows,
+        split_acappella,
+        split_singers,
+        vowel_rows,
+    )
     from model.training.mashup import read_backgrounds
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
-    if args.recipe == "shared":
+    takes: list = []
+    if args.recipe in ("shared", "teacher"):
         data = Path(args.data_dir)
         rows = mir1k_rows(data / "mir1k") + vowel_rows(data / "vowels", Path(args.out) / "vowels")
         backgrounds = backgrounds or [str(p) for p in read_backgrounds(data / "instrumental")]
+        if args.recipe == "teacher":
+            takes, _ = split_acappella(acappella_rows(data / "acappella"))
     else:
         if not args.manifest:
             raise SystemExit("give --manifest or --recipe")
@@ -116,7 +137,7 @@ def load_rows(args: argparse.Namespace):
     rows, val = split_singers(rows, val_singers) if val_singers else (rows, [])
     if args.val_manifest:
         val += read_manifest(args.val_manifest, default_domain="mono")
-    return rows, val, backgrounds
+    return rows + takes, val, backgrounds
 
 
 def main(args: argparse.Namespace) -> int:
@@ -145,8 +166,9 @@ def main(args: argparse.Namespace) -> int:
         backgrounds,
         args.out,
         resume=not args.no_resume,
-        progress=sys.stderr.isatty(),
+        progress=args.progress or sys.stderr.isatty(),
         cache_dir=args.cache_dir or None,
+        teacher_cache_dir=args.teacher_cache_dir or None,
     )
     log.info(
         "done in %.0f s; best validation %.3f -> %s",

@@ -157,3 +157,25 @@ def singer_models(vectors: np.ndarray, singers: list[str]) -> tuple[list[str], n
     labels = np.array([names.index(s) for s in singers])
     models = l2_normalize(np.stack([unit[labels == i].mean(axis=0) for i in range(len(names))]))
     return names, models
+
+
+def bootstrap_ci(
+    per_query: np.ndarray, level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> list[float]:
+    """Percentile-bootstrap interval [low, high] of the mean of per-query figures (n,), e.g.
+    the top-1 hits of `topk_hits`: queries resampled with replacement (scipy.stats.bootstrap).
+    A single query gives [x, x]."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(per_query, np.float64)
+    if len(x) < 2 or np.all(x == x[0]):
+        return [float(x.mean()), float(x.mean())] if len(x) else [float("nan")] * 2
+    res = bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]

@@ -10,6 +10,8 @@ from model.files import atomic_write_text
 
 
 def _fmt(x) -> str:
+    if isinstance(x, list | tuple):  # an interval
+        return f"{x[0]:.3f}–{x[1]:.3f}"
     return "–" if x is None else f"{x:.3f}"
 
 
@@ -53,8 +55,13 @@ def markdown(result: dict) -> str:
     lines = [header, ""]
     lines += _table(
         result,
-        "Task 1, singer identification (top-1 / top-5 accuracy)",
-        [("top-1", "singer_id", "top1"), ("top-5", "singer_id", "top5")],
+        "Task 1, singer identification (top-1 with its bootstrap 95% interval over queries / "
+        "top-5 accuracy)",
+        [
+            ("top-1", "singer_id", "top1"),
+            ("top-1 95% CI", "singer_id", "top1_ci95"),
+            ("top-5", "singer_id", "top5"),
+        ],
     )
     lines += [""]
     lines += _table(

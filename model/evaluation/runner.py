@@ -197,7 +197,7 @@ def evaluate(
         raise ValueError("give one name per checkpoint")
 
     models = [
-        _Model(name, Path(p), Embedder.from_checkpoint(p, device), cache_dir, all_segments)
+        _Model(name, Path(p), _embedder(p, device), cache_dir, all_segments)
         for name, p in zip(names, checkpoints, strict=True)
     ]
     base_domains = sorted({d for s in scenarios for d in SCENARIOS[s]})
@@ -328,6 +328,15 @@ def _embedding_entry(clips, m: _Model, scenarios, snrs, snr_scenarios, k: int) -
     return entry
 
 
+def _embedder(spec: str | Path, device: str | None):
+    """A checkpoint's Embedder, or the distillation teacher for `teacher_eval.TEACHER_SPEC`."""
+    from model.evaluation.teacher_eval import TEACHER_SPEC, TeacherEmbedder
+
+    if str(spec) == TEACHER_SPEC:
+        return TeacherEmbedder(device)
+    return Embedder.from_checkpoint(spec, device)
+
+
 def _default_names(checkpoints: Sequence[str | Path]) -> list[str]:
     names: list[str] = []
     for p in checkpoints:
@@ -456,8 +465,10 @@ def _split(clips, store: dict[View, dict[int, np.ndarray]], query: View, target:
 def _figures(q_singers, names, singer_scores, t_singers, track_scores, k, n_without) -> dict:
     truth = np.array([names.index(s) for s in q_singers])
     relevant = np.asarray(q_singers)[:, None] == np.asarray(t_singers)[None, :]
+    singer_id = metrics.singer_identification(singer_scores, truth, (1, 5))
+    singer_id["top1_ci95"] = metrics.bootstrap_ci(metrics.topk_hits(singer_scores, truth, 1))
     return {
-        "singer_id": metrics.singer_identification(singer_scores, truth, (1, 5)),
+        "singer_id": singer_id,
         "query_by_singer": metrics.query_by_singer(track_scores, relevant, k),
         "n_queries_without_model": n_without,
     }

@@ -43,6 +43,9 @@ class Recording:
     accompaniment: np.ndarray | None = None  # aligned with audio, same length
     song: str | None = None
     starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # samples
+    # Teacher embeddings of 1.6-s partials (n, 256) and their start samples (n,), when distilling
+    teacher: np.ndarray | None = None
+    teacher_starts: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class MixConfig:
     own_accompaniment: float = 0.5  # probability of using the aligned accompaniment when present
     premixed: float = 0.5  # probability of using a premixed recording when the singer has one
     gain_db: tuple[float, float] = (-12.0, 3.0)  # level of every example (recording conditions)
+    # probability that a random background is another recording's aligned accompaniment (e.g.
+    # MIR-1K karaoke tracks of other songs) rather than a background file
+    other_accompaniment: float = 0.0
+    channel_augment: float = 0.0  # probability of a random channel (model.training.augment)
 
 
 def voiced_starts(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -121,6 +128,10 @@ class TrainingPool:
         self.mono: list[list[Recording]] = []  # per singer: vocal recordings
         self.premixed: list[list[Recording]] = []  # per singer: mixes made elsewhere
         self.backgrounds: list[np.ndarray] = []
+        self.accompaniments: list[np.ndarray] = []  # aligned accompaniments, as backgrounds
+        # Provenance of the crops of the last sample_mono / sample_mixed call, in batch order:
+        # (recording, start sample, speed); premixed crops have none (None).
+        self.drawn: list[tuple[Recording, int, float] | None] = []
 
     @property
     def n_classes(self) -> int:
@@ -185,6 +196,10 @@ class TrainingPool:
                     self.backgrounds.append(fut.result())
                 except AudioError as err:
                     log.warning("skipped background %s", err)
+        if self.mix.other_accompaniment > 0:
+            self.accompaniments = [
+                r.accompaniment for recs in self.mono for r in recs if r.accompaniment is not None
+            ]
         empty = [s for s, recs in zip(self.singers, self.mono) if not recs]
         if empty:
             raise ValueError(f"singers without usable vocal recordings: {empty}")
@@ -209,6 +224,7 @@ class TrainingPool:
         n = len(tracks[0])
         start = int(rng.choice(rec.starts)) if len(rec.starts) else 0
         start = max(0, min(start, n - span))
+        self.drawn.append((rec, start, speed))
         out = []
         for t in tracks:
             piece = t[start : start + span]
@@ -231,27 +247,38 @@ class TrainingPool:
         )
         return np.clip(y, -1.0, 1.0)
 
+    def _channel(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.mix.channel_augment > 0 and rng.random() < self.mix.channel_augment:
+            from model.training.augment import random_channel
+
+            return random_channel(y, self.cfg.sample_rate, rng)
+        return y
+
     def sample_mono(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Vocal crops for pseudo-singer labels: (batch, samples)."""
         out = []
+        self.drawn = []
         for label in labels:
             singer, speed = self._split(int(label))
             rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
-            out.append(self._gain(self._crop(rec, speed, rng, [rec.audio])[0], rng))
+            crop = self._channel(self._crop(rec, speed, rng, [rec.audio])[0], rng)
+            out.append(self._gain(crop, rng))
         return torch.from_numpy(np.stack(out))
 
     def sample_mixed(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Mixed crops for pseudo-singer labels: (batch, samples)."""
         out = []
+        self.drawn = []
         for label in labels:
             singer, speed = self._split(int(label))
             if self.premixed[singer] and rng.random() < self.mix.premixed:
                 rec = self.premixed[singer][rng.integers(len(self.premixed[singer]))]
                 out.append(self._gain(self._crop(rec, speed, rng, [rec.audio])[0], rng))
+                self.drawn[-1] = None  # no clean vocal, no teacher target
                 continue
             rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
             own = rec.accompaniment is not None and rng.random() < self.mix.own_accompaniment
-            if own or not self.backgrounds:
+            if own or not (self.backgrounds or self.accompaniments):
                 tracks = [rec.audio] + (
                     [rec.accompaniment] if rec.accompaniment is not None else []
                 )
@@ -259,7 +286,8 @@ class TrainingPool:
                 vocal, bg = pieces[0], (pieces[1] if len(pieces) > 1 else None)
             else:
                 vocal = self._crop(rec, speed, rng, [rec.audio])[0]
-                bg = self._background(rng)
+                bg = self._background(rng, exclude=rec.accompaniment)
+            vocal = self._channel(vocal, rng)
             if bg is None:
                 out.append(self._gain(vocal, rng))
                 continue
@@ -267,9 +295,20 @@ class TrainingPool:
             out.append(self._gain(vocal + g * bg, rng))
         return torch.from_numpy(np.stack(out))
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
+    def _background(
+        self, rng: np.random.Generator, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A random crop of a background file or (with probability `other_accompaniment`) of
+        another recording's accompaniment (not `exclude`, the vocal's own)."""
         length = self.cfg.min_samples
-        bg = self.backgrounds[rng.integers(len(self.backgrounds))]
+        use_acc = bool(self.accompaniments) and (
+            not self.backgrounds or rng.random() < self.mix.other_accompaniment
+        )
+        source = self.accompaniments if use_acc else self.backgrounds
+        i = int(rng.integers(len(source)))
+        if use_acc and source[i] is exclude:
+            i = (i + 1) % len(source)
+        bg = source[i]
         start = rng.integers(max(1, len(bg) - length))
         piece = bg[start : start + length]
         return np.pad(piece, (0, length - len(piece))).astype(np.float32)

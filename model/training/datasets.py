@@ -4,6 +4,7 @@
 - `musdb_rows`: musdb18-hq stem folders; accompaniment = drums + bass + other.
 - `mir1k_rows`, `vowel_rows`: the two singer datasets of `../shared/data`.
 - `shared_data_recipe`: everything `../shared/data` offers for training, in one manifest.
+- `acappella_rows`: unlabelled a cappella takes, one identity per take.
 - `split_singers`: hold out whole singers, deterministically.
 - `load_row_audio`: the audio of a row, mixing `vocal_path` + `accompaniment_path` when needed.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -262,6 +264,45 @@ def _crossfade_concat(clips: list[np.ndarray], fade: int) -> np.ndarray:
         joint = out[-f:] * (1.0 - ramp) + c[:f] * ramp
         out = np.concatenate([out[:-f], joint, c[f:]])
     return out
+
+
+def acappella_rows(acappella_dir: str | Path) -> list[ManifestRow]:
+    """Unlabelled takes (`index.csv`: file, source, original_path, duration_s, original_rate).
+
+    One `mono` row per take, singer = `take:<file stem>`: each take is its own identity (a few
+    repeat singers are possible, and tolerated as label noise). song = the stem too. A file
+    listed twice in the index (the shared copy lists ssvd_1150 twice) gives one row.
+    """
+    root = Path(acappella_dir).resolve()
+    rows = []
+    seen: set[str] = set()
+    with (root / "index.csv").open(newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            if rec["file"] in seen:
+                continue
+            seen.add(rec["file"])
+            stem = Path(rec["file"]).stem
+            rows.append(
+                ManifestRow(
+                    singer=f"take:{stem}",
+                    path=str(root / rec["file"]),
+                    title=stem,
+                    domain="mono",
+                    external_id=stem,
+                    song=stem,
+                    extra={"dataset": "acappella", "kind": rec["source"]},
+                )
+            )
+    return rows
+
+
+#: Share of the a cappella takes held out for the verification dev figure.
+ACAPPELLA_HELDOUT = 0.2
+
+
+def split_acappella(rows: list[ManifestRow], seed: int = 0):
+    """(training takes, held-out takes): a seeded 20 % of the takes (rounded up) held out."""
+    return split_singers(rows, math.ceil(ACAPPELLA_HELDOUT * len(rows)), seed=seed)
 
 
 @dataclass

@@ -54,6 +54,12 @@ class TrainConfig:
     steps_per_epoch: int = 100
     speeds: tuple[float, ...] = (1.0,)  # pseudo-singers by speed perturbation
     spec_augment: bool = False
+    # weight of the distillation term (cosine to the teacher's embedding through a learned
+    # projection, model.training.distill) beside the classification and rank losses; 0: off
+    distill_weight: float = 0.0
+    # checkpoint whose weights and input statistics start the run (same type and dims); "":
+    # random initialisation
+    init_checkpoint: str = ""
     mix: MixConfig = field(default_factory=MixConfig)
     dims: EncoderDims = field(default_factory=EncoderDims)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -126,9 +132,18 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.net = SingerNet(config.model_type, config.dims).to(self.device)
+        if config.init_checkpoint:
+            self._init_from(config.init_checkpoint)
         self.head = torch.nn.Linear(config.dims.embed_dim, pool.n_classes).to(self.device)
+        self.proj: torch.nn.Module | None = None
+        extra: list[torch.nn.Parameter] = []
+        if config.distill_weight > 0:
+            from model.training.teacher import EMBED_DIM
+
+            self.proj = torch.nn.Linear(config.dims.embed_dim, EMBED_DIM).to(self.device)
+            extra = list(self.proj.parameters())
         self.opt = torch.optim.Adam(
-            list(self.net.parameters()) + list(self.head.parameters()),
+            list(self.net.parameters()) + list(self.head.parameters()) + extra,
             lr=config.lr,
             weight_decay=config.weight_decay,
         )
@@ -138,6 +153,20 @@ class Trainer:
         self.history: list[dict] = []
         self.best = -1.0
         self._val_cache: dict | None = None
+        self._distill: torch.Tensor | float = 0.0
+
+    def _init_from(self, path: str) -> None:
+        from model.checkpoint import load_checkpoint
+
+        net, features, _ = load_checkpoint(path)
+        if (net.model_type, net.dims, features) != (
+            self.cfg.model_type,
+            self.cfg.dims,
+            self.cfg.features,
+        ):
+            raise ValueError(f"{path}: another model type, architecture or feature recipe")
+        self.net.load_state_dict(net.state_dict())
+        log.info("initialised from %s", path)
 
     # -- features ---------------------------------------------------------------------------
 
@@ -148,8 +177,24 @@ class Trainer:
         return mel
 
     def _embed(self, pool: TrainingPool, labels: np.ndarray, domain: str, rng, augment: bool):
+        """Embeddings of fresh crops; with distillation on, the term of this batch is added to
+        `self._distill` (the crops' teacher targets come from `pool.drawn`)."""
         sample = pool.sample_mono if domain == "mono" else pool.sample_mixed
-        return self.net(self._mel(sample(labels, rng), augment), domain)
+        emb = self.net(self._mel(sample(labels, rng), augment), domain)
+        if self.proj is not None:
+            from model.training.distill import batch_targets, distill_loss
+
+            target, mask = batch_targets(pool)
+            self._distill = self._distill + distill_loss(
+                emb, target, mask.to(emb.device), self.proj
+            )
+        return emb
+
+    def _with_distill(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss + distill_weight * the distillation terms gathered since the last call."""
+        out = loss + self.cfg.distill_weight * self._distill
+        self._distill = 0.0
+        return out
 
     def set_normalization(self, n: int = 256) -> None:
         """Global mean / std of the training log-mels per domain (stored in the checkpoint)."""
@@ -179,7 +224,7 @@ class Trainer:
             loss = loss + F.cross_entropy(
                 self.head(self._embed(pool, labels, domain, rng, augment)), target
             )
-        return loss
+        return self._with_distill(loss)
 
     def metric_loss(self, pool, rng, augment=True) -> torch.Tensor:
         a_dom, p_dom = self.cfg.domains
@@ -187,17 +232,21 @@ class Trainer:
         anchor = self._embed(pool, labels, a_dom, rng, augment)
         positive = self._embed(pool, labels, p_dom, rng, augment)
         if self.cfg.negatives == "in-batch":
-            return in_batch_hinge_loss(
-                anchor,
-                positive,
-                torch.from_numpy(labels).to(self.device),
-                self.cfg.margin,
-                self.cfg.n_negatives,
+            return self._with_distill(
+                in_batch_hinge_loss(
+                    anchor,
+                    positive,
+                    torch.from_numpy(labels).to(self.device),
+                    self.cfg.margin,
+                    self.cfg.n_negatives,
+                )
             )
         k = self.cfg.n_negatives
         neg_labels = np.stack([_others(pool.n_classes, int(c), k, rng) for c in labels])
         neg = self._embed(pool, neg_labels.reshape(-1), p_dom, rng, augment)
-        return hinge_rank_loss(anchor, positive, neg.reshape(len(labels), k, -1), self.cfg.margin)
+        return self._with_distill(
+            hinge_rank_loss(anchor, positive, neg.reshape(len(labels), k, -1), self.cfg.margin)
+        )
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -312,6 +361,7 @@ class Trainer:
             "history": json.loads(json.dumps(self.history)),
             "net": self.net.state_dict(),
             "head": self.head.state_dict(),
+            "proj": self.proj.state_dict() if self.proj is not None else {},
             "opt": self.opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "gen_rng": self.gen.get_state(),
@@ -331,6 +381,8 @@ class Trainer:
             raise ValueError(f"{path} was written with another configuration; use a new --out")
         self.net.load_state_dict(state["net"])
         self.head.load_state_dict(state["head"])
+        if self.proj is not None:
+            self.proj.load_state_dict(state["proj"])
         self.opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])
         self.gen.set_state(state["gen_rng"])
@@ -389,10 +441,13 @@ def train(
     resume: bool = True,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    teacher_cache_dir: str | Path | None = None,
 ) -> dict:
     """Train a model; returns {"history": [...], "best": float, "best_checkpoint": path}.
 
-    cache_dir: where decoded audio is memoised between runs (None: no cache)."""
+    cache_dir: where decoded audio is memoised between runs (None: no cache).
+    teacher_cache_dir: where the teacher's embeddings of the recordings are memoised when
+    `config.distill_weight` > 0 (None: no cache)."""
     out = Path(out_dir)
     t0 = time.perf_counter()
     pool = TrainingPool(config.features, config.speeds, config.mix).load(
@@ -403,9 +458,14 @@ def train(
         val_pool = TrainingPool(config.features, (1.0,), config.mix).load(
             val_rows, backgrounds[:4], config.workers, cache_dir=cache_dir
         )
+    if config.distill_weight > 0:
+        from model.training.distill import attach_targets
+        from model.training.teacher import Teacher
+
+        attach_targets(pool, Teacher(resolve_device(config.device)), teacher_cache_dir, progress)
     log.info("data loaded in %.0f s", time.perf_counter() - t0)
     trainer = Trainer(config, pool, val_pool, val_rows, out)
-    if not (resume and trainer.resume()):
+    if not (resume and trainer.resume()) and not config.init_checkpoint:
         trainer.set_normalization()
     result = trainer.run(progress)
     result["best_checkpoint"] = str(out / ("best.pt" if (out / "best.pt").exists() else "last.pt"))

@@ -1,0 +1,161 @@
+"""The teacher: Resemblyzer's GE2E speaker encoder (Wan et al., ICASSP 2018), in batches.
+
+The network (3-layer LSTM 40 -> 256, linear 256 -> 256, ReLU, L2 norm) and its front end
+(40-band power mel, 25-ms Hann window, 10-ms hop, 16 kHz) are re-implemented here against the
+state dict that ships inside the `resemblyzer` package (`pretrained.pt`, Apache-2.0), so that
+whole batches of crops run at once and the package's VAD dependency (webrtcvad) is not needed:
+the weights file is located without importing the package. `tests/test_distill.py` checks
+parity with `resemblyzer.VoiceEncoder.embed_utterance` where the package imports.
+
+An utterance is cut into 1.6-s partials (160 frames) at `rate` partials per second, exactly as
+`VoiceEncoder.compute_partial_slices` does; its embedding is the L2-normalised mean of the
+partial embeddings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.audio import resample
+from model.vectors import l2_normalize
+
+SAMPLE_RATE = 16000
+N_MELS = 40
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+PARTIAL_FRAMES = 160  # 1.6 s
+EMBED_DIM = 256
+TARGET_DBFS = -30.0  # volume normalisation (increase only), as resemblyzer.preprocess_wav
+
+
+def weights_path() -> Path:
+    """`pretrained.pt` inside the installed resemblyzer package (the package is not imported)."""
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the teacher needs the `resemblyzer` package: pip install '.[train]'"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resemblyzer is installed but {path} is missing")
+    return path
+
+
+class GE2E(nn.Module):
+    """Power mel (batch, frames, 40) -> L2-normalised embedding (batch, 256), values >= 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(N_MELS, 256, 3, batch_first=True)
+        self.linear = nn.Linear(256, EMBED_DIM)
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(mels)
+        return nn.functional.normalize(torch.relu(self.linear(hidden[-1])), dim=1)
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> torch.Tensor:
+    import librosa
+
+    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=N_MELS))
+
+
+def power_mel(wav: torch.Tensor) -> torch.Tensor:
+    """(batch, samples) at 16 kHz -> (batch, frames, 40); librosa.feature.melspectrogram's
+    defaults (centred frames, zero padding, power 2), frames = 1 + samples // 160."""
+    window = torch.hann_window(WINDOW, periodic=True, device=wav.device)
+    spec = torch.stft(
+        wav, WINDOW, HOP, window=window, center=True, pad_mode="constant", return_complex=True
+    )
+    return torch.matmul(_mel_basis().to(wav.device), spec.abs() ** 2).transpose(1, 2)
+
+
+def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:
+    """Start frames of the 160-frame partials of an utterance of `n_samples` (16 kHz), as
+    `VoiceEncoder.compute_partial_slices` (the last partial is kept when it covers >=
+    min_coverage of its span with audio; at least one partial)."""
+    n_frames = int(np.ceil((n_samples + 1) / HOP))
+    step = round(SAMPLE_RATE / rate / HOP)
+    starts = np.arange(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step)
+    coverage = (n_samples - starts[-1] * HOP) / (PARTIAL_FRAMES * HOP)
+    if coverage < min_coverage and len(starts) > 1:
+        starts = starts[:-1]
+    return starts
+
+
+def normalize_volume(wav: np.ndarray) -> np.ndarray:
+    """Raise the level of each signal (..., samples) to TARGET_DBFS RMS (never lower it), as
+    resemblyzer does."""
+    level = np.sqrt(np.mean(np.square(wav, dtype=np.float64), axis=-1, keepdims=True))
+    change = TARGET_DBFS - 20.0 * np.log10(np.maximum(level, 1e-20))
+    gain = np.where((change > 0) & (level > 0), 10.0 ** (change / 20.0), 1.0)
+    return (wav * gain).astype(np.float32)
+
+
+class Teacher:
+    """GE2E with the packaged weights, on `device`, in eval mode."""
+
+    def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
+        state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state["model_state"].items() if not k.startswith("similarity")}
+        self.net = GE2E()
+        self.net.load_state_dict(state)
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
+
+    def partial_mels(
+        self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """The partials of one utterance as network input: ((n, 160, 40) mels, start samples
+        at `sr` (n,)). Resampled to 16 kHz and volume-normalised first. max_partials: keep at
+        most this many, evenly spaced (None: all)."""
+        y = normalize_volume(resample(np.asarray(wav, np.float32), sr, SAMPLE_RATE))
+        starts = partial_starts(len(y), rate)
+        if max_partials is not None and len(starts) > max_partials:
+            starts = starts[np.linspace(0, len(starts) - 1, max_partials).round().astype(int)]
+        stop = (starts[-1] + PARTIAL_FRAMES) * HOP
+        y = np.pad(y, (0, max(0, stop - len(y))))
+        mel = power_mel(torch.from_numpy(y)[None])[0]
+        mels = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+        return mels, np.round(starts * HOP * sr / SAMPLE_RATE).astype(np.int64)
+
+    @torch.no_grad()
+    def embed_mels(self, mels: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """(n, 160, 40) partial mels -> (n, 256) float32; large batches keep the LSTM's
+        per-step cost small on a CPU."""
+        out = [
+            self.net(mels[i : i + batch_size].to(self.device)).cpu()
+            for i in range(0, len(mels), batch_size)
+        ]
+        return torch.cat(out).numpy().astype(np.float32)
+
+    def partials(
+        self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the partials of one utterance ((n, 256), start samples at `sr`)."""
+        mels, starts = self.partial_mels(wav, sr, rate, max_partials)
+        return self.embed_mels(mels), starts
+
+    def embed(self, wav: np.ndarray, sr: int, rate: float = 1.3) -> np.ndarray:
+        """Utterance embedding (256,): normalised mean of its partials' embeddings."""
+        return l2_normalize(self.partials(wav, sr, rate)[0].mean(axis=0)).astype(np.float32)
+
+    @torch.no_grad()
+    def embed_crops(self, crops: np.ndarray, sr: int, rate: float = 1.3) -> np.ndarray:
+        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) utterance embeddings,
+        each as `embed` would give it, in one pass."""
+        y = normalize_volume(resample(np.asarray(crops, np.float32), sr, SAMPLE_RATE))
+        starts = partial_starts(y.shape[1], rate)
+        stop = (starts[-1] + PARTIAL_FRAMES) * HOP
+        y = np.pad(y, ((0, 0), (0, max(0, stop - y.shape[1]))))
+        mel = power_mel(torch.from_numpy(y).to(self.device))  # (batch, frames, 40)
+        parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
+        emb = self.net(parts.flatten(0, 1)).reshape(len(y), len(starts), -1).mean(dim=1)
+        return nn.functional.normalize(emb, dim=1).cpu().numpy().astype(np.float32)
