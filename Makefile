@@ -12,12 +12,13 @@ COMPILE := $(PY) -m piptools compile -q --strip-extras --no-header --allow-unsaf
 
 .PHONY: run test lint types check system-deps lock bench fuzz clean
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) requirements/no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# Pinned CPU build of torch first (an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q -r requirements/torch.txt
 	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -r requirements/no-deps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -42,11 +43,12 @@ types: $(STAMP)
 # What CI runs before the tests (and what .pre-commit-config.yaml runs on commit).
 check: lint types
 
-# Refresh the locks from pyproject.toml: the test environment (all extras) and the service's.
+# Refresh the locks from pyproject.toml: the test environment (dev, which holds eval and
+# scale) and the service's; the `train` extra is pinned by hand in requirements/no-deps.txt.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q pip-tools
-	$(COMPILE) --extra dev --extra eval --extra train --extra scale -o $(LOCK) pyproject.toml
+	$(COMPILE) --extra dev -o $(LOCK) pyproject.toml
 	$(COMPILE) -o $(SERVICE_LOCK) pyproject.toml
 	# torch==X matches the +cpu build where the index has it; the project itself is not locked.
 	sed -i -E -e 's/^(torch==[^+]+)\+cpu$$/\1/' -e '/^singer-retrieval @ /d' $(LOCK) $(SERVICE_LOCK)
