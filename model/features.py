@@ -414,15 +414,10 @@ def select_segments(
 
 
 def extract_segments(
-    y: np.ndarray | torch.Tensor,
-    cfg: FeatureConfig,
-    all_segments: bool = False,
-    hop: int | None = None,
-    device: str | torch.device | None = None,
-    path: str | None = None,
+    y: np.ndarray | torch.Tensor, cfg: FeatureConfig, *args: Any, **kwargs: Any
 ) -> torch.Tensor:
     """Waveform (samples,) -> the segments the model embeds: (n, n_mels, segment_frames).
 
     The features of `select_segments`; same arguments, same errors.
     """
-    return select_segments(y, cfg, all_segments, hop, device, path).features
+    return select_segments(y, cfg, *args, **kwargs).features
