@@ -17,6 +17,7 @@ node (shared storage). A file that cannot be decoded comes back with its error i
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from model.audio import MAX_TRACK_SECONDS
 from model.embedding import Embedder, TrackEmbedding, track_vector
 from model.errors import AudioError
 from model.features import FeatureConfig, select_segments
+from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,9 @@ def _decode(batch: pd.DataFrame, sample_rate: int, max_seconds: float | None) ->
 
 def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) -> pd.DataFrame:
     feats, shapes, durations, errors = [], [], [], list(batch["error"])
-    for row, (path, audio) in enumerate(zip(batch["path"], batch["audio"])):
+    for row, (path, domain, audio) in enumerate(
+        zip(batch["path"], batch["domain"], batch["audio"])
+    ):
         feats.append(b"")
         shapes.append([0, 0, 0])
         durations.append(0.0)
@@ -68,7 +72,16 @@ def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) ->
             continue
         try:
             y = np.frombuffer(audio, np.float32)
-            selection = select_segments(y, config, all_segments, device="cpu", path=path)
+            # The segment choice of the local engine and the service: the shipped detector.
+            selection = select_segments(
+                y,
+                config,
+                all_segments,
+                device="cpu",
+                path=path,
+                detector=_detector(),
+                domain=domain,
+            )
         except AudioError as err:
             errors[row] = err.reason
             continue
@@ -77,6 +90,12 @@ def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) ->
     return batch.drop(columns=["audio"]).assign(
         features=feats, shape=shapes, duration_s=durations, error=errors
     )
+
+
+@functools.cache
+def _detector() -> VoiceDetector:
+    """The shipped voice detector, loaded once per worker process."""
+    return VoiceDetector.load(None, "cpu")
 
 
 class _EmbedActor:

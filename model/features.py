@@ -142,7 +142,7 @@ def log_mel_chunked(
     y = _as_tensor(y, device)
     half = cfg.n_fft // 2
     window = torch.hann_window(cfg.n_fft, periodic=True, device=y.device)
-    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).to(y.device)
+    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
     out = []
     for a in range(0, n_frames, chunk_frames):
         b = min(a + chunk_frames, n_frames)

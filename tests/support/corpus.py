@@ -9,8 +9,8 @@ client claims, and what the service may answer:
 - "bad": not usable audio (empty, not audio, truncated to nothing, NaN samples...); a 4xx.
 - "edge": legitimate but unusual audio (rates, sample formats, channels, lengths, odd file
   names); any documented answer, success included.
-- "voice": DC and a clipped square wave: not singing. Refusing them is the voice detector's
-  job; until it lands the suite only asserts a documented, non-5xx answer.
+- "voice": DC and a clipped square wave: not singing; the voice detector refuses them (422
+  `no_voiced_segment`) on every endpoint, `POST /tracks` included.
 
 Generating needs ffmpeg for the m4a/mp4 entries (they are left out when it is missing, so
 that the callers can require it explicitly).
