@@ -44,9 +44,9 @@ def audio(seconds: float, sr: int) -> tuple[np.ndarray, str]:
             n += len(parts[-1])
             if n >= seconds * sr:
                 return np.concatenate(parts)[: int(seconds * sr)], "MIR-1K yifen vocals"
-    from tests.support.synth import VOICES, sing
+    from bench.workload import synthetic_take
 
-    return sing(VOICES[1], seconds, sr=sr), "synthetic singing"
+    return synthetic_take(seconds, seed=1, sr=sr)[:, 0].copy(), "synthetic singing"
 
 
 def main() -> int:
