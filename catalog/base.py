@@ -19,6 +19,7 @@ import numpy as np
 
 from catalog.records import Singer, SingerHit, Track, TrackHit
 from model.domains import DOMAINS
+from model.vectors import l2_normalize
 
 TRACK_FIELDS = ("singer", "domain", "duration_s", "n_segments", "content_hash", "checkpoint_id")
 OPTIONAL_FIELDS = ("path", "title", "external_id")
@@ -61,6 +62,14 @@ def check_domain(domain: str | None, *, optional: bool) -> None:
     if (domain is None and not optional) or (domain is not None and domain not in DOMAINS):
         allowed = f"{DOMAINS}{' or None' if optional else ''}"
         raise ValueError(f"domain must be one of {allowed}, got {domain!r}")
+
+
+def unit_query(vector: np.ndarray, dim: int) -> np.ndarray:
+    """A search query: float32 (dim,), L2-normalised. Raises ValueError on another shape."""
+    q = np.asarray(vector, np.float32).reshape(-1)
+    if q.shape != (dim,):
+        raise ValueError(f"query must have shape ({dim},), got {q.shape}")
+    return l2_normalize(q)
 
 
 class CatalogBackend(ABC):

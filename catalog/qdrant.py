@@ -58,11 +58,17 @@ from typing import Any, TypeVar
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from catalog.base import METADATA_FIELDS, CatalogBackend, check_domain, validated_item
+from catalog.base import (
+    METADATA_FIELDS,
+    CatalogBackend,
+    check_domain,
+    unit_query,
+    validated_item,
+)
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
 from catalog.records import Singer, SingerHit, Track, TrackHit
 from model.domains import DOMAINS
-from model.vectors import l2_normalize, normalized_mean
+from model.vectors import normalized_mean
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -525,10 +531,7 @@ class QdrantCatalog(CatalogBackend):
 
     # -- search ------------------------------------------------------------------------
     def _query(self, vector: np.ndarray) -> list[float]:
-        q = np.asarray(vector, np.float32).reshape(-1)
-        if q.shape != (self.dim,):
-            raise ValueError(f"query must have shape ({self.dim},), got {q.shape}")
-        return l2_normalize(q).tolist()
+        return unit_query(vector, self.dim).tolist()
 
     def search_tracks(
         self,

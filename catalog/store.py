@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from catalog.base import METADATA_FIELDS, CatalogBackend, check_domain, validated_item
+from catalog.base import (
+    METADATA_FIELDS,
+    CatalogBackend,
+    check_domain,
+    unit_query,
+    validated_item,
+)
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
 from catalog.records import Singer, SingerHit, Track, TrackHit
 from catalog.vector_index import (
@@ -50,7 +56,7 @@ from catalog.vector_index import (
 )
 from model.domains import DOMAINS
 from model.files import atomic_write
-from model.vectors import l2_normalize, normalized_mean
+from model.vectors import normalized_mean
 
 log = logging.getLogger(__name__)
 
@@ -708,10 +714,7 @@ class Catalog(CatalogBackend):
 
     # -- search ------------------------------------------------------------------------
     def _query(self, vector: np.ndarray) -> np.ndarray:
-        q = np.asarray(vector, np.float32).reshape(-1)
-        if q.shape != (self.dim,):
-            raise ValueError(f"query must have shape ({self.dim},), got {q.shape}")
-        return l2_normalize(q)[None, :]
+        return unit_query(vector, self.dim)[None, :]
 
     def search_tracks(
         self,
@@ -757,8 +760,7 @@ class Catalog(CatalogBackend):
 
     def n_singers(self, domain: str) -> int:
         """Singers with at least one track in `domain` (the candidates of search_singers)."""
-        if domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        check_domain(domain, optional=False)
         with self._lock:
             self._check_open()
             self._sync()
