@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from catalog import Catalog
-from indexer.run import index_listing
+from indexer.run import IndexOptions, index_listing
 from indexer.sources import Listing, SourceItem, read_source
 from model import DEFAULT_CHECKPOINT
 from model.audio import load_audio
@@ -123,14 +123,10 @@ def main() -> int:
             decode_s.append(seconds)
             with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
                 start = time.perf_counter()
-                report = index_listing(
-                    catalog,
-                    embedder,
-                    listing,
-                    workers=args.workers,
-                    batch_size=args.batch_size,
-                    progress=sys.stderr.isatty(),
+                options = IndexOptions(
+                    workers=args.workers, batch_size=args.batch_size, progress=sys.stderr.isatty()
                 )
+                report = index_listing(catalog, embedder, listing, options)
                 index_s.append(time.perf_counter() - start)  # hashing, last commit included
 
     n, dec, idx = len(paths), statistics.median(decode_s), statistics.median(index_s)

@@ -36,8 +36,9 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import numpy as np
@@ -206,20 +207,21 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stdout.read()}")
+            raise RuntimeError(f"server exited with status {proc.returncode}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise SystemExit("server not ready")
+    raise RuntimeError(f"server not ready within {timeout:.0f} s")
 
 
 def start_service(
-    index: Path, checkpoint: Path, device: str, workers: int, **env: str
+    index: Path, checkpoint: Path, device: str, workers: int, log: IO[str], **env: str
 ) -> tuple[subprocess.Popen, str]:
-    """Start `python -m service` on a free port over `index`: (process, URL), not yet ready."""
+    """Start `python -m service` on a free port over `index`, its output to `log` (a file: a
+    pipe nobody reads would stall a chatty server): (process, URL), not yet ready."""
     port = free_port()
     settings = {
         "SINGER_INDEX_DIR": str(index),
@@ -229,13 +231,15 @@ def start_service(
         "SINGER_LOG_LEVEL": "warning",
         "SINGER_INFERENCE_WORKERS": str(workers),
         "SINGER_MAX_PENDING": "10000",
+        # Clients beyond the default 16 concurrent uploads would be refused before their body.
+        "SINGER_MAX_CONCURRENT_UPLOADS": "256",
         **{f"SINGER_{k.upper()}": v for k, v in env.items()},
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "service"],
         env={**os.environ, **settings},
         cwd=REPO,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -247,19 +251,28 @@ def services(
     index: Path, checkpoint: Path, device: str, workers: int, modes: Sequence[str]
 ) -> Iterator[dict[str, str]]:
     """One server per batching mode over `index`, started together; yields {mode: URL}
-    once all are ready."""
-    started = {
-        mode: start_service(index, checkpoint, device, workers, batching=mode) for mode in modes
-    }
-    try:
-        for proc, url in started.values():
-            wait_ready(url, proc)
-        yield {mode: url for mode, (_, url) in started.items()}
-    finally:
-        for proc, _ in started.values():
-            proc.terminate()
-        for proc, _ in started.values():
-            proc.wait(30)
+    once all are ready. An error while they run carries the end of each server's output."""
+    with ExitStack() as files:
+        logs = {mode: files.enter_context(tempfile.TemporaryFile("w+")) for mode in modes}
+        started = {
+            mode: start_service(index, checkpoint, device, workers, logs[mode], batching=mode)
+            for mode in modes
+        }
+        try:
+            for proc, url in started.values():
+                wait_ready(url, proc)
+            yield {mode: url for mode, (_, url) in started.items()}
+        except Exception as err:
+            for mode, log in logs.items():
+                log.seek(0)
+                status = started[mode][0].poll()
+                err.add_note(f"server batching={mode} (exit {status}):\n{log.read()[-3000:]}")
+            raise
+        finally:
+            for proc, _ in started.values():
+                proc.terminate()
+            for proc, _ in started.values():
+                proc.wait(30)
 
 
 def ratios(results: dict) -> dict:

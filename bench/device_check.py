@@ -1,6 +1,6 @@
 """Measurements of a lent GPU machine, written as JSON and Markdown; run by device_check.sh.
 
-    python bench/device_check.py --out DIR [--dry-run] [--gpu-tests-rc N]
+    python bench/device_check.py --out DIR [--dry-run] [--gpu-tests LINE] [--sections a,b]
 
 Sections (each runs on its own; a failing one is recorded and the next goes on):
 - environment: torch, CUDA, cuDNN, FAISS versions, the device's name and memory;
@@ -88,7 +88,7 @@ def sync(device: torch.device) -> None:
 def environment(cfg: dict, device: torch.device) -> dict:
     import faiss
 
-    from catalog.vector_index import gpu_available
+    from catalog.vector_index import gpu_available, gpu_problem
 
     out = {
         "python": platform.python_version(),
@@ -97,6 +97,9 @@ def environment(cfg: dict, device: torch.device) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "faiss": faiss.__version__,
         "faiss_gpu": gpu_available(),
+        # device_check.sh's stand-in for cuBLAS 12 on a CUDA 13 machine, when it was used.
+        "faiss_gpu_problem": gpu_problem(),
+        "cublas12_shim": ".whl/lib" in os.environ.get("LD_LIBRARY_PATH", ""),
         "cpu_count": os.cpu_count(),
         "device": str(device),
     }
@@ -190,9 +193,12 @@ def identify(cfg: dict, device: torch.device) -> dict:
 
 
 def faiss_search(cfg: dict, device: torch.device) -> dict:
+    """Flat inner-product top-10 over `faiss_vectors` x 256: faiss-cpu, faiss-gpu when it can
+    run on this card, and an exact torch matrix-product search on the same device as a
+    reference for what the card does without FAISS."""
     import faiss
 
-    from catalog.vector_index import gpu_available
+    from catalog.vector_index import gpu_available, gpu_problem
 
     n, dim = cfg["faiss_vectors"], 256
     rng = np.random.default_rng(0)
@@ -201,29 +207,39 @@ def faiss_search(cfg: dict, device: torch.device) -> dict:
     queries = base[rng.choice(n, 256, replace=False)].copy()
     cpu = faiss.IndexFlatIP(dim)
     cpu.add(base)
-    indexes = {"cpu": cpu}
+    searches: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "cpu": lambda q: cpu.search(q, 10)[1]
+    }
     if gpu_available():
-        res = faiss.StandardGpuResources()
-        indexes["gpu"] = faiss.index_cpu_to_gpu(res, 0, cpu)
+        gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu)
+        searches["gpu"] = lambda q: gpu.search(q, 10)[1]
+    if device.type == "cuda":
+        on_device = torch.from_numpy(base).to(device)
+
+        def torch_search(q: np.ndarray) -> np.ndarray:
+            scores = torch.from_numpy(q).to(device) @ on_device.T
+            return scores.topk(10, dim=1).indices.cpu().numpy()
+
+        searches["torch_cuda"] = torch_search
     out: dict = {"vectors": n, "dim": dim, "k": 10}
     ids = {}
-    for name, index in indexes.items():
-        index.search(queries[:8], 10)  # warm-up
+    for name, search in searches.items():
+        search(queries[:8])  # warm-up
         start = time.perf_counter()
         for q in queries[:32]:
-            index.search(q[None], 10)
+            search(q[None])
         single = (time.perf_counter() - start) / 32
         start = time.perf_counter()
-        _, ids[name] = index.search(queries, 10)
+        ids[name] = search(queries)
         batch = time.perf_counter() - start
         out[name] = {
             "one_query_ms": round(1e3 * single, 3),
             "queries_per_s_batch_256": round(len(queries) / batch, 1),
         }
-    if "gpu" in ids:
-        out["gpu_top10_equal_cpu"] = float(np.mean(ids["gpu"] == ids["cpu"]))
-    else:
-        out["gpu"] = "skipped: faiss has no GPU build or sees no device"
+        if name != "cpu":
+            out[name]["top10_equal_cpu"] = float(np.mean(ids[name] == ids["cpu"]))
+    if "gpu" not in ids:
+        out["gpu"] = f"skipped: {gpu_problem()}"
     return out
 
 
@@ -354,7 +370,9 @@ def markdown(report: dict) -> str:
     fs = report["faiss"]
     if fs["status"] == "ok":
         lines += [f"## Flat search, {fs['vectors']:,} x {fs['dim']}, top {fs['k']}", ""]
-        for name in ("cpu", "gpu"):
+        for name in ("cpu", "gpu", "torch_cuda"):
+            if name not in fs:
+                continue
             v = fs[name]
             lines.append(
                 f"- {name}: "
@@ -363,6 +381,11 @@ def markdown(report: dict) -> str:
                     if isinstance(v, str)
                     else f"{v['one_query_ms']} ms per single query, "
                     f"{v['queries_per_s_batch_256']:,.0f} queries/s in batches of 256"
+                    + (
+                        f", top-10 equal to faiss-cpu {100 * v['top10_equal_cpu']:.1f} %"
+                        if "top10_equal_cpu" in v
+                        else ""
+                    )
                 )
             )
         lines.append("")
@@ -397,7 +420,13 @@ def main() -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, CUDA-only skipped")
     p.add_argument("--device", default="auto", help="torch device measured (auto: CUDA if any)")
     p.add_argument("--gpu-tests", default="not run", help="outcome line of the GPU tests")
+    p.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated subset to run (a rerun)"
+    )
     args = p.parse_args()
+    chosen = args.sections.split(",")
+    if unknown := set(chosen) - set(SECTIONS):
+        p.error(f"unknown sections: {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     device = (
         torch.device("cpu")
@@ -421,8 +450,12 @@ def main() -> int:
     }
     report: dict = {"dry_run": args.dry_run, "gpu_tests": args.gpu_tests}
     for name in SECTIONS:
+        if name not in chosen and name != "environment":
+            report[name] = {"status": "skipped", "reason": "not chosen", "seconds": 0.0}
+            continue
         report[name] = run_section(name, sections[name])
-    (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+        # Written after every section, so a native crash later keeps what was measured.
+        (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "summary.md").write_text(markdown(report))
     print((args.out / "summary.md").read_text())
     failed = [n for n in SECTIONS if report[n]["status"] == "failed"]

@@ -195,7 +195,6 @@ class CatalogBackend(ABC):
     def __len__(self) -> int: ...
 
     # -- search ------------------------------------------------------------------------
-    @abstractmethod
     def search_tracks(
         self,
         vector: np.ndarray,
@@ -206,11 +205,33 @@ class CatalogBackend(ABC):
         min_score: float | None = None,
     ) -> list[TrackHit]:
         """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both;
-        `singer`: only that singer's tracks; `min_score`: only cosine scores >= it."""
+        `singer`: only that singer's tracks; `min_score`: only cosine scores >= it.
+        Raises ValueError on a vector of another shape or an unknown domain."""
+        query = unit_query(vector, self.dim)
+        check_domain(domain, optional=True)
+        return self._search_tracks(query, k, domain, singer, min_score) if k > 0 else []
 
     @abstractmethod
+    def _search_tracks(
+        self,
+        query: np.ndarray,
+        k: int,
+        domain: str | None,
+        singer: str | None,
+        min_score: float | None,
+    ) -> list[TrackHit]:
+        """`search_tracks` with its arguments checked: `query` float32 (dim,) of unit norm,
+        `k` >= 1."""
+
     def search_singers(self, vector: np.ndarray, k: int, domain: str) -> list[SingerHit]:
         """The `k` singers whose model in `domain` is most similar to `vector`, best first."""
+        query = unit_query(vector, self.dim)
+        check_domain(domain, optional=False)
+        return self._search_singers(query, k, domain) if k > 0 else []
+
+    @abstractmethod
+    def _search_singers(self, query: np.ndarray, k: int, domain: str) -> list[SingerHit]:
+        """`search_singers` with its arguments checked, as in `_search_tracks`."""
 
     @abstractmethod
     def n_singers(self, domain: str) -> int:

@@ -62,7 +62,6 @@ from catalog.base import (
     METADATA_FIELDS,
     CatalogBackend,
     check_domain,
-    unit_query,
     validated_item,
 )
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
@@ -530,26 +529,18 @@ class QdrantCatalog(CatalogBackend):
         return self._count()
 
     # -- search ------------------------------------------------------------------------
-    def _query(self, vector: np.ndarray) -> list[float]:
-        return unit_query(vector, self.dim).tolist()
-
-    def search_tracks(
+    def _search_tracks(
         self,
-        vector: np.ndarray,
+        query: np.ndarray,
         k: int,
-        domain: str | None = None,
-        *,
-        singer: str | None = None,
-        min_score: float | None = None,
+        domain: str | None,
+        singer: str | None,
+        min_score: float | None,
     ) -> list[TrackHit]:
-        q = self._query(vector)
-        check_domain(domain, optional=True)
-        if k <= 0:
-            return []
         hits = self._call(
             self._client.query_points,
             self._tracks,
-            query=q,
+            query=query.tolist(),
             limit=int(k),
             query_filter=_match(domain=domain, singer=singer),
             score_threshold=min_score,
@@ -557,15 +548,11 @@ class QdrantCatalog(CatalogBackend):
         ).points
         return [TrackHit(self._track(h), float(h.score)) for h in hits]
 
-    def search_singers(self, vector: np.ndarray, k: int, domain: str) -> list[SingerHit]:
-        q = self._query(vector)
-        check_domain(domain, optional=False)
-        if k <= 0:
-            return []
+    def _search_singers(self, query: np.ndarray, k: int, domain: str) -> list[SingerHit]:
         hits = self._call(
             self._client.query_points,
             self._singers,
-            query=q,
+            query=query.tolist(),
             limit=int(k),
             query_filter=_match(domain=domain),
             with_payload=["singer_id"],

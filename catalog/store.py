@@ -41,7 +41,6 @@ from catalog.base import (
     METADATA_FIELDS,
     CatalogBackend,
     check_domain,
-    unit_query,
     validated_item,
 )
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
@@ -713,25 +712,16 @@ class Catalog(CatalogBackend):
         }
 
     # -- search ------------------------------------------------------------------------
-    def _query(self, vector: np.ndarray) -> np.ndarray:
-        return unit_query(vector, self.dim)[None, :]
-
-    def search_tracks(
+    def _search_tracks(
         self,
-        vector: np.ndarray,
+        query: np.ndarray,
         k: int,
-        domain: str | None = None,
-        *,
-        singer: str | None = None,
-        min_score: float | None = None,
+        domain: str | None,
+        singer: str | None,
+        min_score: float | None,
     ) -> list[TrackHit]:
-        """The `k` tracks most similar to `vector` (dim,), best first; `domain` None: both.
-
-        singer: only that singer's tracks (scored exactly from their stored vectors);
-        min_score: only hits with a cosine score of at least this.
-        """
-        q = self._query(vector)
-        check_domain(domain, optional=True)
+        # A singer's tracks are scored exactly from their stored vectors, not through FAISS.
+        q = query[None, :]
         with self._lock:
             self._check_open()
             self._sync()
@@ -752,7 +742,7 @@ class Catalog(CatalogBackend):
                 for d in [domain] if domain else DOMAINS:
                     scores, ids = self._tracks[d].search(q, k)
                     scored += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-            scored = sorted(scored, key=lambda p: (-p[0], p[1]))[: max(k, 0)]
+            scored = sorted(scored, key=lambda p: (-p[0], p[1]))[:k]
             if min_score is not None:
                 scored = [p for p in scored if p[0] >= min_score]
             tracks = {t.id: t for t in self._tracks_by_id([i for _, i in scored])}
@@ -766,15 +756,11 @@ class Catalog(CatalogBackend):
             self._sync()
             return len(self._singers[domain])
 
-    def search_singers(self, vector: np.ndarray, k: int, domain: str) -> list[SingerHit]:
-        """The `k` singers whose model in `domain` is most similar to `vector`, best first."""
-        q = self._query(vector)
-        if domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    def _search_singers(self, query: np.ndarray, k: int, domain: str) -> list[SingerHit]:
         with self._lock:
             self._check_open()
             self._sync()
-            scores, ids = self._singers[domain].search(q, k)
+            scores, ids = self._singers[domain].search(query[None, :], k)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             singers = self._singers_by_id([i for _, i in pairs])
         return [

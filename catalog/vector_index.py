@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import subprocess
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Self
@@ -43,9 +45,49 @@ def recommended_kind(n_vectors: int) -> str:
     return "flat" if n_vectors <= FLAT_MAX_VECTORS else "hnsw"
 
 
+# One search on GPU 0 through a GPU copy of a flat index: what the service does first.
+_GPU_PROBE = """
+import faiss, numpy as np
+x = np.random.default_rng(0).standard_normal((64, 8), dtype=np.float32)
+cpu = faiss.IndexFlatIP(8)
+cpu.add(x)
+gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu)
+assert (gpu.search(x[:4], 1)[1].ravel() == np.arange(4)).all()
+"""
+
+
+def child_failure(code: str, timeout: float = 120.0) -> str | None:
+    """Run Python `code` in a child interpreter: None when it succeeds, else its last line of
+    error output (or how it ended). A native abort there cannot take this process down."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else f"exit status {done.returncode}"
+
+
+@functools.cache
+def gpu_problem() -> str | None:
+    """Why FAISS cannot search on a GPU here, or None when it can (checked once a process)."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        return "this FAISS build has no GPU support"
+    if faiss.get_num_gpus() == 0:
+        return "FAISS sees no CUDA device"
+    # A GPU build without kernels for the card aborts the process at its first search (the
+    # PyPI faiss-gpu-cu12 wheels 1.9 to 1.14 carry sm_70/sm_80 code only, so an H100 fails
+    # with "no kernel image"), so the first search runs in a child process.
+    failure = child_failure(_GPU_PROBE)
+    return None if failure is None else f"FAISS GPU search fails on this device: {failure}"
+
+
 def gpu_available() -> bool:
-    """True when this FAISS build has GPU support and sees at least one device."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    """True when this FAISS build has GPU support, sees a device and can search on it."""
+    return gpu_problem() is None
 
 
 def resolve_gpu(device: str | None) -> int | None:
@@ -57,15 +99,13 @@ def resolve_gpu(device: str | None) -> int | None:
     device = (device or "auto").strip().lower()
     if device == "cpu":
         return None
-    if device == "auto":
-        return 0 if gpu_available() else None
-    if device.startswith("cuda"):
+    if device == "auto" and not hasattr(faiss, "StandardGpuResources"):
+        return None  # faiss-cpu: nothing to try, nothing to warn about
+    if device == "auto" or device.startswith("cuda"):
         number = int(device.partition(":")[2] or 0)
         if gpu_available() and number < faiss.get_num_gpus():
             return number
-        log.warning(
-            "FAISS has no GPU %s here (faiss-cpu build or no device): searching on CPU", device
-        )
+        log.warning("FAISS cannot use %s (%s): searching on CPU", device, gpu_problem())
         return None
     raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 

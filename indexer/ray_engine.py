@@ -26,18 +26,8 @@ import numpy as np
 import pandas as pd
 
 from catalog import CatalogBackend
-from indexer.run import (
-    IndexReport,
-    _fail,
-    _hash_all,
-    _Job,
-    _plan,
-    _Writer,
-    embedding_order,
-    finish_report,
-)
+from indexer.run import IndexOptions, IndexReport, _fail, finish_report, start_run
 from indexer.sources import Listing, read_source
-from model.audio import MAX_TRACK_SECONDS
 from model.embedding import Embedder, TrackEmbedding, track_vector
 from model.errors import AudioError
 from model.features import FeatureConfig, select_segments
@@ -142,19 +132,12 @@ def index_listing_ray(
     catalog: CatalogBackend,
     embedder: Embedder,
     listing: Listing,
+    options: IndexOptions | None = None,
     *,
     checkpoint: str | Path | None = None,
     address: str | None = None,
     actors: int = 2,
-    rebuild: bool = False,
-    workers: int = 2,
-    batch_size: int = 64,
     files_per_batch: int = 8,
-    all_segments: bool = False,
-    progress: bool = False,
-    commit_every: int = 64,
-    commit_interval_s: float = 2.0,
-    max_seconds: float | None = MAX_TRACK_SECONDS,
 ) -> IndexReport:
     """`indexer.run.index_listing` on Ray; `embedder` (on the driver) gives the checkpoint id
     and feature recipe, `checkpoint` is what each actor loads (None: the default model).
@@ -163,31 +146,15 @@ def index_listing_ray(
     """
     import ray
 
+    o = options or IndexOptions()
     start = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    report = IndexReport(n_listed=len(listing.items) + len(listing.problems))
-    for path, reason in listing.problems:
-        _fail(report, path, reason)
-    ckpt = embedder.checkpoint_id
-    jobs = _hash_all(listing.items, workers, progress, report)
-    todo: list[_Job] = embedding_order(_plan(catalog, jobs, ckpt, rebuild, report))
-    log.info("%d files to embed on Ray, %d already indexed", len(todo), report.n_skipped)
-    writer = _Writer(catalog, report, ckpt, commit_every, commit_interval_s)
+    report, todo, writer = start_run(catalog, embedder, listing, o)
     embed_start = time.perf_counter()
     try:
         if todo:
-            for row in _pipeline(
-                ray,
-                todo,
-                embedder,
-                checkpoint,
-                actors,
-                batch_size,
-                files_per_batch,
-                all_segments,
-                max_seconds,
-            ):
+            for row in _pipeline(ray, todo, embedder, checkpoint, actors, files_per_batch, o):
                 job = todo[int(row["job"])]
                 if row["error"]:
                     _fail(report, job.item.path, row["error"])
@@ -202,13 +169,11 @@ def index_listing_ray(
     finally:
         writer.flush()
         report.embed_s = time.perf_counter() - embed_start
-    finish_report(catalog, report, ckpt, start)
+    finish_report(catalog, report, embedder.checkpoint_id, start)
     return report
 
 
-def _pipeline(
-    ray, todo, embedder, checkpoint, actors, batch_size, files_per_batch, all_segments, max_seconds
-):
+def _pipeline(ray, todo, embedder, checkpoint, actors, files_per_batch, o: IndexOptions):
     """Rows {job, error, vector, n_segments, duration_s} in the order of `todo`."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # commit in listing order: same ids as local
@@ -225,12 +190,12 @@ def _pipeline(
     kw = {"batch_size": files_per_batch, "batch_format": "pandas"}
     ds = ds.map_batches(
         _decode,
-        fn_kwargs={"sample_rate": embedder.features.sample_rate, "max_seconds": max_seconds},
+        fn_kwargs={"sample_rate": embedder.features.sample_rate, "max_seconds": o.max_seconds},
         **kw,
     )
     ds = ds.map_batches(
         _features,
-        fn_kwargs={"config": embedder.features, "all_segments": all_segments},
+        fn_kwargs={"config": embedder.features, "all_segments": o.all_segments},
         **kw,
     )
     ds = ds.map_batches(
@@ -238,7 +203,7 @@ def _pipeline(
         fn_constructor_kwargs={
             "checkpoint": str(checkpoint) if checkpoint else None,
             "device": "cuda" if gpus else "cpu",
-            "batch_size": batch_size,
+            "batch_size": o.batch_size,
         },
         concurrency=max(1, actors),
         num_gpus=1 if gpus else 0,
@@ -253,7 +218,15 @@ def index_source_ray(
     source: str | Path,
     *,
     domain: str = "mixed",
+    checkpoint: str | Path | None = None,
+    address: str | None = None,
+    actors: int = 2,
+    files_per_batch: int = 8,
     **options,
 ) -> IndexReport:
-    """Index a folder or a CSV manifest on Ray (options: those of `index_listing_ray`)."""
-    return index_listing_ray(catalog, embedder, read_source(source, domain), **options)
+    """Index a folder or a CSV manifest on Ray; `options` are the fields of `IndexOptions`."""
+    listing = read_source(source, domain)
+    ray_options = {"address": address, "actors": actors, "files_per_batch": files_per_batch}
+    return index_listing_ray(
+        catalog, embedder, listing, IndexOptions(**options), checkpoint=checkpoint, **ray_options
+    )

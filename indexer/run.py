@@ -111,6 +111,20 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
+class IndexOptions:
+    """How a listing is indexed, by either engine."""
+
+    rebuild: bool = False  # re-embed files already indexed with this checkpoint
+    workers: int = 2  # hashing and decoding threads
+    batch_size: int = 64  # segments per encoder batch
+    all_segments: bool = False  # every 3-s segment, not only the voiced ones (the paper's)
+    progress: bool = False  # a progress bar on stderr
+    commit_every: int = 64  # tracks per catalogue transaction ...
+    commit_interval_s: float = 2.0  # ... or this long since the last one, whichever first
+    max_seconds: float | None = MAX_TRACK_SECONDS  # longer files are refused (None: no bound)
+
+
+@dataclass(frozen=True)
 class _Job:
     item: SourceItem
     digest: str
@@ -298,51 +312,52 @@ def in_order(results: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
     yield from sorted(waiting.items())
 
 
-def index_listing(
-    catalog: CatalogBackend,
-    embedder: Embedder,
-    listing: Listing,
-    *,
-    rebuild: bool = False,
-    workers: int = 2,
-    batch_size: int = 64,
-    all_segments: bool = False,
-    progress: bool = False,
-    commit_every: int = 64,
-    commit_interval_s: float = 2.0,
-    max_seconds: float | None = MAX_TRACK_SECONDS,
-) -> IndexReport:
-    """Embed and store the items of `listing`; see the module docstring.
-
-    A file longer than `max_seconds` of audio (None: no bound) is refused while decoding,
-    reported as a failure and skipped, like any unusable file.
-    A KeyboardInterrupt stops the job after committing what was embedded; the report says
-    `interrupted`. Other exceptions (not AudioError) propagate, also after that commit.
-    """
-    start = time.perf_counter()
+def start_run(
+    catalog: CatalogBackend, embedder: Embedder, listing: Listing, o: IndexOptions
+) -> tuple[IndexReport, list[_Job], _Writer]:
+    """What both engines do first: report the listing's problems, hash every file, and plan
+    (in embedding order) the jobs this checkpoint has not indexed yet."""
     report = IndexReport(n_listed=len(listing.items) + len(listing.problems))
     for path, reason in listing.problems:
         _fail(report, path, reason)
     ckpt = embedder.checkpoint_id
-    jobs = _hash_all(listing.items, workers, progress, report)
-    todo = _plan(catalog, jobs, ckpt, rebuild, report)
+    jobs = _hash_all(listing.items, o.workers, o.progress, report)
+    todo = embedding_order(_plan(catalog, jobs, ckpt, o.rebuild, report))
     log.info("%d files to embed, %d already indexed", len(todo), report.n_skipped)
+    return report, todo, _Writer(catalog, report, ckpt, o.commit_every, o.commit_interval_s)
 
-    writer = _Writer(catalog, report, ckpt, commit_every, commit_interval_s)
+
+def index_listing(
+    catalog: CatalogBackend,
+    embedder: Embedder,
+    listing: Listing,
+    options: IndexOptions | None = None,
+) -> IndexReport:
+    """Embed and store the items of `listing`; see the module docstring.
+
+    A file longer than `options.max_seconds` of audio is refused while decoding, reported as
+    a failure and skipped, like any unusable file.
+    A KeyboardInterrupt stops the job after committing what was embedded; the report says
+    `interrupted`. Other exceptions (not AudioError) propagate, also after that commit.
+    """
+    o = options or IndexOptions()
+    start = time.perf_counter()
+    report, todo, writer = start_run(catalog, embedder, listing, o)
+    ckpt = embedder.checkpoint_id
     bar = tqdm(
-        total=len(todo), desc="indexing", unit="track", disable=not progress, dynamic_ncols=True
+        total=len(todo), desc="indexing", unit="track", disable=not o.progress, dynamic_ncols=True
     )
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
-            batch = [j for j in todo if j.item.domain == domain]  # = embedding_order(todo)
+            batch = [j for j in todo if j.item.domain == domain]
             results = embedder.embed_many(
                 [j.item.path for j in batch],
                 domain,
-                all_segments,
-                workers=workers,
-                batch_size=batch_size,
-                max_seconds=max_seconds,
+                o.all_segments,
+                workers=o.workers,
+                batch_size=o.batch_size,
+                max_seconds=o.max_seconds,
             )
             for i, result in in_order(results):
                 if isinstance(result, AudioError):
@@ -394,7 +409,7 @@ def index_source(
 ) -> IndexReport:
     """Index a folder or a CSV manifest (see indexer/sources.py) into `catalog`.
 
-    `domain` applies to a folder and to manifest rows that name none. `options` are those of
-    `index_listing`. Raises FileNotFoundError / ManifestError for an unusable source.
+    `domain` applies to a folder and to manifest rows that name none. `options` are the fields
+    of `IndexOptions`. Raises FileNotFoundError / ManifestError for an unusable source.
     """
-    return index_listing(catalog, embedder, read_source(source, domain), **options)
+    return index_listing(catalog, embedder, read_source(source, domain), IndexOptions(**options))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from catalog.vector_index import (
     FlatIndex,
     HNSWIndex,
+    child_failure,
     create_index,
     gpu_available,
+    gpu_problem,
     load_index,
     resolve_gpu,
 )
@@ -151,6 +154,16 @@ def test_wrong_dimension_is_refused():
     index.add([1], normalise(np.ones((1, 8))))
     with pytest.raises(ValueError, match="already"):
         index.add([1], normalise(np.ones((1, 8))))
+
+
+def test_gpu_probe_survives_a_native_abort():
+    # The probe's child can die of a C-level abort (FAISS asserts on a CUDA error): it is
+    # reported, this process goes on.
+    assert child_failure("import os; os.abort()") == "exit status -6"
+    assert child_failure("raise SystemExit('no kernel image')") == "no kernel image"
+    assert child_failure("pass") is None
+    if not hasattr(faiss, "StandardGpuResources"):
+        assert gpu_problem() == "this FAISS build has no GPU support"
 
 
 def test_device_resolution():
