@@ -12,7 +12,7 @@ import csv
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import IO, Any, Self
 
 import numpy as np
@@ -62,6 +62,16 @@ def check_domain(domain: str | None, *, optional: bool) -> None:
     if (domain is None and not optional) or (domain is not None and domain not in DOMAINS):
         allowed = f"{DOMAINS}{' or None' if optional else ''}"
         raise ValueError(f"domain must be one of {allowed}, got {domain!r}")
+
+
+@dataclass(frozen=True)
+class TrackFilter:
+    """Which tracks a search may answer: of `domain` (None: both), of `singer` (None: any),
+    scoring at least `min_score` (None: any)."""
+
+    domain: str | None = None
+    singer: str | None = None
+    min_score: float | None = None
 
 
 def unit_query(vector: np.ndarray, dim: int) -> np.ndarray:
@@ -143,7 +153,6 @@ class CatalogBackend(ABC):
     def find_track(self, content_hash: str, checkpoint_id: str, domain: str) -> Track | None:
         """The track of this content embedded by this checkpoint in this domain, if any."""
 
-    @abstractmethod
     def track_ids(
         self,
         *,
@@ -152,8 +161,13 @@ class CatalogBackend(ABC):
         domain: str | None = None,
     ) -> list[int]:
         """Ids of the tracks matching every filter given, ascending."""
+        return self._track_ids(singer, checkpoint_id, domain)
 
     @abstractmethod
+    def _track_ids(
+        self, singer: str | None, checkpoint_id: str | None, domain: str | None
+    ) -> list[int]: ...
+
     def list_tracks(
         self,
         *,
@@ -162,7 +176,15 @@ class CatalogBackend(ABC):
         after_id: int = 0,
         limit: int = 50,
     ) -> list[Track]:
-        """Tracks with id > after_id, ascending id, at most `limit` (keyset pagination)."""
+        """One page of tracks matching the filters: ids > `after_id`, ascending, at most
+        `limit` (keyset pagination: the next page starts after the last id returned)."""
+        return self._list_tracks(singer, domain, int(after_id), int(limit)) if limit > 0 else []
+
+    @abstractmethod
+    def _list_tracks(
+        self, singer: str | None, domain: str | None, after_id: int, limit: int
+    ) -> list[Track]:
+        """`list_tracks` with `limit` >= 1."""
 
     def iter_tracks(self) -> Iterator[Track]:
         """Every track, by id, a page at a time."""
@@ -209,17 +231,11 @@ class CatalogBackend(ABC):
         Raises ValueError on a vector of another shape or an unknown domain."""
         query = unit_query(vector, self.dim)
         check_domain(domain, optional=True)
-        return self._search_tracks(query, k, domain, singer, min_score) if k > 0 else []
+        where = TrackFilter(domain, singer, min_score)
+        return self._search_tracks(query, k, where) if k > 0 else []
 
     @abstractmethod
-    def _search_tracks(
-        self,
-        query: np.ndarray,
-        k: int,
-        domain: str | None,
-        singer: str | None,
-        min_score: float | None,
-    ) -> list[TrackHit]:
+    def _search_tracks(self, query: np.ndarray, k: int, where: TrackFilter) -> list[TrackHit]:
         """`search_tracks` with its arguments checked: `query` float32 (dim,) of unit norm,
         `k` >= 1."""
 

@@ -61,6 +61,7 @@ from qdrant_client import QdrantClient, models
 from catalog.base import (
     METADATA_FIELDS,
     CatalogBackend,
+    TrackFilter,
     check_domain,
     validated_item,
 )
@@ -430,33 +431,22 @@ class QdrantCatalog(CatalogBackend):
         page, _ = self._call(self._client.scroll, self._tracks, scroll_filter=flt, limit=1)
         return self._track(page[0]) if page else None
 
-    def track_ids(
-        self,
-        *,
-        singer: str | None = None,
-        checkpoint_id: str | None = None,
-        domain: str | None = None,
+    def _track_ids(
+        self, singer: str | None, checkpoint_id: str | None, domain: str | None
     ) -> list[int]:
         flt = _match(singer=singer, checkpoint_id=checkpoint_id, domain=domain)
         return sorted(int(p.id) for p in self._scroll_all(self._tracks, flt, payload=False))
 
-    def list_tracks(
-        self,
-        *,
-        singer: str | None = None,
-        domain: str | None = None,
-        after_id: int = 0,
-        limit: int = 50,
+    def _list_tracks(
+        self, singer: str | None, domain: str | None, after_id: int, limit: int
     ) -> list[Track]:
-        if limit <= 0:
-            return []
         # Scroll pages are ordered by point id; `offset` is the first id to include.
         page, _ = self._call(
             self._client.scroll,
             self._tracks,
             scroll_filter=_match(singer=singer, domain=domain),
-            limit=int(limit),
-            offset=int(after_id) + 1,
+            limit=limit,
+            offset=after_id + 1,
             with_payload=True,
         )
         return [self._track(p) for p in page]
@@ -529,34 +519,22 @@ class QdrantCatalog(CatalogBackend):
         return self._count()
 
     # -- search ------------------------------------------------------------------------
-    def _search_tracks(
-        self,
-        query: np.ndarray,
-        k: int,
-        domain: str | None,
-        singer: str | None,
-        min_score: float | None,
-    ) -> list[TrackHit]:
+    def _nearest(self, collection: str, query: np.ndarray, k: int, **options: Any) -> list[Any]:
+        """The `k` points of `collection` nearest to `query`, best first."""
         hits = self._call(
-            self._client.query_points,
-            self._tracks,
-            query=query.tolist(),
-            limit=int(k),
-            query_filter=_match(domain=domain, singer=singer),
-            score_threshold=min_score,
-            with_payload=True,
-        ).points
+            self._client.query_points, collection, query=query.tolist(), limit=k, **options
+        )
+        return list(hits.points)
+
+    def _search_tracks(self, query: np.ndarray, k: int, where: TrackFilter) -> list[TrackHit]:
+        flt = _match(domain=where.domain, singer=where.singer)
+        bound = {"score_threshold": where.min_score, "with_payload": True}
+        hits = self._nearest(self._tracks, query, k, query_filter=flt, **bound)
         return [TrackHit(self._track(h), float(h.score)) for h in hits]
 
     def _search_singers(self, query: np.ndarray, k: int, domain: str) -> list[SingerHit]:
-        hits = self._call(
-            self._client.query_points,
-            self._singers,
-            query=query.tolist(),
-            limit=int(k),
-            query_filter=_match(domain=domain),
-            with_payload=["singer_id"],
-        ).points
+        flt = _match(domain=domain)
+        hits = self._nearest(self._singers, query, k, query_filter=flt, with_payload=["singer_id"])
         ids = [int((h.payload or {})["singer_id"]) for h in hits]
         singers = self._singer_models(_match(singer_id=ids)) if ids else {}
         return [

@@ -40,6 +40,7 @@ import numpy as np
 from catalog.base import (
     METADATA_FIELDS,
     CatalogBackend,
+    TrackFilter,
     check_domain,
     validated_item,
 )
@@ -561,14 +562,9 @@ class Catalog(CatalogBackend):
                 found[row[0]] = self._track(row)
         return [found[i] for i in ids if i in found]
 
-    def track_ids(
-        self,
-        *,
-        singer: str | None = None,
-        checkpoint_id: str | None = None,
-        domain: str | None = None,
+    def _track_ids(
+        self, singer: str | None, checkpoint_id: str | None, domain: str | None
     ) -> list[int]:
-        """Ids of the tracks matching every filter given."""
         clauses, params = [], []
         for column, value in (
             ("s.name", singer),
@@ -588,18 +584,11 @@ class Catalog(CatalogBackend):
             ).fetchall()
         return [r[0] for r in rows]
 
-    def list_tracks(
-        self,
-        *,
-        singer: str | None = None,
-        domain: str | None = None,
-        after_id: int = 0,
-        limit: int = 50,
+    def _list_tracks(
+        self, singer: str | None, domain: str | None, after_id: int, limit: int
     ) -> list[Track]:
-        """One page of tracks matching the filters: ids > `after_id`, ascending, at most
-        `limit` (keyset pagination: the next page starts after the last id returned)."""
         clauses: list[str] = ["t.id > ?"]
-        params: list[object] = [int(after_id)]
+        params: list[object] = [after_id]
         for column, value in (("s.name", singer), ("t.domain", domain)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -608,7 +597,7 @@ class Catalog(CatalogBackend):
             self._check_open()
             rows = self._db.execute(
                 f"{_TRACK_SELECT} WHERE {' AND '.join(clauses)} ORDER BY t.id LIMIT ?",
-                [*params, max(0, int(limit))],
+                [*params, limit],
             ).fetchall()
         return [self._track(r) for r in rows]
 
@@ -712,27 +701,21 @@ class Catalog(CatalogBackend):
         }
 
     # -- search ------------------------------------------------------------------------
-    def _search_tracks(
-        self,
-        query: np.ndarray,
-        k: int,
-        domain: str | None,
-        singer: str | None,
-        min_score: float | None,
-    ) -> list[TrackHit]:
+    def _search_tracks(self, query: np.ndarray, k: int, where: TrackFilter) -> list[TrackHit]:
         # A singer's tracks are scored exactly from their stored vectors, not through FAISS.
         q = query[None, :]
+        domain, singer, min_score = where.domain, where.singer, where.min_score
         with self._lock:
             self._check_open()
             self._sync()
             scored: list[tuple[float, int]] = []
             if singer is not None:
-                where, params = "s.name = ?", [singer]
+                sql, params = "s.name = ?", [singer]
                 if domain is not None:
-                    where, params = where + " AND t.domain = ?", [singer, domain]
+                    sql, params = sql + " AND t.domain = ?", [singer, domain]
                 rows = self._db.execute(
                     "SELECT t.id, t.vector FROM tracks t JOIN singers s ON s.id = t.singer_id "
-                    f"WHERE {where}",
+                    f"WHERE {sql}",
                     params,
                 ).fetchall()
                 if rows:
