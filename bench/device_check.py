@@ -343,14 +343,12 @@ def markdown(report: dict) -> str:
         lines.append("")
     idx = report["indexing"]
     if idx["status"] == "ok":
+        floor, rate = idx["decode_only"]["files_per_s"], idx["indexing"]["files_per_s"]
         lines += [
-            "## Indexing against the decode floor",
-            "",
+            "## Indexing against the decode floor\n",
             f"{idx['files']} files ({idx['source']}), {idx['workers']} workers: decode-only "
-            f"{idx['decode_only']['files_per_s']} files/s, indexing "
-            f"{idx['indexing']['files_per_s']} files/s: **{100 * idx['ratio']:.0f} %** "
-            "of the floor.",
-            "",
+            f"{floor} files/s, indexing {rate} files/s: **{100 * idx['ratio']:.0f} %** of the "
+            "floor.\n",
         ]
     ide = report["identify"]
     if ide["status"] == "ok":
@@ -391,15 +389,13 @@ def markdown(report: dict) -> str:
         lines.append("")
     mem = report["memory"]
     if mem["status"] == "ok":
+        before, after = mem["after_warmup"]["allocated_mib"], mem["after"]["allocated_mib"]
         lines += [
-            "## GPU memory over requests",
-            "",
-            f"{mem['requests']} requests after 100 warm-up: allocated "
-            f"{mem['after_warmup']['allocated_mib']} -> {mem['after']['allocated_mib']} MiB "
+            "## GPU memory over requests\n",
+            f"{mem['requests']} requests after 100 warm-up: allocated {before} -> {after} MiB "
             f"(growth {mem['growth_allocated_mib']} MiB), reserved growth "
             f"{mem['growth_reserved_mib']} MiB, peak {mem['peak_allocated_mib']} MiB, "
-            f"{mem['requests_per_s']} requests/s.",
-            "",
+            f"{mem['requests_per_s']} requests/s.\n",
         ]
     lines += ["## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
     for name in SECTIONS:

@@ -11,7 +11,7 @@ audio, only mel tensors. The configuration travels inside each checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from model.errors import AudioTooShortError, NoVoicedSegmentError
+from model.stored import Stored
 
 #: Frames per chunk of `log_mel_chunked` (about 3 minutes at 22050 Hz, hop 512).
 DEFAULT_CHUNK_FRAMES = 8192
@@ -29,7 +30,7 @@ CLIPPED_SHARE = 0.005
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(Stored):
     """Feature parameters. Frequencies in Hz, lengths in samples or frames as named."""
 
     sample_rate: int = 22050
@@ -48,14 +49,6 @@ class FeatureConfig:
     vad_top_db: float = 35.0
     vad_floor_db: float = -55.0
     vad_min_voiced: float = 0.7
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     @property
     def min_samples(self) -> int:

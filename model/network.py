@@ -6,18 +6,19 @@ domain: two independent encoders for CROSS, one shared encoder for MONO and MIXE
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from model.domains import DOMAINS
+from model.stored import Stored
 
 MODEL_TYPES = ("cross", "mono", "mixed")
 
 
 @dataclass(frozen=True)
-class EncoderDims:
+class EncoderDims(Stored):
     """Architecture dimensions; saved in every checkpoint."""
 
     n_mels: int = 128  # input channels: convolutions run over time only
@@ -29,14 +30,6 @@ class EncoderDims:
     dropout: float = 0.5
     bn_eps: float = 1e-3  # Keras' default, so imported weights give identical outputs
     leaky_slope: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderDims:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class Encoder(nn.Module):

@@ -17,7 +17,7 @@ and its decision thresholds, and loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from torch import nn
 from model.checkpoint import checkpoint_id, save_payload
 from model.errors import CheckpointError
 from model.features import FeatureConfig
+from model.stored import Stored
 
 FORMAT = "singer-voice-detector"
 VERSION = 1
@@ -36,7 +37,7 @@ DEFAULT_VOICE_DETECTOR = Path(__file__).resolve().parent / "weights" / "voice-de
 
 
 @dataclass(frozen=True)
-class DetectorDims:
+class DetectorDims(Stored):
     """Network shape: input (n_mels, window_frames) log-mel, `channels` per conv block."""
 
     n_mels: int = 128
@@ -44,20 +45,9 @@ class DetectorDims:
     channels: tuple[int, ...] = (8, 16, 32, 32)
     n_classes: int = len(CLASSES)
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "channels": list(self.channels)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DetectorDims:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class DetectorRule:
+class DetectorRule(Stored):
     """Decision thresholds, measured on held-out material (see MODEL_CARD.md).
 
     threshold: P(voice) above which a frame counts as voiced when segments are chosen;
@@ -72,14 +62,6 @@ class DetectorRule:
     min_voice_s: float = 1.0
     hop_frames: int = 16
     domain_threshold: float = 0.5
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DetectorRule:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class VoiceNet(nn.Module):

@@ -67,33 +67,35 @@ def error_response(
     return JSONResponse(body, status, headers=headers)
 
 
+# (error class, HTTP status, code), tested in this order: subclasses before their bases.
+_AUDIO_CODES: tuple[tuple[type[AudioError], int, str], ...] = (
+    (UnsupportedFormatError, 415, "unsupported_format"),
+    (AudioTooShortError, 422, "audio_too_short"),
+    (NoVoicedSegmentError, 422, "no_voiced_segment"),
+    (AudioTooLongError, 422, "audio_too_long"),
+    (UnsupportedAudioParamsError, 422, "unsupported_audio_params"),
+    (AudioError, 422, "invalid_audio"),
+)
+
+
+def _audio_limits(err: AudioError) -> dict[str, Any]:
+    """What a client needs, beside the message, to fix the upload."""
+    if isinstance(err, UnsupportedFormatError):
+        return {"supported_formats": list(SUPPORTED_FORMATS)}
+    if isinstance(err, AudioTooShortError):
+        return {
+            "duration_s": round(err.duration_s, 3),
+            "min_duration_s": round(err.min_duration_s, 3),
+        }
+    if isinstance(err, AudioTooLongError):
+        return {"duration_s": round(err.duration_s, 3), "max_duration_s": err.max_duration_s}
+    return {}
+
+
 def audio_error_response(err: AudioError) -> JSONResponse:
     """The 4xx for an audio file the model cannot use; `reason` has no server-side path."""
-    if isinstance(err, UnsupportedFormatError):
-        return error_response(
-            415, "unsupported_format", err.reason, supported_formats=list(SUPPORTED_FORMATS)
-        )
-    if isinstance(err, AudioTooShortError):
-        return error_response(
-            422,
-            "audio_too_short",
-            err.reason,
-            duration_s=round(err.duration_s, 3),
-            min_duration_s=round(err.min_duration_s, 3),
-        )
-    if isinstance(err, NoVoicedSegmentError):
-        return error_response(422, "no_voiced_segment", err.reason)
-    if isinstance(err, AudioTooLongError):
-        return error_response(
-            422,
-            "audio_too_long",
-            err.reason,
-            duration_s=round(err.duration_s, 3),
-            max_duration_s=err.max_duration_s,
-        )
-    if isinstance(err, UnsupportedAudioParamsError):
-        return error_response(422, "unsupported_audio_params", err.reason)
-    return error_response(422, "invalid_audio", err.reason)
+    status, code = next((s, c) for klass, s, c in _AUDIO_CODES if isinstance(err, klass))
+    return error_response(status, code, err.reason, **_audio_limits(err))
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -159,6 +159,18 @@ class QueryInfo(BaseModel):
     checkpoint_id: str
     quality: Quality
 
+    @staticmethod
+    def of(emb: TrackEmbedding, domain: str, checkpoint_id: str) -> dict[str, Any]:
+        """The fields of this base for a query embedded as `emb`, as keyword arguments of a
+        subclass."""
+        return {
+            "domain": domain,
+            "n_segments": emb.n_segments,
+            "duration_s": emb.duration_s,
+            "checkpoint_id": checkpoint_id,
+            "quality": Quality.of(emb),
+        }
+
 
 class IdentifyResponse(QueryInfo):
     models_domain: Domain | None = Field(

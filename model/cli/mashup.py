@@ -13,7 +13,17 @@ from __future__ import annotations
 import argparse
 import logging
 
+from model.cli.options import add_fields, replace_fields
+
 log = logging.getLogger("model.training.mashup")
+
+# Fields of model.training.mashup.MashupConfig exposed as options of the same name.
+MIX_OPTIONS = {
+    "tempo_tolerance": "relative tempo difference allowed (default %(default)s)",
+    "tempo_octave": "half/double tempo also match",
+    "relative_keys": "relative major/minor keys match",
+    "mixes_per_segment": "mixes over different backgrounds per vocal segment",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,14 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("LO", "HI"),
         help="vocal-to-background RMS ratio range in dB (default %(default)s: equal RMS)",
     )
-    m.add_argument(
-        "--tempo-tolerance",
-        type=float,
-        default=d.tempo_tolerance,
-        help="relative tempo difference allowed (default %(default)s)",
-    )
-    m.add_argument("--tempo-octave", action="store_true", help="half/double tempo also match")
-    m.add_argument("--relative-keys", action="store_true", help="relative major/minor matches")
+    add_fields(m, d, MIX_OPTIONS)
     m.add_argument(
         "--pitch-shifts",
         type=int,
@@ -65,27 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SEMITONES",
         help="background pitch shifts to try, e.g. -1 1",
     )
-    m.add_argument(
-        "--mixes-per-segment",
-        type=int,
-        default=d.mixes_per_segment,
-        help="mixes over different backgrounds per vocal segment",
-    )
     m.add_argument("--chroma", choices=["cqt", "stft"], default=d.chroma)
 
 
 def _config(args):
     from model.training.mashup import MashupConfig
 
-    return MashupConfig(
-        snr_db=tuple(args.snr_db),
-        tempo_tolerance=args.tempo_tolerance,
-        tempo_octave=args.tempo_octave,
-        relative_keys=args.relative_keys,
-        pitch_shifts=tuple(args.pitch_shifts),
-        mixes_per_segment=args.mixes_per_segment,
-        chroma=args.chroma,
+    config = MashupConfig(
+        snr_db=tuple(args.snr_db), pitch_shifts=tuple(args.pitch_shifts), chroma=args.chroma
     )
+    return replace_fields(config, args, MIX_OPTIONS)
 
 
 def _summary(result) -> None:

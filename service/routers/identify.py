@@ -14,7 +14,7 @@ from service.schemas import (
     UPLOAD_ERRORS,
     Domain,
     IdentifyResponse,
-    Quality,
+    QueryInfo,
     SegmentOut,
     SingerHitOut,
     SpanOut,
@@ -72,12 +72,8 @@ async def identify(
         segment_evidence, runtime.catalog, emb, domain, models_domain, cal, target_fa
     )
     return IdentifyResponse(
-        domain=domain,
+        **QueryInfo.of(emb, domain, runtime.embedder.checkpoint_id),
         models_domain=models_domain,
-        n_segments=emb.n_segments,
-        duration_s=emb.duration_s,
-        checkpoint_id=runtime.embedder.checkpoint_id,
-        quality=Quality.of(emb),
         singers=[SingerHitOut.of_hit(h, c) for h, c in zip(hits, reading.confidence, strict=True)],
         verdict=reading.verdict,
         calibrated=cal is not None,

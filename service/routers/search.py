@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from service.deps import ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
-from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, Quality, SearchResponse, TrackHitOut
+from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, QueryInfo, SearchResponse, TrackHitOut
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
@@ -88,14 +88,10 @@ async def search(
     if not hits and note is None and (singer is not None or min_score is not None):
         note = "no track passes the filters"
     return SearchResponse(
-        domain=domain,
+        **QueryInfo.of(emb, domain, runtime.embedder.checkpoint_id),
         target=target,
         searched=searched,
         note=note,
-        n_segments=emb.n_segments,
-        duration_s=emb.duration_s,
-        checkpoint_id=runtime.embedder.checkpoint_id,
-        quality=Quality.of(emb),
         tracks=[TrackHitOut.of_hit(h, runtime.audio.playable(h.track)) for h in page],
         next_cursor=encode_cursor(offset + top_k) if len(hits) > offset + top_k else None,
     )
