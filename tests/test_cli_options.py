@@ -1,0 +1,42 @@
+"""Options made from configuration dataclasses (model.cli.options) and their dict round trip
+(model.stored.Stored)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from model.cli import train_voice
+from model.features import FeatureConfig
+from model.training.voice import VoiceTrainConfig
+from model.voice import DetectorDims, DetectorRule
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train_voice.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_options_default_to_the_dataclass_and_read_back_into_it():
+    from model.cli.options import replace_fields
+
+    args = parse()
+    assert replace_fields(VoiceTrainConfig(), args, train_voice.TRAIN_OPTIONS) == VoiceTrainConfig()
+    assert replace_fields(DetectorRule(), args, train_voice.RULE_OPTIONS) == DetectorRule()
+
+    args = parse("--steps", "7", "--lr", "0.5", "--min-voice-s", "2.5")
+    tc = replace_fields(VoiceTrainConfig(), args, train_voice.TRAIN_OPTIONS)
+    rule = replace_fields(DetectorRule(), args, train_voice.RULE_OPTIONS)
+    assert tc == replace(VoiceTrainConfig(), steps=7, lr=0.5)
+    assert rule == replace(DetectorRule(), min_voice_s=2.5)
+    assert isinstance(tc.steps, int) and isinstance(rule.min_voice_s, float)
+
+
+def test_stored_configs_round_trip_and_ignore_unknown_keys():
+    dims = DetectorDims(channels=(4, 8))
+    stored = dims.to_dict()
+    assert stored["channels"] == [4, 8]  # plain JSON types in the checkpoint
+    assert DetectorDims.from_dict({**stored, "added_by_a_newer_version": 1}) == dims
+    features = replace(FeatureConfig(), n_mels=64)
+    assert FeatureConfig.from_dict(features.to_dict()) == features
