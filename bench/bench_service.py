@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from bench.workload import free_port, uploads
 from catalog import Catalog
 from model import DEFAULT_CHECKPOINT
+from model.cli.options import add_device
 from model.embedding import Embedder, inference_threads
 
 BATCHING_MODES = ("off", "on")
@@ -297,7 +298,7 @@ def main() -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    p.add_argument("--device", default="auto", help="SINGER_DEVICE of the server and baseline")
+    add_device(p)  # SINGER_DEVICE of the server and of the embedding-only baseline
     p.add_argument("--seconds", type=float, default=30.0, help="upload duration")
     p.add_argument("--uploads", type=int, default=4, help="distinct upload files")
     p.add_argument(

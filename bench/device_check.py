@@ -344,12 +344,11 @@ def markdown(report: dict) -> str:
     idx = report["indexing"]
     if idx["status"] == "ok":
         floor, rate = idx["decode_only"]["files_per_s"], idx["indexing"]["files_per_s"]
-        lines += [
-            "## Indexing against the decode floor\n",
+        text = (
             f"{idx['files']} files ({idx['source']}), {idx['workers']} workers: decode-only "
-            f"{floor} files/s, indexing {rate} files/s: **{100 * idx['ratio']:.0f} %** of the "
-            "floor.\n",
-        ]
+            f"{floor} files/s, indexing {rate} files/s: **{idx['ratio']:.0%}** of the floor."
+        )
+        lines += ["## Indexing against the decode floor\n", text + "\n"]
     ide = report["identify"]
     if ide["status"] == "ok":
         lines += [
@@ -390,12 +389,12 @@ def markdown(report: dict) -> str:
     mem = report["memory"]
     if mem["status"] == "ok":
         before, after = mem["after_warmup"]["allocated_mib"], mem["after"]["allocated_mib"]
+        growth = (mem["growth_allocated_mib"], mem["growth_reserved_mib"])
         lines += [
             "## GPU memory over requests\n",
             f"{mem['requests']} requests after 100 warm-up: allocated {before} -> {after} MiB "
-            f"(growth {mem['growth_allocated_mib']} MiB), reserved growth "
-            f"{mem['growth_reserved_mib']} MiB, peak {mem['peak_allocated_mib']} MiB, "
-            f"{mem['requests_per_s']} requests/s.\n",
+            f"(growth {growth[0]} MiB), reserved growth {growth[1]} MiB, peak "
+            f"{mem['peak_allocated_mib']} MiB, {mem['requests_per_s']} requests/s.\n",
         ]
     lines += ["## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
     for name in SECTIONS:

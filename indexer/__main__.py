@@ -19,16 +19,10 @@ import sys
 from pathlib import Path
 
 from model.audio import MAX_TRACK_SECONDS
+from model.cli.options import add_embedding_options
 
 log = logging.getLogger("indexer")
 INTERRUPTED = 130  # the shell's status for SIGINT
-
-COMMANDS = {
-    "index": "embed the audio of a folder or CSV manifest into the catalogue (the default)",
-    "stats": "show what the catalogue holds",
-    "remove": "remove tracks by id, singer or checkpoint",
-    "export": "write the catalogue's tracks as CSV (a valid manifest) or JSON",
-}
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -63,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parsers = {
-        name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS.items()
-    }
+    parsers = {}
+    for name, handler in COMMANDS.items():
+        text = (handler.__doc__ or "").strip()  # the handler's docstring is the command's help
+        parsers[name] = sub.add_parser(name, help=text, description=text)
     for p in parsers.values():
         _add_common(p)
 
@@ -90,24 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rebuild", action="store_true", help="re-embed every file, even those already indexed"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when available), cpu, cuda, cuda:N; model and FAISS",
-    )
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
-    p.add_argument(
-        "--batch-size", type=int, default=64, help="segments per inference batch (default: 64)"
-    )
+    add_embedding_options(p, MAX_TRACK_SECONDS)
     p.add_argument(
         "--threads",
         type=int,
         help="torch threads for CPU inference (default: cores minus workers, >= 1)",
-    )
-    p.add_argument(
-        "--all-segments",
-        action="store_true",
-        help="embed every full segment (no voice-activity selection)",
     )
     p.add_argument(
         "--commit-every",
@@ -116,13 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tracks per catalogue transaction; at most this many are re-embedded "
         "after a crash (default: 64; also every 2 s)",
-    )
-    p.add_argument(
-        "--max-seconds",
-        type=float,
-        default=MAX_TRACK_SECONDS,
-        help="longest decoded audio per file; longer files are reported and skipped "
-        f"(default: {MAX_TRACK_SECONDS:g})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -176,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from catalog import CatalogError
 
     try:
-        return {"index": _index, "stats": _stats, "remove": _remove, "export": _export}[
-            args.command
-        ](args)
+        return COMMANDS[args.command](args)
     except CatalogError as err:
         log.error("%s", err)
         return 2
@@ -210,6 +183,7 @@ def _missing(args) -> bool:
 
 
 def _index(args) -> int:
+    """Embed the audio of a folder or CSV manifest into the catalogue (the default)."""
     import torch
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -283,6 +257,7 @@ def _index(args) -> int:
 
 
 def _stats(args) -> int:
+    """Show what the catalogue holds."""
     if _missing(args):
         return 2
     with _open(args) as catalog:
@@ -306,6 +281,7 @@ def _stats(args) -> int:
 
 
 def _remove(args) -> int:
+    """Remove tracks by id, singer or checkpoint."""
     if not (args.ids or args.singer or args.checkpoint_id):
         log.error("give track ids, --singer or --checkpoint-id")
         return 2
@@ -327,6 +303,7 @@ def _remove(args) -> int:
 
 
 def _export(args) -> int:
+    """Write the catalogue's tracks as CSV (a valid manifest) or JSON."""
     if _missing(args):
         return 2
     fmt = args.format or ("json" if args.output and args.output.suffix == ".json" else "csv")
@@ -342,6 +319,8 @@ def _export(args) -> int:
     log.info("exported %d tracks as %s%s", n, fmt, f" to {args.output}" if args.output else "")
     return 0
 
+
+COMMANDS = {"index": _index, "stats": _stats, "remove": _remove, "export": _export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -57,9 +57,9 @@ class DetectorRule(Stored):
     domain_threshold: domain_score above which audio sounds mixed (below 1 - it, solo).
     """
 
-    threshold: float = 0.5
-    singing_threshold: float = 0.7
-    min_voice_s: float = 1.0
+    threshold: float = 0.5  # P(voice) of a voiced frame when segments are chosen
+    singing_threshold: float = 0.7  # P(voice) of a sung frame when deciding on refusal
+    min_voice_s: float = 1.0  # seconds of sung frames below which a recording is refused
     hop_frames: int = 16
     domain_threshold: float = 0.5
 

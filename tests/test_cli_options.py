@@ -12,10 +12,14 @@ from model.training.voice import VoiceTrainConfig
 from model.voice import DetectorDims, DetectorRule
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     train_voice.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parser
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return _parser().parse_args(list(argv))
 
 
 def test_options_default_to_the_dataclass_and_read_back_into_it():
@@ -31,6 +35,32 @@ def test_options_default_to_the_dataclass_and_read_back_into_it():
     assert tc == replace(VoiceTrainConfig(), steps=7, lr=0.5)
     assert rule == replace(DetectorRule(), min_voice_s=2.5)
     assert isinstance(tc.steps, int) and isinstance(rule.min_voice_s, float)
+
+
+def test_help_is_the_comment_beside_or_above_the_field():
+    from dataclasses import dataclass
+
+    from model.cli.options import field_comments
+
+    @dataclass
+    class Example:
+        """Docstring lines like steps: a decoy are not comments."""
+
+        steps: int = 3  # optimiser steps
+        # learning rate,
+        # peak of the one-cycle schedule
+        lr: float = 0.1
+        quiet: bool = False
+
+    assert field_comments(Example) == {
+        "steps": "optimiser steps",
+        "lr": "learning rate, peak of the one-cycle schedule",
+        "quiet": "",
+    }
+    # every option a CLI makes from a dataclass is documented
+    helps = {a.dest: a.help for a in _parser()._actions}
+    for name in (*train_voice.TRAIN_OPTIONS, *train_voice.RULE_OPTIONS):
+        assert helps[name], name
 
 
 def test_stored_configs_round_trip_and_ignore_unknown_keys():

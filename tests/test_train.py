@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,27 @@ def test_training_run_checkpoint_and_resume(tiny_data, tmp_path):
     longer = TrainConfig.from_dict(cfg.to_dict() | {"epochs": 2})
     with pytest.raises(ValueError, match="another configuration"):
         train(longer, rows, val, bgs, tmp_path / "run")
+
+
+def test_cosine_schedule_and_snapshots(tiny_data, tmp_path):
+    rows, bgs = tiny_data
+    cfg = replace(tiny_config("cross", lr_schedule="cosine", snapshot_every=1), epochs=2)
+    pool = TrainingPool(cfg.features, cfg.speeds, cfg.mix).load(rows, bgs)
+    trainer = Trainer(cfg, pool, None, [], tmp_path / "run")
+    lrs = []
+    for epoch, step in [(0, 0), (0, 1), (1, 0), (1, 1)]:  # 4 metric steps
+        trainer._set_lr(epoch, step)
+        lrs.append(trainer.opt.param_groups[0]["lr"])
+    expected = [cfg.lr * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(4)]
+    assert lrs == pytest.approx(expected) and lrs[0] == cfg.lr
+    trainer.set_normalization(n=16)
+    trainer.run()
+    # pre-training epoch 1, metric epochs 2-3: a snapshot per epoch, the last equal to last.pt
+    names = sorted(p.name for p in (tmp_path / "run").glob("epoch-*.pt"))
+    assert names == ["epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
+    last, snap = (
+        torch.load(tmp_path / "run" / n, weights_only=True) for n in ("last.pt", names[-1])
+    )
+    assert all(torch.equal(last["state_dict"][k], v) for k, v in snap["state_dict"].items())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Trainer(tiny_config("cross", lr_schedule="step"), pool, None, [], tmp_path / "x").run()

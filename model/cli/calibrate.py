@@ -12,7 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli.evaluate import _names, add_data_arguments, load_clips
+from model.cli.evaluate import add_data_arguments, load_clips
+from model.cli.options import add_calibration_impostors, add_evaluation_runtime
 
 log = logging.getLogger("model.calibrate")
 
@@ -20,15 +21,7 @@ log = logging.getLogger("model.calibrate")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to calibrate")
     add_data_arguments(p)
-    p.add_argument(
-        "--impostors",
-        type=_names,
-        default=["ariel", "stool"],
-        metavar="A,B,...",
-        help="singers kept out of the catalogue whose every clip is an impostor query; pick "
-        "singers the checkpoint was not trained on (empty string: leave-one-singer-out "
-        "rotations) (default: %(default)s, the default model's validation singers)",
-    )
+    add_calibration_impostors(p, "--impostors")
     p.add_argument(
         "--norm",
         choices=("raw", "snorm"),
@@ -41,19 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="output file (default: <checkpoint folder>/<checkpoint_id>.calibration.json)",
     )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="embedding cache (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
-    p.add_argument("--workers", type=int, default=1, help="decoding threads (default: %(default)s)")
-    p.add_argument(
-        "--torch-threads",
-        type=int,
-        default=1,
-        help="CPU threads for inference (0: torch's default) (default: %(default)s)",
-    )
+    add_evaluation_runtime(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from model.audio import MAX_TRACK_SECONDS
+from model.cli.options import add_embedding_options
 from model.errors import AudioError, CheckpointError
 
 log = logging.getLogger("model.embed")
@@ -27,25 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .npy, shape (n_files, embed_dim)")
     p.add_argument("--files-from", help="text file with one audio path per line (after FILE...)")
     p.add_argument(
-        "--all-segments",
-        action="store_true",
-        help="use every full segment (no voice-activity selection)",
-    )
-    p.add_argument(
         "--skip-bad",
         action="store_true",
         help="write a NaN row for a file that cannot be used instead of failing",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
-    p.add_argument("--batch-size", type=int, default=64, help="segments per inference batch")
-    p.add_argument(
-        "--max-seconds",
-        type=float,
-        default=MAX_TRACK_SECONDS,
-        help="longest decoded audio per file; a longer file is an unusable file "
-        f"(default: {MAX_TRACK_SECONDS:g})",
-    )
+    add_embedding_options(p, MAX_TRACK_SECONDS)
 
 
 def main(args: argparse.Namespace) -> int:

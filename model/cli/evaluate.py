@@ -20,6 +20,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from model.cli.options import add_calibration_impostors, add_evaluation_runtime, name_list
+
 log = logging.getLogger("model.evaluate")
 
 RECIPES = ("mir1k", "acappella")
@@ -90,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument(
         "--singers",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=name_list,
         default=[],
         metavar="A,B,...",
         help="evaluate only these singers (e.g. those a model was "
@@ -127,32 +129,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "exactly as for an upload)",
     )
     p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="embedding cache (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
-    )
-    p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="decoding threads beside the inference thread (0: decode inline)",
-    )
-    p.add_argument(
-        "--torch-threads",
-        type=int,
-        default=1,
-        help="CPU threads for inference; 1 keeps a small or shared machine from "
-        "stalling on oversubscribed OpenMP threads (0: torch's default)",
-    )
+    add_evaluation_runtime(p)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     add_open_set_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-
-
-def _names(text: str) -> list[str]:
-    return [x for x in text.split(",") if x]
 
 
 def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
@@ -164,20 +144,13 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--impostors",
-        type=_names,
+        type=name_list,
         default=["abjones", "bobon", "geniusturtle", "khair", "yifen"],
         metavar="A,B,...",
         help="singers held out as impostors (default: the default model's 5 held-out MIR-1K "
         "singers: %(default)s)",
     )
-    p.add_argument(
-        "--calibration-impostors",
-        type=_names,
-        default=["ariel", "stool"],
-        metavar="A,B,...",
-        help="singers whose clips are the calibration's impostors, out of every catalogue "
-        "(empty string: leave-one-singer-out rotations) (default: %(default)s)",
-    )
+    add_calibration_impostors(p, "--calibration-impostors")
     p.add_argument(
         "--target-fa",
         type=float,

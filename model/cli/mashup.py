@@ -18,12 +18,7 @@ from model.cli.options import add_fields, replace_fields
 log = logging.getLogger("model.training.mashup")
 
 # Fields of model.training.mashup.MashupConfig exposed as options of the same name.
-MIX_OPTIONS = {
-    "tempo_tolerance": "relative tempo difference allowed (default %(default)s)",
-    "tempo_octave": "half/double tempo also match",
-    "relative_keys": "relative major/minor keys match",
-    "mixes_per_segment": "mixes over different backgrounds per vocal segment",
-}
+MIX_OPTIONS = ("tempo_tolerance", "tempo_octave", "relative_keys", "mixes_per_segment")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,37 +1,144 @@
-"""Command-line options made from configuration dataclasses.
+"""Command-line options shared by the CLIs, and options made from configuration dataclasses.
 
-A field's type and default are written once, in its dataclass; a CLI names the fields it
-exposes with their help texts (`add_fields`) and reads them back (`replace_fields`). Options
-with other shapes (lists, choices, flags named unlike their field) stay hand-written.
+A dataclass field's type, default and help are written once, in its class: the help is the
+comment beside the field (or the comment lines right above it), so a CLI only names the fields
+it exposes (`add_fields`) and reads them back (`replace_fields`). Options with other shapes
+(lists, choices, flags named unlike their field) stay hand-written.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
-from collections.abc import Mapping
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 Config = TypeVar("Config")
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
-def add_fields(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    config: Any,
-    helps: Mapping[str, str],
-) -> None:
-    """One `--field-name` option per entry of `helps` (field -> help text), typed and
-    defaulted from the dataclass instance `config`; booleans get `--x / --no-x`."""
-    for name, text in helps.items():
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment in the source of dataclass `cls` ({} without source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    lines = source.splitlines()
+    out = {}
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        first, last = node.lineno, node.end_lineno or node.lineno
+        beside = [comments[n] for n in range(first, last + 1) if n in comments]
+        above: list[str] = []
+        n = first - 1  # comment-only lines right above the field
+        while n in comments and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, comments[n])
+            n -= 1
+        out[node.target.id] = " ".join(beside or above)
+    return out
+
+
+def add_fields(parser: Parser, config: Any, names: Sequence[str]) -> None:
+    """One `--field-name` option per field of `names`, typed, defaulted and documented from
+    the dataclass instance `config`; booleans get `--x / --no-x`."""
+    helps = field_comments(type(config))
+    for name in names:
         default = getattr(config, name)
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             action = argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=action, default=default, help=text)
+            parser.add_argument(flag, action=action, default=default, help=helps.get(name))
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=text)
+            parser.add_argument(flag, type=type(default), default=default, help=helps.get(name))
 
 
-def replace_fields(config: Config, args: argparse.Namespace, helps: Mapping[str, str]) -> Config:
-    """`config` with the fields of `helps` taken from the parsed `args`."""
-    return dataclasses.replace(config, **{name: getattr(args, name) for name in helps})
+def replace_fields(config: Config, args: argparse.Namespace, names: Sequence[str]) -> Config:
+    """`config` with the fields `names` taken from the parsed `args`."""
+    return dataclasses.replace(config, **{name: getattr(args, name) for name in names})
+
+
+def name_list(text: str) -> list[str]:
+    """argparse type of a comma-separated list: "a,b," -> ["a", "b"]; "" -> []."""
+    return [x for x in text.split(",") if x]
+
+
+def add_device(parser: Parser, default: str | None = "auto") -> None:
+    """--device, for the model (and FAISS where a catalogue is open)."""
+    parser.add_argument(
+        "--device",
+        default=default,
+        help=f"auto (CUDA when available), cpu, cuda, cuda:N (default: {default or 'auto'})",
+    )
+
+
+def add_embedding_options(parser: Parser, max_seconds: float) -> None:
+    """How files become vectors (`model embed`, the indexer): device, decoding threads, batch,
+    segment choice and the longest file accepted."""
+    add_device(parser)
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="segments per inference batch (default: 64)"
+    )
+    parser.add_argument(
+        "--all-segments",
+        action="store_true",
+        help="embed every full segment (no voice-activity selection)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=max_seconds,
+        help="longest decoded audio per file; a longer file is reported as unusable "
+        f"(default: {max_seconds:g})",
+    )
+
+
+def add_evaluation_runtime(parser: Parser) -> None:
+    """Embedding cache and CPU budget of `model evaluate` and `model calibrate`."""
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="embedding cache (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
+    )
+    add_device(parser, default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="decoding threads beside the inference thread (0: decode inline) (default: 1)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads for inference; 1 keeps a small or shared machine from stalling on "
+        "oversubscribed OpenMP threads (0: torch's default) (default: 1)",
+    )
+
+
+def add_calibration_impostors(parser: Parser, flag: str) -> None:
+    """The singers whose clips are the calibration's impostors (`calibrate`, `evaluate`)."""
+    parser.add_argument(
+        flag,
+        type=name_list,
+        default=["ariel", "stool"],
+        metavar="A,B,...",
+        help="singers kept out of every catalogue whose clips are the calibration's impostor "
+        "queries; pick singers the checkpoint was not trained on (empty string: "
+        "leave-one-singer-out rotations) (default: ariel,stool, the default model's "
+        "validation singers)",
+    )

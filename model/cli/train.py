@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from model.cli.options import add_device
 from model.shared import shared_dir
 
 log = logging.getLogger("model.training.train")
@@ -61,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="speed factors for pseudo-singers, e.g. 0.89,1,1.12",
     )
     p.add_argument("--spec-augment", action="store_true", default=None)
-    p.add_argument("--device", help="auto (CUDA if available), cpu, cuda")
+    add_device(p, default=None)  # None: the config's
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
     p.add_argument("--export", help="copy the best checkpoint here when done")
     p.add_argument(

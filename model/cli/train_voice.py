@@ -14,20 +14,16 @@ from model.shared import shared_dir
 log = logging.getLogger("model.train_voice")
 
 # Fields of model.training.voice.VoiceTrainConfig and model.voice.DetectorRule exposed as options.
-TRAIN_OPTIONS = {
-    "steps": "optimiser steps",
-    "batch_size": "windows per step",
-    "lr": "peak learning rate (one-cycle)",
-    "seed": "random seed (data and weights)",
-    "mir1k_every": "use every n-th MIR-1K clip (larger: faster, smaller training set)",
-    "instrumental_crops": "10-s crops per training instrumental track",
-    "n_nonvoice": "generated non-voice examples",
-}
-RULE_OPTIONS = {
-    "threshold": "P(voice) of a voiced frame when segments are chosen",
-    "singing_threshold": "P(voice) of a sung frame when deciding that a recording holds singing",
-    "min_voice_s": "seconds of sung frames below which a recording holds no singing (refused)",
-}
+TRAIN_OPTIONS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "seed",
+    "mir1k_every",
+    "instrumental_crops",
+    "n_nonvoice",
+)
+RULE_OPTIONS = ("threshold", "singing_threshold", "min_voice_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

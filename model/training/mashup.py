@@ -64,9 +64,9 @@ class MashupConfig:
     """Mashup settings. Tempi in bpm, ratios in dB, lengths in STFT frames of `features`."""
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    tempo_tolerance: float = 0.04  # |vocal / background - 1| at most this
-    tempo_octave: bool = False
-    relative_keys: bool = False
+    tempo_tolerance: float = 0.04  # relative tempo difference allowed: |vocal / background - 1|
+    tempo_octave: bool = False  # half and double tempo also match
+    relative_keys: bool = False  # relative major/minor keys also match
     pitch_shifts: tuple[int, ...] = ()
     snr_db: tuple[float, float] = (0.0, 0.0)  # vocal-to-background RMS ratio range
     mixes_per_segment: int = 1  # different backgrounds under each vocal segment

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
@@ -60,6 +62,8 @@ class TrainConfig:
     # checkpoint whose weights and input statistics start the run (same type and dims); "":
     # random initialisation
     init_checkpoint: str = ""
+    lr_schedule: str = "constant"  # "cosine": lr decays to 0 over the metric-learning steps
+    snapshot_every: int = 0  # also keep epoch-NNN.pt every this many epochs (0: never)
     mix: MixConfig = field(default_factory=MixConfig)
     dims: EncoderDims = field(default_factory=EncoderDims)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -257,6 +261,10 @@ class Trainer:
     def run(self, progress: bool = False) -> dict:
         from tqdm import tqdm
 
+        if self.cfg.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"lr_schedule must be constant or cosine, got {self.cfg.lr_schedule!r}"
+            )
         while self.epoch < self.total_epochs:
             phase = "pretrain" if self.epoch < self.cfg.pretrain_epochs else "metric"
             if phase == "metric" and self.epoch == self.cfg.pretrain_epochs:
@@ -270,7 +278,9 @@ class Trainer:
                 disable=not progress,
                 unit="step",
             )
-            for _ in bar:
+            for step in bar:
+                if phase == "metric" and self.cfg.lr_schedule == "cosine":
+                    self._set_lr(self.epoch - self.cfg.pretrain_epochs, step)
                 loss = (self.classification_loss if phase == "pretrain" else self.metric_loss)(
                     self.pool, self.rng
                 )
@@ -291,6 +301,12 @@ class Trainer:
             log.info("%s", json.dumps(record))
             self.save(record)
         return {"history": self.history, "best": self.best}
+
+    def _set_lr(self, epoch: int, step: int) -> None:
+        """Cosine decay from cfg.lr to 0 over the metric epochs (epoch counted from 0)."""
+        t = (epoch * self.cfg.steps_per_epoch + step) / (self.cfg.epochs * self.cfg.steps_per_epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
     @torch.no_grad()
     def validate(self, phase: str) -> dict:
@@ -350,6 +366,8 @@ class Trainer:
     def save(self, record: dict) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.net, self.out / "last.pt", self.cfg.features, self._meta(record))
+        if self.cfg.snapshot_every and self.epoch % self.cfg.snapshot_every == 0:
+            shutil.copyfile(self.out / "last.pt", self.out / f"epoch-{self.epoch:03d}.pt")
         score = record.get("val_mean", -record["train_loss"])
         if record["phase"] == "metric" and score >= self.best:
             self.best = score

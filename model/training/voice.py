@@ -69,17 +69,17 @@ NONVOICE_KINDS = (
 class VoiceTrainConfig:
     """Options of `train_voice`. Durations in seconds."""
 
-    seed: int = 0
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 2e-3
+    seed: int = 0  # random seed (data and weights)
+    steps: int = 1500  # optimiser steps
+    batch_size: int = 128  # windows per step
+    lr: float = 2e-3  # peak learning rate (one-cycle)
     weight_decay: float = 1e-4
     dims: DetectorDims = field(default_factory=DetectorDims)
     window_hop: int = 4  # frames between candidate training windows
     max_take_s: float = 20.0  # a cappella and instrumental crops
-    instrumental_crops: int = 6  # per instrumental track
+    instrumental_crops: int = 6  # 10-s crops per training instrumental track
     n_nonvoice: int = 600  # generated non-voice examples
-    mir1k_every: int = 1  # use every n-th MIR-1K training clip (1: all)
+    mir1k_every: int = 1  # use every n-th MIR-1K training clip (larger: faster, fewer clips)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -20,10 +20,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from model.cli.options import add_fields, replace_fields
 from tests.support.live import (
     API_KEY,
     ServiceProcess,
@@ -82,23 +84,34 @@ def schemathesis_cmd(url: str, examples: int, seed: int, workers: int) -> list[s
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.support.fuzz", description=__doc__)
-    p.add_argument(
-        "--requests", type=int, default=20000, help="stop after this many (default: 20000)"
-    )
-    p.add_argument(
-        "--examples", type=int, default=300, help="examples per operation per round (default: 300)"
-    )
-    p.add_argument("--workers", type=int, default=2, help="schemathesis workers (default: 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first round (default: 0)")
-    p.add_argument(
-        "--max-minutes",
-        type=float,
-        help="start no new round after this long, even below --requests (default: no limit)",
-    )
-    args = p.parse_args(argv)
+@dataclass(frozen=True)
+class FuzzPlan:
+    """How long `make fuzz` runs, and with what."""
 
+    requests: int = 20000  # stop once the server has served this many requests
+    examples: int = 300  # schemathesis examples per operation per round
+    workers: int = 2  # schemathesis workers
+    seed: int = 0  # seed of the first round; round i uses seed + i
+    max_minutes: float = (
+        0.0  # start no new round after this long, even below requests (0: no limit)
+    )
+
+
+FIELDS = ("requests", "examples", "workers", "seed", "max_minutes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.support.fuzz",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_fields(p, FuzzPlan(), FIELDS)
+    return run(replace_fields(FuzzPlan(), p.parse_args(argv), FIELDS))
+
+
+def run(args: FuzzPlan) -> int:
+    """Fuzz a fresh service until `args.requests` are served; 1 on any 5xx or failed check."""
     from model.checkpoint import make_random_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="singer-fuzz-"))
