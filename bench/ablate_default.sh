@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 HOLDOUT=abjones,bobon,geniusturtle,khair,yifen
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(distill takes channel no-distill accompaniments-only default)
+[ ${#names[@]} -gt 0 ] || names=(distill takes channel no-distill accompaniments-only default codec)
 for name in "${names[@]}"; do
   cfg=bench/ablations/$name.train.json
   recipe=teacher  # ../shared/data + the a cappella takes
@@ -27,4 +27,8 @@ for name in "${names[@]}"; do
   [ -f "data/eval/ablation-$name/results.json" ] ||
     "$PY" -m model evaluate --recipe mir1k --all-segments --singers "$HOLDOUT" \
       --checkpoint "$run/last.pt" --name "$name" --out "data/eval/ablation-$name"
+  # the second dev figure: a cappella verification EER (mono branch, held-out takes)
+  [ -f "data/eval/ablation-$name-acappella/acappella_eer.json" ] ||
+    "$PY" -m model evaluate --recipe acappella --checkpoint "$run/last.pt" --name "$name" \
+      --out "data/eval/ablation-$name-acappella"
 done

@@ -10,7 +10,7 @@ import torch
 from model.features import FeatureConfig
 from model.manifest import ManifestRow
 from model.network import EncoderDims
-from model.training.augment import random_channel, telephone
+from model.training.augment import codec_round_trip, random_channel, telephone
 from model.training.data import MixConfig, Recording, TrainingPool
 from model.training.distill import attach_targets, batch_targets, crop_target
 from model.training.teacher import SAMPLE_RATE, Teacher, partial_starts
@@ -121,6 +121,18 @@ def test_channel_augmentation_keeps_length_and_telephone_removes_the_low_band():
     power = np.abs(np.fft.rfft(y)) ** 2
     power_t = np.abs(np.fft.rfft(band)) ** 2
     assert power_t[low].sum() < 0.01 * power[low].sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_codec_round_trip_is_aligned_lossy_and_same_length(seed):
+    y = 0.5 * sing(VOICES[1], 3.0, seed=seed)
+    y[:100] = 1.5  # over full scale: scaled into range for the encoder and back
+    out = codec_round_trip(y, SR, np.random.default_rng(seed))
+    assert out.shape == y.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    body = slice(2000, -2000)
+    corr = np.corrcoef(y[body], out[body])[0, 1]
+    err = np.sqrt(np.mean((y[body] - out[body]) ** 2)) / np.sqrt(np.mean(y[body] ** 2))
+    assert corr > 0.9 and 0.005 < err < 0.5, (corr, err)  # aligned (no codec delay), lossy
 
 
 def test_bootstrap_interval_and_eer():

@@ -344,3 +344,35 @@ def test_openapi_documents_the_open_set_fields(calibrated):
     assert identify["verdict"]["examples"] == ["known"]
     assert schemas["SingerHitOut"]["properties"]["confidence"]["examples"] == [0.87]
     assert "next_cursor" in schemas["SearchResponse"]["properties"]
+
+
+def test_impostor_recordings_join_the_calibration_only():
+    from model.evaluation.openset import OpenSetConfig, open_set_scenario
+    from model.evaluation.splits import EvalClip, impostor_clips, split_summary
+
+    rng = np.random.default_rng(0)
+    centres = {s: rng.normal(size=16) for s in "abcdef"}
+
+    def vec(s):
+        v = centres[s] + 0.3 * rng.normal(size=16)
+        return v / np.linalg.norm(v)
+
+    clips = [
+        EvalClip(f"{s}{i}", s, role, song=f"{s}-{i}", mono_path=f"/{s}{i}")
+        for s in "abcde"
+        for i, role in enumerate(["model", "model", "query", "query"])
+    ]
+    clips += impostor_clips(["/takes/x.opus", "/takes/y.opus"], ["/bg/one.opus"])
+    assert [c.accompaniment_path for c in clips[-2:]] == ["/bg/one.opus"] * 2
+    assert split_summary(clips)["n_singers"] == 5
+    assert split_summary(clips)["n_calibration_impostor_clips"] == 2
+    vectors = {i: vec(c.singer if c.role != "impostor" else "f") for i, c in enumerate(clips)}
+    cfg = OpenSetConfig(impostors=("e",))
+    with_takes, _ = open_set_scenario(clips, vectors, vectors, cfg)
+    known_only = {i: v for i, v in vectors.items() if i < len(clips) - 2}
+    without, _ = open_set_scenario(clips[:-2], known_only, known_only, cfg)
+    # 4 known singers' calibration halves (1 query each) + the 2 impostor recordings
+    assert without["n_calibration_queries"] == 4 and with_takes["n_calibration_queries"] == 6
+    assert with_takes["calibration_impostors"] == ["leave-one-singer-out", "2 impostor recordings"]
+    # the evaluation trials are the same: the impostor recordings never reach them
+    assert with_takes["raw"] == without["raw"] and with_takes["snorm"] == without["snorm"]

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli.evaluate import add_data_arguments, load_clips
+from model.cli.evaluate import add_data_arguments, add_take_impostors, load_clips
 from model.cli.options import add_calibration_impostors, add_evaluation_runtime
 
 log = logging.getLogger("model.calibrate")
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to calibrate")
     add_data_arguments(p)
     add_calibration_impostors(p, "--impostors")
+    add_take_impostors(p)
     p.add_argument(
         "--norm",
         choices=("raw", "snorm"),

@@ -56,6 +56,32 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_take_impostors(p: argparse.ArgumentParser) -> None:
+    """--calibration-takes (shared with `model calibrate`)."""
+    p.add_argument(
+        "--calibration-takes",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also calibrate on the held-out 20 %% of the a cappella takes as impostors (57 "
+        "voices outside every training set; mixed renderings over the instrumental tracks), "
+        "from the shared folder (default: %(default)s)",
+    )
+
+
+def take_impostors(args: argparse.Namespace) -> list:
+    """The EvalClips --calibration-takes adds ([] without it). Raises FileNotFoundError."""
+    if not args.calibration_takes:
+        return []
+    from model.evaluation.splits import impostor_clips
+    from model.shared import shared_dir
+    from model.training.datasets import acappella_rows, split_acappella
+
+    data = shared_dir() / "data"
+    _, held = split_acappella(acappella_rows(data / "acappella"))
+    backgrounds = sorted((data / "instrumental").glob("*.*"))
+    return impostor_clips([r.path for r in held], [b for b in backgrounds if b.suffix != ".csv"])
+
+
 def load_clips(args: argparse.Namespace) -> tuple[list, str]:
     """(clips, data set description) of --recipe / --manifest. Raises FileNotFoundError,
     ManifestError."""
@@ -63,10 +89,10 @@ def load_clips(args: argparse.Namespace) -> tuple[list, str]:
 
     if args.recipe == "mir1k":
         root = args.data_root or _default_mir1k()
-        return splits.mir1k_split(root), f"MIR-1K cross-song split ({root})"
+        return splits.mir1k_split(root) + take_impostors(args), f"MIR-1K cross-song split ({root})"
     if args.recipe is not None:
         raise ValueError(f"--recipe {args.recipe} has no model/query split; use mir1k")
-    return splits.read_eval_manifest(args.manifest), str(args.manifest)
+    return splits.read_eval_manifest(args.manifest) + take_impostors(args), str(args.manifest)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,6 +177,7 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
         "singers: %(default)s)",
     )
     add_calibration_impostors(p, "--calibration-impostors")
+    add_take_impostors(p)
     p.add_argument(
         "--target-fa",
         type=float,
@@ -191,11 +218,11 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     if args.singers:
-        unknown = sorted(set(args.singers) - {c.singer for c in clips})
+        unknown = sorted(set(args.singers) - {c.singer for c in clips if c.role != "impostor"})
         if unknown:
             log.error("--singers: not in the evaluation set: %s", ", ".join(unknown))
             return 2
-        clips = [c for c in clips if c.singer in set(args.singers)]
+        clips = [c for c in clips if c.singer in set(args.singers) or c.role == "impostor"]
         dataset += f", singers {','.join(sorted(args.singers))}"
     if args.torch_threads > 0:
         import torch

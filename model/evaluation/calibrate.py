@@ -63,7 +63,9 @@ def calibrate(
             q = [
                 i
                 for i in sorted(vectors[qd])
-                if (clips[i].role == "query" and clips[i].singer in known) or clips[i].singer in imp
+                if (clips[i].role == "query" and clips[i].singer in known)
+                or clips[i].singer in imp
+                or clips[i].role == "impostor"
             ]
             if len(known) < 3 or not q:
                 continue
@@ -76,6 +78,7 @@ def calibrate(
     fitted_on = {
         "dataset": dataset,
         "impostors": sorted(imp) or "leave-one-singer-out",
+        "impostor_recordings": len({c.singer for c in clips if c.role == "impostor"}),
         "n_clips": len(clips),
         "n_failed_renderings": len(failures),
         "segments": "all" if all_segments else "voiced (the service's selection)",

@@ -293,7 +293,7 @@ def open_set_scenario(
         cal += [i for i, h in zip(mine, half, strict=True) if h]
         ev += [i for i, h in zip(mine, half, strict=True) if not h]
     imp_q = [i for i in sorted(q_vecs) if clips[i].singer in imp]
-    cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp]
+    cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp or clips[i].role == "impostor"]
     if len(known) < 3 or not cal or not ev or not imp_q:
         return None
     tv = np.stack([t_vecs[i] for i in t_idx])
@@ -307,5 +307,8 @@ def open_set_scenario(
     out = figures(sc, pair, cfg.norm, cfg.target_fa)
     out["n_calibration_queries"] = len(cal)
     out["impostors"] = sorted(imp)
-    out["calibration_impostors"] = sorted(cal_imp) or "leave-one-singer-out"
+    extra = len({clips[i].singer for i in cal if clips[i].role == "impostor"})
+    out["calibration_impostors"] = (sorted(cal_imp) or ["leave-one-singer-out"]) + (
+        [f"{extra} impostor recordings"] if extra else []
+    )
     return out, sc

@@ -124,7 +124,9 @@ def _open_set_table(result: dict) -> list[str]:
     return [
         "",
         f"Open set: impostors {', '.join(cfg['impostors'])} (every clip); calibration "
-        f"impostors {', '.join(cfg['calibration_impostors']) or 'leave-one-singer-out'}; "
+        f"impostors {', '.join(cfg['calibration_impostors']) or 'leave-one-singer-out'}"
+        + (f" + {n} other recordings" if (n := cfg.get("impostor_recordings")) else "")
+        + "; "
         f"operating point: {cfg['norm']} score, target false alarm {cfg['target_fa']:g}. "
         "Pairs are raw / s-norm; DIR = detection and identification rate at that false alarm "
         "(oracle threshold).",

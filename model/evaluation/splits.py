@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class EvalClip:
 
     clip_id: str
     singer: str
-    role: str  # "model" | "query"
+    role: str  # "model" | "query" | "impostor" (open-set calibration only: `impostor_clips`)
     song: str | None = None
     mono_path: str | None = None
     mixed_path: str | None = None
@@ -155,13 +156,36 @@ def read_eval_manifest(path: str | Path) -> list[EvalClip]:
     return clips_from_rows(read_manifest(path), origin=str(path))
 
 
+def impostor_clips(
+    vocals: Sequence[str | Path], backgrounds: Sequence[str | Path]
+) -> list[EvalClip]:
+    """Recordings of voices outside the evaluation set as open-set calibration impostors (e.g.
+    the held-out a cappella takes): one singer per recording, role "impostor" (closed-set
+    figures ignore them). Mono rendering: the recording; mixed: it over background
+    i mod len(backgrounds) (nominal mix, cut to the shorter)."""
+    if not backgrounds:
+        raise ValueError("impostor clips need at least one background for their mixed rendering")
+    return [
+        EvalClip(
+            clip_id=f"impostor:{Path(v).stem}",
+            singer=f"impostor:{Path(v).stem}",
+            role="impostor",
+            vocal_path=str(v),
+            accompaniment_path=str(backgrounds[i % len(backgrounds)]),
+        )
+        for i, v in enumerate(vocals)
+    ]
+
+
 def split_summary(clips: list[EvalClip]) -> dict:
     """Counts for reports: singers, model and query clips, songs found on both sides."""
     songs = {
         role: {(c.singer, c.song) for c in clips if c.role == role and c.song} for role in ROLES
     }
+    impostors = [c for c in clips if c.role == "impostor"]
     return {
-        "n_singers": len({c.singer for c in clips}),
+        "n_singers": len({c.singer for c in clips if c.role != "impostor"}),
+        "n_calibration_impostor_clips": len(impostors),
         "n_model_clips": sum(c.role == "model" for c in clips),
         "n_query_clips": sum(c.role == "query" for c in clips),
         "n_query_singers": len({c.singer for c in clips if c.role == "query"}),

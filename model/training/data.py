@@ -60,6 +60,7 @@ class MixConfig:
     # MIR-1K karaoke tracks of other songs) rather than a background file
     other_accompaniment: float = 0.0
     channel_augment: float = 0.0  # probability of a random channel (model.training.augment)
+    codec: float = 0.0  # probability of a low-bitrate Opus or MP3 round trip (after the channel)
 
 
 def voiced_starts(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -248,10 +249,19 @@ class TrainingPool:
         return np.clip(y, -1.0, 1.0)
 
     def _channel(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random recording channel for one vocal crop (MixConfig.channel_augment)."""
         if self.mix.channel_augment > 0 and rng.random() < self.mix.channel_augment:
             from model.training.augment import random_channel
 
             return random_channel(y, self.cfg.sample_rate, rng)
+        return y
+
+    def _codec(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A lossy round trip of one finished crop, vocal or mix (MixConfig.codec)."""
+        if self.mix.codec > 0 and rng.random() < self.mix.codec:
+            from model.training.augment import codec_round_trip
+
+            return codec_round_trip(y, self.cfg.sample_rate, rng)
         return y
 
     def sample_mono(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -262,7 +272,7 @@ class TrainingPool:
             singer, speed = self._split(int(label))
             rec = self.mono[singer][rng.integers(len(self.mono[singer]))]
             crop = self._channel(self._crop(rec, speed, rng, [rec.audio])[0], rng)
-            out.append(self._gain(crop, rng))
+            out.append(self._gain(self._codec(crop, rng), rng))
         return torch.from_numpy(np.stack(out))
 
     def sample_mixed(self, labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -292,7 +302,7 @@ class TrainingPool:
                 out.append(self._gain(vocal, rng))
                 continue
             g = background_gain(vocal, bg, rng.uniform(*self.mix.snr_db))
-            out.append(self._gain(vocal + g * bg, rng))
+            out.append(self._gain(self._codec(vocal + g * bg, rng), rng))
         return torch.from_numpy(np.stack(out))
 
     def _background(

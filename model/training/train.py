@@ -59,6 +59,11 @@ class TrainConfig:
     # weight of the distillation term (cosine to the teacher's embedding through a learned
     # projection, model.training.distill) beside the classification and rank losses; 0: off
     distill_weight: float = 0.0
+    # weight of the classification / rank loss; 0 (with distill_weight > 0): distillation alone
+    rank_weight: float = 1.0
+    # "linear": the student's embedding meets the teacher's through a learned projection;
+    # "identity": directly (the student's space becomes the teacher's; embed_dim must match)
+    distill_projection: str = "linear"
     # checkpoint whose weights and input statistics start the run (same type and dims); "":
     # random initialisation
     init_checkpoint: str = ""
@@ -144,7 +149,16 @@ class Trainer:
         if config.distill_weight > 0:
             from model.training.teacher import EMBED_DIM
 
-            self.proj = torch.nn.Linear(config.dims.embed_dim, EMBED_DIM).to(self.device)
+            if config.distill_projection == "identity":
+                if config.dims.embed_dim != EMBED_DIM:
+                    raise ValueError(f"distill_projection identity needs embed_dim {EMBED_DIM}")
+                self.proj = torch.nn.Identity()
+            elif config.distill_projection == "linear":
+                self.proj = torch.nn.Linear(config.dims.embed_dim, EMBED_DIM).to(self.device)
+            else:
+                raise ValueError(
+                    f"distill_projection: linear or identity, not {config.distill_projection!r}"
+                )
             extra = list(self.proj.parameters())
         self.opt = torch.optim.Adam(
             list(self.net.parameters()) + list(self.head.parameters()) + extra,
@@ -195,8 +209,9 @@ class Trainer:
         return emb
 
     def _with_distill(self, loss: torch.Tensor) -> torch.Tensor:
-        """loss + distill_weight * the distillation terms gathered since the last call."""
-        out = loss + self.cfg.distill_weight * self._distill
+        """rank_weight * loss + distill_weight * the distillation terms gathered since the last
+        call."""
+        out = self.cfg.rank_weight * loss + self.cfg.distill_weight * self._distill
         self._distill = 0.0
         return out
 
