@@ -44,7 +44,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--index-kind",
         choices=["flat", "hnsw"],
         default="flat",
-        help="FAISS index over track vectors: exact (flat) or approximate (hnsw)",
+        help="FAISS index over track vectors: exact (flat) or approximate (hnsw) "
+        "(default: %(default)s)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

@@ -70,3 +70,40 @@ def test_stored_configs_round_trip_and_ignore_unknown_keys():
     assert DetectorDims.from_dict({**stored, "added_by_a_newer_version": 1}) == dims
     features = replace(FeatureConfig(), n_mels=64)
     assert FeatureConfig.from_dict(features.to_dict()) == features
+
+
+def _all_parsers():
+    """(name, parser) of every `python -m model` command and `python -m indexer` command."""
+    import importlib
+
+    from indexer.__main__ import build_parser
+    from model.__main__ import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        p = argparse.ArgumentParser(prog=f"python -m model {name}")
+        importlib.import_module(module).add_arguments(p)
+        yield f"model {name}", p
+    root = build_parser()
+    sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    yield from ((f"indexer {n}", p) for n, p in sub.choices.items())
+
+
+def test_every_cli_option_has_a_description_and_shows_its_default():
+    missing = []
+    for name, parser in _all_parsers():
+        text = parser.format_help()  # renders every %(default)s: a bad format string raises
+        shows_defaults = parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            if not a.help:
+                missing.append(f"{name} {a.dest}: no description")
+            elif (
+                a.option_strings
+                and a.default not in (None, False, [], "")
+                and "default" not in a.help
+                and not shows_defaults
+            ):
+                missing.append(f"{name} {a.dest}: default {a.default!r} not shown")
+        assert "--help" in text
+    assert not missing, missing

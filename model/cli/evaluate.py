@@ -128,28 +128,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="evaluate only these singers (e.g. those a model was "
         "not trained on); the singer-ID candidates are then only these singers",
     )
-    p.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=list(SCENARIOS),
+        default=list(SCENARIOS),
+        help="query -> catalogue domain pairs to evaluate (default: all three)",
+    )
     p.add_argument("--gmm", action="store_true", help="add the GMM-UBM baseline (in-domain)")
-    p.add_argument("--gmm-components", type=int, default=g.n_components)
-    p.add_argument("--gmm-relevance", type=float, default=g.relevance)
+    p.add_argument(
+        "--gmm-components",
+        type=int,
+        default=g.n_components,
+        help="Gaussians of the UBM (default: %(default)s)",
+    )
+    p.add_argument(
+        "--gmm-relevance",
+        type=float,
+        default=g.relevance,
+        help="MAP adaptation relevance factor (default: %(default)s)",
+    )
     p.add_argument(
         "--gmm-ubm-frames",
         type=int,
         default=g.ubm_max_frames,
-        help="frames sampled for the UBM's EM fit",
+        help="frames sampled for the UBM's EM fit (default: %(default)s)",
     )
     p.add_argument(
         "--gmm-top-c",
         type=int,
         default=g.qbs_top_c,
-        help="top-C scoring of per-track models in query-by-singer (0: exact)",
+        help="top-C scoring of per-track models in query-by-singer (0: exact) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--snr-sweep",
         action="store_true",
         help="re-mix clips with stems at each --snr and repeat the mixed scenarios",
     )
-    p.add_argument("--snr", type=float, nargs="+", default=list(DEFAULT_SNRS_DB), metavar="DB")
+    p.add_argument(
+        "--snr",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SNRS_DB),
+        metavar="DB",
+        help="vocal-to-accompaniment ratios of --snr-sweep (default: %(default)s)",
+    )
     p.add_argument("--tsne", action="store_true", help="t-SNE map PNG per checkpoint")
     p.add_argument(
         "--all-segments",
@@ -158,7 +182,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: off, the service's pipeline: the voice detector chooses the segments "
         "exactly as for an upload)",
     )
-    p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k")
+    p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k (default: 5)")
     add_evaluation_runtime(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     add_open_set_arguments(p)

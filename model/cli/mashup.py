@@ -41,10 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="output folder (mixes, manifest.csv, report.json)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="processes (<= 1: in-process)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes (<= 1: in-process) (default: 2)"
+    )
     parser.add_argument("--cache", help="background analysis cache (default OUT/cache)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     m = parser.add_argument_group("mashability and mixing (see model/training/mashup.py)")
     m.add_argument(
         "--snr-db",
@@ -63,7 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SEMITONES",
         help="background pitch shifts to try, e.g. -1 1",
     )
-    m.add_argument("--chroma", choices=["cqt", "stft"], default=d.chroma)
+    m.add_argument(
+        "--chroma",
+        choices=["cqt", "stft"],
+        default=d.chroma,
+        help="chroma for key finding (default: %(default)s)",
+    )
 
 
 def _config(args):

@@ -52,10 +52,14 @@ def field_comments(cls: type) -> dict[str, str]:
     return out
 
 
+def _escaped(helps: dict[str, str]) -> dict[str, str]:
+    return {k: v.replace("%", "%%") for k, v in helps.items()}  # argparse formats help with %
+
+
 def add_fields(parser: Parser, config: Any, names: Sequence[str]) -> None:
     """One `--field-name` option per field of `names`, typed, defaulted and documented from
     the dataclass instance `config`; booleans get `--x / --no-x`."""
-    helps = field_comments(type(config))
+    helps = _escaped(field_comments(type(config)))
     for name in names:
         default = getattr(config, name)
         flag = "--" + name.replace("_", "-")
@@ -63,7 +67,18 @@ def add_fields(parser: Parser, config: Any, names: Sequence[str]) -> None:
             action = argparse.BooleanOptionalAction
             parser.add_argument(flag, action=action, default=default, help=helps.get(name))
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=helps.get(name))
+            text = f"{helps.get(name) or name} (default: %(default)s)"
+            parser.add_argument(flag, type=type(default), default=default, help=text)
+
+
+def add_overrides(parser: Parser, config: Any, names: Sequence[str]) -> None:
+    """Like `add_fields`, for options that override a configuration file: unset (None) unless
+    given, their help naming the dataclass default that applies when the file does not."""
+    helps = _escaped(field_comments(type(config)))
+    for name in names:
+        default = getattr(config, name)
+        text = f"{helps.get(name) or name} (default: the --config file's, else {default})"
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), help=text)
 
 
 def replace_fields(config: Config, args: argparse.Namespace, names: Sequence[str]) -> Config:

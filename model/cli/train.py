@@ -8,13 +8,29 @@ import logging
 import sys
 from pathlib import Path
 
-from model.cli.options import add_device
+from model.cli.options import add_device, add_overrides
 from model.shared import shared_dir
 
 log = logging.getLogger("model.training.train")
 
 
+# Fields of model.training.train.TrainConfig that flags can override, named alike.
+OVERRIDES = (
+    "seed",
+    "batch_size",
+    "lr",
+    "epochs",
+    "pretrain_epochs",
+    "steps_per_epoch",
+    "margin",
+    "n_negatives",
+    "workers",
+)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from model.training.train import TrainConfig
+
     src = p.add_argument_group("data")
     src.add_argument("--manifest", help="training manifest (CSV, see model/manifest.py)")
     src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
@@ -31,9 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="for --recipe shared (default: data/ of $SINGER_SHARED_DIR or ../shared)",
     )
     src.add_argument(
-        "--holdout", default="", help="comma-separated MIR-1K test singers to leave out"
+        "--holdout",
+        default="",
+        help="comma-separated MIR-1K test singers to leave out (default: none)",
     )
-    src.add_argument("--val-singers", default="", help="comma-separated singers for validation")
+    src.add_argument(
+        "--val-singers", default="", help="comma-separated singers for validation (default: none)"
+    )
     src.add_argument(
         "--backgrounds",
         nargs="*",
@@ -42,26 +62,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", help="JSON file of training options (flags below override it)")
     p.add_argument("--out", required=True, help="run directory (state.pt, last.pt, best.pt)")
-    p.add_argument("--model", dest="model_type", choices=["cross", "mono", "mixed"])
-    for name, typ in [
-        ("seed", int),
-        ("batch-size", int),
-        ("lr", float),
-        ("epochs", int),
-        ("pretrain-epochs", int),
-        ("steps-per-epoch", int),
-        ("margin", float),
-        ("n-negatives", int),
-        ("workers", int),
-    ]:
-        p.add_argument(f"--{name}", type=typ)
-    p.add_argument("--negatives", choices=["random", "in-batch"])
+    p.add_argument(
+        "--model",
+        dest="model_type",
+        choices=["cross", "mono", "mixed"],
+        help="cross: both encoders; mono / mixed: one (default: the --config file's, else cross)",
+    )
+    add_overrides(p, TrainConfig(), OVERRIDES)
+    p.add_argument(
+        "--negatives",
+        choices=["random", "in-batch"],
+        help="random: n-negatives drawn per anchor (the paper); in-batch: the hardest of the "
+        "batch (default: the --config file's, else random)",
+    )
     p.add_argument(
         "--speeds",
         type=lambda s: tuple(float(x) for x in s.split(",")),
-        help="speed factors for pseudo-singers, e.g. 0.89,1,1.12",
+        help="speed factors for pseudo-singers, e.g. 0.89,1,1.12 (default: the --config "
+        "file's, else 1)",
     )
-    p.add_argument("--spec-augment", action="store_true", default=None)
+    p.add_argument(
+        "--spec-augment",
+        action="store_true",
+        default=None,
+        help="SpecAugment masks on training inputs (default: the --config file's, else off)",
+    )
     add_device(p, default=None)  # None: the config's
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has a state")
     p.add_argument("--export", help="copy the best checkpoint here when done")
@@ -73,12 +98,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-dir",
         default="data/cache/audio",
-        help="decoded-audio cache between runs ('' to disable)",
+        help="decoded-audio cache between runs ('' to disable) (default: %(default)s)",
     )
     p.add_argument(
         "--teacher-cache-dir",
         default="data/cache/teacher",
-        help="cache of the teacher's embeddings of the training recordings ('' to disable)",
+        help="cache of the teacher's embeddings of the training recordings ('' to disable) "
+        "(default: %(default)s)",
     )
 
 
@@ -86,22 +112,7 @@ def build_config(args: argparse.Namespace):
     from model.training.train import TrainConfig
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
-    for key in (
-        "model_type",
-        "seed",
-        "batch_size",
-        "lr",
-        "epochs",
-        "pretrain_epochs",
-        "steps_per_epoch",
-        "margin",
-        "n_negatives",
-        "workers",
-        "negatives",
-        "speeds",
-        "spec_augment",
-        "device",
-    ):
+    for key in (*OVERRIDES, "model_type", "negatives", "speeds", "spec_augment", "device"):
         value = getattr(args, key, None)
         if value is not None:
             base[key] = value

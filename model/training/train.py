@@ -44,16 +44,16 @@ class TrainConfig:
     """Everything that defines a training run; recorded in the checkpoint's meta."""
 
     model_type: str = "cross"
-    seed: int = 0
+    seed: int = 0  # random seed (data order, crops, weights)
     batch_size: int = 32  # anchors per step
     negatives: str = "random"  # "random": n_negatives drawn per anchor (paper); "in-batch": hardest
-    n_negatives: int = 4
-    margin: float = 0.1
-    lr: float = 1e-3
+    n_negatives: int = 4  # negatives per anchor in the rank loss
+    margin: float = 0.1  # hinge margin of the rank loss, in cosine
+    lr: float = 1e-3  # Adam learning rate (the peak with lr_schedule cosine)
     weight_decay: float = 1e-4
-    pretrain_epochs: int = 4
+    pretrain_epochs: int = 4  # classification pre-training epochs (the head is dropped after)
     epochs: int = 12  # metric-learning epochs
-    steps_per_epoch: int = 100
+    steps_per_epoch: int = 100  # optimiser steps per epoch
     speeds: tuple[float, ...] = (1.0,)  # pseudo-singers by speed perturbation
     spec_augment: bool = False
     # weight of the distillation term (cosine to the teacher's embedding through a learned
@@ -72,7 +72,7 @@ class TrainConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     dims: EncoderDims = field(default_factory=EncoderDims)
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    workers: int = 2
+    workers: int = 2  # decoding threads while loading the training audio
     device: str = "auto"
 
     def to_dict(self) -> dict:
