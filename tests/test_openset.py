@@ -376,3 +376,29 @@ def test_impostor_recordings_join_the_calibration_only():
     assert with_takes["calibration_impostors"] == ["leave-one-singer-out", "2 impostor recordings"]
     # the evaluation trials are the same: the impostor recordings never reach them
     assert with_takes["raw"] == without["raw"] and with_takes["snorm"] == without["snorm"]
+
+
+def test_fixed_cohort_snorm_matches_a_direct_computation():
+    from model.evaluation.openset import score_queries
+
+    rng = np.random.default_rng(1)
+
+    def unit(n):
+        v = rng.normal(size=(n, 8))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    q, t, c_t, c_q = unit(4), unit(6), unit(5), unit(5)
+    singers = ["a", "a", "b", "b", "c", "c"]
+    sc = score_queries(q, ["a", "b", "x", "y"], t, singers, top_k=3, cohort=(c_t, c_q))
+    models = np.stack([t[i : i + 2].mean(0) for i in (0, 2, 4)])
+    models /= np.linalg.norm(models, axis=1, keepdims=True)
+    i, j = 2, 1  # query 2 against singer b
+    raw = q[i] @ models[j]
+    top_q = np.sort(c_t @ q[i])[-3:]  # the query against the cohort in the catalogue's domain
+    top_m = np.sort(c_q @ models[j])[-3:]  # the singer model against it in the queries' domain
+    want = 0.5 * (
+        (raw - top_q.mean()) / top_q.std(ddof=1) + (raw - top_m.mean()) / top_m.std(ddof=1)
+    )
+    assert sc.raw[i, j] == pytest.approx(raw, abs=1e-6)
+    assert sc.snormed[i, j] == pytest.approx(want, abs=1e-6)
+    assert list(sc.truth) == [0, 1, -1, -1]

@@ -69,21 +69,31 @@ def add_take_impostors(p: argparse.ArgumentParser) -> None:
     )
 
 
-def take_impostors(args: argparse.Namespace) -> list:
-    """The EvalClips --calibration-takes adds ([] without it). Raises FileNotFoundError."""
-    if not args.calibration_takes:
-        return []
-    from model.evaluation.splits import impostor_clips
+def _takes(held_out: bool) -> tuple[list[str], list[Path]] | None:
+    """(a cappella takes, instrumental tracks) of the shared folder: the held-out 20 % or the
+    training 80 %; None (logged) when the folder has none."""
     from model.shared import shared_dir
     from model.training.datasets import acappella_rows, split_acappella
 
     data = shared_dir() / "data"
     if not (data / "acappella" / "index.csv").is_file():
-        log.warning("no a cappella takes under %s: calibrating without them", data)
-        return []
-    _, held = split_acappella(acappella_rows(data / "acappella"))
-    backgrounds = sorted((data / "instrumental").glob("*.*"))
-    return impostor_clips([r.path for r in held], [b for b in backgrounds if b.suffix != ".csv"])
+        log.warning("no a cappella takes under %s", data)
+        return None
+    train, held = split_acappella(acappella_rows(data / "acappella"))
+    backgrounds = [b for b in sorted((data / "instrumental").glob("*.*")) if b.suffix != ".csv"]
+    return [r.path for r in (held if held_out else train)], backgrounds
+
+
+def take_impostors(args: argparse.Namespace) -> list:
+    """The EvalClips that --calibration-takes (impostors) and --cohort-takes (cohort) add."""
+    from model.evaluation.splits import impostor_clips
+
+    out = []
+    if args.calibration_takes and (held := _takes(held_out=True)):
+        out += impostor_clips(*held)
+    if getattr(args, "cohort_takes", False) and (train := _takes(held_out=False)):
+        out += impostor_clips(*train, role="cohort")
+    return out
 
 
 def load_clips(args: argparse.Namespace) -> tuple[list, str]:
@@ -207,6 +217,13 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
     add_calibration_impostors(p, "--calibration-impostors")
     add_take_impostors(p)
     p.add_argument(
+        "--cohort-takes",
+        action="store_true",
+        help="s-norm against a fixed cohort, the 225 training a cappella takes in both "
+        "renderings (a cohort that could ship with the checkpoint), instead of the catalogue "
+        "(default: off)",
+    )
+    p.add_argument(
         "--target-fa",
         type=float,
         default=0.01,
@@ -246,11 +263,13 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     if args.singers:
-        unknown = sorted(set(args.singers) - {c.singer for c in clips if c.role != "impostor"})
+        from model.evaluation.splits import ROLES
+
+        unknown = sorted(set(args.singers) - {c.singer for c in clips if c.role in ROLES})
         if unknown:
             log.error("--singers: not in the evaluation set: %s", ", ".join(unknown))
             return 2
-        clips = [c for c in clips if c.singer in set(args.singers) or c.role == "impostor"]
+        clips = [c for c in clips if c.singer in set(args.singers) or c.role not in ROLES]
         dataset += f", singers {','.join(sorted(args.singers))}"
     if args.torch_threads > 0:
         import torch

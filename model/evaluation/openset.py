@@ -66,19 +66,28 @@ def score_queries(
     t_vecs: np.ndarray,
     t_singers: Sequence[str],
     top_k: int = DEFAULT_COHORT_TOP_K,
+    cohort: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Scores:
     """Raw and s-normed scores of queries (Q, D) against the singer models built from the
-    catalogue tracks (T, D), the catalogue being the cohort (as the service does)."""
+    catalogue tracks (T, D). The cohort is the catalogue (as the service does), or, given
+    `cohort` = (vectors in the catalogue's domain (C, D), vectors in the queries' domain
+    (C, D)) of voices outside it, that fixed set: the query side is scored against the first,
+    the singer models against the second."""
     names, models = singer_models(t_vecs, list(t_singers))
     raw = cosine_scores(q_vecs, models)  # (Q, N)
-    model_vs_tracks = cosine_scores(models, t_vecs)  # (N, T)
-    t_idx = np.array([names.index(s) for s in t_singers])
-    s = np.full_like(raw, np.nan)
-    for j in range(len(names)):
-        others = np.arange(len(names)) != j
-        qm, qs = cohort_moments(raw[:, others], top_k)
-        mm, ms = cohort_moments(model_vs_tracks[j, t_idx != j], top_k)
-        s[:, j] = snorm(raw[:, j], qm, qs, mm, ms)
+    if cohort is not None:
+        qm, qs = cohort_moments(cosine_scores(q_vecs, cohort[0]), top_k)  # (Q,)
+        mm, ms = cohort_moments(cosine_scores(models, cohort[1]), top_k)  # (N,)
+        s = snorm(raw, qm[:, None], qs[:, None], mm[None, :], ms[None, :])
+    else:
+        s = np.full_like(raw, np.nan)
+        model_vs_tracks = cosine_scores(models, t_vecs)  # (N, T)
+        t_idx = np.array([names.index(x) for x in t_singers])
+        for j in range(len(names)):
+            others = np.arange(len(names)) != j
+            qm, qs = cohort_moments(raw[:, others], top_k)
+            mm, ms = cohort_moments(model_vs_tracks[j, t_idx != j], top_k)
+            s[:, j] = snorm(raw[:, j], qm, qs, mm, ms)
     truth = np.array([names.index(x) if x in names else -1 for x in q_singers])
     return Scores(names, raw, s, truth)
 
@@ -128,6 +137,7 @@ def calibration_trials(
     t_singers: Sequence[str],
     norm: str = "raw",
     top_k: int = DEFAULT_COHORT_TOP_K,
+    cohort: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Trials to fit a calibration on. Queries of singers absent from the catalogue tracks
     are the impostors; without any, leave-one-singer-out rotations make them: each catalogue
@@ -144,7 +154,9 @@ def calibration_trials(
         rotations = [np.ones(len(t_singers_arr), dtype=bool)]
     parts: list[list[np.ndarray]] = [[], [], []]
     for keep in rotations:
-        sc = score_queries(q_vecs, q_singers, t_vecs[keep], t_singers_arr[keep].tolist(), top_k)
+        sc = score_queries(
+            q_vecs, q_singers, t_vecs[keep], t_singers_arr[keep].tolist(), top_k, cohort
+        )
         target, nontarget, impostor = trial_scores(sc, norm)
         parts[0].append(target)
         parts[1].append(np.concatenate([nontarget, impostor]))
@@ -293,6 +305,13 @@ def open_set_scenario(
         cal += [i for i, h in zip(mine, half, strict=True) if h]
         ev += [i for i, h in zip(mine, half, strict=True) if not h]
     imp_q = [i for i in sorted(q_vecs) if clips[i].singer in imp]
+    # a fixed s-norm cohort: voices outside the data, in both renderings (role "cohort")
+    c_idx = [i for i in sorted(q_vecs) if clips[i].role == "cohort" and i in t_vecs]
+    cohort = (
+        (np.stack([t_vecs[i] for i in c_idx]), np.stack([q_vecs[i] for i in c_idx]))
+        if c_idx
+        else None
+    )
     cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp or clips[i].role == "impostor"]
     if len(known) < 3 or not cal or not ev or not imp_q:
         return None
@@ -302,10 +321,12 @@ def open_set_scenario(
     def side(idx: list[int]) -> tuple[np.ndarray, list[str]]:
         return np.stack([q_vecs[i] for i in idx]), [clips[i].singer for i in idx]
 
-    pair = fit_pair(*calibration_trials(*side(cal), tv, ts, cfg.norm, cfg.cohort_top_k))
-    sc = score_queries(*side(ev + imp_q), tv, ts, cfg.cohort_top_k)
+    trials = calibration_trials(*side(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort)
+    pair = fit_pair(*trials)
+    sc = score_queries(*side(ev + imp_q), tv, ts, cfg.cohort_top_k, cohort)
     out = figures(sc, pair, cfg.norm, cfg.target_fa)
     out["n_calibration_queries"] = len(cal)
+    out["snorm_cohort"] = f"{len(c_idx)} fixed recordings" if c_idx else "the catalogue"
     out["impostors"] = sorted(imp)
     extra = len({clips[i].singer for i in cal if clips[i].role == "impostor"})
     out["calibration_impostors"] = (sorted(cal_imp) or ["leave-one-singer-out"]) + (

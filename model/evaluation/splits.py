@@ -35,7 +35,9 @@ class EvalClip:
 
     clip_id: str
     singer: str
-    role: str  # "model" | "query" | "impostor" (open-set calibration only: `impostor_clips`)
+    # "model" | "query"; built-in extras of the open-set figures (`impostor_clips`):
+    # "impostor" (calibration impostors), "cohort" (a fixed s-norm cohort)
+    role: str
     song: str | None = None
     mono_path: str | None = None
     mixed_path: str | None = None
@@ -157,7 +159,7 @@ def read_eval_manifest(path: str | Path) -> list[EvalClip]:
 
 
 def impostor_clips(
-    vocals: Sequence[str | Path], backgrounds: Sequence[str | Path]
+    vocals: Sequence[str | Path], backgrounds: Sequence[str | Path], role: str = "impostor"
 ) -> list[EvalClip]:
     """Recordings of voices outside the evaluation set as open-set calibration impostors (e.g.
     the held-out a cappella takes): one singer per recording, role "impostor" (closed-set
@@ -167,9 +169,9 @@ def impostor_clips(
         raise ValueError("impostor clips need at least one background for their mixed rendering")
     return [
         EvalClip(
-            clip_id=f"impostor:{Path(v).stem}",
-            singer=f"impostor:{Path(v).stem}",
-            role="impostor",
+            clip_id=f"{role}:{Path(v).stem}",
+            singer=f"{role}:{Path(v).stem}",
+            role=role,
             vocal_path=str(v),
             accompaniment_path=str(backgrounds[i % len(backgrounds)]),
         )
@@ -184,7 +186,7 @@ def split_summary(clips: list[EvalClip]) -> dict:
     }
     impostors = [c for c in clips if c.role == "impostor"]
     return {
-        "n_singers": len({c.singer for c in clips if c.role != "impostor"}),
+        "n_singers": len({c.singer for c in clips if c.role in ROLES}),
         "n_calibration_impostor_clips": len(impostors),
         "n_model_clips": sum(c.role == "model" for c in clips),
         "n_query_clips": sum(c.role == "query" for c in clips),
