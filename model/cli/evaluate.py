@@ -146,31 +146,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="query -> catalogue domain pairs to evaluate (default: all three)",
     )
     p.add_argument("--gmm", action="store_true", help="add the GMM-UBM baseline (in-domain)")
-    p.add_argument(
-        "--gmm-components",
-        type=int,
-        default=g.n_components,
-        help="Gaussians of the UBM (default: %(default)s)",
-    )
-    p.add_argument(
-        "--gmm-relevance",
-        type=float,
-        default=g.relevance,
-        help="MAP adaptation relevance factor (default: %(default)s)",
-    )
-    p.add_argument(
-        "--gmm-ubm-frames",
-        type=int,
-        default=g.ubm_max_frames,
-        help="frames sampled for the UBM's EM fit (default: %(default)s)",
-    )
-    p.add_argument(
-        "--gmm-top-c",
-        type=int,
-        default=g.qbs_top_c,
-        help="top-C scoring of per-track models in query-by-singer (0: exact) "
-        "(default: %(default)s)",
-    )
+    for flag, default, text in (  # GmmUbmConfig's defaults are the CLI's
+        ("--gmm-components", g.n_components, "Gaussians of the UBM"),
+        ("--gmm-relevance", g.relevance, "MAP adaptation relevance factor"),
+        ("--gmm-ubm-frames", g.ubm_max_frames, "frames sampled for the UBM's EM fit"),
+        ("--gmm-top-c", g.qbs_top_c, "top-C scoring of track models in query-by-singer (0: exact)"),
+    ):
+        p.add_argument(
+            flag, type=type(default), default=default, help=f"{text} (default: %(default)s)"
+        )
     p.add_argument(
         "--snr-sweep",
         action="store_true",

@@ -35,9 +35,7 @@ class EvalClip:
 
     clip_id: str
     singer: str
-    # "model" | "query"; built-in extras of the open-set figures (`impostor_clips`):
-    # "impostor" (calibration impostors), "cohort" (a fixed s-norm cohort)
-    role: str
+    role: str  # "model" | "query"; open-set extras (`impostor_clips`): "impostor", "cohort"
     song: str | None = None
     mono_path: str | None = None
     mixed_path: str | None = None
