@@ -74,14 +74,15 @@ def _takes(held_out: bool) -> tuple[list[str], list[Path]] | None:
     training 80 %; None (logged) when the folder has none."""
     from model.shared import shared_dir
     from model.training.datasets import acappella_rows, split_acappella
+    from model.training.mashup import read_backgrounds
 
     data = shared_dir() / "data"
     if not (data / "acappella" / "index.csv").is_file():
         log.warning("no a cappella takes under %s", data)
         return None
     train, held = split_acappella(acappella_rows(data / "acappella"))
-    backgrounds = [b for b in sorted((data / "instrumental").glob("*.*")) if b.suffix != ".csv"]
-    return [r.path for r in (held if held_out else train)], backgrounds
+    takes = [r.path for r in (held if held_out else train)]
+    return takes, read_backgrounds(data / "instrumental")
 
 
 def take_impostors(args: argparse.Namespace) -> list:

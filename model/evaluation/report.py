@@ -125,7 +125,12 @@ def _open_set_table(result: dict) -> list[str]:
         "",
         f"Open set: impostors {', '.join(cfg['impostors'])} (every clip); calibration "
         f"impostors {', '.join(cfg['calibration_impostors']) or 'leave-one-singer-out'}"
-        + (f" + {n} other recordings" if (n := cfg.get("impostor_recordings")) else "")
+        # counted once, in the data set summary (splits.split_summary)
+        + (
+            f" + {n} other recordings"
+            if (n := result["dataset"].get("n_calibration_impostor_clips"))
+            else ""
+        )
         + "; "
         f"operating point: {cfg['norm']} score, target false alarm {cfg['target_fa']:g}. "
         "Pairs are raw / s-norm; DIR = detection and identification rate at that false alarm "

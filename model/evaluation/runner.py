@@ -274,7 +274,6 @@ def evaluate(
         result["settings"]["open_set"] = {
             "impostors": list(open_set.impostors),
             "calibration_impostors": list(open_set.calibration_impostors),
-            "impostor_recordings": sum(c.role == "impostor" for c in clips),
             "target_fa": open_set.target_fa,
             "norm": open_set.norm,
         }

@@ -144,6 +144,8 @@ class Trainer:
         if config.init_checkpoint:
             self._init_from(config.init_checkpoint)
         self.head = torch.nn.Linear(config.dims.embed_dim, pool.n_classes).to(self.device)
+        if config.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule: constant or cosine, not {config.lr_schedule!r}")
         self.proj: torch.nn.Module | None = None
         extra: list[torch.nn.Parameter] = []
         if config.distill_weight > 0:
@@ -276,10 +278,6 @@ class Trainer:
     def run(self, progress: bool = False) -> dict:
         from tqdm import tqdm
 
-        if self.cfg.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"lr_schedule must be constant or cosine, got {self.cfg.lr_schedule!r}"
-            )
         while self.epoch < self.total_epochs:
             phase = "pretrain" if self.epoch < self.cfg.pretrain_epochs else "metric"
             if phase == "metric" and self.epoch == self.cfg.pretrain_epochs:
