@@ -31,4 +31,8 @@ for name in "${names[@]}"; do
   [ -f "data/eval/ablation-$name-acappella/acappella_eer.json" ] ||
     "$PY" -m model evaluate --recipe acappella --checkpoint "$run/last.pt" --name "$name" \
       --out "data/eval/ablation-$name-acappella"
+  # the third: the same takes across domains (second halves mixed at 0 dB, mixed branch)
+  [ -f "data/eval/ablation-$name-acappella-x0/acappella_eer.json" ] ||
+    "$PY" -m model evaluate --recipe acappella --cross-domain-snr 0 --checkpoint "$run/last.pt" \
+      --name "$name" --out "data/eval/ablation-$name-acappella-x0"
 done

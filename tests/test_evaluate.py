@@ -268,3 +268,145 @@ def test_singers_filter_restricts_queries_and_candidates(
         )
         == 2
     )
+
+
+def fused_rows(clips, systems: dict, scenario: str, fusions: list) -> dict:
+    """evaluate() of the named systems and fusions in one scenario (paper protocol), rows by
+    name; no rendering may fail."""
+    result = evaluate(
+        clips,
+        list(systems.values()),
+        names=list(systems),
+        scenarios=[scenario],
+        all_segments=True,
+        fusions=fusions,
+    )
+    assert not result["failures"]
+    return {m["name"]: m for m in result["models"]}
+
+
+def test_fusion_row_matches_weighted_track_scores(eval_manifest, random_checkpoint, tmp_path):
+    """A --fuse row ranks model tracks by w cos_a + (1 - w) cos_b of the two rows' vectors."""
+    from model.checkpoint import make_random_checkpoint
+    from model.evaluation.fusion import Fusion
+
+    other = make_random_checkpoint(tmp_path / "other.pt", seed=1)
+    clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
+    w = 0.3
+    fusions = [Fusion("a", "b", w), Fusion("a", "b", 1.0)]
+    rows = fused_rows(clips, {"a": random_checkpoint, "b": other}, "mono2mix", fusions)
+    assert list(rows) == ["a", "b", "a+b@0.3", "a+b@1"]
+    assert rows["a+b@0.3"]["model_type"] == "fusion"
+    # weight 1 is the first system alone, figure for figure
+    assert rows["a+b@1"]["scenarios"] == rows["a"]["scenarios"]
+
+    def vectors(path, role, domain):
+        emb = Embedder.from_checkpoint(path, "cpu")
+        out = []
+        for c in [c for c in clips if c.role == role]:
+            if domain == "mono":
+                src = c.mono_path or c.vocal_path
+                out.append(emb.embed_file(src, "mono", all_segments=True).vector)
+            elif c.mixed_path:
+                out.append(emb.embed_file(c.mixed_path, "mixed", all_segments=True).vector)
+            else:
+                y = nominal_mix(load_audio(c.vocal_path), load_audio(c.accompaniment_path))
+                out.append(emb.embed_audio(y, "mixed", all_segments=True).vector)
+        return np.stack(out)
+
+    query = [c for c in clips if c.role == "query" and (c.mono_path or c.vocal_path)]
+    model = [c for c in clips if c.role == "model"]
+    scores = w * metrics.cosine_scores(
+        vectors(random_checkpoint, "query", "mono"), vectors(random_checkpoint, "model", "mixed")
+    ) + (1 - w) * metrics.cosine_scores(
+        vectors(other, "query", "mono"), vectors(other, "model", "mixed")
+    )
+    rel = np.array([[q.singer == m.singer for m in model] for q in query])
+    direct = metrics.query_by_singer(scores, rel, k=5)
+    got = rows["a+b@0.3"]["scenarios"]["mono2mix"]["query_by_singer"]
+    assert got["mAP"] == pytest.approx(direct["mAP"], abs=1e-4)
+    assert got["precision@5"] == pytest.approx(direct["precision@5"], abs=1e-4)
+    assert rows["a+b@0.3"]["scenarios"] != rows["a"]["scenarios"]
+
+
+def test_fusion_needs_two_evaluated_names(eval_manifest, random_checkpoint):
+    from model.evaluation.fusion import Fusion
+
+    with pytest.raises(ValueError, match="weight"):
+        Fusion("a", "b", 1.5)
+    with pytest.raises(ValueError, match="fuse two of the named checkpoints"):
+        evaluate(
+            read_eval_manifest(eval_manifest),
+            [random_checkpoint],
+            names=["a"],
+            fusions=[Fusion("a", "teacher", 0.5)],
+        )
+
+
+def test_teacher_is_evaluated_beside_a_checkpoint(eval_manifest, random_checkpoint):
+    """The distillation teacher runs through the same runner (and its cache keys) as a
+    checkpoint, and fuses with it."""
+    pytest.importorskip("resemblyzer", reason="the teacher's weights ship in resemblyzer")
+    from model.evaluation.fusion import Fusion
+    from model.evaluation.teacher_eval import TEACHER_SPEC
+
+    clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
+    systems = {"cross": random_checkpoint, "teacher": TEACHER_SPEC}
+    rows = fused_rows(clips, systems, "mono2mono", [Fusion("cross", "teacher", 0.0)])
+    assert rows["teacher"]["model_type"] == "teacher"
+    assert rows["teacher"]["scenarios"]["mono2mono"]["singer_id"]["n_queries"] == 7
+    # weight 0 is the teacher alone
+    assert rows["cross+teacher@0"]["scenarios"] == rows["teacher"]["scenarios"]
+
+
+def test_acappella_eer_cli_with_a_fusion(tmp_path, random_checkpoint):
+    """`evaluate --recipe acappella`: each row's EER equals one computed from the take halves
+    directly, and a --fuse row scores the fused halves of the takes both systems could use."""
+    from model.checkpoint import make_random_checkpoint
+    from model.evaluation.fusion import fuse
+    from model.evaluation.verification import acappella_eer, halves_eer, take_halves
+    from model.training.datasets import acappella_rows, split_acappella
+
+    root = tmp_path / "acappella"
+    lines = ["file,source,original_path,duration_s,original_rate"]
+    for i in range(15):
+        write(root / f"take_{i:02d}.wav", sing(VOICES[i % len(VOICES)], 8.0, seed=i))
+        lines.append(f"take_{i:02d}.wav,synthetic,x,8.0,22050")
+    (root / "index.csv").write_text("\n".join(lines) + "\n")
+    other = make_random_checkpoint(tmp_path / "other.pt", seed=1)
+    out = tmp_path / "out"
+    args = f"--checkpoint {random_checkpoint} --checkpoint {other} --name a --name b"
+    args += f" --fuse a b 0.4 --recipe acappella --data-root {root} --out {out}"
+    rc = cli(["evaluate", *args.split()])
+    assert rc == 0
+    got = {m["name"]: m for m in json.loads((out / "acappella_eer.json").read_text())["models"]}
+    assert list(got) == ["a", "b", "a+b@0.4"]
+    held = [r.path for r in split_acappella(acappella_rows(root))[1]]
+    assert got["a"]["n_takes"] == len(held) == 3
+    a = Embedder.from_checkpoint(random_checkpoint, "cpu")
+    b = Embedder.from_checkpoint(other, "cpu")
+    assert got["a"]["eer"] == pytest.approx(acappella_eer(a, held)["eer"], abs=1e-9)
+    ha, hb = take_halves(a, held)[0], take_halves(b, held)[0]
+    fused = [(fuse(ha[p][0], hb[p][0], 0.4), fuse(ha[p][1], hb[p][1], 0.4)) for p in held]
+    assert got["a+b@0.4"]["eer"] == pytest.approx(halves_eer(fused)["eer"], abs=1e-9)
+
+    # Cross-domain: each second half mixed over an instrumental beside the takes, mixed branch.
+    bgs = [write(tmp_path / "instrumental" / f"bg{i}.wav", backing(20.0, seed=i)) for i in (0, 1)]
+    rc = cli(["evaluate", *args.split(), "--cross-domain-snr", "10"])
+    assert rc == 0
+    report = json.loads((out / "acappella_eer.json").read_text())
+    assert report["second_half"] == "mixed at 10 dB over 2 instrumentals"
+    cross = report["models"][0]
+    # the reference: halves by hand, second half over the middle of background i mod 2
+    vecs = []
+    for i, p in enumerate(held):
+        y, bg = load_audio(p), load_audio(bgs[i % 2])
+        first, second = y[: len(y) // 2], y[len(y) // 2 :]
+        off = (len(bg) - len(second)) // 2
+        mixed = mix_at_snr(second, bg[off : off + len(second)], 10.0)
+        vecs.append((a.embed_audio(first, "mono").vector, a.embed_audio(mixed, "mixed").vector))
+    assert cross["eer"] == pytest.approx(halves_eer(vecs)["eer"], abs=1e-9)
+    hx = take_halves(a, held, bgs, 10.0)[0]
+    for (first, second), p in zip(vecs, held, strict=True):
+        np.testing.assert_allclose(hx[p][0], first, atol=1e-6)
+        np.testing.assert_allclose(hx[p][1], second, atol=1e-6)

@@ -130,6 +130,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="label per --checkpoint, in order (default: file stem)",
     )
+    p.add_argument(
+        "--fuse",
+        action="append",
+        nargs=3,
+        default=[],
+        metavar=("NAME1", "NAME2", "WEIGHT"),
+        help="add a row: the score fusion of two named checkpoints, WEIGHT on the first "
+        "(model.evaluation.fusion); repeat for several (default: none)",
+    )
     add_data_arguments(p)
     p.add_argument(
         "--singers",
@@ -178,6 +187,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "exactly as for an upload)",
     )
     p.add_argument("-k", type=int, default=5, help="cut-off of precision/recall at k (default: 5)")
+    p.add_argument(
+        "--cross-domain-snr",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="--recipe acappella: mix each take's second half over an instrumental of the "
+        "`instrumental` folder beside the takes at this vocal-to-accompaniment ratio, and score "
+        "it through the mixed branch (default: off, both halves mono)",
+    )
     add_evaluation_runtime(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     add_open_set_arguments(p)
@@ -228,6 +246,7 @@ def main(args: argparse.Namespace) -> int:
 
     from model.errors import SingerRetrievalError
     from model.evaluation.cache import default_cache_dir
+    from model.evaluation.fusion import Fusion
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.openset import OpenSetConfig
     from model.evaluation.report import markdown, write_report
@@ -240,8 +259,13 @@ def main(args: argparse.Namespace) -> int:
     if args.name and len(args.name) != len(args.checkpoint):
         log.error("give one --name per --checkpoint")
         return 2
+    try:
+        fusions = [Fusion(a, b, float(w)) for a, b, w in args.fuse]
+    except ValueError as err:
+        log.error("--fuse: %s", err)
+        return 2
     if args.recipe == "acappella":
-        return _acappella(args)
+        return _acappella(args, fusions)
     try:
         clips, dataset = load_clips(args)
     except (FileNotFoundError, ManifestError) as err:
@@ -294,6 +318,7 @@ def main(args: argparse.Namespace) -> int:
             )
             if args.open_set
             else None,
+            fusions=fusions,
         )
     except (SingerRetrievalError, ValueError) as err:
         log.error("%s", err)
@@ -307,17 +332,19 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _acappella(args: argparse.Namespace) -> int:
-    """Verification EER of every --checkpoint on the held-out a cappella takes."""
+def _acappella(args: argparse.Namespace, fusions: list) -> int:
+    """Verification EER of every --checkpoint (and --fuse row) on the held-out a cappella takes."""
     import json
 
     import torch
 
     from model.errors import SingerRetrievalError
+    from model.evaluation.fusion import fuse
     from model.evaluation.runner import _default_names, _embedder
-    from model.evaluation.verification import acappella_eer
+    from model.evaluation.verification import halves_eer, take_halves
     from model.shared import shared_dir
     from model.training.datasets import acappella_rows, split_acappella
+    from model.training.mashup import read_backgrounds
 
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
@@ -327,16 +354,51 @@ def _acappella(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         log.error("%s", err)
         return 2
-    names = args.name or _default_names(args.checkpoint)
-    results = {"takes": [r.path for r in held], "models": []}
-    for name, spec in zip(names, args.checkpoint, strict=True):
-        try:
-            entry = acappella_eer(_embedder(spec, args.device), [r.path for r in held])
-        except (SingerRetrievalError, ValueError) as err:
-            log.error("%s: %s", name, err)
+    backgrounds = None
+    if args.cross_domain_snr is not None:
+        backgrounds = read_backgrounds(root.parent / "instrumental")
+        if not backgrounds:
+            log.error("--cross-domain-snr: no instrumentals in %s", root.parent / "instrumental")
             return 2
-        results["models"].append({"name": name, "checkpoint": str(spec), **entry})
+    names = args.name or _default_names(args.checkpoint)
+    for f in fusions:
+        if {f.first, f.second} - set(names):
+            log.error("--fuse %s: fuse two of the named checkpoints %s", f.name, names)
+            return 2
+    results: dict = {
+        "takes": [r.path for r in held],
+        "second_half": "mono"
+        if backgrounds is None
+        else f"mixed at {args.cross_domain_snr:g} dB over {len(backgrounds)} instrumentals",
+        "models": [],
+    }
+    halves: dict[str, dict] = {}
+
+    def report(name: str, checkpoint: str, entry: dict) -> None:
+        results["models"].append({"name": name, "checkpoint": checkpoint, **entry})
         print(f"{name}: EER {entry['eer']:.3f} ({entry['n_takes']} takes)")
+
+    try:
+        for name, spec in zip(names, args.checkpoint, strict=True):
+            halves[name], skipped = take_halves(
+                _embedder(spec, args.device),
+                [r.path for r in held],
+                backgrounds,
+                args.cross_domain_snr or 0.0,
+            )
+            report(name, str(spec), {**halves_eer(list(halves[name].values())), "skipped": skipped})
+        for f in fusions:
+            a, b = halves[f.first], halves[f.second]
+            # takes usable by both systems, each half fused as a track vector is
+            both = [
+                (fuse(a[p][0], b[p][0], f.weight), fuse(a[p][1], b[p][1], f.weight))
+                for p in a
+                if p in b
+            ]
+            report(f.name, f"{f.first} + {f.second}", {**halves_eer(both), "fusion": f.weight})
+    except (SingerRetrievalError, ValueError) as err:
+        log.error("%s", err)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "acappella_eer.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -34,6 +34,7 @@ from model.embedding import Embedder, track_vector
 from model.errors import AudioError
 from model.evaluation import metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
+from model.evaluation.fusion import Fusion, fuse_stores
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
 from model.evaluation.openset import OpenSetConfig, open_set_curve, open_set_scenario
 from model.evaluation.splits import EvalClip, split_summary
@@ -170,6 +171,7 @@ def evaluate(
     progress: bool = False,
     dataset: str = "",
     open_set: OpenSetConfig | None = None,
+    fusions: Sequence[Fusion] = (),
 ) -> dict:
     """Evaluate checkpoints (and optionally the GMM-UBM baseline) on an evaluation set.
 
@@ -181,7 +183,9 @@ def evaluate(
     detector's segment choice, a clip without singing fails like a refused upload).
     workers: decoding threads beside the inference thread (0: decode inline). open_set: add the
     open-set figures of `model.evaluation.openset` (and `det-open-set.png` under plot_dir).
-    Returns the result dict that `report.write_report` turns into JSON and Markdown.
+    fusions: extra rows, each the track-level score fusion of two named checkpoints
+    (`model.evaluation.fusion`). Returns the result dict that `report.write_report` turns into
+    JSON and Markdown.
     """
     t_start = time.perf_counter()
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -195,6 +199,9 @@ def evaluate(
     names = list(names) if names else _default_names(checkpoints)
     if len(names) != len(checkpoints):
         raise ValueError("give one name per checkpoint")
+    for f in fusions:
+        if {f.first, f.second} - set(names):
+            raise ValueError(f"fusion {f.name}: fuse two of the named checkpoints {names}")
 
     models = [
         _Model(name, Path(p), _embedder(p, device), cache_dir, all_segments)
@@ -257,18 +264,29 @@ def evaluate(
         "timing_s": {"features_and_embeddings": round(embed_s, 2)},
     }
     det: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for m in models:
-        entry = _embedding_entry(clips, m, scenarios, snrs, snr_scenarios, k)
+    rows = [(m.name, _header(m), m.vectors) for m in models]
+    by_name = {m.name: m for m in models}
+    for f in fusions:
+        a, b = by_name[f.first], by_name[f.second]
+        header = {
+            "checkpoint": f"{a.path} + {b.path}",
+            "checkpoint_id": f"{a.embedder.checkpoint_id}+{b.embedder.checkpoint_id}",
+            "model_type": "fusion",
+            "fusion": {"of": [f.first, f.second], "weight": f.weight},
+        }
+        rows.append((f.name, header, fuse_stores(a.vectors, b.vectors, f.weight)))
+    for name, header, vectors in rows:
+        entry = _embedding_entry(clips, name, header, vectors, scenarios, snrs, snr_scenarios, k)
         if open_set is not None:
             entry["open_set"] = {}
             for s in scenarios:
                 q, t = SCENARIOS[s]
                 got = open_set_scenario(
-                    clips, m.vectors.get(View(q), {}), m.vectors.get(View(t), {}), open_set
+                    clips, vectors.get(View(q), {}), vectors.get(View(t), {}), open_set
                 )
                 entry["open_set"][s] = got[0] if got else None
                 if got:
-                    det[f"{m.name} {s}"] = open_set_curve(got[1], open_set.norm)
+                    det[f"{name} {s}"] = open_set_curve(got[1], open_set.norm)
         result["models"].append(entry)
     if open_set is not None:
         result["settings"]["open_set"] = {
@@ -296,27 +314,37 @@ def evaluate(
     return result
 
 
-def _embedding_entry(clips, m: _Model, scenarios, snrs, snr_scenarios, k: int) -> dict:
-    """One checkpoint's figures: every scenario, and per SNR the scenarios with mixed audio."""
-    entry = {
-        "name": m.name,
-        "kind": "embedding",
+def _header(m: _Model) -> dict:
+    """What a checkpoint's row says about the checkpoint."""
+    return {
         "checkpoint": str(m.path),
         "checkpoint_id": m.embedder.checkpoint_id,
         "model_type": m.embedder.net.model_type,
+        "cache": {"hits": m.cache.hits, "misses": m.cache.misses},
+    }
+
+
+def _embedding_entry(
+    clips, name: str, header: dict, vectors, scenarios, snrs, snr_scenarios, k: int
+) -> dict:
+    """One row's figures (a checkpoint's or a fusion's): every scenario, and per SNR the
+    scenarios with mixed audio. vectors: {view: {clip index: track vector}}."""
+    entry = {
+        "name": name,
+        "kind": "embedding",
+        **header,
         "scenarios": {
-            s: _embedding_scenario(clips, m.vectors, View(q), View(t), k)
+            s: _embedding_scenario(clips, vectors, View(q), View(t), k)
             for s, (q, t) in SCENARIOS.items()
             if s in scenarios
         },
-        "cache": {"hits": m.cache.hits, "misses": m.cache.misses},
     }
     if snrs and snr_scenarios:
         entry["snr_sweep"] = {
             f"{x:g}": {
                 s: _embedding_scenario(
                     clips,
-                    m.vectors,
+                    vectors,
                     _snr_view(SCENARIOS[s][0], x),
                     _snr_view(SCENARIOS[s][1], x),
                     k,

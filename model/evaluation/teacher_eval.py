@@ -33,6 +33,7 @@ class TeacherEmbedder:
         self.teacher = Teacher(self.device)
         self.features = features or FeatureConfig()
         self.net = SimpleNamespace(model_type="teacher")
+        self.detector = None  # segments are chosen by the energy VAD, as without a detector
         digest = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:12]
         self.checkpoint_id = f"ge2e-{digest}"
         self.meta: dict = {"source": "resemblyzer"}

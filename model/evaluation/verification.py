@@ -5,6 +5,10 @@ training) is cut in two halves; the first half of every take is scored against t
 of every take (cosine of track vectors, monophonic branch). Same take: target trial; other
 takes: non-target trial. The two halves share microphone and room, so the figure is
 channel-matched: it can support a choice between models, never make one alone.
+
+Cross-domain variant (the product's main case, a karaoke take against finished songs): the
+second half of take i is mixed over background i mod len(backgrounds) (its middle, at a given
+vocal-to-accompaniment ratio) and goes through the mixed branch; the first half stays mono.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from model.audio import load_audio
 from model.embedding import track_vector
 from model.errors import AudioError
+from model.mixing import mix_at_snr
 from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -34,40 +39,71 @@ def equal_error_rate(target: np.ndarray, nontarget: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2.0)
 
 
-def half_vectors(embedder, y: np.ndarray, domain: str = "mono") -> tuple[np.ndarray, np.ndarray]:
-    """Track vectors (dim,) of the first and second halves of a recording."""
+def half_vectors(
+    embedder, y: np.ndarray, background: np.ndarray | None = None, snr_db: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Track vectors (dim,) of the first half (mono) and second half of a recording: mono too,
+    or mixed over the middle of `background` (same rate) at `snr_db` dB through the mixed
+    branch."""
     mid = len(y) // 2
+    first, second = y[:mid], y[mid:]
+    domain = "mono"
+    if background is not None:
+        off = max(0, (len(background) - len(second)) // 2)
+        second, domain = mix_at_snr(second, background[off : off + len(second)], snr_db), "mixed"
     out = []
-    for half in (y[:mid], y[mid:]):
-        segs = embedder.segments(half, False)
-        out.append(track_vector(embedder.embed_segments(segs, domain)))
+    for half, d in ((first, "mono"), (second, domain)):
+        out.append(track_vector(embedder.embed_segments(embedder.segments(half, False), d)))
     return out[0], out[1]
 
 
-def acappella_eer(embedder, paths: list[str | Path], domain: str = "mono") -> dict:
-    """{"eer", "n_takes", "n_target", "n_nontarget", "skipped"} of first vs second halves.
-
-    `embedder`: a `model.embedding.Embedder` or the evaluation `TeacherEmbedder`. Takes whose
-    halves are too short or unvoiced are skipped and counted."""
-    firsts, seconds, skipped = [], [], 0
+def take_halves(
+    embedder,
+    paths: list[str | Path],
+    backgrounds: list[str | Path] | None = None,
+    snr_db: float = 0.0,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """{path: (first-half, second-half) track vectors} of the usable takes, and the number of
+    takes skipped (halves too short or unvoiced). backgrounds: the cross-domain variant."""
+    halves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    skipped = 0
     sr = embedder.features.sample_rate
-    for p in paths:
+    for i, p in enumerate(paths):
         try:
-            a, b = half_vectors(embedder, load_audio(p, sr), domain)
+            bg = load_audio(backgrounds[i % len(backgrounds)], sr) if backgrounds else None
+            halves[str(p)] = half_vectors(embedder, load_audio(p, sr), bg, snr_db)
         except AudioError as err:
             log.info("skipped %s", err)
             skipped += 1
-            continue
-        firsts.append(a)
-        seconds.append(b)
-    if len(firsts) < 2:
+    return halves, skipped
+
+
+def halves_eer(halves: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """{"eer", "n_takes", "n_target", "n_nontarget"}: every first half against every second
+    half, the same take's pair being the target trial."""
+    if len(halves) < 2:
         raise ValueError("fewer than two usable takes")
-    scores = l2_normalize(np.stack(firsts)) @ l2_normalize(np.stack(seconds)).T
-    same = np.eye(len(firsts), dtype=bool)
+    firsts = l2_normalize(np.stack([a for a, _ in halves]))
+    seconds = l2_normalize(np.stack([b for _, b in halves]))
+    scores = firsts @ seconds.T
+    same = np.eye(len(halves), dtype=bool)
     return {
         "eer": equal_error_rate(scores[same], scores[~same]),
-        "n_takes": len(firsts),
+        "n_takes": len(halves),
         "n_target": int(same.sum()),
         "n_nontarget": int((~same).sum()),
-        "skipped": skipped,
     }
+
+
+def acappella_eer(
+    embedder,
+    paths: list[str | Path],
+    backgrounds: list[str | Path] | None = None,
+    snr_db: float = 0.0,
+) -> dict:
+    """{"eer", "n_takes", "n_target", "n_nontarget", "skipped"} of first vs second halves.
+
+    `embedder`: a `model.embedding.Embedder` or the evaluation `TeacherEmbedder`;
+    backgrounds / snr_db: the cross-domain variant (module docstring)."""
+    halves, skipped = take_halves(embedder, paths, backgrounds, snr_db)
+    return {**halves_eer(list(halves.values())), "skipped": skipped}
