@@ -4,7 +4,7 @@
 # evaluation for every row. Resumable: a finished run or evaluation is not redone.
 #
 #   bash bench/ablate_default.sh [NAME ...]     # default: every ablation row, in the order below
-#   bash bench/ablate_default.sh long-cosine    # the 40-epoch run of the model card (not a row)
+#   bash bench/ablate_default.sh long-cosine takes-long   # the 40-epoch runs of the model card
 #
 # Needs ../shared/data (or SINGER_SHARED_DIR), the `train` extra, and the stage-1 weights at
 # data/runs/default/last.pt (`python -m model train --recipe shared ...`, MODEL_CARD.md; they
