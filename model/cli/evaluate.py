@@ -341,7 +341,7 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
     from model.errors import SingerRetrievalError
     from model.evaluation.fusion import fuse
     from model.evaluation.runner import _default_names, _embedder
-    from model.evaluation.verification import halves_eer, take_halves
+    from model.evaluation.verification import halves_eer, take_halves_many
     from model.shared import shared_dir
     from model.training.datasets import acappella_rows, split_acappella
     from model.training.mashup import read_backgrounds
@@ -361,10 +361,6 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
             log.error("--cross-domain-snr: no instrumentals in %s", root.parent / "instrumental")
             return 2
     names = args.name or _default_names(args.checkpoint)
-    for f in fusions:
-        if {f.first, f.second} - set(names):
-            log.error("--fuse %s: fuse two of the named checkpoints %s", f.name, names)
-            return 2
     results: dict = {
         "takes": [r.path for r in held],
         "second_half": "mono"
@@ -379,14 +375,15 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
         print(f"{name}: EER {entry['eer']:.3f} ({entry['n_takes']} takes)")
 
     try:
-        for name, spec in zip(names, args.checkpoint, strict=True):
-            halves[name], skipped = take_halves(
-                _embedder(spec, args.device),
-                [r.path for r in held],
-                backgrounds,
-                args.cross_domain_snr or 0.0,
-            )
-            report(name, str(spec), {**halves_eer(list(halves[name].values())), "skipped": skipped})
+        for f in fusions:
+            f.check(names)
+        embedders = [_embedder(spec, args.device) for spec in args.checkpoint]
+        per_system = take_halves_many(
+            embedders, [r.path for r in held], backgrounds, args.cross_domain_snr or 0.0
+        )
+        for name, spec, (got, skipped) in zip(names, args.checkpoint, per_system, strict=True):
+            halves[name] = got
+            report(name, str(spec), {**halves_eer(list(got.values())), "skipped": skipped})
         for f in fusions:
             a, b = halves[f.first], halves[f.second]
             # takes usable by both systems, each half fused as a track vector is

@@ -34,6 +34,11 @@ class Fusion:
     def name(self) -> str:
         return f"{self.first}+{self.second}@{self.weight:g}"
 
+    def check(self, names: list[str]) -> None:
+        """Raise ValueError unless both fused systems are among the evaluated `names`."""
+        if {self.first, self.second} - set(names):
+            raise ValueError(f"fusion {self.name}: fuse two of the named checkpoints {names}")
+
 
 def fuse(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
     """(..., d1) and (..., d2) vectors -> (..., d1 + d2) unit vectors of the weighted fusion."""

@@ -200,8 +200,7 @@ def evaluate(
     if len(names) != len(checkpoints):
         raise ValueError("give one name per checkpoint")
     for f in fusions:
-        if {f.first, f.second} - set(names):
-            raise ValueError(f"fusion {f.name}: fuse two of the named checkpoints {names}")
+        f.check(names)
 
     models = [
         _Model(name, Path(p), _embedder(p, device), cache_dir, all_segments)

@@ -65,17 +65,38 @@ def take_halves(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     """{path: (first-half, second-half) track vectors} of the usable takes, and the number of
     takes skipped (halves too short or unvoiced). backgrounds: the cross-domain variant."""
-    halves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    skipped = 0
-    sr = embedder.features.sample_rate
+    return take_halves_many([embedder], paths, backgrounds, snr_db)[0]
+
+
+def take_halves_many(
+    embedders: list,
+    paths: list[str | Path],
+    backgrounds: list[str | Path] | None = None,
+    snr_db: float = 0.0,
+) -> list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]]:
+    """`take_halves` of several systems (one sample rate), each take and background decoded
+    once for all of them."""
+    rates = {e.features.sample_rate for e in embedders}
+    if len(rates) != 1:
+        raise ValueError(f"the systems must share one sample rate, got {sorted(rates)}")
+    sr = rates.pop()
+    out: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]] = [({}, 0) for _ in embedders]
     for i, p in enumerate(paths):
         try:
+            y = load_audio(p, sr)
             bg = load_audio(backgrounds[i % len(backgrounds)], sr) if backgrounds else None
-            halves[str(p)] = half_vectors(embedder, load_audio(p, sr), bg, snr_db)
         except AudioError as err:
             log.info("skipped %s", err)
-            skipped += 1
-    return halves, skipped
+            out = [(halves, skipped + 1) for halves, skipped in out]
+            continue
+        for k, embedder in enumerate(embedders):
+            halves, skipped = out[k]
+            try:
+                halves[str(p)] = half_vectors(embedder, y, bg, snr_db)
+            except AudioError as err:
+                log.info("skipped %s", err)
+                out[k] = (halves, skipped + 1)
+    return out
 
 
 def halves_eer(halves: list[tuple[np.ndarray, np.ndarray]]) -> dict:
