@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -249,25 +249,30 @@ def start_service(
 
 @contextmanager
 def services(
-    index: Path, checkpoint: Path, device: str, workers: int, modes: Sequence[str]
+    index: Path,
+    checkpoint: Path,
+    device: str,
+    workers: int,
+    servers: Mapping[str, Mapping[str, str]],
 ) -> Iterator[dict[str, str]]:
-    """One server per batching mode over `index`, started together; yields {mode: URL}
-    once all are ready. An error while they run carries the end of each server's output."""
+    """One server per entry of `servers` (name -> its SINGER_* settings, lower case) over
+    `index`, started together; yields {name: URL} once all are ready. An error while they
+    run carries the end of each server's output."""
     with ExitStack() as files:
-        logs = {mode: files.enter_context(tempfile.TemporaryFile("w+")) for mode in modes}
+        logs = {name: files.enter_context(tempfile.TemporaryFile("w+")) for name in servers}
         started = {
-            mode: start_service(index, checkpoint, device, workers, logs[mode], batching=mode)
-            for mode in modes
+            name: start_service(index, checkpoint, device, workers, logs[name], **env)
+            for name, env in servers.items()
         }
         try:
             for proc, url in started.values():
                 wait_ready(url, proc)
-            yield {mode: url for mode, (_, url) in started.items()}
+            yield {name: url for name, (_, url) in started.items()}
         except Exception as err:
-            for mode, log in logs.items():
+            for name, log in logs.items():
                 log.seek(0)
-                status = started[mode][0].poll()
-                err.add_note(f"server batching={mode} (exit {status}):\n{log.read()[-3000:]}")
+                status = started[name][0].poll()
+                err.add_note(f"server {name} (exit {status}):\n{log.read()[-3000:]}")
             raise
         finally:
             for proc, _ in started.values():
@@ -343,7 +348,8 @@ def main() -> int:
         index = Path(tmp) / "index"
         build_catalog(index, embedder, args.tracks, args.singers)
         levels = []
-        with services(index, args.checkpoint, args.device, args.workers, args.batching) as urls:
+        servers = {mode: {"batching": mode} for mode in args.batching}
+        with services(index, args.checkpoint, args.device, args.workers, servers) as urls:
             one = one_client(embedder, urls, data, args.embed_repeats, threads)
             results["embedding_only"] = one["embedding_only"]
             results["one_client"] = one["identify"]

@@ -5,9 +5,11 @@
 Sections (each runs on its own; a failing one is recorded and the next goes on):
 - environment: torch, CUDA, cuDNN, FAISS versions, the device's name and memory;
 - encoder: segments/s of one branch alone at batch 1, 64 and 1024, per branch (CUDA-timed);
-- indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run);
+- indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run), with
+  decoding in threads and in worker processes (`INDEXING_VARIANTS`);
 - identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
-  without and with cross-request batching (bench/bench_service.py's servers and clients);
+  without and with cross-request batching, and with decoding in the inference threads
+  (`IDENTIFY_SERVERS`; bench/bench_service.py's servers and clients);
 - faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
 - memory: GPU memory allocated and reserved over 1,000 requests through the service's own
   embedding path (`Runtime.embed`, batcher included), after 100 warm-up requests.
@@ -63,7 +65,7 @@ def sizes(dry: bool) -> dict:
     return {
         "encoder_batches": [1, 64, 1024],
         "encoder_seconds": 3.0,
-        "indexer_files": 1000,
+        "indexer_files": 2000,
         "clients": [1, 8, 32],
         "requests": lambda c: max(64, 8 * c),
         "upload_seconds": 30.0,
@@ -135,35 +137,77 @@ def encoder(cfg: dict, device: torch.device) -> dict:
 
 def synthetic_folder(root: Path, n: int, seconds: float = 10.0) -> Path:
     """`n` synthetic FLAC takes (44.1 kHz) as <singer>/<track>.flac, for a machine without
-    MIR-1K (the research data does not travel to the lent GPU machine)."""
+    MIR-1K (the research data does not travel to the lent GPU machine); written by one
+    process per core (about 0.1 s a take on one)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    paths = [root / f"singer-{i % 20}" / f"take-{i}.flac" for i in range(n)]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    spawn = mp.get_context("spawn")  # this process may hold CUDA: no fork
+    with cf.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=spawn) as pool:
+        list(pool.map(write_take, paths, range(n), [seconds] * n))
+    return root
+
+
+def write_take(path: Path, seed: int, seconds: float) -> None:
     import soundfile as sf
 
     from bench.workload import UPLOAD_SR, synthetic_take
 
-    for i in range(n):
-        path = root / f"singer-{i % 20}" / f"take-{i}.flac"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, synthetic_take(seconds, seed=i), UPLOAD_SR)
-    return root
+    sf.write(path, synthetic_take(seconds, seed=seed), UPLOAD_SR)
+
+
+# How the indexer decodes, measured side by side: threads (the default), worker processes
+# with features on the model's device, worker processes that compute features themselves.
+INDEXING_VARIANTS = {
+    "threads": [],
+    "processes, features on device": ["--features-in", "device"],
+    "processes, features in workers": ["--features-in", "workers"],
+}
 
 
 def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
-    """bench/bench_indexer.py: MIR-1K vocals when present, else synthetic 10-s FLAC files."""
+    """bench/bench_indexer.py per `INDEXING_VARIANTS`: MIR-1K vocals when present, else
+    synthetic 10-s FLAC files. Each variant's decode-only floor is measured the way it
+    decodes (threads, or its worker processes)."""
     from model.shared import shared_dir
 
-    dest = out_dir / "bench_indexer.json"
-    workers = max(2, (os.cpu_count() or 2) - 2) if device.type == "cuda" else 2
-    cmd = [sys.executable, str(REPO / "bench" / "bench_indexer.py")]
-    cmd += ["--limit", str(cfg["indexer_files"]), "--rounds", "1" if cfg["dry"] else "2"]
-    cmd += ["--workers", str(workers), "--device", str(device), "--json", str(dest)]
-    cmd += ["--batch-size", "256" if device.type == "cuda" else "64"]
+    cuda = device.type == "cuda"
+    workers = max(2, (os.cpu_count() or 2) - 2) if cuda else 2
+    out: dict = {"workers": workers, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        source = "MIR-1K vocals"
+        source, extra = "MIR-1K vocals", []
         if not (shared_dir() / "data" / "mir1k" / "index.csv").is_file():
-            cmd += ["--source", str(synthetic_folder(Path(tmp), cfg["indexer_files"] // 3))]
+            extra = ["--source", str(synthetic_folder(Path(tmp), cfg["indexer_files"] // 3))]
             source = "synthetic 10-s FLAC takes"
-        subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return {"source": source, **json.loads(dest.read_text())}
+        out["source"] = source
+        for name, flags in INDEXING_VARIANTS.items():
+            dest = out_dir / "bench_indexer.json"
+            cmd = [sys.executable, str(REPO / "bench" / "bench_indexer.py"), *extra, *flags]
+            cmd += ["--limit", str(cfg["indexer_files"]), "--rounds", "1" if cfg["dry"] else "3"]
+            cmd += ["--workers", str(workers), "--device", str(device), "--json", str(dest)]
+            cmd += ["--batch-size", "256" if cuda else "64"]
+            if name != "threads":
+                cmd += ["--processes", str(workers)]
+            subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+            out["variants"][name] = json.loads(dest.read_text())
+            dest.unlink()
+    threads_floor = out["variants"]["threads"]["decode_only"]["files_per_s"]
+    for v in out["variants"].values():
+        v["ratio_to_threads_floor"] = round(v["indexing"]["files_per_s"] / threads_floor, 3)
+    return out
+
+
+# The servers `/identify` is measured on: cross-request batching off and on with the
+# device's default decoding (worker processes on CUDA), and batching on with decoding in the
+# inference threads (what ran before decoding processes).
+IDENTIFY_SERVERS = {
+    "batching off": {"batching": "off"},
+    "batching on": {"batching": "on"},
+    "batching on, decoding in threads": {"batching": "on", "decode_processes": "0"},
+}
 
 
 def identify(cfg: dict, device: torch.device) -> dict:
@@ -176,13 +220,13 @@ def identify(cfg: dict, device: torch.device) -> dict:
         index = Path(tmp) / "index"
         build_catalog(index, embedder, cfg["tracks"], max(1, cfg["tracks"] // 10))
         dev = str(device)
-        with services(index, ckpt, dev, workers, ("off", "on")) as urls:
+        with services(index, ckpt, dev, workers, IDENTIFY_SERVERS) as urls:
             for url in urls.values():
                 asyncio.run(load_level(url, data, 2, 4))  # warm-up
             for c in cfg["clients"]:
-                for mode, url in urls.items():
+                for name, url in urls.items():
                     level = asyncio.run(load_level(url, data, c, cfg["requests"](c)))
-                    levels.append({"batching": mode, **level})
+                    levels.append({"server": name, **level})
     return {
         "uploads": source,
         "upload_s": cfg["upload_seconds"],
@@ -343,24 +387,35 @@ def markdown(report: dict) -> str:
         lines.append("")
     idx = report["indexing"]
     if idx["status"] == "ok":
-        floor, rate = idx["decode_only"]["files_per_s"], idx["indexing"]["files_per_s"]
-        text = (
-            f"{idx['files']} files ({idx['source']}), {idx['workers']} workers: decode-only "
-            f"{floor} files/s, indexing {rate} files/s: **{idx['ratio']:.0%}** of the floor."
-        )
-        lines += ["## Indexing against the decode floor\n", text + "\n"]
+        first = next(iter(idx["variants"].values()))
+        lines += [
+            "## Indexing against the decode floor",
+            "",
+            f"{first['files']} files ({idx['source']}), {idx['workers']} workers (threads or "
+            "processes); each variant's decode-only floor decodes as it does.",
+            "",
+            "| decoding | decode-only files/s | indexing files/s | of its floor | of the "
+            "threads' floor |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in idx["variants"].items():
+            lines.append(
+                f"| {name} | {v['decode_only']['files_per_s']} | {v['indexing']['files_per_s']} "
+                f"| **{v['ratio']:.0%}** | {v['ratio_to_threads_floor']:.0%} |"
+            )
+        lines.append("")
     ide = report["identify"]
     if ide["status"] == "ok":
         lines += [
             f"## /identify ({ide['upload_s']:.0f}-s FLAC uploads, {ide['workers']} "
             f"inference workers, {ide['tracks']} tracks)",
             "",
-            "| batching | clients | p50 (ms) | p99 (ms) | req/s |",
+            "| server | clients | p50 (ms) | p99 (ms) | req/s |",
             "|---|---|---|---|---|",
         ]
         for lv in ide["levels"]:
             lines.append(
-                f"| {lv['batching']} | {lv['concurrency']} | {1e3 * lv['p50_s']:.1f} | "
+                f"| {lv['server']} | {lv['concurrency']} | {1e3 * lv['p50_s']:.1f} | "
                 f"{1e3 * lv['p99_s']:.1f} | {lv['throughput_rps']:.1f} |"
             )
         lines.append("")

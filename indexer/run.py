@@ -4,7 +4,8 @@
     hash every file (threads)             content identity: hex SHA-256 of the file's bytes,
                                           the same key the HTTP service computes for uploads
     skip what is already indexed          same content + checkpoint + domain (unless rebuild)
-    Embedder.embed_many (per domain)      decoding threads, segments batched across files
+    Embedder.embed_many (per domain)      decoding threads (or worker processes: `processes`),
+                                          segments batched across files
     catalog.add_tracks(replace=True)      a transaction every `commit_every` tracks or
                                           `commit_interval_s` seconds
 
@@ -30,6 +31,7 @@ from catalog.hashing import content_hash
 from catalog.vector_index import FLAT_MAX_VECTORS, KINDS, recommended_kind
 from indexer.sources import Listing, SourceItem, read_source
 from model.audio import MAX_TRACK_SECONDS
+from model.decoding import DecodePool
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
@@ -116,6 +118,12 @@ class IndexOptions:
 
     rebuild: bool = False  # re-embed files already indexed with this checkpoint
     workers: int = 2  # hashing and decoding threads
+    # Decoding worker processes (model/decoding.py), 0: decode in the threads. Threads
+    # queue on the GIL once there are many cores; processes do not.
+    processes: int = 0
+    # With processes: choose segments (features, voice detector) in them too, on their CPU.
+    # None: there when the model runs on the CPU, on the model's device otherwise.
+    features_in_workers: bool | None = None
     batch_size: int = 64  # segments per encoder batch
     all_segments: bool = False  # every 3-s segment, not only the voiced ones (the paper's)
     progress: bool = False  # a progress bar on stderr
@@ -332,8 +340,12 @@ def index_listing(
     embedder: Embedder,
     listing: Listing,
     options: IndexOptions | None = None,
+    pool: DecodePool | None = None,
 ) -> IndexReport:
     """Embed and store the items of `listing`; see the module docstring.
+
+    `pool`: decoding worker processes the caller keeps (warm) across runs; else the run
+    starts its own when `options.processes` asks for them, and stops them at the end.
 
     A file longer than `options.max_seconds` of audio is refused while decoding, reported as
     a failure and skipped, like any unusable file.
@@ -347,6 +359,12 @@ def index_listing(
     bar = tqdm(
         total=len(todo), desc="indexing", unit="track", disable=not o.progress, dynamic_ncols=True
     )
+    own_pool = pool is None and o.processes > 0 and bool(todo)
+    if own_pool:
+        in_workers = o.features_in_workers
+        if in_workers is None:
+            in_workers = embedder.device.type == "cpu"
+        pool = embedder.decode_pool(o.processes, in_workers)
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
@@ -358,6 +376,7 @@ def index_listing(
                 workers=o.workers,
                 batch_size=o.batch_size,
                 max_seconds=o.max_seconds,
+                pool=pool,
             )
             for i, result in in_order(results):
                 if isinstance(result, AudioError):
@@ -381,6 +400,8 @@ def index_listing(
         writer.flush()
         bar.close()
         report.embed_s = time.perf_counter() - embed_start
+        if own_pool and pool is not None:
+            pool.close()
     finish_report(catalog, report, ckpt, start)
     return report
 

@@ -10,6 +10,19 @@ from __future__ import annotations
 class SingerRetrievalError(Exception):
     """Base class of every error this project raises on purpose."""
 
+    def __reduce__(self):
+        # Errors cross process boundaries (decoding in worker processes, model/decoding.py).
+        # Default pickling calls cls(*args), which breaks subclasses whose __init__ takes
+        # other arguments: rebuild from the message and the attributes instead.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[SingerRetrievalError], args: tuple, state: dict) -> SingerRetrievalError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class AudioError(SingerRetrievalError):
     """The input audio cannot be used. `path` names the file when there is one."""

@@ -16,6 +16,7 @@ and its decision thresholds, and loads with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,9 @@ class VoiceDetector:
         self.detector_id = detector_id
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu"):
+    def load(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> VoiceDetector:
         """Load a detector checkpoint (default: the shipped one). Raises CheckpointError."""
         path = Path(path) if path else DEFAULT_VOICE_DETECTOR
         if not path.is_file():
@@ -154,6 +157,13 @@ class VoiceDetector:
         return cls(
             net.to(device), features, rule, dict(payload.get("meta") or {}), checkpoint_id(path)
         )
+
+    def to(self, device: str | torch.device) -> VoiceDetector:
+        """This detector on `device`: itself when it is there already, else a copy."""
+        if next(self.net.parameters()).device == torch.device(device):
+            return self
+        net = copy.deepcopy(self.net).to(device)
+        return VoiceDetector(net, self.features, self.rule, self.meta, self.detector_id)
 
     @torch.inference_mode()
     def frame_probs(self, mel: torch.Tensor, batch_size: int = 512) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog import CatalogBackend, Track, open_catalog
 from model.audio import load_audio
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
+from model.decoding import DecodePool
 from model.embedding import Embedder, TrackEmbedding, inference_threads
 from model.errors import AudioError
 from service.audio_files import AudioFiles
@@ -54,6 +56,7 @@ class Runtime:
         self.audio = AudioFiles(settings)
         self.pool = InferencePool(settings.inference_workers, settings.max_pending)
         self.batcher: SegmentBatcher | None = None
+        self.decoder: DecodePool | None = None
         # One lock per uploaded content: concurrent uploads of the same file add one track.
         self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._register_metrics()
@@ -90,16 +93,19 @@ class Runtime:
         self._embedder, self._catalog = embedder, catalog
         self._load_calibration()
         self.batcher = self._make_batcher(embedder)
+        self.decoder = self._make_decoder(embedder)
         self._read_checkpoints()
         if self.foreign_checkpoints:
             log.warning("%s", self.checkpoint_mismatch_message())
         log.info(
-            "loaded checkpoint %s on %s (cross-request batching %s) and catalogue %s in %.1f s",
+            "loaded checkpoint %s on %s (cross-request batching %s, decoding in %s) and "
+            "catalogue %s in %.1f s",
             embedder.checkpoint_id,
             embedder.device,
             f"up to {self.batcher.max_segments} segments, {1e3 * self.batcher.max_wait_s:g} ms"
             if self.batcher
             else "off",
+            f"{self.decoder.processes} processes" if self.decoder else "the inference threads",
             s.catalog_target,
             time.perf_counter() - start,
         )
@@ -153,8 +159,27 @@ class Runtime:
             wait_ms / 1e3,
         )
 
+    def _make_decoder(self, embedder: Embedder) -> DecodePool | None:
+        """Decoding worker processes, started and warmed now, or None (decode in threads).
+
+        auto: on CUDA only, one per inference worker: there the encoder is cheap and the
+        decoding threads' GIL was the limit. On 2 CPU cores processes measured slower
+        (bench/bench_indexer.py: 79 against 97 files/s decode-only).
+        """
+        n = self.settings.decode_processes
+        if n is None:
+            cores = max(1, (os.cpu_count() or 1) - 1)
+            n = min(self.settings.inference_workers, cores) if embedder.device.type == "cuda" else 0
+        if n == 0:
+            return None
+        pool = DecodePool(n)
+        pool.warm_up()
+        return pool
+
     def close(self) -> None:
         self.pool.shutdown()
+        if self.decoder is not None:
+            self.decoder.close()
         if self._catalog is not None:
             self._catalog.close()
 
@@ -238,13 +263,21 @@ class Runtime:
 
         return await self.pool.run(job)
 
+    def _decode(self, data: bytes, max_seconds: float) -> np.ndarray:
+        """Encoded bytes -> mono float32 waveform at the model's rate, in a decoding process
+        when there are some (this thread waits without holding the GIL)."""
+        sr = self.embedder.features.sample_rate
+        if self.decoder is None:
+            return load_audio(data, sr, max_seconds=max_seconds)
+        return self.decoder.load_audio(data, sr, max_seconds)
+
     def _embed_now(self, data: bytes, domain: str, max_seconds: float) -> TrackEmbedding:
         embedder = self.embedder
         if self.batcher is None:
-            return embedder.embed_file(data, domain, max_seconds=max_seconds)
+            return embedder.embed_audio(self._decode(data, max_seconds), domain)
         self.batcher.announce()  # a batch being gathered waits for these segments
         try:
-            y = load_audio(data, embedder.features.sample_rate, max_seconds=max_seconds)
+            y = self._decode(data, max_seconds)
             selection = embedder.select(y, domain=domain)
         except BaseException:
             self.batcher.withdraw()

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         2, ge=1, description="embeddings computed at the same time (threads)"
     )
+    decode_processes: int | None = Field(
+        None,
+        ge=0,
+        description="worker processes that decode uploads (threads of one process queue on "
+        "the GIL once there are many cores); 0: decode in the inference threads; empty: on "
+        "CUDA as many as inference_workers (at most cores minus one), on CPU 0 (measured "
+        "faster on 2 cores)",
+    )
     max_pending: int = Field(
         64, ge=0, description="requests allowed to wait for an inference slot (503 beyond)"
     )

@@ -71,9 +71,13 @@ def test_request_larger_than_a_batch_runs_alone_in_chunks(embedder, takes):
     np.testing.assert_allclose(vecs, ref, atol=1e-5, rtol=0)
 
 
-def test_service_runtime_batched_equals_unbatched(tmp_path, random_checkpoint, takes):
-    """The service's own embedding path (pool threads + batcher) against `embed_file` alone,
-    with concurrent uploads of different lengths and domains."""
+@pytest.mark.parametrize("decode_processes", [0, 2])
+def test_service_runtime_batched_equals_unbatched(
+    tmp_path, random_checkpoint, takes, decode_processes
+):
+    """The service's own embedding path (pool threads + batcher, decoding in the threads or
+    in worker processes as on CUDA) against `embed_file` alone, with concurrent uploads of
+    different lengths and domains."""
     from service.settings import Settings
 
     uploads = []
@@ -89,6 +93,7 @@ def test_service_runtime_batched_equals_unbatched(tmp_path, random_checkpoint, t
         batch_max_wait_ms=50,
         inference_workers=3,
         torch_threads=1,
+        decode_processes=decode_processes,
     )
     runtime = Runtime(settings, Metrics())
     runtime.load()

@@ -6,13 +6,20 @@ machine and reports any skip as a failure.
 
 from __future__ import annotations
 
+import asyncio
+import io
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from model.embedding import Embedder
 from model.features import FeatureConfig, log_mel, to_device
 from service.inference import SegmentBatcher
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
 from tests.support.batching import embed_together
 from tests.support.live import render
 
@@ -71,3 +78,42 @@ def test_cuda_batcher_equals_each_alone(embedders):
         np.testing.assert_allclose(
             g.segment_vectors, gpu.embed_audio(y, d).segment_vectors, atol=1e-5, rtol=0
         )
+
+
+def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, random_checkpoint):
+    """On CUDA the service decodes in worker processes by default (`decode_processes` auto),
+    features run on the device, and vectors equal the CPU path's."""
+    cpu, _ = embedders
+    uploads = []
+    for v, d, s in [(0, "mono", 5.0), (1, "mixed", 17.0), (2, "mono", 9.0)]:
+        buf = io.BytesIO()
+        sf.write(buf, render(v, d, seed=v, seconds=s), 22050, format="FLAC")
+        uploads.append((buf.getvalue(), d))
+    settings = Settings(index_dir=tmp_path / "i", checkpoint=random_checkpoint, device="cuda")
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
+
+    async def all_at_once():
+        return await asyncio.gather(*(runtime.embed(data, d) for data, d in uploads))
+
+    try:
+        assert runtime.decoder is not None and runtime.batcher is not None
+        got = asyncio.run(all_at_once())
+    finally:
+        runtime.close()
+    for g, (data, d) in zip(got, uploads, strict=True):
+        np.testing.assert_allclose(g.vector, cpu.embed_file(data, d).vector, atol=1e-5, rtol=0)
+
+
+def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path):
+    cpu, gpu = embedders
+    paths = []
+    for i, (v, d, s) in enumerate([(0, "mono", 6.0), (3, "mono", 12.0)]):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], render(v, d, seed=i, seconds=s), 22050)
+    ref = dict(cpu.embed_many(paths, "mono"))
+    for in_workers in (False, True):
+        with gpu.decode_pool(2, in_workers) as pool:
+            got = dict(gpu.embed_many(paths, "mono", pool=pool))
+        for i in ref:
+            np.testing.assert_allclose(got[i].vector, ref[i].vector, atol=1e-5, rtol=0)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.device_check import IDENTIFY_SERVERS, INDEXING_VARIANTS
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.e2e
@@ -32,13 +34,18 @@ def test_dry_run_writes_every_section(tmp_path):
         assert report[name]["status"] == "ok", report[name]
     # Only what needs CUDA (or the shared data set) is skipped.
     assert report["memory"] == {"status": "skipped", "reason": "CUDA only", "seconds": 0.0}
-    assert report["indexing"]["status"] in ("ok", "skipped"), report["indexing"]
+    idx = report["indexing"]
+    assert idx["status"] == "ok", idx
+    assert set(idx["variants"]) == set(INDEXING_VARIANTS)
+    for v in idx["variants"].values():  # every file indexed, in threads or in processes
+        assert (v["indexing"]["indexed"], v["indexing"]["failed"]) == (v["files"], 0)
+    assert idx["variants"]["processes, features in workers"]["processes"] == idx["workers"]
     for branch in ("mono", "mixed"):
         assert set(report["encoder"][branch]) == {"1", "8", "32"}
         assert all(v > 0 for v in report["encoder"][branch].values())
     levels = report["identify"]["levels"]
-    assert {(lv["batching"], lv["concurrency"]) for lv in levels} == {
-        (m, c) for m in ("off", "on") for c in (1, 2)
+    assert {(lv["server"], lv["concurrency"]) for lv in levels} == {
+        (name, c) for name in IDENTIFY_SERVERS for c in (1, 2)
     }
     assert all(set(lv["statuses"]) == {"200"} for lv in levels)  # every request answered
     assert report["faiss"]["cpu"]["queries_per_s_batch_256"] > 0

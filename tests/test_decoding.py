@@ -1,0 +1,166 @@
+"""Decoding in worker processes gives what decoding in the calling process gives.
+
+Real spawned processes, real decoding; the references are `model.audio.load_audio`,
+`Embedder.embed_many` in threads, the indexer without processes and the service without them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from catalog import Catalog
+from indexer.run import index_source
+from model.audio import load_audio
+from model.decoding import DecodePool
+from model.embedding import Embedder
+from model.errors import (
+    AudioError,
+    AudioTooLongError,
+    AudioTooShortError,
+    DecoderMissingError,
+    NoVoicedSegmentError,
+    UnsupportedAudioParamsError,
+    UnsupportedFormatError,
+)
+from tests.support.live import LiveServer, add_clip, live_settings, make_clip, render, upload
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def embedder(random_checkpoint) -> Embedder:
+    return Embedder.from_checkpoint(random_checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def flacs() -> list[bytes]:
+    """Takes of 4 to 12 s at 44.1 kHz stereo, both domains: decoding resamples and mixes down."""
+    out = []
+    for i, seconds in enumerate([4.0, 12.0, 7.5, 9.0]):
+        y = render(i % 3, ("mono", "mixed")[i % 2], seed=i, seconds=seconds)
+        y = np.interp(np.arange(0, len(y), 0.5), np.arange(len(y)), y).astype(np.float32)
+        buf = io.BytesIO()
+        sf.write(buf, np.stack([y, 0.5 * y], axis=1), 44100, format="FLAC")
+        out.append(buf.getvalue())
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool() -> DecodePool:
+    with DecodePool(2) as p:
+        yield p
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        AudioError("bad", "x.wav"),
+        UnsupportedFormatError("not audio"),
+        DecoderMissingError("no ffmpeg"),
+        UnsupportedAudioParamsError("1 Hz"),
+        AudioTooLongError(31.0, 30.0, "x.flac", from_header=True),
+        AudioTooShortError(1.0, 3.0),
+        NoVoicedSegmentError("silence", None),
+    ],
+)
+def test_errors_cross_a_process_boundary_intact(err):
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err)
+    assert str(back) == str(err)
+    assert back.__dict__ == err.__dict__
+
+
+def test_worker_decoding_equals_in_process(pool, flacs, tmp_path):
+    path = tmp_path / "take.flac"
+    path.write_bytes(flacs[1])
+    for source in [*flacs, path]:
+        np.testing.assert_array_equal(pool.load_audio(source, SR), load_audio(source, SR))
+    np.testing.assert_array_equal(pool.load_audio(path, 16000), load_audio(path, 16000))
+
+
+def test_worker_errors_keep_their_type(pool, flacs):
+    with pytest.raises(AudioTooLongError) as caught:
+        pool.load_audio(flacs[1], SR, max_seconds=5.0)
+    assert caught.value.max_duration_s == 5.0
+    with pytest.raises(UnsupportedFormatError):
+        pool.load_audio(b"certainly not audio" * 100, SR)
+
+
+def test_a_worker_that_dies_costs_one_request_not_the_pool(flacs):
+    with DecodePool(2) as pool:
+        results: list = []
+
+        def innocent() -> None:
+            for data in flacs * 3:
+                results.append(pool.load_audio(data, SR))
+
+        threads = [threading.Thread(target=innocent) for _ in range(2)]
+        for t in threads:
+            t.start()
+        # os._exit kills its worker every time: retried alone, then refused.
+        with pytest.raises(AudioError, match="decoder process died"):
+            pool.call(os._exit, 3)
+        for t in threads:
+            t.join()
+        assert pool.restarts == 1
+        # Requests in flight when the workers died were retried, none lost.
+        assert len(results) == 2 * 3 * len(flacs)
+        np.testing.assert_array_equal(pool.load_audio(flacs[0], SR), load_audio(flacs[0], SR))
+
+
+@pytest.mark.parametrize("features_in_workers", [False, True])
+def test_embed_many_in_processes_equals_threads(embedder, flacs, features_in_workers):
+    sources = [*flacs, b"garbage" * 50]
+    ref = dict(embedder.embed_many(sources, "mono"))
+    with embedder.decode_pool(2, features_in_workers) as pool:
+        got = dict(embedder.embed_many(sources, "mono", pool=pool))
+    assert got.keys() == ref.keys()
+    assert isinstance(got[len(flacs)], UnsupportedFormatError)
+    for i in range(len(flacs)):
+        np.testing.assert_array_equal(got[i].vector, ref[i].vector)
+        np.testing.assert_array_equal(got[i].starts_s, ref[i].starts_s)
+        assert got[i].flags == ref[i].flags
+
+
+def test_indexer_with_processes_builds_the_same_catalogue(embedder, flacs, tmp_path):
+    src = tmp_path / "src"
+    for i, data in enumerate(flacs):
+        (src / f"singer{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"singer{i % 2}" / f"take{i}.flac").write_bytes(data)
+    (src / "singer0" / "broken.flac").write_bytes(b"fLaC" + b"\0" * 200)
+    reports, vectors = [], []
+    for processes in (0, 2):
+        with Catalog.open(tmp_path / f"index-{processes}", dim=embedder.embed_dim) as catalog:
+            reports.append(index_source(catalog, embedder, src, processes=processes))
+            vectors.append({t.path: catalog.get_vector(t.id) for t in catalog.iter_tracks()})
+    threads, procs = reports
+    assert (procs.n_added, len(procs.failures)) == (threads.n_added, 1) == (len(flacs), 1)
+    assert procs.failures[0].path.endswith("broken.flac")
+    assert vectors[0].keys() == vectors[1].keys()
+    for path, v in vectors[0].items():
+        np.testing.assert_array_equal(vectors[1][path], v)
+
+
+@pytest.mark.e2e
+def test_service_decoding_in_processes_answers_as_in_process(tmp_path_factory, random_checkpoint):
+    clip = make_clip(tmp_path_factory.mktemp("dec"), 0, "mono", 0)
+    answers = []
+    for processes in (0, 2):
+        settings = live_settings(tmp_path_factory, random_checkpoint, decode_processes=processes)
+        with LiveServer(settings) as server, server.client() as client:
+            runtime = server.app.state.runtime
+            assert (runtime.decoder.processes if runtime.decoder else 0) == processes
+            add_clip(client, clip)
+            r = upload(client, "/identify", clip.path)
+            assert r.status_code == 200, r.text
+            answers.append(r.json()["singers"])
+            bad = client.post("/identify", files={"file": ("x.wav", b"RIFF" + b"\0" * 64)})
+            assert (bad.status_code, bad.json()["code"]) == (415, "unsupported_format"), bad.text
+    assert answers[1] == answers[0]
