@@ -106,9 +106,9 @@ def main() -> int:
     )
     p.add_argument(
         "--features-in",
-        choices=["auto", "workers", "device"],
-        default="auto",
-        help="with --processes: where segments are chosen (auto: workers on CPU, else device)",
+        choices=["workers", "device"],
+        default="workers",
+        help="with --processes: where segments are chosen (default: workers, as the indexer)",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch threads (default: as python -m indexer)")
@@ -132,11 +132,7 @@ def main() -> int:
         # As the CLI sets it.
         torch.set_num_threads(args.threads or inference_threads(max(args.workers, args.processes)))
         sr = embedder.features.sample_rate
-        in_workers = (
-            embedder.device.type == "cpu"
-            if args.features_in == "auto"
-            else args.features_in == "workers"
-        )
+        in_workers = args.features_in == "workers"
         decoders = index_pool = None
         if args.processes:  # started and warmed before timing, as a long-lived caller's are
             decoders = DecodePool(args.processes)

@@ -170,7 +170,11 @@ def server_means(url: str, before: dict) -> dict[str, float]:
     }
 
 
-async def load_level(url: str, data: list[bytes], concurrency: int, total: int) -> dict:
+async def drive(
+    url: str, data: list[bytes], concurrency: int, total: int
+) -> tuple[list[float], dict[int, int], float]:
+    """`total` /identify uploads from `concurrency` clients of one event loop:
+    (latencies in seconds, count per status code, wall seconds)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(total))
@@ -188,6 +192,12 @@ async def load_level(url: str, data: list[bytes], concurrency: int, total: int) 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+    return latencies, statuses, wall
+
+
+def level_record(
+    concurrency: int, total: int, latencies: list[float], statuses: dict[int, int], wall: float
+) -> dict:
     return {
         "concurrency": concurrency,
         **percentiles(latencies),
@@ -195,6 +205,41 @@ async def load_level(url: str, data: list[bytes], concurrency: int, total: int) 
         "wall_s": wall,
         "statuses": statuses,
     }
+
+
+async def load_level(url: str, data: list[bytes], concurrency: int, total: int) -> dict:
+    """One load level from clients sharing this process's event loop."""
+    return level_record(concurrency, total, *await drive(url, data, concurrency, total))
+
+
+def _drive_in_process(url: str, data: list[bytes], concurrency: int, total: int):
+    return asyncio.run(drive(url, data, concurrency, total))
+
+
+def load_level_spread(
+    url: str, data: list[bytes], concurrency: int, total: int, processes: int
+) -> dict:
+    """One load level from clients spread over `processes` client processes (started before
+    the clock), so that the load generator's own event loop and HTTP encoding, which share
+    one core in `load_level`, are not what is measured."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    processes = max(1, min(processes, concurrency))
+    clients = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    shares = [total * c // concurrency for c in clients]
+    shares[0] += total - sum(shares)
+    with cf.ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(percentiles, [[0.0]] * processes))  # every client process started
+        runs = list(
+            pool.map(_drive_in_process, [url] * processes, [data] * processes, clients, shares)
+        )
+    statuses: dict[int, int] = {}
+    for _, st, _ in runs:
+        for code, n in st.items():
+            statuses[code] = statuses.get(code, 0) + n
+    latencies = [x for lat, _, _ in runs for x in lat]
+    return level_record(concurrency, total, latencies, statuses, max(w for _, _, w in runs))
 
 
 def measure_level(url: str, data: list[bytes], concurrency: int, total: int) -> dict:

@@ -94,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--processes",
-        type=int,
-        default=0,
-        metavar="N",
-        help="decode in N worker processes instead of threads (with the local engine): "
-        "faster on machines with many cores, where threads queue on the GIL; on the CPU the "
-        "workers also compute features (default: 0, threads)",
+        type=_processes,
+        default=None,
+        metavar="N|auto",
+        help="decode (and compute features) in N worker processes instead of the threads, "
+        "with the local engine: faster where there are many cores, since threads queue on the "
+        "GIL; 0: threads. auto: all cores but two when the model runs on CUDA, else 0 "
+        "(default: auto)",
     )
     p.add_argument(
         "--commit-every",
@@ -222,7 +223,9 @@ def _index(args) -> int:
         log.error("cannot load the model: %s%s", err, default)
         return 2
     if embedder.device.type == "cpu":
-        torch.set_num_threads(args.threads or inference_threads(max(args.workers, args.processes)))
+        torch.set_num_threads(
+            args.threads or inference_threads(max(args.workers, args.processes or 0))
+        )
     progress = not args.no_progress and sys.stderr.isatty()
     with _open(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
         log.info(
@@ -244,7 +247,7 @@ def _index(args) -> int:
         }
         try:
             if args.engine == "ray":
-                if args.processes:
+                if args.processes:  # None (auto) lets Ray's own workers decode
                     log.error("--processes is for the local engine; Ray runs its own workers")
                     return 2
                 from indexer.ray_engine import index_source_ray
@@ -269,6 +272,15 @@ def _index(args) -> int:
     if report.interrupted:
         return INTERRUPTED
     return 0 if report.ok else 1
+
+
+def _processes(text: str) -> int | None:
+    if text == "auto":
+        return None
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, or auto")
+    return n
 
 
 def _stats(args) -> int:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import torch
 from tqdm import tqdm
 
 from catalog import CatalogBackend, CatalogError, Track
@@ -118,12 +120,13 @@ class IndexOptions:
 
     rebuild: bool = False  # re-embed files already indexed with this checkpoint
     workers: int = 2  # hashing and decoding threads
-    # Decoding worker processes (model/decoding.py), 0: decode in the threads. Threads
-    # queue on the GIL once there are many cores; processes do not.
-    processes: int = 0
-    # With processes: choose segments (features, voice detector) in them too, on their CPU.
-    # None: there when the model runs on the CPU, on the model's device otherwise.
-    features_in_workers: bool | None = None
+    # Decoding worker processes (model/decoding.py); 0: decode in the threads; None:
+    # `auto_processes`. Threads queue on the GIL once there are many cores; processes do not.
+    processes: int | None = None
+    # With processes: choose segments (features, voice detector) in them too, on their CPU,
+    # rather than on the model's device. Faster on an H100 machine (307 against 220 files/s,
+    # bench/device_check.sh) and on 2 CPU cores (bench/bench_indexer.py).
+    features_in_workers: bool = True
     batch_size: int = 64  # segments per encoder batch
     all_segments: bool = False  # every 3-s segment, not only the voiced ones (the paper's)
     progress: bool = False  # a progress bar on stderr
@@ -298,6 +301,16 @@ def _update_metadata(
         report.n_updated += 1
 
 
+def auto_processes(device: torch.device) -> int:
+    """Decoding processes by default: with the model on CUDA, every core but two (the
+    encoder's thread and the catalogue writer), at least 2; on the CPU none, because the
+    model needs the cores and on 2 cores threads measured faster (bench/bench_indexer.py:
+    56 against 51 files/s indexing)."""
+    if device.type != "cuda":
+        return 0
+    return max(2, (os.cpu_count() or 2) - 2)
+
+
 def embedding_order(todo: list[_Job]) -> list[_Job]:
     """The order tracks are committed in, by every engine: by domain, then listing order.
     Track ids follow it, so two engines build catalogues with the same ids."""
@@ -359,12 +372,10 @@ def index_listing(
     bar = tqdm(
         total=len(todo), desc="indexing", unit="track", disable=not o.progress, dynamic_ncols=True
     )
-    own_pool = pool is None and o.processes > 0 and bool(todo)
+    processes = auto_processes(embedder.device) if o.processes is None else o.processes
+    own_pool = pool is None and processes > 0 and bool(todo)
     if own_pool:
-        in_workers = o.features_in_workers
-        if in_workers is None:
-            in_workers = embedder.device.type == "cpu"
-        pool = embedder.decode_pool(o.processes, in_workers)
+        pool = embedder.decode_pool(processes, o.features_in_workers)
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):

@@ -1,9 +1,9 @@
 """From audio to singer vectors: a track is the mean of its segment embeddings.
 
 `Embedder` wraps a loaded checkpoint and its feature recipe. `embed_many` is the batch path
-used by the indexer and the CLI: worker threads decode and resample (libsndfile, soxr and
-torch release the GIL), the calling thread computes features and runs the encoder on batches
-of segments gathered across files.
+used by the indexer and the CLI: worker threads decode, resample and choose segments (or
+hand that to the worker processes of a `model.decoding.DecodePool`), and the calling thread
+runs the encoder on batches of segments gathered across files.
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from catalog.hashing import content_hash
 from catalog.store import CATALOG_FILE, Catalog
 from indexer.__main__ import main
-from indexer.run import index_source
+from indexer.run import auto_processes, index_source
 from model.checkpoint import checkpoint_id, make_random_checkpoint
 from model.embedding import Embedder
 from tests.support import REPO
@@ -68,11 +69,13 @@ def tracks_of(index: Path) -> list:
         return list(c.iter_tracks())
 
 
+@pytest.mark.parametrize("processes", ["auto", "2"])  # auto on CPU: threads
 def test_folder_source_indexes_good_files_and_reports_bad_ones(
-    music, random_checkpoint, embedder, tmp_path, capsys
+    music, random_checkpoint, embedder, tmp_path, capsys, processes
 ):
     index = tmp_path / "index"
-    assert run_cli("--index", index, "--checkpoint", random_checkpoint, music) == 1
+    ckpt = random_checkpoint
+    assert run_cli("--index", index, "--checkpoint", ckpt, "--processes", processes, music) == 1
     summary = capsys.readouterr().err
     for name, reason in BAD.items():
         line = next(ln for ln in summary.splitlines() if name in ln)
@@ -282,3 +285,12 @@ def _count_tracks(db_path: Path) -> int:
             return db.execute("SELECT count(*) FROM tracks").fetchone()[0]
     except sqlite3.Error:  # the schema is being created
         return 0
+
+
+def test_processes_option_auto_and_refused(music, random_checkpoint, tmp_path):
+    assert auto_processes(torch.device("cpu")) == 0  # on the CPU the model needs the cores
+    assert auto_processes(torch.device("cuda")) == max(2, (os.cpu_count() or 2) - 2)
+    with pytest.raises(SystemExit):
+        run_cli(
+            "--index", tmp_path / "i", "--checkpoint", random_checkpoint, "--processes", "-1", music
+        )
