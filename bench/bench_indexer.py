@@ -152,7 +152,10 @@ def main() -> int:
             with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
                 start = time.perf_counter()
                 options = IndexOptions(
-                    workers=args.workers, batch_size=args.batch_size, progress=sys.stderr.isatty()
+                    workers=args.workers,
+                    processes=args.processes,  # 0: threads; else the warm pool below
+                    batch_size=args.batch_size,
+                    progress=sys.stderr.isatty(),
                 )
                 report = index_listing(catalog, embedder, listing, options, pool=index_pool)
                 index_s.append(time.perf_counter() - start)  # hashing, last commit included
