@@ -12,10 +12,10 @@ import torch
 from model.audio import load_audio
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import CheckpointError, NoVoicedSegmentError
-from model.features import FeatureConfig, select_segments
+from model.features import FeatureConfig, clipped_share, select_segments
 from model.mixing import nominal_mix
 from model.training.voice import HOLDOUT_MIR1K, nonvoice, split_material
-from model.voice import DEFAULT_VOICE_DETECTOR, VoiceDetector
+from model.voice import DEFAULT_VOICE_DETECTOR, MaxPool2x2, VoiceDetector
 from tests.support import REPO
 from tests.support.synth import write
 
@@ -189,3 +189,14 @@ def test_indexer_warns_about_a_declared_domain_the_audio_contradicts(
     assert path.endswith("song.wav") and declared == "mono" and score > 0.5
     assert "1 indexed files sound like the other domain" in report.summary()
     assert any("song.wav" in r.message and "declared mono" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 64, 32), (3, 16, 33, 17), (1, 1, 2, 2), (2, 4, 3, 5)])
+def test_fast_max_pool_equals_torch_max_pool(shape):
+    x = torch.randn(*shape)
+    assert torch.equal(MaxPool2x2()(x), torch.nn.MaxPool2d(2)(x))
+
+
+def test_clipped_share_one_chunk_equals_chunked():
+    y = np.clip(3 * np.random.default_rng(0).standard_normal(50_000), -1.0, 1.0).astype(np.float32)
+    assert clipped_share(y) == clipped_share(y, chunk=7_000) > 0.1
