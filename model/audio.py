@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -151,9 +153,9 @@ def _check_declared(seconds: float | None, max_seconds: float | None, name: str 
 
 # -- libsndfile ------------------------------------------------------------------------------
 def _decode_sndfile(
-    handle: io.BytesIO | str, sr: int | None, max_seconds: float | None, name: str | None
+    handle: io.BytesIO | int | str, sr: int | None, max_seconds: float | None, name: str | None
 ) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(handle) as f:
+    with sf.SoundFile(handle, closefd=False) as f:
         rate, channels = int(f.samplerate), int(f.channels)
         check_stream_params(rate, channels, name)
         declared = f.frames / rate if 0 < f.frames < 2**62 else None  # huge: unknown length
@@ -287,14 +289,48 @@ def _decode(
     if isinstance(source, bytes):
         if not source:
             raise AudioError("empty file", name)
-        handle: io.BytesIO | str = io.BytesIO(source)
+        with _in_memory_file(source) as handle:
+            return _decode_handle(source, handle, sr, max_seconds, name)
     else:
         path = Path(source)
         if not path.is_file():
             raise AudioError("no such file", name)
         if path.stat().st_size == 0:
             raise AudioError("empty file", name)
-        handle = str(path)
+        return _decode_handle(source, str(path), sr, max_seconds, name)
+
+
+@contextmanager
+def _in_memory_file(data: bytes) -> Iterator[io.BytesIO | int]:
+    """Encoded bytes as something libsndfile reads: an anonymous in-memory file descriptor
+    where the OS has them (Linux), else a BytesIO.
+
+    Why: libsndfile reads a BytesIO through Python callbacks, which take the GIL for every
+    read, so two threads decoding uploads ran one after the other (a 30-s FLAC: 45 ms for a
+    pair against 23 ms for one). From a descriptor it reads in C without the GIL (27 ms for
+    the pair). The descriptor names no path: nothing reaches the filesystem.
+    """
+    if not hasattr(os, "memfd_create"):
+        yield io.BytesIO(data)
+        return
+    fd = os.memfd_create("upload", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _decode_handle(
+    source: AudioSource,
+    handle: io.BytesIO | int | str,
+    sr: int | None,
+    max_seconds: float | None,
+    name: str | None,
+) -> tuple[np.ndarray, int]:
     try:
         return _decode_sndfile(handle, sr, max_seconds, name)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from catalog import Catalog, SingerHit
+from catalog import CatalogBackend, SingerHit
 from model.calibration import Calibration, read_scores, snorm_hits
 from model.embedding import TrackEmbedding
 from model.vectors import l2_normalize
@@ -27,7 +27,11 @@ class HitReading:
 
 
 def _scores(
-    catalog: Catalog, vector: np.ndarray, hits: list[SingerHit], domain: str, cal: Calibration
+    catalog: CatalogBackend,
+    vector: np.ndarray,
+    hits: list[SingerHit],
+    domain: str,
+    cal: Calibration,
 ) -> np.ndarray:
     """The hits' scores of the kind the calibration was fitted on (raw cosine or s-norm)."""
     raw = np.array([h.score for h in hits], dtype=np.float64)
@@ -51,7 +55,7 @@ def _scores(
 
 
 def read_hits(
-    catalog: Catalog,
+    catalog: CatalogBackend,
     vector: np.ndarray,
     hits: list[SingerHit],
     query_domain: str,
@@ -83,7 +87,7 @@ class SegmentEvidence:
 
 
 def segment_evidence(
-    catalog: Catalog,
+    catalog: CatalogBackend,
     emb: TrackEmbedding,
     query_domain: str,
     models_domain: str | None,

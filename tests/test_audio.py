@@ -1,5 +1,6 @@
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,16 @@ def test_container_needing_ffmpeg(tmp_path):
         assert abs(len(y) - 3 * 22050) < 22050 * 0.1
         # ffmpeg's mp4 muxer writes the index (moov atom) last: bytes must decode like the path.
         np.testing.assert_allclose(load_audio(path.read_bytes()), y, atol=1e-6)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")
+def test_decoding_bytes_leaks_no_file_descriptor(tmp_path):
+    good = write(tmp_path / "a.flac", sing(VOICES[0], 3.5), 22050).read_bytes()
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(20):
+        assert len(load_audio(good)) > 0
+        with pytest.raises(AudioError):
+            load_audio(b"fLaC" + bytes(500))  # a FLAC signature and nothing decodable
+        with pytest.raises(AudioError):
+            load_audio(good, max_seconds=1.0)
+    assert len(list(Path("/proc/self/fd").iterdir())) == before

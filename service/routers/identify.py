@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from catalog import SingerHit
 from service.deps import ready_runtime
-from service.openset import read_hits, segment_evidence, timeline
+from service.openset import HitReading, SegmentEvidence, read_hits, segment_evidence, timeline
 from service.runtime import Runtime
 from service.schemas import (
     MAX_TOP_K,
@@ -56,21 +57,24 @@ async def identify(
     `segments` show which seconds matched whom."""
     await runtime.require_consistent_catalog()
     emb = await runtime.embed(await read_upload(file), domain)
-    hits, models_domain = [], None
-    for candidate in [domain, OTHER[domain]] if models == "auto" else [models]:
-        hits = await runtime.catalog_call(
-            runtime.catalog.search_singers, emb.vector, top_k, candidate
-        )
-        if hits:
-            models_domain = candidate
-            break
     cal, target_fa = runtime.calibration, runtime.settings.target_false_alarm
-    reading = await runtime.catalog_call(
-        read_hits, runtime.catalog, emb.vector, hits, domain, models_domain, cal, target_fa
-    )
-    segments = await runtime.catalog_call(
-        segment_evidence, runtime.catalog, emb, domain, models_domain, cal, target_fa
-    )
+    catalog = runtime.catalog
+
+    def rank() -> tuple[list[SingerHit], str | None, HitReading, list[SegmentEvidence]]:
+        # One trip to a worker thread for all the catalogue work: on a busy machine every
+        # hand-off between the event loop and a thread waits for a core.
+        hits: list[SingerHit] = []
+        models_domain = None
+        for candidate in [domain, OTHER[domain]] if models == "auto" else [models]:
+            hits = catalog.search_singers(emb.vector, top_k, candidate)
+            if hits:
+                models_domain = candidate
+                break
+        reading = read_hits(catalog, emb.vector, hits, domain, models_domain, cal, target_fa)
+        segments = segment_evidence(catalog, emb, domain, models_domain, cal, target_fa)
+        return hits, models_domain, reading, segments
+
+    hits, models_domain, reading, segments = await runtime.catalog_call(rank)
     return IdentifyResponse(
         **QueryInfo.of(emb, domain, runtime.embedder.checkpoint_id),
         models_domain=models_domain,
