@@ -241,7 +241,8 @@ class Runtime:
     ) -> TrackEmbedding:
         """Encoded audio -> track embedding, in the bounded inference pool.
 
-        Decoding and features run in the pool's thread; the encoder there too, or in the
+        Decoding runs in the pool's thread, or in a decoding process while that thread
+        waits; features in the pool's thread; the encoder there too, or in the
         batcher's forward pass shared with concurrent requests. `max_seconds`: longest decoded
         audio (default: the query limit, max_query_seconds). Raises AudioError, and
         DeviceOutOfMemoryError when the device cannot hold the work (the service goes on).
