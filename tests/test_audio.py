@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -108,3 +109,16 @@ def test_decoding_bytes_leaks_no_file_descriptor(tmp_path):
         with pytest.raises(AudioError):
             load_audio(good, max_seconds=1.0)
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+def test_bytes_decode_without_memfd_equals_with_it(tmp_path, monkeypatch):
+    """Where the OS or a sandbox refuses in-memory descriptors, bytes decode through a
+    BytesIO, to the same samples."""
+    data = write(tmp_path / "a.flac", sing(VOICES[2], 4.0), 22050).read_bytes()
+    with_memfd = load_audio(data)
+
+    def refused(*args):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    np.testing.assert_array_equal(load_audio(data), with_memfd)
