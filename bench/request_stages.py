@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.workload import uploads
+from model.audio import load_audio
 from model.decoding import DecodePool
 from model.embedding import Embedder
 
@@ -66,8 +67,6 @@ def main() -> int:
     embedder = Embedder.from_checkpoint(None, args.device)
     dev, sr, n = embedder.device, embedder.features.sample_rate, args.threads
     data, source = uploads(n, args.seconds, real=False)
-    from model.audio import load_audio
-
     y = load_audio(data[0], sr)
     sel = embedder.select(y, domain="mono")
     out: dict = {"device": str(dev), "upload_s": args.seconds, "source": source, "alone_ms": {}}

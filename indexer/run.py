@@ -120,13 +120,10 @@ class IndexOptions:
 
     rebuild: bool = False  # re-embed files already indexed with this checkpoint
     workers: int = 2  # hashing and decoding threads
-    # Decoding worker processes (model/decoding.py); 0: decode in the threads; None:
-    # `auto_processes`. Threads queue on the GIL once there are many cores; processes do not.
+    # Decoding worker processes (model/decoding.py), which also choose the segments;
+    # 0: decode in the threads; None: `auto_processes`. Threads queue on the GIL once there
+    # are many cores; processes do not.
     processes: int | None = None
-    # With processes: choose segments (features, voice detector) in them too, on their CPU,
-    # rather than on the model's device. Faster on an H100 machine (307 against 220 files/s,
-    # bench/device_check.sh) and on 2 CPU cores (bench/bench_indexer.py).
-    features_in_workers: bool = True
     batch_size: int = 64  # segments per encoder batch
     all_segments: bool = False  # every 3-s segment, not only the voiced ones (the paper's)
     progress: bool = False  # a progress bar on stderr
@@ -375,7 +372,9 @@ def index_listing(
     processes = auto_processes(embedder.device) if o.processes is None else o.processes
     own_pool = pool is None and processes > 0 and bool(todo)
     if own_pool:
-        pool = embedder.decode_pool(processes, o.features_in_workers)
+        # Segments chosen in the workers too, on their CPU: faster than on the model's device
+        # on an H100 machine (307 against 220 files/s, bench/device_check.sh) and on 2 cores.
+        pool = embedder.decode_pool(processes, features_in_workers=True)
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):

@@ -294,10 +294,6 @@ def clipped_share(y: np.ndarray | torch.Tensor, chunk: int = 1 << 20) -> float:
     n = int(t.numel())
     if n == 0:
         return 0.0
-    if n <= chunk:  # one chunk (most queries): take the magnitudes once
-        a = t.abs()
-        peak = float(a.max())
-        return float((a >= 0.99 * peak).sum()) / n if peak > 0 else 0.0
     peak = max(float(t[i : i + chunk].abs().max()) for i in range(0, n, chunk))
     if peak <= 0:
         return 0.0
