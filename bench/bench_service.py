@@ -8,16 +8,19 @@ resampling are included; MIR-1K vocals concatenated per singer, or a synthetic v
 the shared data, see bench/workload.py) and starts `python -m service` twice as subprocesses,
 without and with cross-request batching (`SINGER_BATCHING=off|on`). Then:
 
-1. one client, paired: each upload is embedded in this process (`Embedder.embed_file`, one
-   worker thread, the service's torch thread count), then sent to each server in turn;
+1. one client, paired: each upload is embedded in this process (one worker thread, the
+   service's torch thread count, decoded as the service decodes one upload on an idle
+   machine: in `--decode-parts` pieces; also whole, for reference), then sent to each server
+   in turn;
 2. N concurrent clients per `--concurrency` level, the two servers alternating level by
    level, so a slow spell of the (shared) machine hits both. Server-side embedding time per
    level comes from the service's own /metrics.
 
 Reported ratios, all from this one run (targets of issue 15):
-- `overhead_1_client`: 1-client p50 over embedding-only p50 (target <= 1.10);
+- `overhead_1_client`: 1-client p50 over embedding-only p50, both decoding in the same
+  pieces (target <= 1.10);
 - `throughput_4_clients_x_serial`: 4-client requests/s over the serial embedding rate,
-  1 / embedding-only mean (target >= 1.5);
+  1 / embedding-only mean with uploads decoded whole, one core's work (target >= 1.5);
 - `batching_1_client`: 1-client p50 with batching over without (target <= 1.0).
 Not part of the test suite.
 """
@@ -35,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
@@ -50,8 +53,9 @@ sys.path.insert(0, str(REPO))
 from bench.workload import free_port, uploads
 from catalog import Catalog
 from model import DEFAULT_CHECKPOINT
+from model.audio import MAX_QUERY_SECONDS, load_audio
 from model.cli.options import add_device
-from model.embedding import Embedder, inference_threads
+from model.embedding import Embedder, TrackEmbedding, inference_threads
 
 BATCHING_MODES = ("off", "on")
 
@@ -93,20 +97,39 @@ def service_torch_threads(device: torch.device, workers: int) -> int:
     return inference_threads(workers) if device.type == "cpu" else torch.get_num_threads()
 
 
-def one_client(
-    embedder: Embedder, urls: dict[str, str], data: list[bytes], repeats: int, threads: int
-) -> dict:
-    """1-client latencies, paired: each upload is embedded in process (`embed_file`, in one
-    worker thread like the service's pool, with the service's torch threads), then sent once
-    to each server, in turn (order alternating), so a slow spell of the shared machine hits
-    every path alike.
+def embed_upload(
+    embedder: Embedder, data: bytes, parts: int, helpers: Executor | None
+) -> TrackEmbedding:
+    """An upload embedded as the service embeds it (`Runtime.embed`, threads, no batching)."""
+    sr = embedder.features.sample_rate
+    y = load_audio(data, sr, MAX_QUERY_SECONDS, parts=parts, executor=helpers)
+    return embedder.embed_audio(y, "mono")
 
-    Returns {"embedding_only": stats, "identify": {mode: stats}}.
+
+def one_client(
+    embedder: Embedder,
+    urls: dict[str, str],
+    data: list[bytes],
+    repeats: int,
+    threads: int,
+    parts: int,
+) -> dict:
+    """1-client latencies, paired: each upload is embedded in process (in one worker thread
+    like the service's pool, with the service's torch threads, decoded in `parts` pieces as
+    the service decodes on an idle machine, then whole), then sent once to each server, in
+    turn (order alternating), so a slow spell of the shared machine hits every path alike.
+
+    Returns {"embedding_only": stats, "embedding_only_whole": stats, "identify": {mode: stats}}.
     """
-    times: dict[str, list[float]] = {"embedding_only": [], **{mode: [] for mode in urls}}
-    with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=600) as client:
+    baselines = {"embedding_only": parts, "embedding_only_whole": 1}
+    times: dict[str, list[float]] = {**{b: [] for b in baselines}, **{mode: [] for mode in urls}}
+    with (
+        ThreadPoolExecutor(1) as pool,
+        ThreadPoolExecutor(max(1, parts - 1)) as helpers,
+        httpx.Client(timeout=600) as client,
+    ):
         pool.submit(torch.set_num_threads, threads).result()
-        pool.submit(embedder.embed_file, data[0], "mono").result()  # warm-up
+        pool.submit(embed_upload, embedder, data[0], parts, helpers).result()  # warm-up
         for url in urls.values():
             post_identify(client, url, data[0])
         before = {
@@ -114,27 +137,30 @@ def one_client(
         }
         for i in range(repeats * len(data)):
             d = data[i % len(data)]
-            start = time.perf_counter()
-            pool.submit(embedder.embed_file, d, "mono").result()
-            times["embedding_only"].append(time.perf_counter() - start)
+            for name, n in baselines.items():
+                start = time.perf_counter()
+                pool.submit(embed_upload, embedder, d, n, helpers).result()
+                times[name].append(time.perf_counter() - start)
             order = list(urls.items())
             for mode, url in order if i % 2 == 0 else order[::-1]:  # no position bias
                 start = time.perf_counter()
                 r = post_identify(client, url, d)
                 times[mode].append(time.perf_counter() - start)
                 r.raise_for_status()
-    emb = percentiles(times.pop("embedding_only"))
-    return {
-        "embedding_only": {
+    out = {}
+    for name, n in baselines.items():
+        emb = percentiles(times.pop(name))
+        out[name] = {
             **emb,
             "torch_threads": threads,
+            "decode_parts": n,
             "serial_rate_per_s": 1.0 / emb["mean_s"],
-        },
-        "identify": {
-            mode: {**percentiles(t), **server_means(urls[mode], before[mode])}
-            for mode, t in times.items()
-        },
+        }
+    out["identify"] = {
+        mode: {**percentiles(t), **server_means(urls[mode], before[mode])}
+        for mode, t in times.items()
     }
+    return out
 
 
 def post_identify(client: httpx.Client, url: str, data: bytes) -> httpx.Response:
@@ -335,7 +361,7 @@ def ratios(results: dict) -> dict:
         out["overhead_1_client"] = one["off"]["p50_s"] / emb["p50_s"]
     if ("off", 4) in level:
         out["throughput_4_clients_x_serial"] = (
-            level["off", 4]["throughput_rps"] / emb["serial_rate_per_s"]
+            level["off", 4]["throughput_rps"] / results["embedding_only_whole"]["serial_rate_per_s"]
         )
     if "off" in one and "on" in one:
         out["batching_1_client"] = one["on"]["p50_s"] / one["off"]["p50_s"]
@@ -372,6 +398,13 @@ def main() -> int:
     p.add_argument("--tracks", type=int, default=2000, help="catalogue size")
     p.add_argument("--singers", type=int, default=200)
     p.add_argument("--workers", type=int, default=2, help="SINGER_INFERENCE_WORKERS")
+    p.add_argument(
+        "--decode-parts",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="SINGER_DECODE_PARTS (1: uploads decoded whole); the embedding-only baseline "
+        "decodes in as many pieces as the service does for one client on an idle machine",
+    )
     p.add_argument("--embed-repeats", type=int, default=8, help="1-client rounds over the uploads")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
@@ -393,10 +426,15 @@ def main() -> int:
         index = Path(tmp) / "index"
         build_catalog(index, embedder, args.tracks, args.singers)
         levels = []
-        servers = {mode: {"batching": mode} for mode in args.batching}
+        servers = {
+            mode: {"batching": mode, "decode_parts": str(args.decode_parts)}
+            for mode in args.batching
+        }
+        parts = min(args.decode_parts, os.cpu_count() or 1)  # Runtime._decode_parts, 1 client
         with services(index, args.checkpoint, args.device, args.workers, servers) as urls:
-            one = one_client(embedder, urls, data, args.embed_repeats, threads)
+            one = one_client(embedder, urls, data, args.embed_repeats, threads, parts)
             results["embedding_only"] = one["embedding_only"]
+            results["embedding_only_whole"] = one["embedding_only_whole"]
             results["one_client"] = one["identify"]
             for mode, stats in one["identify"].items():
                 print(
@@ -420,17 +458,18 @@ def main() -> int:
         results["identify"] = levels
     results["ratios"] = ratios(results)
 
-    emb = results["embedding_only"]
     print(
         f"\n{results['machine']}, device {results['device']}, {args.seconds:.0f}-s FLAC uploads "
         f"({source}, {results['upload_bytes_mean'] / 1e6:.1f} MB), {args.tracks} tracks, "
         f"{args.workers} inference workers, {threads} torch threads"
     )
-    print(
-        f"embedding only (in process, serial): p50 {emb['p50_s']:.3f} s, "
-        f"p99 {emb['p99_s']:.3f} s, mean {emb['mean_s']:.3f} s, "
-        f"{emb['serial_rate_per_s']:.2f} uploads/s"
-    )
+    for key in ("embedding_only", "embedding_only_whole"):
+        emb = results[key]
+        print(
+            f"embedding only (in process, serial, decoded in {emb['decode_parts']} piece(s)): "
+            f"p50 {emb['p50_s']:.3f} s, p99 {emb['p99_s']:.3f} s, mean {emb['mean_s']:.3f} s, "
+            f"{emb['serial_rate_per_s']:.2f} uploads/s"
+        )
     for mode, stats in results["one_client"].items():
         # Where a 1-client request's time goes, in means (additive, unlike percentiles).
         print(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing as mp
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -50,6 +51,8 @@ T = TypeVar("T")
 # The worker's voice detector (CPU), set once by the initializer: one copy per process
 # instead of one pickled with every job.
 _worker_detector: VoiceDetector | None = None
+# The worker's threads for the later pieces of a file decoded in pieces, made on first use.
+_worker_helpers: cf.ThreadPoolExecutor | None = None
 
 
 def _init_worker(detector: VoiceDetector | None) -> None:
@@ -79,6 +82,13 @@ def _select_job(
     return select_segments(
         y, cfg, all_segments, device="cpu", path=path, detector=_worker_detector, domain=domain
     )
+
+
+def _load_job(source: AudioSource, sr: int, max_seconds: float | None, parts: int) -> np.ndarray:
+    global _worker_helpers
+    if parts > 1 and _worker_helpers is None:  # a worker runs one job at a time: no race
+        _worker_helpers = cf.ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="piece")
+    return load_audio(source, sr, max_seconds, parts=parts, executor=_worker_helpers)
 
 
 def _ready() -> bool:
@@ -151,10 +161,11 @@ class DecodePool:
             self.restarts += 1
 
     def load_audio(
-        self, source: AudioSource, sr: int, max_seconds: float | None = None
+        self, source: AudioSource, sr: int, max_seconds: float | None = None, parts: int = 1
     ) -> np.ndarray:
-        """`model.audio.load_audio` in a worker: mono float32 (samples,) at `sr` Hz."""
-        return self.call(load_audio, source, sr, max_seconds)
+        """`model.audio.load_audio` in a worker: mono float32 (samples,) at `sr` Hz; `parts`
+        > 1: in up to that many pieces at once, on threads of the worker."""
+        return self.call(_load_job, source, sr, max_seconds, parts)
 
     def select(
         self,

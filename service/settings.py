@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         "CUDA as many as inference_workers (at most cores minus one), on CPU 0 (measured "
         "faster on 2 cores)",
     )
+    decode_parts: int | None = Field(
+        None,
+        ge=1,
+        description="the most pieces one upload's decoding is split into, decoded at once on "
+        "its share of the cores (cores / embeddings running; FLAC, WAV and AIFF; same "
+        "samples); 1: never split; empty: the machine's cores",
+    )
     max_pending: int = Field(
         64, ge=0, description="requests allowed to wait for an inference slot (503 beyond)"
     )

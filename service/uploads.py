@@ -101,7 +101,9 @@ class BodyLimits:
             if not receiving:
                 return await receive()  # body complete: only the disconnect is left to wait for
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                # A deadline on this await, not wait_for: that wraps every body chunk in a task.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 done_receiving()
                 raise BodyTimeoutError(self.timeout_s) from None

@@ -29,6 +29,7 @@ from model.errors import (
     UnsupportedAudioParamsError,
     UnsupportedFormatError,
 )
+from tests.support.executors import piece_threads
 from tests.support.live import LiveServer, add_clip, live_settings, make_clip, render, upload
 
 SR = 22050
@@ -83,6 +84,16 @@ def test_worker_decoding_equals_in_process(pool, flacs, tmp_path):
     for source in [*flacs, path]:
         np.testing.assert_array_equal(pool.load_audio(source, SR), load_audio(source, SR))
     np.testing.assert_array_equal(pool.load_audio(path, 16000), load_audio(path, 16000))
+
+
+def test_worker_decodes_in_pieces_as_whole(flacs):
+    """A worker given parts > 1 decodes on threads of its own, to the same samples."""
+    with DecodePool(1) as one:
+        assert one.call(piece_threads) == 0
+        for data in flacs:
+            got = one.load_audio(data, SR, 600.0, parts=3)
+            np.testing.assert_array_equal(got, load_audio(data, SR, 600.0))
+        assert one.call(piece_threads) >= 1  # flacs[1] (12 s at 44.1 kHz) was cut in 3
 
 
 def test_worker_errors_keep_their_type(pool, flacs):

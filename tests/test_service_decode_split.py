@@ -1,0 +1,93 @@
+"""The service decodes an upload in pieces on idle cores, and answers as if it had not.
+
+The service's own `Runtime` (inference pool, decode helper threads), real decoding and a
+random-weight model; `embed_file` (whole decoding) is the reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import soundfile as sf
+
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.support.executors import CountingExecutor, piece_threads
+from tests.support.live import render
+
+
+def flac(y: np.ndarray, sr: int = 22050) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="FLAC")
+    return buf.getvalue()
+
+
+def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path, random_checkpoint):
+    settings = Settings(
+        index_dir=tmp_path / "index",
+        checkpoint=random_checkpoint,
+        device="cpu",
+        batching="off",
+        inference_workers=2,
+        torch_threads=1,
+        decode_processes=0,
+        decode_parts=3,
+    )
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
+    assert runtime.decode_helpers is not None
+    runtime.cores = 4  # as on a 4-core machine, whatever this one has
+    runtime.decode_helpers = counting = CountingExecutor(2)
+    uploads = [(flac(render(1, "mono", seed=1, seconds=24.5)), "mono")]
+    uploads.append((flac(render(2, "mixed", seed=2, seconds=13.0)), "mixed"))
+    try:
+        for data, domain in uploads:  # one at a time: the other cores are idle
+            got = asyncio.run(runtime.embed(data, domain))
+            ref = runtime.embedder.embed_file(data, domain)
+            np.testing.assert_array_equal(got.vector, ref.vector)
+            np.testing.assert_array_equal(got.segment_vectors, ref.segment_vectors)
+        assert counting.submitted >= 3  # 2 pieces elsewhere for the first, 1 for the second
+        # Pieces: the upload's share of the cores among running embeddings, at most 3.
+        for running, parts in [(1, 3), (2, 2), (3, 1), (4, 1), (6, 1)]:
+            runtime.pool.running = running
+            assert runtime._decode_parts() == parts
+        runtime.pool.running = 0
+    finally:
+        runtime.close()
+
+
+def test_decoding_processes_split_in_their_workers(tmp_path, random_checkpoint):
+    """With decoding processes the pieces run on the worker's threads (no helpers here)."""
+    settings = Settings(
+        index_dir=tmp_path / "index",
+        checkpoint=random_checkpoint,
+        device="cpu",
+        decode_processes=1,
+        decode_parts=2,
+    )
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
+    try:
+        assert runtime.decode_helpers is None and runtime.decoder is not None
+        runtime.cores = 2
+        data = flac(render(0, "mono", seed=3, seconds=24.5))
+        got = asyncio.run(runtime.embed(data, "mono"))
+        np.testing.assert_array_equal(got.vector, runtime.embedder.embed_file(data, "mono").vector)
+        assert runtime.decoder.call(piece_threads) >= 1
+    finally:
+        runtime.close()
+
+
+def test_no_helpers_when_splitting_is_off(tmp_path, random_checkpoint):
+    settings = Settings(
+        index_dir=tmp_path / "index", checkpoint=random_checkpoint, device="cpu", decode_parts=1
+    )
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
+    try:
+        assert runtime.decode_helpers is None and runtime._decode_parts() == 1
+    finally:
+        runtime.close()
