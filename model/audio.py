@@ -393,18 +393,18 @@ def _decode(
     if isinstance(source, bytes):
         if not source:
             raise AudioError("empty file", name)
-        data = source
-        opener: Opener = lambda: _in_memory_file(data)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise AudioError("no such file", name)
-        if path.stat().st_size == 0:
-            raise AudioError("empty file", name)
-        opener = lambda: nullcontext(str(path))
-    split = (parts, executor, opener) if parts > 1 and executor is not None else None
-    with opener() as handle:
-        return _decode_handle(source, handle, sr, max_seconds, name, split)
+        with _in_memory_file(source) as handle:
+            data = source
+            reopen: Opener = lambda: _reopen(handle, data)
+            split = (parts, executor, reopen) if parts > 1 and executor is not None else None
+            return _decode_handle(source, handle, sr, max_seconds, name, split)
+    path = Path(source)
+    if not path.is_file():
+        raise AudioError("no such file", name)
+    if path.stat().st_size == 0:
+        raise AudioError("empty file", name)
+    split = (parts, executor, lambda: nullcontext(str(path))) if parts > 1 and executor else None
+    return _decode_handle(source, str(path), sr, max_seconds, name, split)
 
 
 @contextmanager
@@ -430,6 +430,25 @@ def _in_memory_file(data: bytes) -> Iterator[io.BytesIO | int]:
         yield fd
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _reopen(handle: io.BytesIO | int, data: bytes) -> Iterator[io.BytesIO | int]:
+    """Another handle on the same upload with a read position of its own, for a piece: a
+    second open file description of the in-memory file (no copy of the bytes; the name is
+    the descriptor's, never the request's), else a BytesIO (which shares the bytes)."""
+    if isinstance(handle, int):
+        try:
+            fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # no /proc here
+            pass
+        else:
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+            return
+    yield io.BytesIO(data)
 
 
 def _decode_handle(

@@ -1,6 +1,9 @@
 """Decoding one file in pieces on several threads (`load_audio(parts=...)`) gives the serial
 decode's samples exactly, and falls back to it wherever a piece could differ."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -98,3 +101,39 @@ def test_limits_and_bad_samples_raise_as_serially(tmp_path, executor):
     assert executor.submitted >= 1
     with pytest.raises(ValueError, match="executor"):
         load_audio(path, parts=2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")
+def test_pieces_of_uploaded_bytes_leak_no_descriptor(tmp_path, executor):
+    sr = 44100
+    good = write(tmp_path / "a.flac", stereo(15.0, sr), sr).read_bytes()
+    lying = _set_flac_total_samples(good, 6 * sr)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(5):
+        for data in (good, lying):
+            assert len(load_audio(data, 16000, 600, parts=3, executor=executor)) > 0
+        with pytest.raises(AudioTooLongError):
+            load_audio(good, max_seconds=10.0, parts=3, executor=executor)
+    assert executor.submitted >= 10
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+@pytest.mark.parametrize("refused", ["memfd_create", "open"])
+def test_pieces_without_memfd_or_proc_give_the_same_samples(
+    tmp_path, executor, monkeypatch, refused
+):
+    """Pieces of an upload open the in-memory file again through /proc (no copy); where the
+    OS refuses that, or in-memory files altogether, they read a BytesIO of the same bytes."""
+    sr = 44100
+    data = write(tmp_path / "a.flac", stereo(15.0, sr), sr).read_bytes()
+    reference = load_audio(data, 16000)
+    real = getattr(os, refused)
+
+    def refuse(*args, **kwargs):
+        if refused == "open" and not str(args[0]).startswith("/proc/self/fd/"):
+            return real(*args, **kwargs)
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, refused, refuse)
+    np.testing.assert_array_equal(load_audio(data, 16000, parts=3, executor=executor), reference)
+    assert executor.submitted >= 2

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from catalog import TrackHit
 from service.deps import ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
@@ -64,26 +65,32 @@ async def search(
     if offset + top_k > MAX_TOP_K * 100:
         raise ApiError(422, "bad_cursor", f"pages end at {MAX_TOP_K * 100} results")
     emb = await runtime.embed(await read_upload(file), domain)
-    searched: Literal["mono", "mixed", "any"] = target
-    note: str | None = None
-    if target != "any":
-        counts = (await runtime.catalog_call(runtime.catalog.stats))["n_tracks"]
-        other: Literal["mono", "mixed"] = "mono" if target == "mixed" else "mixed"
-        if counts.get(target, 0) == 0:
-            if counts.get(other, 0):
-                searched = other
-                note = f"the catalogue holds no {target} track; searched the {searched} tracks"
-            else:
-                note = "the catalogue is empty"
-    # One more than the page tells whether a next page exists.
-    hits = await runtime.catalog_call(
-        runtime.catalog.search_tracks,
-        emb.vector,
-        offset + top_k + 1,
-        None if searched == "any" else searched,
-        singer=singer,
-        min_score=min_score,
-    )
+    catalog = runtime.catalog
+
+    def find() -> tuple[Literal["mono", "mixed", "any"], str | None, list[TrackHit]]:
+        # One trip to a worker thread for the domain check and the search (see /identify).
+        searched: Literal["mono", "mixed", "any"] = target
+        note: str | None = None
+        if target != "any":
+            counts = catalog.stats()["n_tracks"]
+            other: Literal["mono", "mixed"] = "mono" if target == "mixed" else "mixed"
+            if counts.get(target, 0) == 0:
+                if counts.get(other, 0):
+                    searched = other
+                    note = f"the catalogue holds no {target} track; searched the {other} tracks"
+                else:
+                    note = "the catalogue is empty"
+        # One more than the page tells whether a next page exists.
+        hits = catalog.search_tracks(
+            emb.vector,
+            offset + top_k + 1,
+            None if searched == "any" else searched,
+            singer=singer,
+            min_score=min_score,
+        )
+        return searched, note, hits
+
+    searched, note, hits = await runtime.catalog_call(find)
     page = hits[offset : offset + top_k]
     if not hits and note is None and (singer is not None or min_score is not None):
         note = "no track passes the filters"
