@@ -19,7 +19,8 @@ One long upload can be decoded on several cores at once (`parts`, `executor`): a
 or AIFF file, whose samples after a seek are exactly those of reading through, is cut at
 block boundaries into contiguous pieces, each read by its own handle, and the pieces' blocks
 go through the same checks and resampler in order, so the result is the serial one, sample
-for sample. A file whose length is not what its header declares is read serially instead.
+for sample. A file whose length is not what its header declares, or one too long to hold its
+later pieces in memory (`MAX_SPLIT_FRAMES`), is read serially instead.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ BLOCK_FRAMES = 65_536  # frames decoded at a time (at most 8 MiB at MAX_CHANNELS
 # PCM): only these are decoded in pieces. Lossy codecs seek approximately or need pre-roll.
 SPLIT_FORMATS = frozenset({"FLAC", "WAV", "WAVEX", "W64", "AIFF", "RF64"})
 MIN_SPLIT_BLOCKS = 2  # blocks per piece at least (3 s at 44.1 kHz): a new handle costs a parse
+# Longest file decoded in pieces, frames (6.3 min at 44.1 kHz): the later pieces' samples wait
+# in memory (float32 mono, native rate) until the first is through, so longer files are read
+# whole, in bounded memory, as before.
+MAX_SPLIT_FRAMES = 2**24
 
 AudioSource = str | Path | bytes
 
@@ -212,6 +217,8 @@ def _pieces(f: sf.SoundFile, parts: int) -> list[tuple[int, int]]:
     """Up to `parts` contiguous (start, end) frame ranges of the declared length, cut at block
     boundaries (so every block read equals the serial read's); [] when not worth it."""
     if parts < 2 or f.format not in SPLIT_FORMATS or not f.seekable():
+        return []
+    if f.frames > MAX_SPLIT_FRAMES:
         return []
     n_blocks = -(-f.frames // BLOCK_FRAMES)
     k = min(parts, n_blocks // MIN_SPLIT_BLOCKS)

@@ -65,6 +65,19 @@ def test_short_and_lossy_files_are_decoded_whole(tmp_path, executor):
     assert executor.submitted == 0
 
 
+def test_long_files_are_decoded_whole(tmp_path, executor, monkeypatch):
+    """Beyond MAX_SPLIT_FRAMES the later pieces would wait in memory: read whole instead."""
+    import model.audio
+
+    path = write(tmp_path / "a.flac", sing(VOICES[1], 20.0, sr=44100), 44100)
+    monkeypatch.setattr(model.audio, "MAX_SPLIT_FRAMES", 19 * 44100)
+    np.testing.assert_array_equal(load_audio(path, parts=3, executor=executor), load_audio(path))
+    assert executor.submitted == 0
+    monkeypatch.setattr(model.audio, "MAX_SPLIT_FRAMES", 21 * 44100)
+    np.testing.assert_array_equal(load_audio(path, parts=3, executor=executor), load_audio(path))
+    assert executor.submitted == 2
+
+
 def _set_flac_total_samples(data: bytes, total: int) -> bytes:
     """A FLAC whose STREAMINFO declares `total` samples (the low 36 bits of bytes 18-25)."""
     assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO comes first
