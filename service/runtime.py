@@ -297,7 +297,7 @@ class Runtime:
     def _decode(self, data: bytes, max_seconds: float) -> np.ndarray:
         """Encoded bytes -> mono float32 waveform at the model's rate, in a decoding process
         when there are some (this thread waits without holding the GIL), else here; in
-        pieces on the cores no other embedding is using."""
+        pieces over this upload's share of the cores (`_decode_parts`)."""
         sr = self.embedder.features.sample_rate
         parts = self._decode_parts()
         if self.decoder is not None:
