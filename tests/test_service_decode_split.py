@@ -14,9 +14,8 @@ import soundfile as sf
 
 from service.metrics import Metrics
 from service.runtime import Runtime
-from service.settings import Settings
 from tests.support.executors import CountingExecutor, piece_threads
-from tests.support.live import render
+from tests.support.live import live_settings, render
 
 
 def flac(y: np.ndarray, sr: int = 22050) -> bytes:
@@ -25,16 +24,9 @@ def flac(y: np.ndarray, sr: int = 22050) -> bytes:
     return buf.getvalue()
 
 
-def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path, random_checkpoint):
-    settings = Settings(
-        index_dir=tmp_path / "index",
-        checkpoint=random_checkpoint,
-        device="cpu",
-        batching="off",
-        inference_workers=2,
-        torch_threads=1,
-        decode_processes=0,
-        decode_parts=3,
+def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_checkpoint):
+    settings = live_settings(
+        tmp_path_factory, random_checkpoint, batching="off", decode_processes=0, decode_parts=3
     )
     runtime = Runtime(settings, Metrics())
     runtime.load()
@@ -59,14 +51,10 @@ def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path, random_checkpoint):
         runtime.close()
 
 
-def test_decoding_processes_split_in_their_workers(tmp_path, random_checkpoint):
+def test_decoding_processes_split_in_their_workers(tmp_path_factory, random_checkpoint):
     """With decoding processes the pieces run on the worker's threads (no helpers here)."""
-    settings = Settings(
-        index_dir=tmp_path / "index",
-        checkpoint=random_checkpoint,
-        device="cpu",
-        decode_processes=1,
-        decode_parts=2,
+    settings = live_settings(
+        tmp_path_factory, random_checkpoint, decode_processes=1, decode_parts=2
     )
     runtime = Runtime(settings, Metrics())
     runtime.load()
@@ -81,10 +69,8 @@ def test_decoding_processes_split_in_their_workers(tmp_path, random_checkpoint):
         runtime.close()
 
 
-def test_no_helpers_when_splitting_is_off(tmp_path, random_checkpoint):
-    settings = Settings(
-        index_dir=tmp_path / "index", checkpoint=random_checkpoint, device="cpu", decode_parts=1
-    )
+def test_no_helpers_when_splitting_is_off(tmp_path_factory, random_checkpoint):
+    settings = live_settings(tmp_path_factory, random_checkpoint, decode_parts=1)
     runtime = Runtime(settings, Metrics())
     runtime.load()
     try:
