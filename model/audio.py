@@ -37,7 +37,7 @@ from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from itertools import pairwise
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -172,6 +172,15 @@ def _check_declared(seconds: float | None, max_seconds: float | None, name: str 
 Opener = Callable[[], AbstractContextManager[io.BytesIO | int | str]]
 
 
+class _Split(NamedTuple):
+    """How to decode one file in pieces: at most `parts`, the later ones run by `executor`,
+    each through a handle of its own from `opener`."""
+
+    parts: int
+    executor: Executor
+    opener: Opener
+
+
 class _SplitMismatch(Exception):
     """A piece did not hold the frames the header promised: decode serially instead."""
 
@@ -181,7 +190,7 @@ def _decode_sndfile(
     sr: int | None,
     max_seconds: float | None,
     name: str | None,
-    split: tuple[int, Executor, Opener] | None = None,
+    split: _Split | None = None,
 ) -> tuple[np.ndarray, int]:
     with sf.SoundFile(handle, closefd=False) as f:
         rate, channels = int(f.samplerate), int(f.channels)
@@ -196,11 +205,11 @@ def _decode_sndfile(
         def mono(block: np.ndarray) -> np.ndarray:
             return block[:, 0] if channels == 1 else block @ weights
 
-        pieces = _pieces(f, split[0]) if split is not None and declared else []
-        if split is not None and len(pieces) > 1:
+        pieces = _pieces(f, split.parts) if split is not None else []
+        if split is not None and pieces:
             out = _Collector(rate, sr, max_seconds, name, declared)
             try:
-                _read_split(f, pieces, split[1], split[2], mono, out.add)
+                _read_split(f, pieces, split.executor, split.opener, mono, out.add)
                 return out.result(), sr or rate
             except _SplitMismatch:
                 f.seek(0)  # the header lied about the length: read through, as below
@@ -215,10 +224,11 @@ def _decode_sndfile(
 
 def _pieces(f: sf.SoundFile, parts: int) -> list[tuple[int, int]]:
     """Up to `parts` contiguous (start, end) frame ranges of the declared length, cut at block
-    boundaries (so every block read equals the serial read's); [] when not worth it."""
+    boundaries (so every block read equals the serial read's); [] when not worth it, or
+    when the length is unknown or too long to hold the later pieces."""
     if parts < 2 or f.format not in SPLIT_FORMATS or not f.seekable():
         return []
-    if f.frames > MAX_SPLIT_FRAMES:
+    if not 0 < f.frames <= MAX_SPLIT_FRAMES:
         return []
     n_blocks = -(-f.frames // BLOCK_FRAMES)
     k = min(parts, n_blocks // MIN_SPLIT_BLOCKS)
@@ -397,20 +407,22 @@ def _decode(
     name = _describe(source)
     if parts > 1 and executor is None:
         raise ValueError("decoding in parts needs an executor to run them")
+    helpers = executor if parts > 1 else None
     if isinstance(source, bytes):
         if not source:
             raise AudioError("empty file", name)
         with _in_memory_file(source) as handle:
             data = source
             reopen: Opener = lambda: _reopen(handle, data)
-            split = (parts, executor, reopen) if parts > 1 and executor is not None else None
+            split = _Split(parts, helpers, reopen) if helpers is not None else None
             return _decode_handle(source, handle, sr, max_seconds, name, split)
     path = Path(source)
     if not path.is_file():
         raise AudioError("no such file", name)
     if path.stat().st_size == 0:
         raise AudioError("empty file", name)
-    split = (parts, executor, lambda: nullcontext(str(path))) if parts > 1 and executor else None
+    opener: Opener = lambda: nullcontext(str(path))
+    split = _Split(parts, helpers, opener) if helpers is not None else None
     return _decode_handle(source, str(path), sr, max_seconds, name, split)
 
 
@@ -464,7 +476,7 @@ def _decode_handle(
     sr: int | None,
     max_seconds: float | None,
     name: str | None,
-    split: tuple[int, Executor, Opener] | None = None,
+    split: _Split | None = None,
 ) -> tuple[np.ndarray, int]:
     try:
         return _decode_sndfile(handle, sr, max_seconds, name, split)

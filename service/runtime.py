@@ -302,8 +302,7 @@ class Runtime:
         parts = self._decode_parts()
         if self.decoder is not None:
             return self.decoder.load_audio(data, sr, max_seconds, parts)
-        if parts == 1 or self.decode_helpers is None:
-            return load_audio(data, sr, max_seconds=max_seconds)
+        # No helpers only where max_decode_parts < 2, so parts is 1 there.
         return load_audio(data, sr, max_seconds, parts=parts, executor=self.decode_helpers)
 
     def _embed_now(self, data: bytes, domain: str, max_seconds: float) -> TrackEmbedding:
