@@ -209,13 +209,14 @@ def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
 
 
 # The servers `/identify` is measured on: cross-request batching off and on with the
-# device's default decoding (worker processes on CUDA, each upload in pieces on its share of
-# the cores), batching on with uploads decoded whole (before pieces), and batching on with
-# decoding in the inference threads (before decoding processes).
+# device's defaults (decoding in worker processes on CUDA, each upload in pieces on its share
+# of the cores; with batching, segments chosen in the batch), batching on with segments
+# chosen per request (before `batch_features`), and batching on with decoding in the
+# inference threads (before decoding processes).
 IDENTIFY_SERVERS = {
     "batching off": {"batching": "off"},
     "batching on": {"batching": "on"},
-    "batching on, decoded whole": {"batching": "on", "decode_parts": "1"},
+    "batching on, segments chosen per request": {"batching": "on", "batch_features": "off"},
     "batching on, decoding in threads": {"batching": "on", "decode_processes": "0"},
 }
 

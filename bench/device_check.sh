@@ -9,7 +9,8 @@
 # research data is found as usual (SINGER_SHARED_DIR or ../shared); without MIR-1K the
 # indexing section indexes synthetic FLAC takes. --dry-run: CPU only, tiny sizes, GPU tests and
 # CUDA-only measurements skipped (the test suite runs it). --sections=a,b: rerun only those
-# measurements (encoder, indexing, identify, faiss, memory), without the GPU tests.
+# measurements (encoder, indexing, identify, faiss, memory), and the GPU tests only when
+# "tests" is one of them.
 # See bench/README.md.
 set -uo pipefail
 
@@ -20,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --dry-run) dry=1 ;;
     --sections=*) sections="${arg#--sections=}" ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option: $arg" >&2; exit 2 ;;
     *) dest="$arg" ;;
   esac
@@ -57,8 +58,13 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi 2>&1; else echo "nvidia-smi
 "available", torch.cuda.is_available(), "| faiss", faiss.__version__)' | tee "$dest/versions.txt"
 
 gpu_tests="skipped (dry run)"
-[ -n "$sections" ] && gpu_tests="not run (--sections)"
-if [ "$dry" = 0 ] && [ -z "$sections" ]; then
+# --sections: the GPU tests only when "tests" is one of them; the rest are measurements.
+measure="${sections//tests/}"
+measure=$(echo "$measure" | tr -s ',' | sed 's/^,//; s/,$//')
+run_tests=0
+if [ -z "$sections" ] || [[ ",$sections," == *",tests,"* ]]; then run_tests=1; fi
+[ "$run_tests" = 0 ] && gpu_tests="not run (--sections)"
+if [ "$dry" = 0 ] && [ "$run_tests" = 1 ]; then
   # Every test marked `gpu` must run: a skip (no CUDA, no faiss-gpu) fails the check. Only
   # the modules that hold such tests are collected: the others import browser and fuzzing
   # tools a GPU machine need not have.
@@ -74,9 +80,12 @@ fi
 
 args=(--out "$dest" --gpu-tests "$gpu_tests")
 [ "$dry" = 1 ] && args+=(--dry-run)
-[ -n "$sections" ] && args+=(--sections "$sections")
-timeout $((470 - $(date +%s) + start)) "$py" bench/device_check.py "${args[@]}"
-rc=$?
+[ -n "$measure" ] && args+=(--sections "$measure")
+rc=0
+if [ -z "$sections" ] || [ -n "$measure" ]; then
+  timeout $((470 - $(date +%s) + start)) "$py" bench/device_check.py "${args[@]}"
+  rc=$?
+fi
 echo "device check: exit $rc after $(($(date +%s) - start)) s; summary in $dest/summary.md"
 case "$gpu_tests" in FAILED*) exit 1 ;; esac
 exit "$rc"

@@ -22,7 +22,12 @@ from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
 from model.decoding import DecodePool
 from model.errors import AudioError, CheckpointError
-from model.features import FeatureConfig, SegmentSelection, select_segments, to_device
+from model.features import (
+    FeatureConfig,
+    SegmentSelection,
+    select_many,
+    to_device,
+)
 from model.network import SingerNet
 from model.vectors import normalized_mean
 from model.voice import VoiceDetector
@@ -108,6 +113,10 @@ class Embedder:
         self.device = device
         self.checkpoint_id = ckpt_id
         self.detector = detector
+        # Whether `embed_many` chooses segments many recordings at a time (`select_many`) in
+        # the thread that runs the encoder: on CUDA, where one recording's selection is a
+        # string of small kernel launches. On the CPU, selections run in parallel threads.
+        self.selects_in_batches = device.type == "cuda"
 
     @classmethod
     def from_checkpoint(
@@ -174,16 +183,30 @@ class Embedder:
         """Waveform at features.sample_rate -> the segments to embed, features on this device.
 
         The service's selection (`model.features.select_segments` with this voice detector);
-        `domain` is the declared one, for the quality flags.
+        `domain` is the declared one, for the quality flags. Raises AudioError.
         """
-        return select_segments(
-            y,
+        (selection,) = self.select_many([y], all_segments, [path], [domain])
+        if isinstance(selection, AudioError):
+            raise selection
+        return selection
+
+    def select_many(
+        self,
+        ys: Sequence[np.ndarray],
+        all_segments: bool = False,
+        paths: Sequence[str | None] | None = None,
+        domains: Sequence[str | None] | None = None,
+    ) -> list[SegmentSelection | AudioError]:
+        """`select` of several waveforms together (`model.features.select_many`: one copy to
+        the device, one voice-detector pass): a selection or the recording's AudioError each."""
+        return select_many(
+            ys,
             self.features,
             all_segments,
             device=self.device,
-            path=path,
+            paths=paths,
             detector=self.detector,
-            domain=domain,
+            domains=domains,
         )
 
     def segments(
@@ -225,11 +248,12 @@ class Embedder:
     ) -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
         """Embed many files; yields (index into sources, result or AudioError) as they finish.
 
-        Decoding, features and voice detection run in `workers` threads with a bounded queue;
-        segments of several files are run through the encoder together in batches of about
-        `batch_size`. Results come in completion order, not input order, and a prepared file
-        waits until `batch_size` segments are buffered (or the input ends): use the index to
-        place each result. On CPU, give torch
+        Decoding, features and voice detection run in `workers` threads with a bounded queue
+        (on CUDA, decoding only: the calling thread chooses the segments of several files at
+        once, `select_many`); segments of several files are run through the encoder together
+        in batches of about `batch_size`. Results come in completion order, not input order,
+        and a prepared file waits until `batch_size` segments are buffered (or the input
+        ends): use the index to place each result. On CPU, give torch
         `inference_threads(workers)` threads so decoding and inference do not oversubscribe
         the cores. Never raises AudioError: a bad file comes back as its error, so batch jobs
         can skip and report it. `max_seconds` bounds each file's decoded duration.
@@ -239,44 +263,69 @@ class Embedder:
         from tqdm import tqdm
 
         sr = self.features.sample_rate
+        in_workers = pool is not None and pool.features is not None
+        # On CUDA, waveforms come back from the threads and this thread chooses their
+        # segments many at a time, beside the encoder (`selects_in_batches`).
+        batch_select = self.selects_in_batches and not in_workers
         bar = tqdm(total=len(sources), unit="file", disable=not progress)
+        waiting: list[tuple[int, np.ndarray]] = []  # decoded, segments not chosen yet
         buffered: list[tuple[int, SegmentSelection]] = []
-        n_buffered = 0
+        n_buffered = 0  # segments buffered (for waveforms: at most this many)
 
-        def flush() -> Iterator[tuple[int, TrackEmbedding]]:
-            nonlocal buffered, n_buffered
-            if not buffered:
-                return
-            feats = torch.cat([s.features for _, s in buffered])
-            emb = self.embed_segments(feats, domain, batch_size)
-            start = 0
-            for i, sel in buffered:
-                yield i, TrackEmbedding.of(sel, emb[start : start + len(sel)])
-                start += len(sel)
+        def name(i: int) -> str | None:
+            return None if isinstance(sources[i], bytes) else str(sources[i])
+
+        def flush() -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
+            nonlocal waiting, buffered, n_buffered
+            if waiting:
+                idx = [i for i, _ in waiting]
+                chosen = self.select_many(
+                    [y for _, y in waiting],
+                    all_segments,
+                    [name(i) for i in idx],
+                    [domain] * len(idx),
+                )
+                waiting = []
+                for i, sel in zip(idx, chosen, strict=True):
+                    if isinstance(sel, AudioError):
+                        yield i, sel
+                    else:
+                        buffered.append((i, sel))
+            if buffered:
+                feats = torch.cat([s.features for _, s in buffered])
+                emb = self.embed_segments(feats, domain, batch_size)
+                start = 0
+                for i, sel in buffered:
+                    yield i, TrackEmbedding.of(sel, emb[start : start + len(sel)])
+                    start += len(sel)
             buffered, n_buffered = [], 0
 
-        def prepare(i: int) -> SegmentSelection:
-            # Features and voice detection run in the decoding threads too: in the consuming
-            # thread they held indexing to 41 % of the decode-only rate on a 16-core GPU machine.
-            if pool is not None and pool.features is not None:
+        def prepare(i: int) -> SegmentSelection | np.ndarray:
+            # On the CPU, features and voice detection run here, in parallel threads. On CUDA,
+            # one recording at a time in the consuming thread, they held indexing to 41 % of
+            # the decode-only rate on a 16-core GPU machine: there they run in batches.
+            if in_workers and pool is not None:
                 return pool.select(sources[i], all_segments, max_seconds, domain)
-            name = None if isinstance(sources[i], bytes) else str(sources[i])
             if pool is not None:
                 y = pool.load_audio(sources[i], sr, max_seconds)
             else:
                 y = load_audio(sources[i], sr, max_seconds)
-            return self.select(y, all_segments, path=name, domain=domain)
+            return y if batch_select else self.select(y, all_segments, name(i), domain)
 
         threads = max(workers, pool.processes if pool is not None else 0)
         for i, fut in completed_in_threads(prepare, range(len(sources)), workers=threads):
             try:
-                sel = fut.result()
+                got = fut.result()
             except AudioError as err:
                 bar.update(1)
                 yield i, err
                 continue
-            buffered.append((i, sel))
-            n_buffered += len(sel)
+            if isinstance(got, np.ndarray):
+                waiting.append((i, got))
+                n_buffered += max(1, len(got) // self.features.min_samples)
+            else:
+                buffered.append((i, got))
+                n_buffered += len(got)
             if n_buffered >= batch_size:
                 for item in flush():
                     bar.update(1)

@@ -11,6 +11,7 @@ audio, only mel tensors. The configuration travels inside each checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from model.errors import AudioTooShortError, NoVoicedSegmentError
+from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
 from model.stored import Stored
 
 #: Frames per chunk of `log_mel_chunked` (about 3 minutes at 22050 Hz, hop 512).
@@ -241,7 +242,7 @@ class FrameDetector(Protocol):
     features: FeatureConfig
     rule: Any  # threshold, singing_threshold, min_voice_s, domain_threshold
 
-    def frame_probs(self, mel: torch.Tensor) -> np.ndarray: ...
+    def frame_probs_many(self, mels: Sequence[torch.Tensor]) -> list[np.ndarray]: ...
     def voice_probability(self, probs: np.ndarray) -> np.ndarray: ...
     def domain_probability(self, probs: np.ndarray) -> np.ndarray: ...
 
@@ -270,19 +271,37 @@ def detect_voice(
     Reuses `mel` when the detector's recipe is `cfg`'s, else computes the detector's own
     features and maps its frames onto `mel`'s by time.
     """
+    return detect_voice_many([y], [mel], cfg, detector, chunk_frames)[0]
+
+
+def detect_voice_many(
+    ys: Sequence[np.ndarray | torch.Tensor],
+    mels: Sequence[torch.Tensor],
+    cfg: FeatureConfig,
+    detector: FrameDetector,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`detect_voice` of several recordings, the detector run over all their windows at once."""
     dcfg = detector.features
     if all(getattr(dcfg, f) == getattr(cfg, f) for f in _MEL_FIELDS):
-        probs = detector.frame_probs(mel)
-        return detector.voice_probability(probs), detector.domain_probability(probs)
+        return [
+            (detector.voice_probability(p), detector.domain_probability(p))
+            for p in detector.frame_probs_many(mels)
+        ]
     if dcfg.sample_rate != cfg.sample_rate:
         raise ValueError("the voice detector and the model need audio at the same sample rate")
-    probs = detector.frame_probs(log_mel_chunked(y, dcfg, mel.device, chunk_frames))
-    t_det = np.arange(len(probs)) * dcfg.hop_length
-    t_mel = np.arange(mel.shape[-1]) * cfg.hop_length
-    return (
-        np.interp(t_mel, t_det, detector.voice_probability(probs)),
-        np.interp(t_mel, t_det, detector.domain_probability(probs)),
-    )
+    own = [log_mel_chunked(y, dcfg, mel.device, chunk_frames) for y, mel in zip(ys, mels)]
+    out = []
+    for probs, mel in zip(detector.frame_probs_many(own), mels, strict=True):
+        t_det = np.arange(len(probs)) * dcfg.hop_length
+        t_mel = np.arange(mel.shape[-1]) * cfg.hop_length
+        out.append(
+            (
+                np.interp(t_mel, t_det, detector.voice_probability(probs)),
+                np.interp(t_mel, t_det, detector.domain_probability(probs)),
+            )
+        )
+    return out
 
 
 def clipped_share(y: np.ndarray | torch.Tensor, chunk: int = 1 << 20) -> float:
@@ -350,14 +369,100 @@ def select_segments(
     one, mono or mixed) only sets flags. Features are computed `chunk_frames` at a time.
     Raises AudioTooShortError below one segment.
     """
+    (result,) = select_many(
+        [y],
+        cfg,
+        all_segments,
+        hop,
+        device,
+        [path],
+        detector=detector,
+        domains=[domain],
+        chunk_frames=chunk_frames,
+    )
+    if isinstance(result, AudioError):
+        raise result
+    return result
+
+
+def select_many(
+    ys: Sequence[np.ndarray | torch.Tensor],
+    cfg: FeatureConfig,
+    all_segments: bool = False,
+    hop: int | None = None,
+    device: str | torch.device | None = None,
+    paths: Sequence[str | None] | None = None,
+    *,
+    detector: FrameDetector | None = None,
+    domains: Sequence[str | None] | None = None,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> list[SegmentSelection | AudioError]:
+    """`select_segments` of several waveforms: a selection, or the AudioError that recording
+    raises alone, for each, in order.
+
+    The waveforms go to `device` in one pinned copy and the voice detector runs over the
+    windows of all of them together, with one copy of its probabilities back: on a GPU, one
+    recording at a time spends its time launching small kernels and waiting for copies (and,
+    from many threads, queueing for the GIL). Each recording's choice is then its own.
+    """
+    paths = list(paths) if paths is not None else [None] * len(ys)
+    domains = list(domains) if domains is not None else [None] * len(ys)
+    out: dict[int, SegmentSelection | AudioError] = {}
+    ok = []
+    for i, y in enumerate(ys):
+        n = int(y.shape[-1])
+        if n < cfg.min_samples:
+            out[i] = AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, paths[i])
+        else:
+            ok.append(i)
+    on_device = _as_tensors([ys[i] for i in ok], device)
+    mels = [log_mel_chunked(y, cfg, None, chunk_frames) for y in on_device]
+    voicing = (
+        detect_voice_many(on_device, mels, cfg, detector, chunk_frames)
+        if detector is not None and ok
+        else [None] * len(ok)
+    )
+    # Each waveform on the device: its clipping share is computed there too (on CUDA, not
+    # one host pass per recording in the thread that chooses for all).
+    for i, y, mel, voice in zip(ok, on_device, mels, voicing, strict=True):
+        try:
+            out[i] = _choose(y, mel, voice, cfg, all_segments, hop, detector, domains[i], paths[i])
+        except AudioError as err:
+            out[i] = err
+    return [out[i] for i in range(len(ys))]
+
+
+def _as_tensors(
+    ys: Sequence[np.ndarray | torch.Tensor], device: str | torch.device | None
+) -> list[torch.Tensor]:
+    """Waveforms as float32 tensors on `device`; host waveforms bound for CUDA travel
+    together, in one pinned copy (pinning is paid per call, not per recording)."""
+    if len(ys) < 2 or device is None or torch.device(device).type != "cuda":
+        return [_as_tensor(y, device) for y in ys]
+    host = [torch.as_tensor(y, dtype=torch.float32) for y in ys]
+    if any(t.device.type != "cpu" for t in host):
+        return [to_device(t, device) for t in host]
+    return list(to_device(torch.cat(host), device).split([len(t) for t in host]))
+
+
+def _choose(
+    y: np.ndarray | torch.Tensor,
+    mel: torch.Tensor,
+    voice: tuple[np.ndarray, np.ndarray] | None,
+    cfg: FeatureConfig,
+    all_segments: bool,
+    hop: int | None,
+    detector: FrameDetector | None,
+    domain: str | None,
+    path: str | None,
+) -> SegmentSelection:
+    """One recording's selection from its log-mel (n_mels, frames) and, with a detector,
+    its (P(voice), P(mixture | voice)) per frame; see `select_segments`."""
     n = int(y.shape[-1])
-    if n < cfg.min_samples:
-        raise AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, path)
-    mel = log_mel_chunked(y, cfg, device, chunk_frames)
     frame_s = cfg.hop_length / cfg.sample_rate
     domain_score, low_voice = None, False
-    if detector is not None:
-        p_voice, p_mix = detect_voice(y, mel, cfg, detector, chunk_frames)
+    if detector is not None and voice is not None:
+        p_voice, p_mix = voice
         voiced = p_voice > detector.rule.threshold
         sung_s = float((p_voice > detector.rule.singing_threshold).sum()) * frame_s
         if voiced.any():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,6 @@ class VoiceDetector:
         net = copy.deepcopy(self.net).to(device)
         return VoiceDetector(net, self.features, self.rule, self.meta, self.detector_id)
 
-    @torch.inference_mode()
     def frame_probs(self, mel: torch.Tensor, batch_size: int = 512) -> np.ndarray:
         """Log-mel (n_mels, frames) of `self.features` -> class probabilities (frames, 4).
 
@@ -184,32 +184,47 @@ class VoiceDetector:
         end); each frame gets the mean of the windows that cover it. A recording shorter than
         one window is classified as one zero-padded window.
         """
+        return self.frame_probs_many([mel], batch_size)[0]
+
+    @torch.inference_mode()
+    def frame_probs_many(
+        self, mels: Sequence[torch.Tensor], batch_size: int = 512
+    ) -> list[np.ndarray]:
+        """`frame_probs` of several recordings, their windows run through the network
+        together, `batch_size` at a time, with one copy of the probabilities to the host: on
+        a GPU, one recording's few windows per pass would leave it idle between launches.
+        Windows are gathered batch by batch, never all at once (bounded memory)."""
         w, hop = self.net.dims.window_frames, self.rule.hop_frames
-        n = mel.shape[-1]
         dev = next(self.net.parameters()).device
-        mel = mel.to(dev, torch.float32)
-        if n < w:
-            mel = torch.nn.functional.pad(mel, (0, w - n))
-        starts = list(range(0, max(1, mel.shape[-1] - w + 1), hop))
-        if starts[-1] != mel.shape[-1] - w:
-            starts.append(mel.shape[-1] - w)
-        windows = mel.unfold(-1, w, 1).permute(1, 0, 2)  # (positions, n_mels, w), a view
-        idx = torch.tensor(starts, device=dev)
-        probs = torch.cat(
-            [
-                self.net(windows[idx[i : i + batch_size]]).softmax(-1).float().cpu()
-                for i in range(0, len(idx), batch_size)
-            ]
-        ).numpy()
-        # Mean over covering windows: cumulative sums of window probabilities at start/end.
-        total = np.zeros((mel.shape[-1] + 1, probs.shape[1]))
-        count = np.zeros(mel.shape[-1] + 1)
-        s = np.asarray(starts)
-        np.add.at(total, s, probs)
-        np.add.at(total, s + w, -probs)
-        np.add.at(count, s, 1.0)
-        np.add.at(count, s + w, -1.0)
-        return (np.cumsum(total, 0)[:n] / np.cumsum(count)[:n, None]).astype(np.float32)
+        views, picks, lengths = [], [], []
+        for mel in mels:
+            lengths.append(mel.shape[-1])
+            mel = mel.to(dev, torch.float32)
+            if mel.shape[-1] < w:
+                mel = torch.nn.functional.pad(mel, (0, w - mel.shape[-1]))
+            starts = list(range(0, max(1, mel.shape[-1] - w + 1), hop))
+            if starts[-1] != mel.shape[-1] - w:
+                starts.append(mel.shape[-1] - w)
+            views.append(mel.unfold(-1, w, 1).permute(1, 0, 2))  # (positions, n_mels, w)
+            picks.append(np.asarray(starts))
+        offsets = np.cumsum([0] + [len(s) for s in picks])
+        out = []
+        for a in range(0, int(offsets[-1]), batch_size):
+            b = min(a + batch_size, int(offsets[-1]))
+            first = int(np.searchsorted(offsets, a, side="right")) - 1
+            parts = []
+            for f in range(first, len(views)):
+                if offsets[f] >= b:
+                    break
+                lo, hi = max(a, offsets[f]) - offsets[f], min(b, offsets[f + 1]) - offsets[f]
+                parts.append(views[f][torch.from_numpy(picks[f][lo:hi]).to(dev)])
+            x = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out.append(self.net(x).softmax(-1).float())
+        probs = torch.cat(out).cpu().numpy()
+        return [
+            _cover_mean(probs[offsets[f] : offsets[f + 1]], picks[f], w, n)
+            for f, n in enumerate(lengths)
+        ]
 
     def voice_probability(self, probs: np.ndarray) -> np.ndarray:
         """(frames, 4) class probabilities -> (frames,) P(singing voice, solo or mixed)."""
@@ -218,3 +233,16 @@ class VoiceDetector:
     def domain_probability(self, probs: np.ndarray) -> np.ndarray:
         """(frames, 4) class probabilities -> (frames,) P(mixture | voice)."""
         return probs[:, MIXTURE] / np.maximum(probs[:, SOLO] + probs[:, MIXTURE], 1e-9)
+
+
+def _cover_mean(probs: np.ndarray, starts: np.ndarray, w: int, n: int) -> np.ndarray:
+    """Window probabilities (windows, 4) at `starts` -> per-frame means over the windows that
+    cover each of the first `n` frames (frames, 4) float32, by cumulative sums."""
+    size = max(n, w) + 1
+    total = np.zeros((size, probs.shape[1]))
+    count = np.zeros(size)
+    np.add.at(total, starts, probs)
+    np.add.at(total, starts + w, -probs)
+    np.add.at(count, starts, 1.0)
+    np.add.at(count, starts + w, -1.0)
+    return (np.cumsum(total, 0)[:n] / np.cumsum(count)[:n, None]).astype(np.float32)

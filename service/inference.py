@@ -7,7 +7,8 @@ beyond that the service answers 503 at once instead of queueing without bound.
 
 `SegmentBatcher` gathers the segments of requests embedded at the same time into one forward
 pass per encoder branch: a GPU given one request's ten segments at a time idles between kernel
-launches while the other requests queue.
+launches while the other requests queue. On CUDA it also chooses those segments for the whole
+batch at once (features and voice detector over every request's audio).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from model.errors import AudioError
+from model.features import SegmentSelection
 
 T = TypeVar("T")
 
@@ -77,27 +81,40 @@ class InferencePool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+# Segments chosen for several waveforms at once (`Embedder.select_many`): for each, its
+# selection or the error that waveform raises alone.
+SelectMany = Callable[[list[np.ndarray], list[str]], list[SegmentSelection | AudioError]]
+
+
 @dataclass(eq=False)  # identity: a job is one request
 class _Job:
-    features: torch.Tensor  # (n, n_mels, frames), on the embedding device
     domain: str
+    size: int  # segments (for a waveform: at most this many)
+    features: torch.Tensor | None = None  # (n, n_mels, frames), on the embedding device
+    audio: np.ndarray | None = None  # or a waveform whose segments the batch chooses
+    selection: SegmentSelection | None = None
     done: bool = False
     result: np.ndarray | None = None
     error: Exception | None = None
 
 
 class SegmentBatcher:
-    """Runs `encode(segments, domain)` on the segments of concurrent requests together.
+    """Runs `encode(segments, domain)` on the segments of concurrent requests together, and
+    with `select`, chooses those segments together too.
 
     `embed(features, domain)` (blocking, from the inference threads) returns a request's
-    embeddings (n, embed_dim). No thread of its own: the first caller to find no batch running
-    leads one. It takes its own segments, then, while other requests are still computing
-    their features (`announce()`) and for at most `max_wait_s`, the segments of those that
-    arrive, up to `max_segments`; runs one `encode` per domain present; and hands every
-    request its rows. Callers that arrive meanwhile wait, and one of them leads the next batch.
-    A lone request therefore never waits nor changes thread; a request larger than
-    `max_segments` runs on its own. Rows are independent in inference mode (batch norm uses
-    its running statistics), so a request's embeddings do not depend on its batch.
+    embeddings (n, embed_dim); `embed_audio(y, domain)` (needs `select`) takes the decoded
+    waveform instead and returns its selection and embeddings, the selection made by one
+    `select` call over every waveform of the batch. No thread of its own: the first caller to
+    find no batch running leads one. It takes its own job, then, while other requests are
+    still decoding or computing features (`announce()`) and for at most `max_wait_s`, the
+    jobs that arrive, up to `max_segments`; runs `select` on the waveforms, one `encode` per
+    domain present; and hands every request its rows. Callers that arrive meanwhile wait,
+    and one of them leads the next batch. A lone request therefore never waits nor changes
+    thread; a request larger than `max_segments` runs on its own. Rows are independent in
+    inference mode (batch norm uses its running statistics), so a request's embeddings do
+    not depend on its batch; an error of one waveform's selection is that request's alone.
+    `segment_samples`: samples of one segment, to size a waveform's job.
     """
 
     def __init__(
@@ -105,8 +122,12 @@ class SegmentBatcher:
         encode: Callable[[torch.Tensor, str], np.ndarray],
         max_segments: int = 64,
         max_wait_s: float = 0.005,
+        select: SelectMany | None = None,
+        segment_samples: int = 1,
     ):
         self.encode = encode
+        self.select = select
+        self.segment_samples = segment_samples
         self.max_segments = max_segments
         self.max_wait_s = max_wait_s
         self.batches = 0  # forward passes run, for metrics and tests
@@ -117,20 +138,39 @@ class SegmentBatcher:
         self._leading = False
 
     def announce(self) -> None:
-        """A request will submit segments soon (it is computing features): a batch being
-        gathered waits for it. Follow with `embed(..., announced=True)` or `withdraw()`."""
+        """A request will submit soon (it is decoding or computing features): a batch being
+        gathered waits for it. Follow with `embed`/`embed_audio(..., announced=True)` or
+        `withdraw()`."""
         with self._cond:
             self._preparing += 1
 
     def withdraw(self) -> None:
-        """An announced request will not submit (its features failed)."""
+        """An announced request will not submit (its decoding or features failed)."""
         with self._cond:
             self._preparing -= 1
             self._cond.notify_all()
 
     def embed(self, features: torch.Tensor, domain: str, announced: bool = False) -> np.ndarray:
         """(n, n_mels, frames) segments -> (n, embed_dim) float32; raises what `encode` raises."""
-        job = _Job(features, domain)
+        job = self._submit(_Job(domain, len(features), features=features), announced)
+        assert job.result is not None  # done without error: the pass gave its rows
+        return job.result
+
+    def embed_audio(
+        self, y: np.ndarray, domain: str, announced: bool = False
+    ) -> tuple[SegmentSelection, np.ndarray]:
+        """Waveform (samples,) at the model's rate -> (its selection, (n, embed_dim) float32
+        embeddings of the selected segments); raises what `select` gives for it (AudioError)
+        and what `select` or `encode` raise."""
+        if self.select is None:
+            raise RuntimeError("this batcher was made without select: it takes segments")
+        size = max(1, len(y) // self.segment_samples)
+        job = self._submit(_Job(domain, size, audio=y), announced)
+        assert job.selection is not None and job.result is not None
+        return job.selection, job.result
+
+    def _submit(self, job: _Job, announced: bool) -> _Job:
+        """Queue `job`, lead or wait for the batch that runs it; raises its error."""
         with self._cond:
             self._preparing -= announced
             self._pending.append(job)
@@ -148,34 +188,57 @@ class SegmentBatcher:
                     self._cond.notify_all()
         if job.error is not None:
             raise job.error
-        assert job.result is not None  # done without error: the pass gave its rows
-        return job.result
+        return job
 
     def _gather(self, own: _Job) -> list[_Job]:
         deadline = time.monotonic() + self.max_wait_s
         with self._cond:
             while (
                 self._preparing > 0
-                and sum(len(j.features) for j in self._pending) < self.max_segments
+                and sum(j.size for j in self._pending) < self.max_segments
                 and (left := deadline - time.monotonic()) > 0
             ):
                 self._cond.wait(left)
-            jobs, n = [own], len(own.features)
+            jobs, n = [own], own.size
             for j in self._pending:
-                if j is not own and n + len(j.features) <= self.max_segments:
+                if j is not own and n + j.size <= self.max_segments:
                     jobs.append(j)
-                    n += len(j.features)
+                    n += j.size
             self._pending = [j for j in self._pending if j not in jobs]
         return jobs
 
+    def _choose(self, jobs: list[_Job]) -> None:
+        """Select the segments of the jobs that hold a waveform, in one `select` call."""
+        audio = [(j, j.audio) for j in jobs if j.audio is not None]
+        if not audio:
+            return
+        assert self.select is not None  # embed_audio refuses waveforms without it
+        chosen: list[SegmentSelection | Exception]
+        try:
+            chosen = list(self.select([y for _, y in audio], [j.domain for j, _ in audio]))
+        except Exception as err:  # every waveform of the call learns what went wrong
+            chosen = [err] * len(audio)
+        for (j, _), sel in zip(audio, chosen, strict=True):
+            j.audio = None
+            if isinstance(sel, Exception):
+                j.error = sel
+            else:
+                j.selection, j.features = sel, sel.features
+
     def _run(self, jobs: list[_Job]) -> None:
+        self._choose(jobs)
+        with self._cond:
+            for j in jobs:
+                j.done = j.error is not None
+            self._cond.notify_all()
+        jobs = [j for j in jobs if j.error is None]
         for domain in dict.fromkeys(j.domain for j in jobs):
             group = [j for j in jobs if j.domain == domain]
             emb: np.ndarray | None = None
             error: Exception | None = None
             try:
-                feats = torch.cat([j.features for j in group]) if len(group) > 1 else None
-                emb = self.encode(group[0].features if feats is None else feats, domain)
+                feats = [j.features for j in group if j.features is not None]
+                emb = self.encode(feats[0] if len(feats) == 1 else torch.cat(feats), domain)
                 self.batches += 1
                 self.batched_requests += len(group)
             except Exception as err:  # every request of the pass learns what went wrong
@@ -184,7 +247,7 @@ class SegmentBatcher:
                 start = 0
                 for j in group:
                     j.error = error
-                    if emb is not None:
+                    if emb is not None and j.features is not None:
                         j.result = emb[start : start + len(j.features)]
                         start += len(j.features)
                     j.done = True

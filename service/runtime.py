@@ -155,15 +155,24 @@ class Runtime:
 
         auto: on CUDA only. On CPU the encoder is under a tenth of a request's time (decoding
         and features dominate) and batching measured no faster (bench/bench_service.py).
+        With `batch_features` (auto: where `Embedder.selects_in_batches`, CUDA) the batch
+        also chooses its requests' segments, in one pass over their audio.
         """
         s, cuda = self.settings, embedder.device.type == "cuda"
         if s.batching == "off" or (s.batching == "auto" and not cuda):
             return None
         wait_ms = s.batch_max_wait_ms if s.batch_max_wait_ms is not None else 5.0 * cuda
+        select = s.batch_features == "on" or (
+            s.batch_features == "auto" and embedder.selects_in_batches
+        )
         return SegmentBatcher(
             lambda segs, domain: embedder.embed_segments(segs, domain, s.batch_max_segments),
             s.batch_max_segments,
             wait_ms / 1e3,
+            select=(lambda ys, domains: embedder.select_many(ys, domains=domains))
+            if select
+            else None,
+            segment_samples=embedder.features.min_samples,
         )
 
     def _make_decoder(self, embedder: Embedder) -> DecodePool | None:
@@ -306,17 +315,20 @@ class Runtime:
         return load_audio(data, sr, max_seconds, parts=parts, executor=self.decode_helpers)
 
     def _embed_now(self, data: bytes, domain: str, max_seconds: float) -> TrackEmbedding:
-        embedder = self.embedder
-        if self.batcher is None:
+        embedder, batcher = self.embedder, self.batcher
+        if batcher is None:
             return embedder.embed_audio(self._decode(data, max_seconds), domain)
-        self.batcher.announce()  # a batch being gathered waits for these segments
+        batcher.announce()  # a batch being gathered waits for this request
         try:
             y = self._decode(data, max_seconds)
-            selection = embedder.select(y, domain=domain)
+            selection = None if batcher.select else embedder.select(y, domain=domain)
         except BaseException:
-            self.batcher.withdraw()
+            batcher.withdraw()
             raise
-        segment_vectors = self.batcher.embed(selection.features, domain, announced=True)
+        if selection is None:  # chosen in the batch, with the other requests'
+            selection, segment_vectors = batcher.embed_audio(y, domain, announced=True)
+        else:
+            segment_vectors = batcher.embed(selection.features, domain, announced=True)
         return TrackEmbedding.of(selection, segment_vectors)
 
     def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:

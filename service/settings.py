@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         description="longest a request's segments wait for others to join its batch; "
         "empty: 5 ms on CUDA, 0 on CPU (only requests already queued join)",
     )
+    batch_features: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="with batching, also choose the segments of concurrent requests together "
+        "(log-mel and voice detector over all their audio in one pass); auto: on CUDA, where "
+        "one request's features are a string of small kernel launches",
+    )
     max_query_seconds: float = Field(
         MAX_QUERY_SECONDS,
         gt=0,

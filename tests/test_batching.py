@@ -15,10 +15,11 @@ import soundfile as sf
 import torch
 
 from model.embedding import Embedder, TrackEmbedding
+from model.errors import NoVoicedSegmentError
 from service.inference import SegmentBatcher
 from service.metrics import Metrics
 from service.runtime import Runtime
-from tests.support.batching import embed_together
+from tests.support.batching import embed_audio_together, embed_together
 from tests.support.live import LiveServer, add_clip, live_settings, make_clip, render, upload
 
 # (voice, domain, seconds): lengths from one to eight segments, both branches.
@@ -59,6 +60,35 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
         assert_same_embedding(g, ref)
 
 
+def test_concurrent_waveforms_chosen_and_embedded_together_equal_each_alone(embedder, takes):
+    """With `select` (the CUDA default), one selection pass for every waveform of the batch;
+    a waveform with no singing is refused for its request only."""
+    silent = np.zeros(22050 * 4, np.float32)
+    waveforms, domains = [*takes, silent], [d for _, d, _ in REQUESTS] + ["mono"]
+    calls = []
+
+    def select(ys, ds):
+        calls.append(len(ys))
+        return embedder.select_many(ys, domains=ds)
+
+    batcher = SegmentBatcher(
+        embedder.embed_segments,
+        max_segments=10_000,
+        max_wait_s=10.0,
+        select=select,
+        segment_samples=embedder.features.min_samples,
+    )
+    got = embed_audio_together(batcher, waveforms, domains)
+    assert calls == [len(waveforms)]  # one selection pass
+    assert (batcher.batches, batcher.batched_requests) == (2, len(takes))
+    for g, y, d in zip(got[:-1], takes, domains, strict=False):
+        assert isinstance(g, TrackEmbedding)
+        ref = embedder.embed_audio(y, d)
+        assert_same_embedding(g, ref)
+        assert (g.flags, g.domain_score) == (ref.flags, pytest.approx(ref.domain_score))
+    assert isinstance(got[-1], NoVoicedSegmentError)
+
+
 def test_request_larger_than_a_batch_runs_alone_in_chunks(embedder, takes):
     selection = embedder.select(takes[3])  # eight segments
     batcher = SegmentBatcher(
@@ -71,13 +101,15 @@ def test_request_larger_than_a_batch_runs_alone_in_chunks(embedder, takes):
     np.testing.assert_allclose(vecs, ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("decode_processes", [0, 2])
+@pytest.mark.parametrize(
+    ("decode_processes", "batch_features"), [(0, "off"), (2, "off"), (0, "on"), (2, "on")]
+)
 def test_service_runtime_batched_equals_unbatched(
-    tmp_path, random_checkpoint, takes, decode_processes
+    tmp_path, random_checkpoint, takes, decode_processes, batch_features
 ):
     """The service's own embedding path (pool threads + batcher, decoding in the threads or
-    in worker processes as on CUDA) against `embed_file` alone, with concurrent uploads of
-    different lengths and domains."""
+    in worker processes as on CUDA, segments chosen per request or in the batch as on CUDA)
+    against `embed_file` alone, with concurrent uploads of different lengths and domains."""
     from service.settings import Settings
 
     uploads = []
@@ -94,10 +126,12 @@ def test_service_runtime_batched_equals_unbatched(
         inference_workers=3,
         torch_threads=1,
         decode_processes=decode_processes,
+        batch_features=batch_features,
     )
     runtime = Runtime(settings, Metrics())
     runtime.load()
     assert runtime.batcher is not None
+    assert (runtime.batcher.select is not None) == (batch_features == "on")
 
     async def all_at_once() -> list[TrackEmbedding]:
         jobs = [runtime.embed(u, d) for u, (_, d, _) in zip(uploads, REQUESTS, strict=True)]

@@ -82,7 +82,8 @@ def test_cuda_batcher_equals_each_alone(embedders):
 
 def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, random_checkpoint):
     """On CUDA the service decodes in worker processes by default (`decode_processes` auto),
-    features run on the device, and vectors equal the CPU path's."""
+    the batch chooses its requests' segments on the device (`batch_features` auto), and
+    vectors equal the CPU path's."""
     cpu, _ = embedders
     uploads = []
     for v, d, s in [(0, "mono", 5.0), (1, "mixed", 17.0), (2, "mono", 9.0)]:
@@ -98,6 +99,7 @@ def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, r
 
     try:
         assert runtime.decoder is not None and runtime.batcher is not None
+        assert runtime.batcher.select is not None
         got = asyncio.run(all_at_once())
     finally:
         runtime.close()
@@ -112,6 +114,10 @@ def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path
         paths.append(tmp_path / f"{i}.wav")
         sf.write(paths[-1], render(v, d, seed=i, seconds=s), 22050)
     ref = dict(cpu.embed_many(paths, "mono"))
+    assert gpu.selects_in_batches  # threads and the feature-less pool: chosen in batches
+    got = dict(gpu.embed_many(paths, "mono", workers=2))
+    for i in ref:
+        np.testing.assert_allclose(got[i].vector, ref[i].vector, atol=1e-5, rtol=0)
     for in_workers in (False, True):
         with gpu.decode_pool(2, in_workers) as pool:
             got = dict(gpu.embed_many(paths, "mono", pool=pool))
