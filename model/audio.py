@@ -205,8 +205,7 @@ def _decode_sndfile(
         def mono(block: np.ndarray) -> np.ndarray:
             return block[:, 0] if channels == 1 else block @ weights
 
-        pieces = _pieces(f, split.parts) if split is not None else []
-        if split is not None and pieces:
+        if split is not None and (pieces := _pieces(f, split.parts)):
             out = _Collector(rate, sr, max_seconds, name, declared)
             try:
                 _read_split(f, pieces, split.executor, split.opener, mono, out.add)

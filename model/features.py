@@ -290,7 +290,9 @@ def detect_voice_many(
         ]
     if dcfg.sample_rate != cfg.sample_rate:
         raise ValueError("the voice detector and the model need audio at the same sample rate")
-    own = [log_mel_chunked(y, dcfg, mel.device, chunk_frames) for y, mel in zip(ys, mels)]
+    own = [
+        log_mel_chunked(y, dcfg, mel.device, chunk_frames) for y, mel in zip(ys, mels, strict=True)
+    ]
     out = []
     for probs, mel in zip(detector.frame_probs_many(own), mels, strict=True):
         t_det = np.arange(len(probs)) * dcfg.hop_length
