@@ -12,7 +12,7 @@ COMPILE := $(PY) -m piptools compile -q --strip-extras --no-header --allow-unsaf
 
 .PHONY: run test lint types check system-deps lock bench fuzz clean
 
-$(STAMP): pyproject.toml $(LOCK) requirements/no-deps.txt
+$(STAMP): pyproject.toml $(LOCK) requirements/no-deps.txt requirements/speaker.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# Pinned CPU build of torch first (an unpinned torch pulls a multi-GB CUDA build).

@@ -3,7 +3,8 @@
     listing, hashing, skipping      on the driver, as the local engine (indexer/run.py):
                                     the same resume semantics
     decode    map_batches (tasks)   file -> float32 waveform at the model's rate
-    features  map_batches (tasks)   waveform -> log-mel segments (n, n_mels, frames)
+    features  map_batches (tasks)   waveform -> log-mel segments (n, n_mels, frames), and
+                                    for a fused model their waveforms (n, samples)
     embed     map_batches (actors)  each actor holds the model (one GPU each when the
                                     cluster has GPUs): segments -> track vector (dim,)
     write     on the driver         Catalog.add_tracks(replace=True) every `commit_every`
@@ -52,10 +53,12 @@ def _decode(batch: pd.DataFrame, sample_rate: int, max_seconds: float | None) ->
 
 def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) -> pd.DataFrame:
     feats, shapes, durations, errors = [], [], [], list(batch["error"])
+    audios: list[bytes] = []
     for row, (path, domain, audio) in enumerate(
         zip(batch["path"], batch["domain"], batch["audio"])
     ):
         feats.append(b"")
+        audios.append(b"")
         shapes.append([0, 0, 0])
         durations.append(0.0)
         if errors[row]:
@@ -77,8 +80,10 @@ def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) ->
             continue
         x = selection.features.float().cpu().numpy()
         feats[row], shapes[row], durations[row] = x.tobytes(), list(x.shape), selection.duration_s
+        if selection.audio is not None:  # a fused model's speaker encoder reads it
+            audios[row] = selection.audio.float().cpu().numpy().tobytes()
     return batch.drop(columns=["audio"]).assign(
-        features=feats, shape=shapes, duration_s=durations, error=errors
+        features=feats, segment_audio=audios, shape=shapes, duration_s=durations, error=errors
     )
 
 
@@ -115,15 +120,20 @@ class _EmbedActor:
                 np.frombuffer(batch["features"].iat[r], np.float32).reshape(batch["shape"].iat[r])
                 for r in rows
             ]
-            emb = self.embedder.embed_segments(
-                torch.from_numpy(np.concatenate(segs)), domain, self.batch_size
+            audio = None
+            if self.embedder.speaker is not None:
+                audio = np.concatenate(
+                    [np.frombuffer(batch["segment_audio"].iat[r], np.float32) for r in rows]
+                ).reshape(sum(len(x) for x in segs), -1)
+            emb = self.embedder.encode_segments(
+                torch.from_numpy(np.concatenate(segs)), domain, audio, self.batch_size
             )
             start = 0
             for r, s in zip(rows, segs):
                 vectors[r] = track_vector(emb[start : start + len(s)]).astype(np.float32).tobytes()
                 n_segments[r] = len(s)
                 start += len(s)
-        return batch.drop(columns=["features", "shape"]).assign(
+        return batch.drop(columns=["features", "segment_audio", "shape"]).assign(
             vector=vectors, n_segments=n_segments
         )
 

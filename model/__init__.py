@@ -4,7 +4,7 @@ The public surface for library users:
 
     from model import load_model
     emb = load_model()                                   # the bundled default, CUDA when present
-    vec = emb.embed_file("take.wav", domain="mono").vector   # float32 (256,), L2-normalised
+    vec = emb.embed_file("take.wav", domain="mono").vector   # float32 (embed_dim,), unit norm
 
 `model.training` and `model.evaluation` are research code (training, mashups, Keras import,
 the paper's evaluation) and are never imported by the inference core or the service.

@@ -19,6 +19,7 @@ COMMANDS = {
     "train-voice": ("model.cli.train_voice", "train the singing-voice detector"),
     "evaluate": ("model.cli.evaluate", "singer-ID and query-by-singer evaluation"),
     "calibrate": ("model.cli.calibrate", "fit a checkpoint's score calibration (open set)"),
+    "fuse": ("model.cli.fuse", "fuse a CROSS checkpoint with the speaker encoder"),
 }
 
 

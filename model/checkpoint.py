@@ -6,6 +6,8 @@ A checkpoint is a `torch.save`d dict of plain types and tensors, so it loads wit
     {"format": "singer-retrieval", "version": 1, "model_type": "cross" | "mono" | "mixed",
      "dims": EncoderDims dict, "features": FeatureConfig dict, "meta": JSON-able dict,
      "state_dict": {name: tensor}}    # includes the per-domain normalisation buffers
+
+Version 2 is a fused checkpoint (`model.fusion`): `meta["fusion"]` names a speaker encoder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from model.network import EncoderDims, SingerNet
 
 FORMAT = "singer-retrieval"
 VERSION = 1
+#: A fused checkpoint (`model.fusion`): version 2, so that readers without fusion refuse it.
+FUSED_VERSION = 2
 
 
 def save_checkpoint(
@@ -68,9 +72,9 @@ def load_checkpoint(
             f"{path}: not a {FORMAT} checkpoint (convert Keras .h5 files with "
             "`python -m model import-keras`)"
         )
-    if payload.get("version", 0) > VERSION:
+    if payload.get("version", 0) > FUSED_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint version {payload['version']} is newer than {VERSION}"
+            f"{path}: checkpoint version {payload['version']} is newer than {FUSED_VERSION}"
         )
     try:
         net = SingerNet(payload["model_type"], EncoderDims.from_dict(payload["dims"]))

@@ -28,8 +28,11 @@ from model.features import (
     select_many,
     to_device,
 )
+from model.fusion import FUSION_KEY, load_speaker
 from model.network import SingerNet
-from model.vectors import normalized_mean
+from model.speaker import EMBED_DIM as SPEAKER_DIM
+from model.speaker import SpeakerEncoder
+from model.vectors import fuse, normalized_mean
 from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,10 @@ class TrackEmbedding:
     """A track's singer vector and the segment embeddings it is the mean of.
 
     vector: float32 (embed_dim,), L2-normalised; segment_vectors: float32 (n_segments,
-    embed_dim), raw encoder outputs; starts_s / ends_s / voice: (n_segments,) as in
-    `SegmentSelection`; voiced_fraction in [0, 1]; duration_s in seconds; flags and
-    domain_score: the selection's quality (`model.features.SegmentSelection`).
+    embed_dim), what `Embedder.encode` gives (raw encoder outputs, or fused unit vectors);
+    starts_s / ends_s / voice: (n_segments,) as in `SegmentSelection`; voiced_fraction in
+    [0, 1]; duration_s in seconds; flags and domain_score: the selection's quality
+    (`model.features.SegmentSelection`).
     """
 
     vector: np.ndarray
@@ -96,7 +100,9 @@ def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
 
 class Embedder:
     """A checkpoint ready for inference on one device, with the voice detector that chooses
-    the segments it embeds (None: the energy rule of `model.features.frame_voicing`)."""
+    the segments it embeds (None: the energy rule of `model.features.frame_voicing`) and, for
+    a fused checkpoint (`model.fusion`), the speaker encoder beside the CROSS encoders and
+    CROSS's share `fusion_weight` of every cosine."""
 
     def __init__(
         self,
@@ -106,13 +112,19 @@ class Embedder:
         device: torch.device,
         ckpt_id: str,
         detector: VoiceDetector | None = None,
+        speaker: SpeakerEncoder | None = None,
+        fusion_weight: float = 1.0,
     ):
+        if speaker is not None and not features.segment_audio:
+            raise CheckpointError("a fused model needs the segments' audio (segment_audio)")
         self.net = net
         self.features = features
         self.meta = meta
         self.device = device
         self.checkpoint_id = ckpt_id
         self.detector = detector
+        self.speaker = speaker
+        self.fusion_weight = fusion_weight
         # Whether `embed_many` chooses segments many recordings at a time (`select_many`) in
         # the thread that runs the encoder: on CUDA, where one recording's selection is a
         # string of small kernel launches. On the CPU, selections run in parallel threads.
@@ -147,7 +159,10 @@ class Embedder:
                 f"the voice detector expects {detector.features.sample_rate} Hz audio, the "
                 f"checkpoint {features.sample_rate} Hz"
             )
-        return cls(net, features, meta, dev, checkpoint_id(path), detector)
+        speaker, weight = None, 1.0
+        if FUSION_KEY in meta:
+            speaker, weight = load_speaker(meta[FUSION_KEY], dev)
+        return cls(net, features, meta, dev, checkpoint_id(path), detector, speaker, weight)
 
     def decode_pool(self, processes: int, features_in_workers: bool = False) -> DecodePool:
         """Worker processes that decode for this model (see `model.decoding`); with
@@ -158,11 +173,45 @@ class Embedder:
 
     @property
     def embed_dim(self) -> int:
-        return self.net.dims.embed_dim
+        """Length of a vector: the CROSS embedding's, plus the speaker encoder's if fused."""
+        return self.net.dims.embed_dim + (SPEAKER_DIM if self.speaker is not None else 0)
+
+    def encode(
+        self, selections: Sequence[SegmentSelection], domain: str, batch_size: int = 256
+    ) -> np.ndarray:
+        """The segment vectors of some selections, in order: (total segments, embed_dim)
+        float32 (`encode_segments` of their features and, fused, their audio)."""
+        feats = [s.features for s in selections]
+        audio = [s.audio for s in selections if s.audio is not None]
+        return self.encode_segments(
+            feats[0] if len(feats) == 1 else torch.cat(feats),
+            domain,
+            (audio[0] if len(audio) == 1 else torch.cat(audio)) if audio else None,
+            batch_size,
+        )
+
+    def encode_segments(
+        self,
+        features: torch.Tensor,
+        domain: str,
+        audio: torch.Tensor | np.ndarray | None = None,
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Segments -> their vectors (n, embed_dim) float32. features: log-mel (n, n_mels,
+        frames); audio: the same segments' waveforms (n, min_samples) at the model's rate,
+        needed when fused. Unfused: the CROSS encoder's raw outputs (`embed_segments`).
+        Fused: `model.vectors.fuse(cross, speaker, fusion_weight)` per segment, unit norm."""
+        cross = self.embed_segments(features, domain, batch_size)
+        if self.speaker is None:
+            return cross
+        if audio is None or len(audio) != len(cross):
+            raise ValueError("a fused model needs each segment's audio (segment_audio)")
+        voices = self.speaker.embed_crops(audio, self.features.sample_rate)
+        return fuse(cross, voices, self.fusion_weight)
 
     @torch.inference_mode()
     def embed_segments(self, segs: torch.Tensor, domain: str, batch_size: int = 256) -> np.ndarray:
-        """Log-mel segments (n, n_mels, frames) -> raw embeddings (n, embed_dim) float32.
+        """Log-mel segments (n, n_mels, frames) -> raw CROSS embeddings (n, 256) float32.
 
         Segments already on this device (what `select` gives) stay there: features and encoder
         share the device with no host round trip; host segments go through pinned memory.
@@ -171,7 +220,8 @@ class Embedder:
             self.net(to_device(segs[i : i + batch_size], self.device), domain).float().cpu()
             for i in range(0, len(segs), batch_size)
         ]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+        empty = np.zeros((0, self.net.dims.embed_dim), np.float32)
+        return torch.cat(out).numpy() if out else empty
 
     def select(
         self,
@@ -220,7 +270,7 @@ class Embedder:
     ) -> TrackEmbedding:
         """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. Raises AudioError."""
         selection = self.select(y, all_segments, path, domain)
-        return TrackEmbedding.of(selection, self.embed_segments(selection.features, domain))
+        return TrackEmbedding.of(selection, self.encode([selection], domain))
 
     def embed_file(
         self,
@@ -292,8 +342,7 @@ class Embedder:
                     else:
                         buffered.append((i, sel))
             if buffered:
-                feats = torch.cat([s.features for _, s in buffered])
-                emb = self.embed_segments(feats, domain, batch_size)
+                emb = self.encode([s for _, s in buffered], domain, batch_size)
                 start = 0
                 for i, sel in buffered:
                     yield i, TrackEmbedding.of(sel, emb[start : start + len(sel)])

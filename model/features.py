@@ -50,6 +50,9 @@ class FeatureConfig(Stored):
     vad_top_db: float = 35.0
     vad_floor_db: float = -55.0
     vad_min_voiced: float = 0.7
+    # Keep each chosen segment's waveform too (`SegmentSelection.audio`): for a fused
+    # checkpoint, whose speaker encoder reads audio through its own front end.
+    segment_audio: bool = False
 
     @property
     def min_samples(self) -> int:
@@ -220,7 +223,9 @@ class SegmentSelection:
     duration_s: length of the recording in seconds;
     flags: quality warnings, a subset of QUALITY_FLAGS in that order;
     domain_score: P(the voice is in a mixture), mean over voiced frames, in [0, 1]; None
-    without a voice detector or without voiced frames.
+    without a voice detector or without voiced frames;
+    audio: (n, min_samples) float32 waveform of each segment, on the waveform's device, when
+    the recipe asks for it (`FeatureConfig.segment_audio`), else None.
     """
 
     features: torch.Tensor
@@ -231,6 +236,7 @@ class SegmentSelection:
     duration_s: float
     flags: tuple[str, ...] = ()
     domain_score: float | None = None
+    audio: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -499,6 +505,13 @@ def _choose(
     view = mel.unfold(-1, cfg.segment_frames, hop or cfg.segment_hop).permute(1, 0, 2)
     segs = view[torch.from_numpy(keep).to(view.device)].contiguous()
     starts_s = starts[keep] * frame_s
+    audio = None
+    if cfg.segment_audio:
+        # A segment's frames are centred on samples start * hop ... + min_samples (its
+        # last frame); index the unfolded view so only the kept segments are copied.
+        y_t = _as_tensor(y, None)
+        windows = y_t.unfold(0, cfg.min_samples, cfg.hop_length)
+        audio = windows[torch.from_numpy(starts[keep]).to(y_t.device)].contiguous()
     selection = SegmentSelection(
         features=segs,
         starts_s=starts_s,
@@ -507,6 +520,7 @@ def _choose(
         voiced_fraction=float(voiced.mean()) if len(voiced) else 0.0,
         duration_s=n / cfg.sample_rate,
         domain_score=domain_score,
+        audio=audio,
     )
     threshold = detector.rule.domain_threshold if detector is not None else 0.5
     selection.flags = quality_flags(selection, y, cfg, low_voice, domain, threshold)

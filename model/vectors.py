@@ -23,3 +23,14 @@ def normalized_mean(vectors: np.ndarray) -> np.ndarray:
     """
     mean = np.asarray(vectors, np.float64).mean(axis=0)
     return l2_normalize(mean).astype(np.float32)
+
+
+def fuse(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
+    """(..., d1) and (..., d2) vectors -> (..., d1 + d2) float32 unit vectors
+    [sqrt(w) a / |a|, sqrt(1 - w) b / |b|]: the inner product of two is exactly
+    w cos(a, a') + (1 - w) cos(b, b'), so one inner-product index scores a weighted fusion."""
+    a = l2_normalize(np.asarray(a, np.float32))
+    b = l2_normalize(np.asarray(b, np.float32))
+    return np.concatenate([np.sqrt(weight) * a, np.sqrt(1.0 - weight) * b], axis=-1).astype(
+        np.float32
+    )

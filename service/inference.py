@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 from model.errors import AudioError
 from model.features import SegmentSelection
@@ -90,20 +89,19 @@ SelectMany = Callable[[list[np.ndarray], list[str]], list[SegmentSelection | Aud
 class _Job:
     domain: str
     size: int  # segments (for a waveform: at most this many)
-    features: torch.Tensor | None = None  # (n, n_mels, frames), on the embedding device
-    audio: np.ndarray | None = None  # or a waveform whose segments the batch chooses
-    selection: SegmentSelection | None = None
+    audio: np.ndarray | None = None  # a waveform whose segments the batch chooses
+    selection: SegmentSelection | None = None  # the segments to embed (features on the device)
     done: bool = False
     result: np.ndarray | None = None
     error: Exception | None = None
 
 
 class SegmentBatcher:
-    """Runs `encode(segments, domain)` on the segments of concurrent requests together, and
+    """Runs `encode(selections, domain)` on the segments of concurrent requests together, and
     with `select`, chooses those segments together too.
 
-    `embed(features, domain)` (blocking, from the inference threads) returns a request's
-    embeddings (n, embed_dim); `embed_audio(y, domain)` (needs `select`) takes the decoded
+    `embed(selection, domain)` (blocking, from the inference threads) returns the vectors of
+    a request's segments (n, embed_dim); `embed_audio(y, domain)` (needs `select`) takes the decoded
     waveform instead and returns its selection and embeddings, the selection made by one
     `select` call over every waveform of the batch. No thread of its own: the first caller to
     find no batch running leads one. It takes its own job, then, while other requests are
@@ -119,7 +117,7 @@ class SegmentBatcher:
 
     def __init__(
         self,
-        encode: Callable[[torch.Tensor, str], np.ndarray],
+        encode: Callable[[list[SegmentSelection], str], np.ndarray],
         max_segments: int = 64,
         max_wait_s: float = 0.005,
         select: SelectMany | None = None,
@@ -150,9 +148,11 @@ class SegmentBatcher:
             self._preparing -= 1
             self._cond.notify_all()
 
-    def embed(self, features: torch.Tensor, domain: str, announced: bool = False) -> np.ndarray:
-        """(n, n_mels, frames) segments -> (n, embed_dim) float32; raises what `encode` raises."""
-        job = self._submit(_Job(domain, len(features), features=features), announced)
+    def embed(
+        self, selection: SegmentSelection, domain: str, announced: bool = False
+    ) -> np.ndarray:
+        """A selection of n segments -> (n, embed_dim) float32; raises what `encode` raises."""
+        job = self._submit(_Job(domain, len(selection), selection=selection), announced)
         assert job.result is not None  # done without error: the pass gave its rows
         return job.result
 
@@ -223,7 +223,7 @@ class SegmentBatcher:
             if isinstance(sel, Exception):
                 j.error = sel
             else:
-                j.selection, j.features = sel, sel.features
+                j.selection = sel
 
     def _run(self, jobs: list[_Job]) -> None:
         self._choose(jobs)
@@ -237,8 +237,7 @@ class SegmentBatcher:
             emb: np.ndarray | None = None
             error: Exception | None = None
             try:
-                feats = [j.features for j in group if j.features is not None]
-                emb = self.encode(feats[0] if len(feats) == 1 else torch.cat(feats), domain)
+                emb = self.encode([j.selection for j in group if j.selection is not None], domain)
                 self.batches += 1
                 self.batched_requests += len(group)
             except Exception as err:  # every request of the pass learns what went wrong
@@ -247,8 +246,8 @@ class SegmentBatcher:
                 start = 0
                 for j in group:
                     j.error = error
-                    if emb is not None and j.features is not None:
-                        j.result = emb[start : start + len(j.features)]
-                        start += len(j.features)
+                    if emb is not None and j.selection is not None:
+                        j.result = emb[start : start + len(j.selection)]
+                        start += len(j.selection)
                     j.done = True
                 self._cond.notify_all()

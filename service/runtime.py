@@ -166,7 +166,7 @@ class Runtime:
             s.batch_features == "auto" and embedder.selects_in_batches
         )
         return SegmentBatcher(
-            lambda segs, domain: embedder.embed_segments(segs, domain, s.batch_max_segments),
+            lambda selections, domain: embedder.encode(selections, domain, s.batch_max_segments),
             s.batch_max_segments,
             wait_ms / 1e3,
             select=(lambda ys, domains: embedder.select_many(ys, domains=domains))
@@ -328,7 +328,7 @@ class Runtime:
         if selection is None:  # chosen in the batch, with the other requests'
             selection, segment_vectors = batcher.embed_audio(y, domain, announced=True)
         else:
-            segment_vectors = batcher.embed(selection.features, domain, announced=True)
+            segment_vectors = batcher.embed(selection, domain, announced=True)
         return TrackEmbedding.of(selection, segment_vectors)
 
     def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:

@@ -25,3 +25,12 @@ def random_checkpoint(tmp_path_factory) -> Path:
     from model.checkpoint import make_random_checkpoint
 
     return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "random-cross.pt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def fused_checkpoint(random_checkpoint, tmp_path_factory) -> Path:
+    """That model fused with the installed speaker encoder (`model.fusion`), CROSS weight 0.25."""
+    from model.fusion import fuse_checkpoint
+
+    out = tmp_path_factory.mktemp("fused") / "fused-cross.pt"
+    return fuse_checkpoint(random_checkpoint, out, 0.25)

@@ -53,7 +53,7 @@ def test_concurrent_requests_batched_equal_each_embedded_alone(embedder, takes):
     selections = [embedder.select(y) for y in takes]
     total = sum(len(s) for s in selections)
     # The batch waits (up to 10 s) for every request: one pass per branch, whatever the order.
-    batcher = SegmentBatcher(embedder.embed_segments, max_segments=total, max_wait_s=10.0)
+    batcher = SegmentBatcher(embedder.encode, max_segments=total, max_wait_s=10.0)
     got = embed_together(batcher, selections, [d for _, d, _ in REQUESTS])
     assert (batcher.batches, batcher.batched_requests) == (2, len(takes))  # one per branch
     for g, ref in zip(got, alone, strict=True):
@@ -72,7 +72,7 @@ def test_concurrent_waveforms_chosen_and_embedded_together_equal_each_alone(embe
         return embedder.select_many(ys, domains=ds)
 
     batcher = SegmentBatcher(
-        embedder.embed_segments,
+        embedder.encode,
         max_segments=10_000,
         max_wait_s=10.0,
         select=select,
@@ -92,24 +92,33 @@ def test_concurrent_waveforms_chosen_and_embedded_together_equal_each_alone(embe
 def test_request_larger_than_a_batch_runs_alone_in_chunks(embedder, takes):
     selection = embedder.select(takes[3])  # eight segments
     batcher = SegmentBatcher(
-        lambda segs, domain: embedder.embed_segments(segs, domain, batch_size=3),
+        lambda selections, domain: embedder.encode(selections, domain, batch_size=3),
         max_segments=3,
         max_wait_s=0.0,
     )
-    vecs = batcher.embed(selection.features, "mixed")
+    vecs = batcher.embed(selection, "mixed")
     ref = embedder.embed_segments(selection.features, "mixed")
     np.testing.assert_allclose(vecs, ref, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
-    ("decode_processes", "batch_features"), [(0, "off"), (2, "off"), (0, "on"), (2, "on")]
+    ("decode_processes", "batch_features", "checkpoint"),
+    [
+        (0, "off", "random_checkpoint"),
+        (2, "off", "random_checkpoint"),
+        (0, "on", "random_checkpoint"),
+        (2, "on", "random_checkpoint"),
+        (0, "off", "fused_checkpoint"),
+        (2, "on", "fused_checkpoint"),
+    ],
 )
 def test_service_runtime_batched_equals_unbatched(
-    tmp_path, random_checkpoint, takes, decode_processes, batch_features
+    request, tmp_path, takes, decode_processes, batch_features, checkpoint
 ):
     """The service's own embedding path (pool threads + batcher, decoding in the threads or
     in worker processes as on CUDA, segments chosen per request or in the batch as on CUDA)
-    against `embed_file` alone, with concurrent uploads of different lengths and domains."""
+    against `embed_file` alone, with concurrent uploads of different lengths and domains;
+    for a CROSS model and a fused one (speaker encoder beside it)."""
     from service.settings import Settings
 
     uploads = []
@@ -119,7 +128,7 @@ def test_service_runtime_batched_equals_unbatched(
         uploads.append(buf.getvalue())
     settings = Settings(
         index_dir=tmp_path / "index",
-        checkpoint=random_checkpoint,
+        checkpoint=request.getfixturevalue(checkpoint),
         device="cpu",
         batching="on",
         batch_max_wait_ms=50,

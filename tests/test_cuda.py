@@ -71,7 +71,7 @@ def test_cuda_batcher_equals_each_alone(embedders):
         for v, d, s in [(0, "mono", 4.0), (1, "mixed", 13.0), (2, "mono", 22.0), (3, "mixed", 7.0)]
     ]
     selections = [gpu.select(y) for y, _ in takes]
-    batcher = SegmentBatcher(gpu.embed_segments, sum(len(s) for s in selections), 10.0)
+    batcher = SegmentBatcher(gpu.encode, sum(len(s) for s in selections), 10.0)
     got = embed_together(batcher, selections, [d for _, d in takes])
     assert batcher.batches == 2
     for g, (y, d) in zip(got, takes, strict=True):
@@ -123,3 +123,15 @@ def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path
             got = dict(gpu.embed_many(paths, "mono", pool=pool))
         for i in ref:
             np.testing.assert_allclose(got[i].vector, ref[i].vector, atol=1e-5, rtol=0)
+
+
+def test_fused_model_on_cuda_equals_cpu(fused_checkpoint):
+    """The default kind of checkpoint: CROSS and the speaker encoder's LSTM both on the GPU
+    (the segments' waveforms are resampled on the host on the way)."""
+    cpu = Embedder.from_checkpoint(fused_checkpoint, "cpu")
+    gpu = Embedder.from_checkpoint(fused_checkpoint, "cuda")
+    assert gpu.speaker is not None and next(gpu.speaker.net.parameters()).is_cuda
+    y = render(2, "mixed", seed=5, seconds=14.0)
+    got, ref = gpu.embed_audio(y, "mixed"), cpu.embed_audio(y, "mixed")
+    np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got.vector, ref.vector, atol=1e-5)

@@ -10,19 +10,19 @@ import torch
 from model.features import FeatureConfig
 from model.manifest import ManifestRow
 from model.network import EncoderDims
+from model.speaker import SAMPLE_RATE, SpeakerEncoder, partial_starts
 from model.training.augment import codec_round_trip, random_channel, telephone
 from model.training.data import MixConfig, Recording, TrainingPool
 from model.training.distill import attach_targets, batch_targets, crop_target
-from model.training.teacher import SAMPLE_RATE, Teacher, partial_starts
 from model.training.train import TrainConfig, Trainer
 from tests.support.synth import SR, VOICES, backing, sing, write
 
 
 @pytest.fixture(scope="module")
-def teacher() -> Teacher:
+def teacher() -> SpeakerEncoder:
     """Needs the `train` extra: the teacher's weights ship in the resemblyzer package."""
     pytest.importorskip("resemblyzer", reason="pip install '.[train]'")
-    return Teacher("cpu")
+    return SpeakerEncoder("cpu")
 
 
 def test_teacher_matches_the_package(teacher):

@@ -299,7 +299,11 @@ def test_locks_cover_pyproject():
     full = lock_names(REPO / "requirements" / "lock.txt")
     assert core <= service
     assert core | extras <= full
-    assert train <= lock_names(REPO / "requirements" / "no-deps.txt")
+    # no-deps.txt includes speaker.txt (the default model's speaker weights: the images install
+    # that one alone)
+    no_deps = REPO / "requirements" / "no-deps.txt"
+    assert "-r speaker.txt" in no_deps.read_text().splitlines()
+    assert train <= lock_names(no_deps) | lock_names(REPO / "requirements" / "speaker.txt")
     # (scikit-learn stays: librosa depends on it)
     assert not {"matplotlib", "h5py"} & service
 
@@ -380,3 +384,19 @@ def test_entrypoint_index_serve_and_crash(compose, tmp_path):
             assert client.get("/singers").json()["total"] == 3
     finally:
         serve.kill()
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_image_installs_the_speaker_encoder_weights(name):
+    """The default checkpoint is fused: the image installs the speaker encoder's weights
+    carrier without its dependencies, and loads the default model at build time."""
+    import model
+    from model.checkpoint import load_checkpoint
+    from model.fusion import FUSION_KEY
+
+    _, _, meta = load_checkpoint(model.DEFAULT_CHECKPOINT)
+    assert FUSION_KEY in meta
+    runs = [a for s in parse_dockerfile(REPO / "docker" / name) for a in s.all("RUN")]
+    assert "pip install --no-deps -r requirements/speaker.txt" in runs
+    assert any("model.load_model(device='cpu')" in r for r in runs)
+    assert "resemblyzer" in lock_names(REPO / "requirements" / "speaker.txt")

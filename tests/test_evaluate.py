@@ -363,9 +363,9 @@ def test_acappella_eer_cli_with_a_fusion(tmp_path, random_checkpoint):
     """`evaluate --recipe acappella`: each row's EER equals one computed from the take halves
     directly, and a --fuse row scores the fused halves of the takes both systems could use."""
     from model.checkpoint import make_random_checkpoint
-    from model.evaluation.fusion import fuse
     from model.evaluation.verification import acappella_eer, halves_eer, take_halves
     from model.training.datasets import acappella_rows, split_acappella
+    from model.vectors import fuse
 
     root = tmp_path / "acappella"
     lines = ["file,source,original_path,duration_s,original_rate"]

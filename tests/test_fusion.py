@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.evaluation.fusion import Fusion, fuse, fuse_stores
-from model.vectors import l2_normalize
+from model.evaluation.fusion import Fusion, fuse_stores
+from model.vectors import fuse, l2_normalize
 
 
 def test_fused_inner_product_is_the_weighted_sum_of_cosines():

@@ -106,3 +106,21 @@ def test_ray_engine_cli_in_listing_order_gives_the_same_ids(
         assert [t[1:] for t in contents(catalog)] == [t[1:] for t in expected]
         for track, vector in zip(catalog.iter_tracks(), vectors):
             np.testing.assert_allclose(catalog.get_vector(track.id), vector, atol=1e-5)
+
+
+def test_ray_engine_with_a_fused_model_gives_the_local_engines_vectors(
+    music, tmp_path, fused_checkpoint, local_ray
+):
+    """A fused checkpoint's speaker encoder reads each segment's waveform: it travels from
+    the feature tasks to the embedding actors beside the log-mel."""
+    fused = Embedder.from_checkpoint(fused_checkpoint, device="cpu")
+    with Catalog.open(tmp_path / "local", dim=fused.embed_dim) as reference:
+        index_source(reference, fused, music)
+        vectors = {t.content_hash: reference.get_vector(t.id) for t in reference.iter_tracks()}
+    with Catalog.open(tmp_path / "ray", dim=fused.embed_dim) as catalog:
+        report = index_source_ray(catalog, fused, music, checkpoint=fused_checkpoint)
+        assert report.n_added == 6
+        for track in catalog.iter_tracks():
+            got = catalog.get_vector(track.id)
+            assert got.shape == (512,)
+            np.testing.assert_allclose(got, vectors[track.content_hash], atol=1e-5)

@@ -1,4 +1,4 @@
-"""`python -m model embed`: audio files -> (n_files, 256) float32 .npy of track vectors."""
+"""`python -m model embed`: audio files -> (n_files, embed_dim) float32 .npy of track vectors."""
 
 from __future__ import annotations
 

@@ -339,12 +339,12 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
     import torch
 
     from model.errors import SingerRetrievalError
-    from model.evaluation.fusion import fuse
     from model.evaluation.runner import _default_names, _embedder
     from model.evaluation.verification import halves_eer, take_halves_many
     from model.shared import shared_dir
     from model.training.datasets import acappella_rows, split_acappella
     from model.training.mashup import read_backgrounds
+    from model.vectors import fuse
 
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)

@@ -1,7 +1,8 @@
 """Score fusion of two evaluated systems at the track level (say, CROSS and its teacher).
 
-The fused vector of a track is [sqrt(w) a, sqrt(1 - w) b], where a (d1,) and b (d2,) are the
-two systems' L2-normalised track vectors and w the first system's weight. It has unit norm, and
+The fused vector of a track is [sqrt(w) a, sqrt(1 - w) b] (`model.vectors.fuse`), where a
+(d1,) and b (d2,) are the two systems' L2-normalised track vectors and w the first system's
+weight. It has unit norm, and
 the cosine of two fused vectors is exactly w cos(a, a') + (1 - w) cos(b, b'): one vector per
 track in one inner-product index gives the fused scores, so every figure of the runner (closed
 set, open set, SNR sweep) applies to a fusion as it is.
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from model.vectors import l2_normalize
+from model.vectors import fuse
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,6 @@ class Fusion:
         """Raise ValueError unless both fused systems are among the evaluated `names`."""
         if {self.first, self.second} - set(names):
             raise ValueError(f"fusion {self.name}: fuse two of the named checkpoints {names}")
-
-
-def fuse(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
-    """(..., d1) and (..., d2) vectors -> (..., d1 + d2) unit vectors of the weighted fusion."""
-    a = l2_normalize(np.asarray(a, np.float32))
-    b = l2_normalize(np.asarray(b, np.float32))
-    return np.concatenate([np.sqrt(weight) * a, np.sqrt(1.0 - weight) * b], axis=-1)
 
 
 def fuse_stores(first: dict, second: dict, weight: float) -> dict:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model.audio import SAMPLE_RATE, load_audio
 from model.concurrency import completed_in_threads
@@ -440,9 +439,7 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
                 if view.domain != domain:
                     continue
                 try:
-                    s = m.embedder.segments(
-                        y, m.all_segments, path=" + ".join(_sources(clip, view))
-                    )
+                    s = m.embedder.select(y, m.all_segments, path=" + ".join(_sources(clip, view)))
                 except AudioError as err:
                     failures[(i, view.label)] = str(err)
                     continue
@@ -450,7 +447,7 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
                 owners.append((view, len(s), len(y)))
             if not segs:
                 continue
-            emb = m.embedder.embed_segments(torch.cat(segs), domain)
+            emb = m.embedder.encode(segs, domain)
             start = 0
             for view, n, n_samples in owners:
                 vec = track_vector(emb[start : start + n])

@@ -9,15 +9,15 @@ Pass `TEACHER_SPEC` instead of a checkpoint path to `runner.evaluate`.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from model.embedding import resolve_device
-from model.features import FeatureConfig, select_segments
+from model.features import FeatureConfig, SegmentSelection, select_segments
 
 #: What `python -m model evaluate --checkpoint` takes for the teacher.
 TEACHER_SPEC = "teacher:resemblyzer"
@@ -27,34 +27,30 @@ class TeacherEmbedder:
     """Resemblyzer's GE2E behind the runner's embedder interface."""
 
     def __init__(self, device: str | None = None, features: FeatureConfig | None = None):
-        from model.training.teacher import Teacher, weights_path
+        from model.speaker import SpeakerEncoder, weights_digest
 
         self.device = resolve_device(device)
-        self.teacher = Teacher(self.device)
-        self.features = features or FeatureConfig()
+        self.teacher = SpeakerEncoder(self.device)
+        self.features = replace(features or FeatureConfig(), segment_audio=True)
         self.net = SimpleNamespace(model_type="teacher")
         self.detector = None  # segments are chosen by the energy VAD, as without a detector
-        digest = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:12]
+        digest = weights_digest()[:12]
         self.checkpoint_id = f"ge2e-{digest}"
         self.meta: dict = {"source": "resemblyzer"}
 
     @property
     def embed_dim(self) -> int:
-        from model.training.teacher import EMBED_DIM
+        from model.speaker import EMBED_DIM
 
         return EMBED_DIM
 
-    def segments(
+    def select(
         self, y: np.ndarray, all_segments: bool = False, path: str | None = None
-    ) -> torch.Tensor:
-        """Waveform at features.sample_rate -> the selected segments' waveforms (n, samples)."""
-        sel = select_segments(y, self.features, all_segments, path=path)
-        sr = self.features.sample_rate
-        n = self.features.min_samples
-        starts = np.round(sel.starts_s * sr).astype(int)
-        y = np.pad(np.asarray(y, np.float32), (0, n))
-        return torch.from_numpy(np.stack([y[s : s + n] for s in starts]))
+    ) -> SegmentSelection:
+        """Waveform at features.sample_rate -> the selected segments, with their waveforms."""
+        return select_segments(y, self.features, all_segments, path=path)
 
-    def embed_segments(self, segs: torch.Tensor, domain: str) -> np.ndarray:
-        """Segment waveforms (n, samples) -> (n, 256) teacher embeddings (domain unused)."""
-        return self.teacher.embed_crops(segs.numpy(), self.features.sample_rate)
+    def encode(self, selections: Sequence[SegmentSelection], domain: str) -> np.ndarray:
+        """The selections' segments -> (n, 256) teacher embeddings (domain unused)."""
+        audio = torch.cat([s.audio for s in selections if s.audio is not None])
+        return self.teacher.embed_crops(audio, self.features.sample_rate)

@@ -53,7 +53,7 @@ def half_vectors(
         second, domain = mix_at_snr(second, background[off : off + len(second)], snr_db), "mixed"
     out = []
     for half, d in ((first, "mono"), (second, domain)):
-        out.append(track_vector(embedder.embed_segments(embedder.segments(half, False), d)))
+        out.append(track_vector(embedder.encode([embedder.select(half)], d)))
     return out[0], out[1]
 
 

@@ -1,4 +1,4 @@
-"""Distillation from the speaker-encoder teacher (model.training.teacher) into CROSS.
+"""Distillation from the speaker-encoder teacher (model.speaker) into CROSS.
 
 The teacher embeds clean vocals only. Every vocal recording of the training pool gets the
 teacher's embeddings of up to `MAX_PARTIALS` evenly spaced 1.6-s partials once (cached on disk,
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.speaker import EMBED_DIM, HOP, PARTIAL_FRAMES, SpeakerEncoder
+from model.speaker import SAMPLE_RATE as TEACHER_RATE
 from model.training.data import Recording, TrainingPool
-from model.training.teacher import EMBED_DIM, HOP, PARTIAL_FRAMES, Teacher
-from model.training.teacher import SAMPLE_RATE as TEACHER_RATE
 from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _content_key(audio: np.ndarray, sr: int) -> str:
 
 def attach_targets(
     pool: TrainingPool,
-    teacher: Teacher,
+    teacher: SpeakerEncoder,
     cache_dir: str | Path | None = None,
     progress: bool = False,
     batch_size: int = 512,

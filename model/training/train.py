@@ -149,7 +149,7 @@ class Trainer:
         self.proj: torch.nn.Module | None = None
         extra: list[torch.nn.Parameter] = []
         if config.distill_weight > 0:
-            from model.training.teacher import EMBED_DIM
+            from model.speaker import EMBED_DIM
 
             if config.distill_projection == "identity":
                 if config.dims.embed_dim != EMBED_DIM:
@@ -490,10 +490,11 @@ def train(
             val_rows, backgrounds[:4], config.workers, cache_dir=cache_dir
         )
     if config.distill_weight > 0:
+        from model.speaker import SpeakerEncoder
         from model.training.distill import attach_targets
-        from model.training.teacher import Teacher
 
-        attach_targets(pool, Teacher(resolve_device(config.device)), teacher_cache_dir, progress)
+        teacher = SpeakerEncoder(resolve_device(config.device))
+        attach_targets(pool, teacher, teacher_cache_dir, progress)
     log.info("data loaded in %.0f s", time.perf_counter() - t0)
     trainer = Trainer(config, pool, val_pool, val_rows, out)
     if not (resume and trainer.resume()) and not config.init_checkpoint:

@@ -19,7 +19,7 @@ def embed_together(
     first to submit leads a batch that waits for every other (within its max_wait)."""
 
     def request(i: int) -> TrackEmbedding:
-        vecs = batcher.embed(selections[i].features, domains[i], announced=True)
+        vecs = batcher.embed(selections[i], domains[i], announced=True)
         return TrackEmbedding.of(selections[i], vecs)
 
     return _together(batcher, request, len(selections))  # type: ignore[return-value]

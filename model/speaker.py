@@ -1,4 +1,8 @@
-"""The teacher: Resemblyzer's GE2E speaker encoder (Wan et al., ICASSP 2018), in batches.
+"""A pretrained speaker encoder: Resemblyzer's GE2E (Wan et al., ICASSP 2018), in batches.
+
+It is the distillation teacher in training and, in a fused checkpoint, the second opinion
+beside the CROSS encoders (`model.embedding.Embedder`: a segment's vector is the weighted
+concatenation of both).
 
 The network (3-layer LSTM 40 -> 256, linear 256 -> 256, ReLU, L2 norm) and its front end
 (40-band power mel, 25-ms Hann window, 10-ms hop, 16 kHz) are re-implemented here against the
@@ -14,6 +18,7 @@ partial embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -34,12 +39,19 @@ EMBED_DIM = 256
 TARGET_DBFS = -30.0  # volume normalisation (increase only), as resemblyzer.preprocess_wav
 
 
+def weights_digest(path: str | Path | None = None) -> str:
+    """SHA-256 (hex) of the weights file: which speaker encoder a fused checkpoint was made
+    with."""
+    return hashlib.sha256(Path(path or weights_path()).read_bytes()).hexdigest()
+
+
 def weights_path() -> Path:
     """`pretrained.pt` inside the installed resemblyzer package (the package is not imported)."""
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "the teacher needs the `resemblyzer` package: pip install '.[train]'"
+            "the speaker encoder's weights ship in the `resemblyzer` package: "
+            "pip install --no-deps -r requirements/speaker.txt"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
     if not path.is_file():
@@ -99,7 +111,7 @@ def normalize_volume(wav: np.ndarray) -> np.ndarray:
     return (wav * gain).astype(np.float32)
 
 
-class Teacher:
+class SpeakerEncoder:
     """GE2E with the packaged weights, on `device`, in eval mode."""
 
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
@@ -148,14 +160,24 @@ class Teacher:
         return l2_normalize(self.partials(wav, sr, rate)[0].mean(axis=0)).astype(np.float32)
 
     @torch.no_grad()
-    def embed_crops(self, crops: np.ndarray, sr: int, rate: float = 1.3) -> np.ndarray:
-        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) utterance embeddings,
-        each as `embed` would give it, in one pass."""
+    def embed_crops(
+        self, crops: np.ndarray | torch.Tensor, sr: int, rate: float = 1.3, batch_size: int = 64
+    ) -> np.ndarray:
+        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) float32 utterance
+        embeddings, each as `embed` would give it, `batch_size` crops per pass. Crops on a
+        device are resampled on the host (soxr), then run on this encoder's device."""
+        if isinstance(crops, torch.Tensor):
+            crops = crops.detach().cpu().numpy()
+        if len(crops) == 0:
+            return np.zeros((0, EMBED_DIM), np.float32)
         y = normalize_volume(resample(np.asarray(crops, np.float32), sr, SAMPLE_RATE))
         starts = partial_starts(y.shape[1], rate)
         stop = (starts[-1] + PARTIAL_FRAMES) * HOP
         y = np.pad(y, ((0, 0), (0, max(0, stop - y.shape[1]))))
-        mel = power_mel(torch.from_numpy(y).to(self.device))  # (batch, frames, 40)
-        parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
-        emb = self.net(parts.flatten(0, 1)).reshape(len(y), len(starts), -1).mean(dim=1)
-        return nn.functional.normalize(emb, dim=1).cpu().numpy().astype(np.float32)
+        out = []
+        for i in range(0, len(y), batch_size):
+            mel = power_mel(torch.from_numpy(y[i : i + batch_size]).to(self.device))
+            parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
+            emb = self.net(parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(dim=1)
+            out.append(nn.functional.normalize(emb, dim=1).cpu())
+        return torch.cat(out).numpy().astype(np.float32)
