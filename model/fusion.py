@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import FUSED_VERSION, load_checkpoint, save_payload
+from model.checkpoint import FUSED_VERSION, VERSION, load_checkpoint, save_payload
 from model.errors import CheckpointError
 from model.speaker import SpeakerEncoder, weights_digest, weights_path
 
@@ -28,6 +28,7 @@ SPEAKER = "resemblyzer-ge2e"
 def fuse_checkpoint(cross: str | Path, out: str | Path, weight: float) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
     CROSS weighing `weight` in [0, 1] of every cosine (a fused `cross` is re-weighted).
+    Weight 1 writes the CROSS model alone, unfused (no speaker encoder to run).
     Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
@@ -35,6 +36,12 @@ def fuse_checkpoint(cross: str | Path, out: str | Path, weight: float) -> Path:
     if net.model_type != "cross":
         raise CheckpointError(f"{cross}: a {net.model_type} checkpoint; fusion needs CROSS")
     payload = torch.load(cross, map_location="cpu", weights_only=True)
+    meta.pop(FUSION_KEY, None)
+    if weight == 1.0:
+        payload.update(
+            version=VERSION, features=replace(features, segment_audio=False).to_dict(), meta=meta
+        )
+        return save_payload(payload, out)
     payload["version"] = FUSED_VERSION
     payload["features"] = replace(features, segment_audio=True).to_dict()
     payload["meta"] = {

@@ -106,3 +106,19 @@ def test_fusion_weight_outside_the_unit_interval_is_refused(random_checkpoint, t
     with pytest.raises(CheckpointError, match="outside"):
         fuse_checkpoint(random_checkpoint, tmp_path / "bad.pt", 1.5)
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_weight_one_writes_the_cross_model_alone_again(random_checkpoint, fused_checkpoint, plain):
+    """Unfusing gives back the original checkpoint: same payload, same vectors, no speaker."""
+    out = fuse_checkpoint(fused_checkpoint, fused_checkpoint.with_name("unfused.pt"), 1.0)
+    got = torch.load(out, map_location="cpu", weights_only=True)
+    original = torch.load(random_checkpoint, map_location="cpu", weights_only=True)
+    assert {k: v for k, v in got.items() if k != "state_dict"} == {
+        k: v for k, v in original.items() if k != "state_dict"
+    }
+    unfused = Embedder.from_checkpoint(out, "cpu")
+    assert unfused.speaker is None and unfused.embed_dim == 256
+    y = render(1, "mono", seed=2, seconds=7.0)
+    np.testing.assert_array_equal(
+        unfused.embed_audio(y, "mono").vector, plain.embed_audio(y, "mono").vector
+    )

@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weight",
         type=float,
         required=True,
-        help="CROSS's share of every cosine, in [0, 1]; the speaker encoder has the rest",
+        help="CROSS's share of every cosine, in [0, 1]; the speaker encoder has the rest "
+        "(1: write the CROSS model alone, unfused)",
     )
     p.add_argument("--out", required=True, help="fused checkpoint to write (.pt)")
 
