@@ -122,3 +122,20 @@ def test_weight_one_writes_the_cross_model_alone_again(random_checkpoint, fused_
     np.testing.assert_array_equal(
         unfused.embed_audio(y, "mono").vector, plain.embed_audio(y, "mono").vector
     )
+
+
+def test_fuse_command_writes_a_loadable_checkpoint_or_exits_2(random_checkpoint, tmp_path):
+    from model.__main__ import main
+
+    out = tmp_path / "cli-fused.pt"
+    assert (
+        main(["fuse", "--checkpoint", str(random_checkpoint), "--weight", "0.3", "--out", str(out)])
+        == 0
+    )
+    assert Embedder.from_checkpoint(out, "cpu").fusion_weight == 0.3
+    bad = tmp_path / "bad.pt"
+    assert (
+        main(["fuse", "--checkpoint", str(random_checkpoint), "--weight", "-1", "--out", str(bad)])
+        == 2
+    )
+    assert not bad.exists()
