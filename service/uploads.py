@@ -8,8 +8,9 @@ reads it:
   the limit, so an endless chunked body is cut off there;
 - time: the whole body must arrive within `timeout_s` of the request's start; a client that
   trickles bytes gets 408 and the connection is closed (a per-read idle timeout would let a
-  byte every few seconds hold a connection forever). Any answer given before the body has
-  been read closes the connection too: the server would otherwise keep reading the rest;
+  byte every few seconds hold a connection forever). An answer given before the body has
+  been read first reads the rest of a small body (`DRAIN_MAX_BYTES`), else closes the
+  connection: the server would otherwise keep reading the rest;
 - concurrency: at most `max_concurrent` bodies are being received at once; beyond that the
   request is answered 503 at once without reading its body, so slow uploads cannot take every
   connection slot and worker.
@@ -24,6 +25,13 @@ from fastapi import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: An answer given before a body was read first reads the rest of a body up to this size
+#: (declared by Content-Length): closing with unread bytes in flight makes the client's
+#: kernel reset the connection, and the reset can discard the answer before the client
+#: reads it (an intermittent "connection reset by peer" instead of the 4xx). Larger or
+#: chunked bodies are not read: the connection is closed instead.
+DRAIN_MAX_BYTES = 64 * 1024
 
 
 class UploadTooLargeError(HTTPException):
@@ -118,11 +126,24 @@ class BodyLimits:
                 done_receiving()
             return message
 
+        async def drain() -> bool:
+            """Read the rest of a small declared body (within the deadline): True when it
+            is all read, so the connection stays usable."""
+            if declared is None or not declared.isdigit() or int(declared) > DRAIN_MAX_BYTES:
+                return False
+            try:
+                while receiving:
+                    if (await limited_receive())["type"] != "http.request":
+                        return False
+            except (BodyTimeoutError, UploadTooLargeError):
+                return False
+            return True
+
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if receiving:
+                if receiving and not await drain():
                     # Answered before the body was read (an error): close the connection, or
                     # the server would go on reading the rest of the body with no deadline.
                     headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]

@@ -125,6 +125,19 @@ def test_missing_file_or_not_multipart_is_422(client, endpoint):
     assert r.status_code == 422
 
 
+def test_early_answers_to_small_bodies_keep_the_connection(client):
+    """A JSON body to an upload endpoint is refused before it is read. The rest of a small
+    body is read first, so the connection stays open and the next request on it is answered:
+    closing with the body in flight made the client's kernel reset the connection, and the
+    reset could discard the 422 (an intermittent "connection reset by peer")."""
+    for _ in range(20):
+        for endpoint in ENDPOINTS:
+            headers = KEY if endpoint == "/tracks" else None
+            r = client.post(endpoint, json={"file": "x" * 2000}, headers=headers)
+            assert r.status_code == 422
+            assert r.headers.get("connection") != "close"
+
+
 def test_unknown_ids_are_404_and_bad_ids_422(client):
     assert client.get("/tracks/999999").status_code == 404
     assert client.get("/tracks/999999").json()["code"] == "track_not_found"
