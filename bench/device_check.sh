@@ -50,6 +50,11 @@ then
   echo "cuBLAS 13 for the shim: ${cublas13:-not found}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The default (fused) model's speaker weights, carried without their 16-MB package.
+if [ -z "${SINGER_SPEAKER_WEIGHTS:-}" ] && [ -f .whl/speaker-weights.pt ] &&
+  ! "$py" -c 'import importlib.util as u; assert u.find_spec("resemblyzer")' 2>/dev/null; then
+  export SINGER_SPEAKER_WEIGHTS="$PWD/.whl/speaker-weights.pt"
+fi
 start=$(date +%s)
 
 if command -v nvidia-smi >/dev/null; then nvidia-smi 2>&1; else echo "nvidia-smi: not on PATH"; fi |

@@ -2,8 +2,9 @@
 
 A fused checkpoint is a CROSS checkpoint whose `meta["fusion"]` names the speaker encoder
 (`model.speaker`, Resemblyzer's GE2E, weights read from the installed package and pinned by
-their SHA-256) and the CROSS share `weight` of the score. Its feature recipe keeps each
-segment's waveform (`FeatureConfig.segment_audio`) for the speaker encoder's own front end.
+the SHA-256 of their tensors) and the CROSS share `weight` of the score. Its feature recipe
+keeps each segment's waveform (`FeatureConfig.segment_audio`) for the speaker encoder's own
+front end.
 A segment's vector is then `model.vectors.fuse(cross, speaker, weight)`, (256 + 256,) and of
 unit norm: the cosine of two is weight x the CROSS cosine + (1 - weight) x the speaker cosine.
 Format version 2 (`FUSED_VERSION`): older readers refuse the file instead of serving half of it.
@@ -58,9 +59,14 @@ def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, floa
         raise CheckpointError(f"unknown speaker encoder {spec.get('speaker')!r} in the fusion")
     try:
         path = weights_path()
+        digest = weights_digest(path)
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise CheckpointError(f"this checkpoint fuses a speaker encoder: {err}") from err
-    if weights_digest(path) != spec.get("sha256"):
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(
+            f"the speaker encoder's weights at {path} are not readable ({type(err).__name__})"
+        ) from err
+    if digest != spec.get("sha256"):
         raise CheckpointError(
             f"the speaker encoder's weights at {path} are not the ones this checkpoint was "
             "fused with (another resemblyzer version?); install requirements/speaker.txt"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,14 +40,21 @@ EMBED_DIM = 256
 TARGET_DBFS = -30.0  # volume normalisation (increase only), as resemblyzer.preprocess_wav
 
 
-def weights_digest(path: str | Path | None = None) -> str:
-    """SHA-256 (hex) of the weights file: which speaker encoder a fused checkpoint was made
-    with."""
-    return hashlib.sha256(Path(path or weights_path()).read_bytes()).hexdigest()
+#: Environment variable naming a file of the encoder's weights alone (`{"model_state": ...}`,
+#: as `export_weights` writes it, 5.7 MB) to use instead of the package's `pretrained.pt`
+#: (16 MB with the optimiser state): what a machine without the package carries.
+WEIGHTS_ENV = "SINGER_SPEAKER_WEIGHTS"
 
 
 def weights_path() -> Path:
-    """`pretrained.pt` inside the installed resemblyzer package (the package is not imported)."""
+    """The weights file: $SINGER_SPEAKER_WEIGHTS, else `pretrained.pt` inside the installed
+    resemblyzer package (the package is not imported)."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{WEIGHTS_ENV}={override}: no such file")
+        return path
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
@@ -57,6 +65,30 @@ def weights_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"resemblyzer is installed but {path} is missing")
     return path
+
+
+def model_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's tensors from a weights file (default: `weights_path()`), on the CPU;
+    GE2E's training-only similarity scale and bias are left out."""
+    state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
+    return {k: v for k, v in state["model_state"].items() if not k.startswith("similarity")}
+
+
+def weights_digest(path: str | Path | None = None) -> str:
+    """SHA-256 (hex) of the encoder's tensors (names, shapes and float32 bytes, sorted by
+    name): which weights a fused checkpoint was made with, whichever file holds them."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model_state(path).items()):
+        h.update(f"{name}{tuple(tensor.shape)}".encode())
+        h.update(tensor.float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_weights(out: str | Path) -> Path:
+    """Write the encoder's weights alone to `out` (for $SINGER_SPEAKER_WEIGHTS)."""
+    out = Path(out)
+    torch.save({"model_state": model_state()}, out)
+    return out
 
 
 class GE2E(nn.Module):
@@ -115,10 +147,8 @@ class SpeakerEncoder:
     """GE2E with the packaged weights, on `device`, in eval mode."""
 
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
-        state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state["model_state"].items() if not k.startswith("similarity")}
         self.net = GE2E()
-        self.net.load_state_dict(state)
+        self.net.load_state_dict(model_state(path))
         self.device = torch.device(device)
         self.net.to(self.device).eval()
 

@@ -16,7 +16,7 @@ from model.decoding import DecodePool
 from model.embedding import Embedder
 from model.errors import CheckpointError
 from model.fusion import FUSION_KEY, SPEAKER, fuse_checkpoint
-from model.speaker import SpeakerEncoder, weights_digest
+from model.speaker import WEIGHTS_ENV, SpeakerEncoder, export_weights, weights_digest, weights_path
 from model.vectors import l2_normalize, normalized_mean
 from tests.support.live import render
 
@@ -139,3 +139,21 @@ def test_fuse_command_writes_a_loadable_checkpoint_or_exits_2(random_checkpoint,
         == 2
     )
     assert not bad.exists()
+
+
+def test_exported_weights_stand_in_for_the_package(fused_checkpoint, fused, tmp_path, monkeypatch):
+    """$SINGER_SPEAKER_WEIGHTS: the encoder's tensors alone, a third of the package's file,
+    pin to the same digest and give the same vectors; a missing file is a CheckpointError."""
+    package = weights_path()
+    out = export_weights(tmp_path / "ge2e.pt")
+    assert out.stat().st_size < package.stat().st_size / 2
+    monkeypatch.setenv(WEIGHTS_ENV, str(out))
+    assert weights_path() == out and weights_digest() == weights_digest(package)
+    y = render(3, "mono", seed=1, seconds=8.0)
+    np.testing.assert_array_equal(
+        Embedder.from_checkpoint(fused_checkpoint, "cpu").embed_audio(y, "mono").segment_vectors,
+        fused.embed_audio(y, "mono").segment_vectors,
+    )
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "missing.pt"))
+    with pytest.raises(CheckpointError, match="no such file"):
+        Embedder.from_checkpoint(fused_checkpoint, "cpu")
