@@ -59,14 +59,15 @@ def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, floa
         raise CheckpointError(f"unknown speaker encoder {spec.get('speaker')!r} in the fusion")
     try:
         path = weights_path()
-        digest = weights_digest(path)
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise CheckpointError(f"this checkpoint fuses a speaker encoder: {err}") from err
+    try:
+        encoder = SpeakerEncoder(device, path)  # reads the weights once, digest included
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(
             f"the speaker encoder's weights at {path} are not readable ({type(err).__name__})"
         ) from err
-    if digest != spec.get("sha256"):
+    if encoder.digest != spec.get("sha256"):
         raise CheckpointError(
             f"the speaker encoder's weights at {path} are not the ones this checkpoint was "
             "fused with (another resemblyzer version?); install requirements/speaker.txt"
@@ -74,4 +75,4 @@ def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, floa
     weight = float(spec["weight"])
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
-    return SpeakerEncoder(device, path), weight
+    return encoder, weight

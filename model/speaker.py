@@ -74,21 +74,26 @@ def model_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["model_state"].items() if not k.startswith("similarity")}
 
 
-def weights_digest(path: str | Path | None = None) -> str:
+def state_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 (hex) of the encoder's tensors (names, shapes and float32 bytes, sorted by
     name): which weights a fused checkpoint was made with, whichever file holds them."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model_state(path).items()):
+    for name, tensor in sorted(state.items()):
         h.update(f"{name}{tuple(tensor.shape)}".encode())
         h.update(tensor.float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
+def weights_digest(path: str | Path | None = None) -> str:
+    """`state_digest` of a weights file (default: `weights_path()`)."""
+    return state_digest(model_state(path))
+
+
 def export_weights(out: str | Path) -> Path:
-    """Write the encoder's weights alone to `out` (for $SINGER_SPEAKER_WEIGHTS)."""
-    out = Path(out)
-    torch.save({"model_state": model_state()}, out)
-    return out
+    """Write the encoder's weights alone to `out` (for $SINGER_SPEAKER_WEIGHTS), atomically."""
+    from model.checkpoint import save_payload
+
+    return save_payload({"model_state": model_state()}, out)
 
 
 class GE2E(nn.Module):
@@ -147,8 +152,10 @@ class SpeakerEncoder:
     """GE2E with the packaged weights, on `device`, in eval mode."""
 
     def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
+        state = model_state(path)
+        self.digest = state_digest(state)  # the weights, read once (`weights_digest`)
         self.net = GE2E()
-        self.net.load_state_dict(model_state(path))
+        self.net.load_state_dict(state)
         self.device = torch.device(device)
         self.net.to(self.device).eval()
 
