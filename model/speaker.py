@@ -5,7 +5,8 @@ beside the CROSS encoders (`model.embedding.Embedder`: a segment's vector is the
 concatenation of both).
 
 The network (3-layer LSTM 40 -> 256, linear 256 -> 256, ReLU, L2 norm) and its front end
-(40-band power mel, 25-ms Hann window, 10-ms hop, 16 kHz) are re-implemented here against the
+(resampling to 16 kHz, volume normalisation, 40-band power mel with a 25-ms Hann window and a
+10-ms hop, all in torch on the encoder's device) are re-implemented here against the
 state dict that ships inside the `resemblyzer` package (`pretrained.pt`, Apache-2.0), so that
 whole batches of crops run at once and the package's VAD dependency (webrtcvad) is not needed:
 the weights file is located without importing the package. `tests/test_distill.py` checks
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.audio import resample
 from model.vectors import l2_normalize
 
 SAMPLE_RATE = 16000
@@ -139,13 +140,47 @@ def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75
     return starts
 
 
-def normalize_volume(wav: np.ndarray) -> np.ndarray:
+def fft_resample(wav: torch.Tensor, orig_sr: int, sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """(..., n) at orig_sr -> (..., ceil(n * sr / orig_sr)) at sr, on wav's device.
+
+    Band-limited by truncating the spectrum. The signal is zero-extended first (to a multiple
+    of the rates' ratio, plus ten periods of it) so the FFT's wrap-around falls into silence,
+    as a streaming resampler assumes silence beyond the ends. Why not soxr: it runs on the
+    host only, in the thread that feeds the GPU (on an H100 the fused default's /identify at
+    8 clients went from 186 to 370 ms p99 with it). Against soxr_hq the speaker embeddings
+    keep a cosine above 0.99999, at half its time on a CPU core."""
+    if orig_sr == sr:
+        return wav
+    g = math.gcd(orig_sr, sr)
+    down, up = orig_sr // g, sr // g
+    n = wav.shape[-1]
+    padded = n + (-n) % down + 10 * down
+    out = padded * up // down
+    spectrum = torch.fft.rfft(wav, n=padded)[..., : out // 2 + 1]
+    y = torch.fft.irfft(spectrum, n=out) * (out / padded)
+    return y[..., : -(-n * up // down)]
+
+
+def normalize_volume(wav: torch.Tensor) -> torch.Tensor:
     """Raise the level of each signal (..., samples) to TARGET_DBFS RMS (never lower it), as
-    resemblyzer does."""
-    level = np.sqrt(np.mean(np.square(wav, dtype=np.float64), axis=-1, keepdims=True))
-    change = TARGET_DBFS - 20.0 * np.log10(np.maximum(level, 1e-20))
-    gain = np.where((change > 0) & (level > 0), 10.0 ** (change / 20.0), 1.0)
-    return (wav * gain).astype(np.float32)
+    resemblyzer does; the mean square is accumulated in float64."""
+    level = wav.double().square().mean(dim=-1, keepdim=True).sqrt()
+    change = TARGET_DBFS - 20.0 * torch.log10(level.clamp_min(1e-20))
+    gain = torch.where((change > 0) & (level > 0), 10.0 ** (change / 20.0), 1.0)
+    return (wav * gain).float()
+
+
+def front_end(wav: torch.Tensor, sr: int, min_samples: int = 0) -> torch.Tensor:
+    """Waveforms (batch, samples) at `sr` -> 16 kHz, volume-normalised, zero-padded to at
+    least `min_samples`: the network's input before `power_mel`, on wav's device."""
+    y = normalize_volume(fft_resample(wav.float(), sr))
+    return nn.functional.pad(y, (0, max(0, min_samples - y.shape[-1])))
+
+
+def resampled_length(n_samples: int, sr: int) -> int:
+    """Samples at 16 kHz of `n_samples` at `sr`, as `fft_resample` gives them."""
+    g = math.gcd(sr, SAMPLE_RATE)
+    return -(-n_samples * (SAMPLE_RATE // g) // (sr // g))
 
 
 class SpeakerEncoder:
@@ -165,13 +200,11 @@ class SpeakerEncoder:
         """The partials of one utterance as network input: ((n, 160, 40) mels, start samples
         at `sr` (n,)). Resampled to 16 kHz and volume-normalised first. max_partials: keep at
         most this many, evenly spaced (None: all)."""
-        y = normalize_volume(resample(np.asarray(wav, np.float32), sr, SAMPLE_RATE))
-        starts = partial_starts(len(y), rate)
+        starts = partial_starts(resampled_length(len(wav), sr), rate)
         if max_partials is not None and len(starts) > max_partials:
             starts = starts[np.linspace(0, len(starts) - 1, max_partials).round().astype(int)]
-        stop = (starts[-1] + PARTIAL_FRAMES) * HOP
-        y = np.pad(y, (0, max(0, stop - len(y))))
-        mel = power_mel(torch.from_numpy(y)[None])[0]
+        y = front_end(torch.as_tensor(wav)[None], sr, (starts[-1] + PARTIAL_FRAMES) * HOP)
+        mel = power_mel(y)[0]
         mels = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
         return mels, np.round(starts * HOP * sr / SAMPLE_RATE).astype(np.int64)
 
@@ -198,22 +231,26 @@ class SpeakerEncoder:
 
     @torch.no_grad()
     def embed_crops(
-        self, crops: np.ndarray | torch.Tensor, sr: int, rate: float = 1.3, batch_size: int = 64
+        self,
+        crops: np.ndarray | torch.Tensor,
+        sr: int,
+        rate: float = 1.3,
+        batch_size: int | None = None,
     ) -> np.ndarray:
-        """Equal-length crops (batch, samples) at `sr` -> (batch, 256) float32 utterance
-        embeddings, each as `embed` would give it, `batch_size` crops per pass. Crops on a
-        device are resampled on the host (soxr), then run on this encoder's device."""
-        if isinstance(crops, torch.Tensor):
-            crops = crops.detach().cpu().numpy()
+        """Equal-length crops (batch, samples) at `sr`, on the host or a device -> (batch, 256)
+        float32 utterance embeddings, each as `embed` would give it. The whole front end runs
+        on this encoder's device, `batch_size` crops per pass (default 64 on a CPU, 512 on a
+        GPU)."""
+        crops = torch.as_tensor(crops)
         if len(crops) == 0:
             return np.zeros((0, EMBED_DIM), np.float32)
-        y = normalize_volume(resample(np.asarray(crops, np.float32), sr, SAMPLE_RATE))
-        starts = partial_starts(y.shape[1], rate)
+        if batch_size is None:
+            batch_size = 64 if self.device.type == "cpu" else 512
+        starts = partial_starts(resampled_length(crops.shape[1], sr), rate)
         stop = (starts[-1] + PARTIAL_FRAMES) * HOP
-        y = np.pad(y, ((0, 0), (0, max(0, stop - y.shape[1]))))
         out = []
-        for i in range(0, len(y), batch_size):
-            mel = power_mel(torch.from_numpy(y[i : i + batch_size]).to(self.device))
+        for i in range(0, len(crops), batch_size):
+            mel = power_mel(front_end(crops[i : i + batch_size].to(self.device), sr, stop))
             parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
             emb = self.net(parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(dim=1)
             out.append(nn.functional.normalize(emb, dim=1).cpu())

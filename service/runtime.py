@@ -151,15 +151,18 @@ class Runtime:
                 on_failure(err)
 
     def _make_batcher(self, embedder: Embedder) -> SegmentBatcher | None:
-        """The cross-request batcher the settings ask for on this device, or None.
+        """The cross-request batcher the settings ask for, or None.
 
-        auto: on CUDA only. On CPU the encoder is under a tenth of a request's time (decoding
-        and features dominate) and batching measured no faster (bench/bench_service.py).
-        With `batch_features` (auto: where `Embedder.selects_in_batches`, CUDA) the batch
-        also chooses its requests' segments, in one pass over their audio.
+        auto: off, on both devices, as measured. On CPU the encoder is under a tenth of a
+        request's time (decoding and features dominate) and batching was no faster
+        (bench/bench_service.py). On an H100 with the fused default (bench/device_check.sh,
+        2026-11-27) it raised /identify's p99 at 8 clients from 102 to 165 ms and only helped
+        when overloaded (32 clients: 71 against 61 req/s), so it is left to `on`. With
+        `batch_features` (auto: where `Embedder.selects_in_batches`, CUDA) the batch also
+        chooses its requests' segments, in one pass over their audio.
         """
         s, cuda = self.settings, embedder.device.type == "cuda"
-        if s.batching == "off" or (s.batching == "auto" and not cuda):
+        if s.batching != "on":
             return None
         wait_ms = s.batch_max_wait_ms if s.batch_max_wait_ms is not None else 5.0 * cuda
         select = s.batch_features == "on" or (
