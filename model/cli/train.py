@@ -36,23 +36,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--val-manifest", help="validation manifest (held-out singers)")
     src.add_argument(
         "--recipe",
-        choices=["shared", "teacher"],
+        choices=["shared", "teacher", "default"],
         help="shared: ../shared/data (MIR-1K minus held-out singers, sung vowels); teacher: "
         "shared + the a cappella takes (80 %%, one identity each), distilled from the "
-        "Resemblyzer teacher (model/weights/cross-default.train.json)",
+        "Resemblyzer teacher (model/weights/cross-default.train.json); default: the shipped "
+        "model end to end (shared into OUT/stage1, teacher from it into OUT/stage2, fused "
+        "with the speaker encoder into OUT/default.pt), with its own options and singers",
     )
     src.add_argument(
         "--data-dir",
         default=str(shared_dir() / "data"),
-        help="for --recipe shared (default: data/ of $SINGER_SHARED_DIR or ../shared)",
+        help="for --recipe (default: data/ of $SINGER_SHARED_DIR or ../shared)",
     )
     src.add_argument(
         "--holdout",
         default="",
-        help="comma-separated MIR-1K test singers to leave out (default: none)",
+        help="comma-separated MIR-1K test singers to leave out (default: none; --recipe "
+        "default: its five held-out singers)",
     )
     src.add_argument(
-        "--val-singers", default="", help="comma-separated singers for validation (default: none)"
+        "--val-singers",
+        default="",
+        help="comma-separated singers for validation (default: none; --recipe default: "
+        "ariel,stool)",
     )
     src.add_argument(
         "--backgrounds",
@@ -120,36 +126,79 @@ def build_config(args: argparse.Namespace):
 
 
 def load_rows(args: argparse.Namespace):
-    """(train rows, validation rows, background paths)."""
+    """(train rows, validation rows, background paths) of --recipe or --manifest."""
     from model.manifest import read_manifest
-    from model.training.datasets import (
-        acappella_rows,
-        mir1k_rows,
-        split_acappella,
-        split_singers,
-        vowel_rows,
-    )
+    from model.training.datasets import split_singers
     from model.training.mashup import read_backgrounds
+    from model.training.recipe import recipe_rows
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
-    takes: list = []
-    if args.recipe in ("shared", "teacher"):
-        data = Path(args.data_dir)
-        rows = mir1k_rows(data / "mir1k") + vowel_rows(data / "vowels", Path(args.out) / "vowels")
-        backgrounds = backgrounds or [str(p) for p in read_backgrounds(data / "instrumental")]
-        if args.recipe == "teacher":
-            takes, _ = split_acappella(acappella_rows(data / "acappella"))
+    holdout = [s for s in args.holdout.split(",") if s]
+    val_singers = [s for s in args.val_singers.split(",") if s]
+    if args.recipe:
+        rows, val, recipe_backgrounds = recipe_rows(
+            args.recipe, args.data_dir, args.out, holdout, val_singers
+        )
+        backgrounds = backgrounds or recipe_backgrounds
     else:
         if not args.manifest:
             raise SystemExit("give --manifest or --recipe")
         rows = read_manifest(args.manifest, default_domain="mono")
-    holdout = [s for s in args.holdout.split(",") if s]
-    val_singers = [s for s in args.val_singers.split(",") if s]
-    rows, _ = split_singers(rows, holdout) if holdout else (rows, [])
-    rows, val = split_singers(rows, val_singers) if val_singers else (rows, [])
+        rows, _ = split_singers(rows, holdout) if holdout else (rows, [])
+        rows, val = split_singers(rows, val_singers) if val_singers else (rows, [])
     if args.val_manifest:
         val += read_manifest(args.val_manifest, default_domain="mono")
-    return rows + takes, val, backgrounds
+    return rows, val, backgrounds
+
+
+def train_default(args: argparse.Namespace) -> int:
+    """--recipe default: the shipped model's whole chain (model.training.recipe)."""
+    import shutil
+
+    from model.errors import CheckpointError
+    from model.training import recipe
+
+    flags = {
+        "config": "--config",
+        "manifest": "--manifest",
+        "val_manifest": "--val-manifest",
+        "model_type": "--model",
+        "negatives": "--negatives",
+        "speeds": "--speeds",
+        "spec_augment": "--spec-augment",
+        **{key: "--" + key.replace("_", "-") for key in OVERRIDES},
+    }
+    given = [flag for key, flag in flags.items() if getattr(args, key, None) is not None]
+    given += ["--backgrounds"] if args.backgrounds else []
+    if given:
+        log.error(
+            "--recipe default brings its own options (model/weights/*.train.json); drop %s",
+            " ".join(given),
+        )
+        return 2
+    holdout = [s for s in args.holdout.split(",") if s] or recipe.HOLDOUT
+    val_singers = [s for s in args.val_singers.split(",") if s] or recipe.VAL_SINGERS
+    try:
+        fused = recipe.train_default(
+            args.data_dir,
+            args.out,
+            holdout=holdout,
+            val_singers=val_singers,
+            device=args.device,
+            resume=not args.no_resume,
+            progress=args.progress or sys.stderr.isatty(),
+            cache_dir=args.cache_dir or None,
+            teacher_cache_dir=args.teacher_cache_dir or None,
+        )
+    except (ValueError, OSError, CheckpointError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("default model: %s", fused)
+    if args.export:
+        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fused, args.export)
+        log.info("exported %s", args.export)
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -157,6 +206,8 @@ def main(args: argparse.Namespace) -> int:
 
     from model.training.train import train
 
+    if args.recipe == "default":
+        return train_default(args)
     try:
         config = build_config(args)
         rows, val, backgrounds = load_rows(args)

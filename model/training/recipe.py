@@ -1,0 +1,158 @@
+"""Named training recipes over `../shared/data`, and the shipped default end to end.
+
+`recipe_rows` gives the rows of the `shared` and `teacher` recipes. `train_default`
+(`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`:
+stage 1 (`shared`, `cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`,
+started from stage 1's last weights), then fusion with the speaker encoder at
+`FUSION_WEIGHT` (`model.fusion`). Each stage is a run folder of its own, so a killed chain
+resumes inside the stage it was in, and a finished stage is not loaded again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from model import DEFAULT_CHECKPOINT
+from model.fusion import fuse_checkpoint
+from model.manifest import ManifestRow
+from model.training.datasets import (
+    acappella_rows,
+    mir1k_rows,
+    split_acappella,
+    split_singers,
+    vowel_rows,
+)
+from model.training.mashup import read_backgrounds
+from model.training.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("shared", "teacher")
+#: MIR-1K singers the default never trains on: its evaluation (`--singers`).
+HOLDOUT = ("abjones", "bobon", "geniusturtle", "khair", "yifen")
+#: MIR-1K singers the default validates on (and calibrates its impostors with).
+VAL_SINGERS = ("ariel", "stool")
+#: CROSS's share of every cosine in the default; chosen on the a cappella dev figure
+#: (model/weights/MODEL_CARD.md).
+FUSION_WEIGHT = 0.1
+WEIGHTS = DEFAULT_CHECKPOINT.parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of a chain: its folder name, its rows' recipe and its options."""
+
+    name: str
+    recipe: str
+    config: TrainConfig
+
+
+def default_stages() -> list[Stage]:
+    """The two stages of the shipped default, with the options stored beside its weights."""
+
+    def config(name: str) -> TrainConfig:
+        return TrainConfig.from_dict(json.loads((WEIGHTS / name).read_text()))
+
+    return [
+        Stage("stage1", "shared", config("cross-shared.train.json")),
+        Stage("stage2", "teacher", config("cross-default.train.json")),
+    ]
+
+
+def recipe_rows(
+    recipe: str,
+    data_dir: str | Path,
+    work_dir: str | Path,
+    holdout: Sequence[str] = (),
+    val_singers: Sequence[str] = (),
+) -> tuple[list[ManifestRow], list[ManifestRow], list[str]]:
+    """(training rows, validation rows, background paths) of a named recipe.
+
+    shared: MIR-1K vocals and karaoke mixes, sung vowels (joined into recordings written
+    under `work_dir`), the instrumental tracks as backgrounds. teacher: the same plus 80 % of
+    the a cappella takes, one identity each. `holdout` singers are left out entirely,
+    `val_singers` become the validation rows. Raises ValueError for an unknown recipe."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    data = Path(data_dir)
+    rows = mir1k_rows(data / "mir1k") + vowel_rows(data / "vowels", Path(work_dir) / "vowels")
+    backgrounds = [str(p) for p in read_backgrounds(data / "instrumental")]
+    takes = split_acappella(acappella_rows(data / "acappella"))[0] if recipe == "teacher" else []
+    rows, _ = split_singers(rows, list(holdout)) if holdout else (rows, [])
+    rows, val = split_singers(rows, list(val_singers)) if val_singers else (rows, [])
+    return rows + takes, val, backgrounds
+
+
+def finished(run_dir: Path, config: TrainConfig) -> bool:
+    """Whether `run_dir` holds a completed run of `config` (its state after the last epoch)."""
+    state = run_dir / "state.pt"
+    if not (state.is_file() and (run_dir / "last.pt").is_file()):
+        return False
+    saved = torch.load(state, map_location="cpu", weights_only=True)
+    done = saved["epoch"] >= config.pretrain_epochs + config.epochs
+    return bool(done and saved["config"] == config.to_dict())
+
+
+def train_default(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    stages: Sequence[Stage] | None = None,
+    fusion_weight: float = FUSION_WEIGHT,
+    holdout: Sequence[str] = HOLDOUT,
+    val_singers: Sequence[str] = VAL_SINGERS,
+    device: str | None = None,
+    resume: bool = True,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+    teacher_cache_dir: str | Path | None = None,
+) -> Path:
+    """Train the default's stages in `out_dir/<stage>/`, each from the last weights of the one
+    before, and write `out_dir/default.pt` (fused). Returns that path.
+
+    stages: default `default_stages()`; device: overrides the stages' own ("auto")."""
+    out = Path(out_dir)
+    previous: Path | None = None
+    for stage in stages if stages is not None else default_stages():
+        config = stage.config
+        if previous is not None:
+            config = replace(config, init_checkpoint=str(previous))
+        if device is not None:
+            config = replace(config, device=device)
+        run_dir = out / stage.name
+        if resume and finished(run_dir, config):
+            log.info("%s: already trained (%s)", stage.name, run_dir / "last.pt")
+        else:
+            rows, val, backgrounds = recipe_rows(
+                stage.recipe, data_dir, run_dir, holdout, val_singers
+            )
+            log.info(
+                "%s: %s recipe, %d rows, %d validation",
+                stage.name,
+                stage.recipe,
+                len(rows),
+                len(val),
+            )
+            train(
+                config,
+                rows,
+                val,
+                backgrounds,
+                run_dir,
+                resume=resume,
+                progress=progress,
+                cache_dir=cache_dir,
+                teacher_cache_dir=teacher_cache_dir,
+            )
+        previous = run_dir / "last.pt"
+    if previous is None:
+        raise ValueError("no stages to train")
+    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight)
+    log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
+    return fused
