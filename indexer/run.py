@@ -372,10 +372,10 @@ def index_listing(
     processes = auto_processes(embedder.device) if o.processes is None else o.processes
     own_pool = pool is None and processes > 0 and bool(todo)
     if own_pool:
-        # Segments chosen in the workers too, on their CPU: on an H100 machine as fast as in
-        # batches on the GPU (334 against 313 files/s; 307 against 220 one file at a time,
-        # bench/device_check.sh), and the GPU's thread is left to the encoder.
-        pool = embedder.decode_pool(processes, features_in_workers=True)
+        # Where segments are chosen in batches (CUDA) the workers only decode: with the fused
+        # default on an H100, 342 files/s against 281 with segments chosen in the workers
+        # (bench/device_check.sh, 2026-11-27); elsewhere the workers choose them on their CPU.
+        pool = embedder.decode_pool(processes, features_in_workers=not embedder.selects_in_batches)
     embed_start = time.perf_counter()
     try:
         for domain in sorted({j.item.domain for j in todo}):
