@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# System packages the test suite exercises: ffmpeg (m4a/mp4/webm decoding) and Chromium with
-# its driver (the web page's browser tests). Installs only what is missing, from Debian's
+# System packages the test suite exercises: ffmpeg (m4a/mp4/webm decoding), Chromium with
+# its driver (the web page's browser tests), nginx (the scale-out load balancer's config,
+# and two replicas behind it) and a Compose CLI (the scale-out file's `config` check;
+# docker-compose, unless the docker client has its compose plugin). Installs only what is missing, from Debian's
 # packages, when run as root; otherwise says what to install and exits 0, so `make test`
 # still runs and reports the tests that need them as skipped.
 set -euo pipefail
@@ -9,6 +11,9 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 ||
+  missing+=(docker-compose)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

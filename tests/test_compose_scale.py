@@ -31,17 +31,25 @@ def compose() -> dict:
     return yaml.safe_load(SCALE.read_text())
 
 
+def _compose() -> list[str] | None:
+    """The Compose command line here: docker-compose, else `docker compose` where the docker
+    client has its compose plugin (a bare client answers "unknown command"), else None."""
+    if exe := shutil.which("docker-compose"):
+        return [exe]
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    return None
+
+
 def test_docker_compose_config_accepts_the_scale_file():
-    exe = shutil.which("docker-compose") or shutil.which("docker")
-    if exe is None:
-        pytest.skip(
-            "neither docker-compose nor docker is installed (apt-get install docker-compose)"
-        )
-    args = (
-        [exe, "-f", str(SCALE)]
-        if exe.endswith("docker-compose")
-        else [exe, "compose", "-f", str(SCALE)]
-    )
+    compose = _compose()
+    if compose is None:
+        pytest.skip("no Compose CLI (scripts/system-deps.sh installs docker-compose)")
+    args = [*compose, "-f", str(SCALE)]
     for profile in ([], ["--profile", "ray"]):
         done = subprocess.run(
             [*args, *profile, "config"], capture_output=True, text=True, timeout=60, check=False
