@@ -22,6 +22,7 @@ from service.runtime import Runtime
 from service.settings import Settings
 from tests.support.batching import embed_together
 from tests.support.live import render
+from tests.support.shared_layout import tiny_config, write_shared_layout
 
 pytestmark = [
     pytest.mark.gpu,
@@ -127,7 +128,7 @@ def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path
 
 def test_fused_model_on_cuda_equals_cpu(fused_checkpoint):
     """The default kind of checkpoint: CROSS and the speaker encoder's LSTM both on the GPU
-    (the segments' waveforms are resampled on the host on the way)."""
+    (the speaker encoder's front end, resampling included, runs there too)."""
     cpu = Embedder.from_checkpoint(fused_checkpoint, "cpu")
     gpu = Embedder.from_checkpoint(fused_checkpoint, "cuda")
     assert gpu.speaker is not None and next(gpu.speaker.net.parameters()).is_cuda
@@ -135,3 +136,29 @@ def test_fused_model_on_cuda_equals_cpu(fused_checkpoint):
     got, ref = gpu.embed_audio(y, "mixed"), cpu.embed_audio(y, "mixed")
     np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(got.vector, ref.vector, atol=1e-5)
+
+
+def test_default_recipe_trains_on_cuda(tmp_path):
+    """`train --recipe default` on a GPU machine: both stages run there (the teacher's targets
+    too), and the fused result loads on CUDA as on the CPU."""
+    from model.training.recipe import Stage, train_default
+
+    stages = [
+        Stage("stage1", "shared", tiny_config(device="cuda")),
+        Stage("stage2", "teacher", tiny_config(device="cuda", distill_weight=1.0)),
+    ]
+    torch.cuda.reset_peak_memory_stats()
+    fused = train_default(
+        write_shared_layout(tmp_path / "data"),
+        tmp_path / "run",
+        stages=stages,
+        holdout=["s3"],
+        val_singers=[],
+    )
+    assert torch.cuda.max_memory_allocated() > 0
+    y = np.random.default_rng(0).standard_normal(5 * 22050).astype(np.float32) * 0.1
+    cpu, gpu = (Embedder.from_checkpoint(fused, d) for d in ("cpu", "cuda"))
+    assert gpu.speaker is not None
+    sel = cpu.select(y, all_segments=True)
+    got, ref = gpu.encode([sel], "mixed"), cpu.encode([sel], "mixed")
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)  # per segment, as above

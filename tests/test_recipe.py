@@ -4,7 +4,6 @@ the fused result, and a rerun that trains nothing again."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,94 +12,14 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
-from model.network import EncoderDims
 from model.training.recipe import Stage, default_stages, finished, recipe_rows, train_default
-from model.training.train import TrainConfig
-from tests.support.synth import VOICES, backing, sing, write
-
-OPUS_SR = 24000  # a rate Opus takes, as the shared copies use
-
-
-def _csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+from tests.support.shared_layout import tiny_config, write_shared_layout
+from tests.support.synth import VOICES, sing
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """MIR-1K (4 singers x 2 songs), sung vowels, instrumentals and 5 a cappella takes, laid
-    out as ../shared/data is (index.csv files, Opus stems)."""
-    root = tmp_path_factory.mktemp("shared") / "data"
-    opus = {"format": "OGG", "subtype": "OPUS"}
-    clips = []
-    for i, voice in enumerate(VOICES[:4]):
-        for song in (1, 2):
-            clip = f"s{i}_{song}_01"
-            seed = 10 * i + song
-            write(
-                root / f"mir1k/vocals/{clip}.opus", sing(voice, 4.0, seed, OPUS_SR), OPUS_SR, **opus
-            )
-            write(
-                root / f"mir1k/accompaniment/{clip}.opus",
-                backing(4.0, seed, OPUS_SR),
-                OPUS_SR,
-                **opus,
-            )
-            clips.append(
-                {"clip": clip, "singer": f"s{i}", "song": f"s{i}_{song}", "duration_s": 4.0}
-            )
-    _csv(root / "mir1k/index.csv", clips)
-    vowels = []
-    for n, vowel in enumerate("aeiou"):
-        write(root / f"vowels/v{n}.wav", sing(VOICES[0], 1.0, 50 + n))
-        vowels.append(
-            {
-                "file": f"v{n}.wav",
-                "singer": "v0",
-                "register": "chest",
-                "vowel": vowel,
-                "take": 1,
-                "duration_s": 1.0,
-            }
-        )
-    _csv(root / "vowels/index.csv", vowels)
-    for n in range(2):
-        write(root / f"instrumental/track{n}.flac", backing(6.0, 90 + n))
-    takes = []
-    for n in range(5):
-        name = f"ssvd_{n}.opus"
-        write(
-            root / f"acappella/{name}",
-            sing(VOICES[n % len(VOICES)], 4.0, 70 + n, OPUS_SR),
-            OPUS_SR,
-            **opus,
-        )
-        takes.append(
-            {
-                "file": name,
-                "source": "ssvd",
-                "original_path": name,
-                "duration_s": 4.0,
-                "original_rate": OPUS_SR,
-            }
-        )
-    _csv(root / "acappella/index.csv", takes)
-    return root
-
-
-def _tiny(**kw) -> TrainConfig:
-    options = {
-        "batch_size": 8,
-        "negatives": "in-batch",
-        "pretrain_epochs": 0,
-        "epochs": 1,
-        "steps_per_epoch": 1,
-        "dims": EncoderDims(channels=16, embed_dim=32),
-        "device": "cpu",
-    }
-    return TrainConfig(**{**options, **kw})
+    return write_shared_layout(tmp_path_factory.mktemp("shared") / "data")
 
 
 def test_recipe_rows_hold_out_singers_and_add_the_takes_for_the_teacher(data, tmp_path):
@@ -117,8 +36,8 @@ def test_recipe_rows_hold_out_singers_and_add_the_takes_for_the_teacher(data, tm
 
 def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path):
     stages = [
-        Stage("stage1", "shared", _tiny()),
-        Stage("stage2", "teacher", _tiny(distill_weight=1.0)),
+        Stage("stage1", "shared", tiny_config()),
+        Stage("stage2", "teacher", tiny_config(distill_weight=1.0)),
     ]
     out = tmp_path / "run"
     fused = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[])
@@ -132,7 +51,7 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
     for name, tensor in load_checkpoint(stage2)[0].state_dict().items():
         torch.testing.assert_close(net.state_dict()[name], tensor, rtol=0, atol=0)
     assert finished(out / "stage1", stages[0].config)
-    assert not finished(out / "stage1", _tiny(epochs=2))
+    assert not finished(out / "stage1", tiny_config(epochs=2))
 
     stamps = [p.stat().st_mtime_ns for p in (stage1, stage2)]
     vector = embedder.embed_audio(sing(VOICES[0], 4.0, 5), "mono").vector
