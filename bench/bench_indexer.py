@@ -107,8 +107,8 @@ def main() -> int:
     p.add_argument(
         "--features-in",
         choices=["workers", "device"],
-        default="workers",
-        help="with --processes: where segments are chosen (default: workers, as the indexer)",
+        help="with --processes: where segments are chosen (default: as the indexer, on the "
+        "device where it chooses them in batches (CUDA), else in the workers)",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch threads (default: as python -m indexer)")
@@ -132,7 +132,8 @@ def main() -> int:
         # As the CLI sets it.
         torch.set_num_threads(args.threads or inference_threads(max(args.workers, args.processes)))
         sr = embedder.features.sample_rate
-        in_workers = args.features_in == "workers"
+        choice = args.features_in or ("device" if embedder.selects_in_batches else "workers")
+        in_workers = choice == "workers"
         decoders = index_pool = None
         if args.processes:  # started and warmed before timing, as a long-lived caller's are
             decoders = DecodePool(args.processes)

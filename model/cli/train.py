@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.cli.options import add_device, add_overrides
+from model.cli.options import add_device, add_overrides, name_list
 from model.shared import shared_dir
 
 log = logging.getLogger("model.training.train")
@@ -50,12 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--holdout",
+        type=name_list,
         default="",
         help="comma-separated MIR-1K test singers to leave out (default: none; --recipe "
         "default: its five held-out singers)",
     )
     src.add_argument(
         "--val-singers",
+        type=name_list,
         default="",
         help="comma-separated singers for validation (default: none; --recipe default: "
         "ariel,stool)",
@@ -125,6 +127,16 @@ def build_config(args: argparse.Namespace):
     return TrainConfig.from_dict(base)
 
 
+def export(checkpoint: str | Path, dest: str | None) -> None:
+    """Copy the trained checkpoint to --export, when given."""
+    import shutil
+
+    if dest:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, dest)
+        log.info("exported %s", dest)
+
+
 def load_rows(args: argparse.Namespace):
     """(train rows, validation rows, background paths) of --recipe or --manifest."""
     from model.manifest import read_manifest
@@ -133,8 +145,7 @@ def load_rows(args: argparse.Namespace):
     from model.training.recipe import recipe_rows
 
     backgrounds = [str(p) for b in args.backgrounds for p in read_backgrounds(b)]
-    holdout = [s for s in args.holdout.split(",") if s]
-    val_singers = [s for s in args.val_singers.split(",") if s]
+    holdout, val_singers = args.holdout, args.val_singers
     if args.recipe:
         rows, val, recipe_backgrounds = recipe_rows(
             args.recipe, args.data_dir, args.out, holdout, val_singers
@@ -153,8 +164,6 @@ def load_rows(args: argparse.Namespace):
 
 def train_default(args: argparse.Namespace) -> int:
     """--recipe default: the shipped model's whole chain (model.training.recipe)."""
-    import shutil
-
     from model.errors import CheckpointError
     from model.training import recipe
 
@@ -176,8 +185,8 @@ def train_default(args: argparse.Namespace) -> int:
             " ".join(given),
         )
         return 2
-    holdout = [s for s in args.holdout.split(",") if s] or recipe.HOLDOUT
-    val_singers = [s for s in args.val_singers.split(",") if s] or recipe.VAL_SINGERS
+    holdout = args.holdout or recipe.HOLDOUT
+    val_singers = args.val_singers or recipe.VAL_SINGERS
     try:
         fused = recipe.train_default(
             args.data_dir,
@@ -194,16 +203,11 @@ def train_default(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     log.info("default model: %s", fused)
-    if args.export:
-        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(fused, args.export)
-        log.info("exported %s", args.export)
+    export(fused, args.export)
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    import shutil
-
     from model.training.train import train
 
     if args.recipe == "default":
@@ -239,8 +243,5 @@ def main(args: argparse.Namespace) -> int:
         result["best"],
         result["best_checkpoint"],
     )
-    if args.export:
-        Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(result["best_checkpoint"], args.export)
-        log.info("exported %s", args.export)
+    export(result["best_checkpoint"], args.export)
     return 0
