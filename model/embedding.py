@@ -2,12 +2,13 @@
 
 `Embedder` wraps a loaded checkpoint and its feature recipe. `embed_many` is the batch path
 used by the indexer and the CLI: worker threads decode, resample and choose segments (or
-hand that to the worker processes of a `model.decoding.DecodePool`), and the calling thread
+hand that to the worker processes of a `model.decoding.DecodePool`), and an encoder thread
 runs the encoder on batches of segments gathered across files.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,10 @@ from model.vectors import fuse, normalized_mean
 from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
+
+
+# What `embed_many` yields: (index into its sources, the file's embedding or its error).
+_Results = list[tuple[int, "TrackEmbedding | AudioError"]]
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -299,11 +304,13 @@ class Embedder:
         """Embed many files; yields (index into sources, result or AudioError) as they finish.
 
         Decoding, features and voice detection run in `workers` threads with a bounded queue
-        (on CUDA, decoding only: the calling thread chooses the segments of several files at
+        (on CUDA, decoding only: the encoder thread chooses the segments of several files at
         once, `select_many`); segments of several files are run through the encoder together
-        in batches of about `batch_size`. Results come in completion order, not input order,
+        in batches of about `batch_size`, in a thread of their own, so the next batch is
+        gathered while one is encoded. Results come in completion order, not input order,
         and a prepared file waits until `batch_size` segments are buffered (or the input
-        ends): use the index to place each result. On CPU, give torch
+        ends): use the index to place each result. In memory at once: the files in flight,
+        the batch being gathered and the one being encoded. On CPU, give torch
         `inference_threads(workers)` threads so decoding and inference do not oversubscribe
         the cores. Never raises AudioError: a bad file comes back as its error, so batch jobs
         can skip and report it. `max_seconds` bounds each file's decoded duration.
@@ -314,19 +321,21 @@ class Embedder:
 
         sr = self.features.sample_rate
         in_workers = pool is not None and pool.features is not None
-        # On CUDA, waveforms come back from the threads and this thread chooses their
+        # On CUDA, waveforms come back from the threads and the encoder thread chooses their
         # segments many at a time, beside the encoder (`selects_in_batches`).
         batch_select = self.selects_in_batches and not in_workers
         bar = tqdm(total=len(sources), unit="file", disable=not progress)
-        waiting: list[tuple[int, np.ndarray]] = []  # decoded, segments not chosen yet
-        buffered: list[tuple[int, SegmentSelection]] = []
-        n_buffered = 0  # segments buffered (for waveforms: at most this many)
 
         def name(i: int) -> str | None:
             return None if isinstance(sources[i], bytes) else str(sources[i])
 
-        def flush() -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
-            nonlocal waiting, buffered, n_buffered
+        def run(
+            waiting: list[tuple[int, np.ndarray]], ready: list[tuple[int, SegmentSelection]]
+        ) -> _Results:
+            """One batch, in the encoder thread: choose the segments of the decoded waveforms
+            (`waiting`) together, then encode every selection of the batch in one pass."""
+            done: _Results = []
+            selections = list(ready)
             if waiting:
                 idx = [i for i, _ in waiting]
                 chosen = self.select_many(
@@ -335,19 +344,25 @@ class Embedder:
                     [name(i) for i in idx],
                     [domain] * len(idx),
                 )
-                waiting = []
                 for i, sel in zip(idx, chosen, strict=True):
                     if isinstance(sel, AudioError):
-                        yield i, sel
+                        done.append((i, sel))
                     else:
-                        buffered.append((i, sel))
-            if buffered:
-                emb = self.encode([s for _, s in buffered], domain, batch_size)
+                        selections.append((i, sel))
+            if selections:
+                emb = self.encode([s for _, s in selections], domain, batch_size)
                 start = 0
-                for i, sel in buffered:
-                    yield i, TrackEmbedding.of(sel, emb[start : start + len(sel)])
+                for i, sel in selections:
+                    done.append((i, TrackEmbedding.of(sel, emb[start : start + len(sel)])))
                     start += len(sel)
-            buffered, n_buffered = [], 0
+            return done
+
+        def finished(
+            batch: cf.Future[_Results],
+        ) -> Iterator[tuple[int, TrackEmbedding | AudioError]]:
+            for item in batch.result():  # raises what the batch raised (not AudioError)
+                bar.update(1)
+                yield item
 
         def prepare(i: int) -> SegmentSelection | np.ndarray:
             # On the CPU, features and voice detection run here, in parallel threads. On CUDA,
@@ -362,24 +377,36 @@ class Embedder:
             return y if batch_select else self.select(y, all_segments, name(i), domain)
 
         threads = max(workers, pool.processes if pool is not None else 0)
-        for i, fut in completed_in_threads(prepare, range(len(sources)), workers=threads):
-            try:
-                got = fut.result()
-            except AudioError as err:
-                bar.update(1)
-                yield i, err
-                continue
-            if isinstance(got, np.ndarray):
-                waiting.append((i, got))
-                n_buffered += max(1, len(got) // self.features.min_samples)
-            else:
-                buffered.append((i, got))
-                n_buffered += len(got)
-            if n_buffered >= batch_size:
-                for item in flush():
+        waiting: list[tuple[int, np.ndarray]] = []  # decoded, segments not chosen yet
+        ready: list[tuple[int, SegmentSelection]] = []
+        n_buffered = 0  # segments gathered (for waveforms: at most this many)
+        encoding: cf.Future[_Results] | None = None  # the batch in the encoder thread
+        # One encoder thread: with the encoder in the thread that gathers, the decoders stopped
+        # once `lookahead` files were ready while a batch ran on the GPU.
+        with cf.ThreadPoolExecutor(1, thread_name_prefix="encoder") as encoder:
+            for i, fut in completed_in_threads(prepare, range(len(sources)), workers=threads):
+                if encoding is not None and encoding.done():
+                    yield from finished(encoding)
+                    encoding = None
+                try:
+                    got = fut.result()
+                except AudioError as err:
                     bar.update(1)
-                    yield item
-        for item in flush():
-            bar.update(1)
-            yield item
+                    yield i, err
+                    continue
+                if isinstance(got, np.ndarray):
+                    waiting.append((i, got))
+                    n_buffered += max(1, len(got) // self.features.min_samples)
+                else:
+                    ready.append((i, got))
+                    n_buffered += len(got)
+                if n_buffered >= batch_size:
+                    if encoding is not None:  # one batch encodes while the next gathers
+                        yield from finished(encoding)
+                    encoding = encoder.submit(run, waiting, ready)
+                    waiting, ready, n_buffered = [], [], 0
+            if encoding is not None:
+                yield from finished(encoding)
+            if waiting or ready:
+                yield from finished(encoder.submit(run, waiting, ready))
         bar.close()

@@ -313,36 +313,52 @@ def detect_voice_many(
 
 
 def clipped_share(y: np.ndarray | torch.Tensor, chunk: int = 1 << 20) -> float:
-    """Share of samples within 1 % of the recording's peak (flat tops of clipping).
+    """Share of samples within 1 % of the recording's peak (flat tops of clipping)."""
+    return float(clipped_shares([y], chunk)[0])
 
-    Computed `chunk` samples at a time: no full-length temporary for a long file.
+
+def clipped_shares(ys: Sequence[np.ndarray | torch.Tensor], chunk: int = 1 << 20) -> np.ndarray:
+    """`clipped_share` of each waveform: (n,) float64.
+
+    Computed where each waveform is, `chunk` samples at a time (no full-length temporary for
+    a long file), and copied to the host once for all of them: on CUDA, a copy per recording
+    stalled the thread that chooses segments for a whole batch.
     """
-    t = _as_tensor(y, None)
-    n = int(t.numel())
-    if n == 0:
-        return 0.0
-    peak = max(float(t[i : i + chunk].abs().max()) for i in range(0, n, chunk))
-    if peak <= 0:
-        return 0.0
-    near = sum(int((t[i : i + chunk].abs() >= 0.99 * peak).sum()) for i in range(0, n, chunk))
-    return near / n
+    ts = [_as_tensor(y, None) for y in ys]
+    if not ts:
+        return np.zeros(0)
+    counts = []
+    for t in ts:
+        n = int(t.numel())
+        if n == 0:
+            counts.append(torch.zeros(2, dtype=torch.float64, device=t.device))
+            continue
+        peak = torch.stack([t[i : i + chunk].abs().max() for i in range(0, n, chunk)]).max()
+        # The threshold in float64, rounded once to the samples' float32, as a Python scalar is.
+        limit = 0.99 * peak.double()
+        near = torch.stack([(t[i : i + chunk].abs() >= limit).sum() for i in range(0, n, chunk)])
+        counts.append(torch.stack([peak.double(), near.sum().double()]))
+    host = torch.stack([c.to(ts[0].device) for c in counts]).cpu().numpy()
+    sizes = np.array([max(int(t.numel()), 1) for t in ts], np.float64)
+    return np.where(host[:, 0] > 0, host[:, 1] / sizes, 0.0)
 
 
 def quality_flags(
     selection: SegmentSelection,
-    y: np.ndarray | torch.Tensor,
+    clipped: float,
     cfg: FeatureConfig,
     low_voice: bool,
     domain: str | None,
     domain_threshold: float = 0.5,
 ) -> tuple[str, ...]:
-    """Flags of `QUALITY_FLAGS` for a selection (see service/README.md, "quality")."""
+    """Flags of `QUALITY_FLAGS` for a selection (see service/README.md, "quality");
+    `clipped`: the recording's `clipped_share`."""
     flags = set()
     if low_voice:
         flags.add("low_voice")
     if selection.duration_s < 2 * cfg.segment_seconds:
         flags.add("short")
-    if clipped_share(y) >= CLIPPED_SHARE:
+    if clipped >= CLIPPED_SHARE:
         flags.add("clipped")
     score = selection.domain_score
     if score is not None and domain == "mono" and score > domain_threshold:
@@ -430,11 +446,14 @@ def select_many(
         if detector is not None and ok
         else [None] * len(ok)
     )
-    # Each waveform on the device: its clipping share is computed there too (on CUDA, not
-    # one host pass per recording in the thread that chooses for all).
-    for i, y, mel, voice in zip(ok, on_device, mels, voicing, strict=True):
+    # The waveforms are on the device: their clipping shares are computed there too, with
+    # one copy back for all (on CUDA, not one host pass per recording).
+    clipped = clipped_shares(on_device)
+    for k, (i, y, mel, voice) in enumerate(zip(ok, on_device, mels, voicing, strict=True)):
         try:
-            out[i] = _choose(y, mel, voice, cfg, all_segments, hop, detector, domains[i], paths[i])
+            out[i] = _choose(
+                y, mel, voice, clipped[k], cfg, all_segments, hop, detector, domains[i], paths[i]
+            )
         except AudioError as err:
             out[i] = err
     return [out[i] for i in range(len(ys))]
@@ -457,6 +476,7 @@ def _choose(
     y: np.ndarray | torch.Tensor,
     mel: torch.Tensor,
     voice: tuple[np.ndarray, np.ndarray] | None,
+    clipped: float,
     cfg: FeatureConfig,
     all_segments: bool,
     hop: int | None,
@@ -464,8 +484,9 @@ def _choose(
     domain: str | None,
     path: str | None,
 ) -> SegmentSelection:
-    """One recording's selection from its log-mel (n_mels, frames) and, with a detector,
-    its (P(voice), P(mixture | voice)) per frame; see `select_segments`."""
+    """One recording's selection from its log-mel (n_mels, frames), with a detector its
+    (P(voice), P(mixture | voice)) per frame, and its `clipped_share`; see `select_segments`.
+    Index arrays go to the device without waiting for it (`to_device`)."""
     n = int(y.shape[-1])
     frame_s = cfg.hop_length / cfg.sample_rate
     domain_score, low_voice = None, False
@@ -503,7 +524,7 @@ def _choose(
             )
     # Index the unfolded view: only the kept segments are copied.
     view = mel.unfold(-1, cfg.segment_frames, hop or cfg.segment_hop).permute(1, 0, 2)
-    segs = view[torch.from_numpy(keep).to(view.device)].contiguous()
+    segs = view[to_device(torch.from_numpy(keep), view.device)].contiguous()
     starts_s = starts[keep] * frame_s
     audio = None
     if cfg.segment_audio:
@@ -511,7 +532,7 @@ def _choose(
         # last frame); index the unfolded view so only the kept segments are copied.
         y_t = _as_tensor(y, None)
         windows = y_t.unfold(0, cfg.min_samples, cfg.hop_length)
-        audio = windows[torch.from_numpy(starts[keep]).to(y_t.device)].contiguous()
+        audio = windows[to_device(torch.from_numpy(starts[keep]), y_t.device)].contiguous()
     selection = SegmentSelection(
         features=segs,
         starts_s=starts_s,
@@ -523,7 +544,7 @@ def _choose(
         audio=audio,
     )
     threshold = detector.rule.domain_threshold if detector is not None else 0.5
-    selection.flags = quality_flags(selection, y, cfg, low_voice, domain, threshold)
+    selection.flags = quality_flags(selection, clipped, cfg, low_voice, domain, threshold)
     return selection
 
 

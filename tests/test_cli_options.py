@@ -7,6 +7,8 @@ import argparse
 from dataclasses import replace
 
 from model.cli import train_voice
+from model.cli.options import add_evaluation_runtime, evaluation_cache
+from model.evaluation.cache import default_cache_dir
 from model.features import FeatureConfig
 from model.training.voice import VoiceTrainConfig
 from model.voice import DetectorDims, DetectorRule
@@ -107,3 +109,12 @@ def test_every_cli_option_has_a_description_and_shows_its_default():
                 missing.append(f"{name} {a.dest}: default {a.default!r} not shown")
         assert "--help" in text
     assert not missing, missing
+
+
+def test_cache_dir_empty_means_no_cache_not_the_working_directory(tmp_path):
+    """`evaluate` and `calibrate` share these options; '' once wrote the cache into cwd."""
+    p = argparse.ArgumentParser()
+    add_evaluation_runtime(p)
+    assert evaluation_cache(p.parse_args(["--cache-dir", ""]).cache_dir) is None
+    assert evaluation_cache(p.parse_args([]).cache_dir) == default_cache_dir()
+    assert evaluation_cache(p.parse_args(["--cache-dir", str(tmp_path)]).cache_dir) == tmp_path

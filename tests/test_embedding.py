@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -47,6 +48,44 @@ def test_batch_equals_one_by_one(embedder, songs):
         single = embedder.embed_file(path, "mono")
         np.testing.assert_allclose(many[i].vector, single.vector, rtol=1e-4, atol=1e-5)
         assert many[i].n_segments == single.n_segments
+
+
+def test_embed_many_gathers_while_a_batch_encodes(embedder, songs, tmp_path, monkeypatch):
+    """The encoder has a thread of its own: while one batch encodes, the next file is still
+    decoded and its segments chosen. (With the encoder in the gathering thread, nothing beyond
+    the files already in flight was: on a GPU the decoders idled for every batch.)"""
+    paths = [tmp_path / f"take-{i}.flac" for i in range(4)]
+    for path, song in zip(paths, songs, strict=False):
+        path.write_bytes(song.read_bytes())
+    chosen: list[str | None] = []
+    third_chosen = threading.Event()
+    select, encode = embedder.select, embedder.encode
+
+    def spy_select(y, all_segments=False, path=None, domain=None):
+        out = select(y, all_segments, path, domain)
+        chosen.append(path)
+        if path == str(paths[2]):
+            third_chosen.set()
+        return out
+
+    first: list[bool] = []
+
+    def slow_encode(selections, domain, batch_size=256):
+        if not first:  # the first batch (file 0) waits for file 2 to be chosen meanwhile
+            first.append(third_chosen.wait(timeout=20))
+        return encode(selections, domain, batch_size)
+
+    monkeypatch.setattr(embedder, "select", spy_select)
+    monkeypatch.setattr(embedder, "encode", slow_encode)
+    got = dict(embedder.embed_many(paths, "mono", workers=1, batch_size=1))
+    assert first == [True], "file 2 was not decoded while file 0's batch was encoded"
+    assert sorted(got) == [0, 1, 2, 3] and sorted(chosen) == sorted(map(str, paths))
+    monkeypatch.undo()
+    for i, path in enumerate(paths):
+        assert isinstance(got[i], TrackEmbedding)
+        np.testing.assert_allclose(
+            got[i].vector, embedder.embed_file(path, "mono").vector, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_branches_differ(embedder, songs):

@@ -12,7 +12,7 @@ import torch
 from model.audio import load_audio
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import CheckpointError, NoVoicedSegmentError
-from model.features import FeatureConfig, clipped_share, select_segments
+from model.features import FeatureConfig, clipped_share, clipped_shares, select_segments
 from model.mixing import nominal_mix
 from model.training.voice import HOLDOUT_MIR1K, nonvoice, split_material
 from model.voice import DEFAULT_VOICE_DETECTOR, MaxPool2x2, VoiceDetector
@@ -201,3 +201,16 @@ def test_fast_max_pool_equals_torch_max_pool(shape):
 def test_clipped_share_one_chunk_equals_chunked():
     y = np.clip(3 * np.random.default_rng(0).standard_normal(50_000), -1.0, 1.0).astype(np.float32)
     assert clipped_share(y) == clipped_share(y, chunk=7_000) > 0.1
+
+
+def test_clipped_shares_of_many_equal_each_alone_and_numpy():
+    rng = np.random.default_rng(1)
+    ys = [
+        np.clip(g * rng.standard_normal(n), -0.8, 0.8).astype(np.float32)
+        for g, n in [(3.0, 30_000), (0.2, 12_345), (1.0, 7)]
+    ] + [np.zeros(500, np.float32), np.zeros(0, np.float32)]
+    many = clipped_shares(ys, chunk=4_096)
+    reference = [np.mean(np.abs(y) >= 0.99 * np.abs(y).max()) if y.any() else 0.0 for y in ys]
+    np.testing.assert_array_equal(many, [clipped_share(y) for y in ys])
+    np.testing.assert_allclose(many, reference, rtol=1e-12)
+    assert many[0] > 0.1 and many[3] == many[4] == 0.0

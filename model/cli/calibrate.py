@@ -13,7 +13,11 @@ import logging
 from pathlib import Path
 
 from model.cli.evaluate import add_data_arguments, add_take_impostors, load_clips
-from model.cli.options import add_calibration_impostors, add_evaluation_runtime
+from model.cli.options import (
+    add_calibration_impostors,
+    add_evaluation_runtime,
+    evaluation_cache,
+)
 
 log = logging.getLogger("model.calibrate")
 
@@ -41,7 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from model.calibration import calibration_path
     from model.errors import SingerRetrievalError
-    from model.evaluation.cache import default_cache_dir
     from model.evaluation.calibrate import calibrate
     from model.manifest import ManifestError
 
@@ -63,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
             impostors=args.impostors,
             norm=args.norm,
             dataset=dataset,
-            cache_dir=args.cache_dir or default_cache_dir(),
+            cache_dir=evaluation_cache(args.cache_dir),
             device=args.device,
             workers=args.workers,
             progress=True,

@@ -20,7 +20,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli.options import add_calibration_impostors, add_evaluation_runtime, name_list
+from model.cli.options import (
+    add_calibration_impostors,
+    add_evaluation_runtime,
+    evaluation_cache,
+    name_list,
+)
 
 log = logging.getLogger("model.evaluate")
 
@@ -245,7 +250,6 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model.errors import SingerRetrievalError
-    from model.evaluation.cache import default_cache_dir
     from model.evaluation.fusion import Fusion
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.openset import OpenSetConfig
@@ -303,7 +307,7 @@ def main(args: argparse.Namespace) -> int:
             snr_sweep=args.snr if args.snr_sweep else None,
             tsne=args.tsne,
             plot_dir=args.out,
-            cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+            cache_dir=None if args.no_cache else evaluation_cache(args.cache_dir),
             all_segments=args.all_segments,
             k=args.k,
             device=args.device,

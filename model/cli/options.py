@@ -126,8 +126,7 @@ def add_evaluation_runtime(parser: Parser) -> None:
     """Embedding cache and CPU budget of `model evaluate` and `model calibrate`."""
     parser.add_argument(
         "--cache-dir",
-        type=Path,
-        help="embedding cache (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
+        help="embedding cache ('' for none) (default: $XDG_CACHE_HOME/singer-retrieval/evaluation)",
     )
     add_device(parser, default=None)
     parser.add_argument(
@@ -143,6 +142,17 @@ def add_evaluation_runtime(parser: Parser) -> None:
         help="CPU threads for inference; 1 keeps a small or shared machine from stalling on "
         "oversubscribed OpenMP threads (0: torch's default) (default: 1)",
     )
+
+
+def evaluation_cache(value: str | None) -> Path | None:
+    """The folder `--cache-dir` names: the default cache when not given, none for ''.
+
+    (As `Path`, '' would have been the working directory, and the cache written there.)"""
+    from model.evaluation.cache import default_cache_dir
+
+    if value is None:
+        return default_cache_dir()
+    return Path(value) if value else None
 
 
 def add_calibration_impostors(parser: Parser, flag: str) -> None:
