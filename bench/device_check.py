@@ -8,7 +8,7 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
 - indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run), with
   decoding in threads and in worker processes (`INDEXING_VARIANTS`);
 - identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
-  without and with cross-request batching, and with decoding in the inference threads
+  without and with cross-request batching, and with a CUDA stream per inference thread
   (`IDENTIFY_SERVERS`; bench/bench_service.py's servers and clients);
 - faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
 - memory: GPU memory allocated and reserved over 1,000 requests through the service's own
@@ -211,13 +211,15 @@ def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
 # The servers `/identify` is measured on: cross-request batching off and on with the
 # device's defaults (decoding in worker processes on CUDA, each upload in pieces on its share
 # of the cores; with batching, segments chosen in the batch), batching on with segments
-# chosen per request (before `batch_features`), and batching on with decoding in the
-# inference threads (before decoding processes).
+# chosen per request (before `batch_features`), and batching off with a CUDA stream per
+# inference thread (`cuda_streams`, off by default until measured). Decoding in the
+# inference threads, measured until 2026-11-27, had the lowest p50 at 1 client and was worse
+# under load.
 IDENTIFY_SERVERS = {
     "batching off": {"batching": "off"},
     "batching on": {"batching": "on"},
     "batching on, segments chosen per request": {"batching": "on", "batch_features": "off"},
-    "batching on, decoding in threads": {"batching": "on", "decode_processes": "0"},
+    "batching off, a CUDA stream per worker": {"batching": "off", "cuda_streams": "per_worker"},
 }
 
 # Above one client, each level runs twice: every client in this process's event loop, and

@@ -22,6 +22,7 @@ from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
 from model.decoding import DecodePool
+from model.domains import DOMAINS
 from model.errors import AudioError, CheckpointError
 from model.features import (
     FeatureConfig,
@@ -168,6 +169,18 @@ class Embedder:
         if FUSION_KEY in meta:
             speaker, weight = load_speaker(meta[FUSION_KEY], dev)
         return cls(net, features, meta, dev, checkpoint_id(path), detector, speaker, weight)
+
+    def warm_up(self) -> None:
+        """Run every stage once, on silence, in both domains, and wait for the device.
+
+        Constants cached on the device (mel filters, windows) and the device's libraries
+        (cuDNN, cuFFT plans) are then set up before requests share the device from several
+        threads and CUDA streams, and the first request does not pay for them."""
+        y = np.zeros(2 * self.features.min_samples, np.float32)
+        for domain in DOMAINS:
+            self.embed_audio(y, domain, all_segments=True)  # silence: every segment, no voice
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def decode_pool(self, processes: int, features_in_workers: bool = False) -> DecodePool:
         """Worker processes that decode for this model (see `model.decoding`); with

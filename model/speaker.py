@@ -110,11 +110,15 @@ class GE2E(nn.Module):
         return nn.functional.normalize(torch.relu(self.linear(hidden[-1])), dim=1)
 
 
-@lru_cache(maxsize=1)
-def _mel_basis() -> torch.Tensor:
+@lru_cache(maxsize=8)
+def _mel_basis(device: torch.device) -> torch.Tensor:
+    """The mel filters (40, 1 + WINDOW // 2), kept on `device`: one copy per device, not a
+    host-to-device copy (which waits for the device) per batch."""
     import librosa
 
-    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=N_MELS))
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=N_MELS)
+    with torch.inference_mode(False):  # a cached plain tensor, usable under autograd too
+        return torch.from_numpy(basis).to(device)
 
 
 def power_mel(wav: torch.Tensor) -> torch.Tensor:
@@ -124,7 +128,7 @@ def power_mel(wav: torch.Tensor) -> torch.Tensor:
     spec = torch.stft(
         wav, WINDOW, HOP, window=window, center=True, pad_mode="constant", return_complex=True
     )
-    return torch.matmul(_mel_basis().to(wav.device), spec.abs() ** 2).transpose(1, 2)
+    return torch.matmul(_mel_basis(wav.device), spec.abs() ** 2).transpose(1, 2)
 
 
 def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:

@@ -81,31 +81,70 @@ def test_cuda_batcher_equals_each_alone(embedders):
         )
 
 
-def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, random_checkpoint):
-    """On CUDA the service decodes in worker processes by default (`decode_processes` auto),
-    the batch chooses its requests' segments on the device (`batch_features` auto), and
-    vectors equal the CPU path's."""
-    cpu, _ = embedders
+def flac_uploads(takes: list[tuple[int, str, float]]) -> list[tuple[bytes, str]]:
+    """(voice, domain, seconds) -> (FLAC bytes, domain) of a rendered take each."""
     uploads = []
-    for v, d, s in [(0, "mono", 5.0), (1, "mixed", 17.0), (2, "mono", 9.0)]:
+    for v, d, s in takes:
         buf = io.BytesIO()
         sf.write(buf, render(v, d, seed=v, seconds=s), 22050, format="FLAC")
         uploads.append((buf.getvalue(), d))
-    settings = Settings(index_dir=tmp_path / "i", checkpoint=random_checkpoint, device="cuda")
-    runtime = Runtime(settings, Metrics())
-    runtime.load()
+    return uploads
 
+
+def embed_all_at_once(runtime: Runtime, uploads: list[tuple[bytes, str]]) -> list:
     async def all_at_once():
         return await asyncio.gather(*(runtime.embed(data, d) for data, d in uploads))
 
+    return asyncio.run(all_at_once())
+
+
+def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, random_checkpoint):
+    """On CUDA the service decodes in worker processes by default (`decode_processes` auto),
+    with batching on the batch chooses its requests' segments on the device (`batch_features`
+    auto), and vectors equal the CPU path's."""
+    cpu, _ = embedders
+    uploads = flac_uploads([(0, "mono", 5.0), (1, "mixed", 17.0), (2, "mono", 9.0)])
+    settings = Settings(
+        index_dir=tmp_path / "i", checkpoint=random_checkpoint, device="cuda", batching="on"
+    )
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
     try:
         assert runtime.decoder is not None and runtime.batcher is not None
         assert runtime.batcher.select is not None
-        got = asyncio.run(all_at_once())
+        got = embed_all_at_once(runtime, uploads)
     finally:
         runtime.close()
     for g, (data, d) in zip(got, uploads, strict=True):
         np.testing.assert_allclose(g.vector, cpu.embed_file(data, d).vector, atol=1e-5, rtol=0)
+
+
+def test_cuda_stream_per_worker_equals_cpu(tmp_path, fused_checkpoint):
+    """Batching off (the default) with a CUDA stream per inference thread: concurrent requests
+    of different lengths and domains, on several streams at once, each get the CPU's vectors
+    (the fused model: the speaker branch's front end runs on those streams too)."""
+    cpu = Embedder.from_checkpoint(fused_checkpoint, "cpu")
+    takes = [(v % 4, ("mono", "mixed")[v % 2], 4.0 + 3 * v) for v in range(8)]
+    uploads = flac_uploads(takes)
+    settings = Settings(
+        index_dir=tmp_path / "i",
+        checkpoint=fused_checkpoint,
+        device="cuda",
+        inference_workers=4,
+        cuda_streams="per_worker",
+    )
+    runtime = Runtime(settings, Metrics())
+    runtime.load()
+    try:
+        assert runtime.batcher is None and runtime.per_worker_streams
+        got = embed_all_at_once(runtime, uploads)
+        assert len(runtime.streams) >= 2
+    finally:
+        runtime.close()
+    for g, (data, d) in zip(got, uploads, strict=True):
+        ref = cpu.embed_file(data, d)
+        np.testing.assert_allclose(g.segment_vectors, ref.segment_vectors, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(g.vector, ref.vector, atol=1e-5, rtol=0)
 
 
 def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path):

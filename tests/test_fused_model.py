@@ -74,6 +74,17 @@ def test_fused_vector_is_the_weighted_concatenation_of_both_systems(plain, fused
     assert a @ b == pytest.approx(want, abs=1e-5)
 
 
+def test_warm_up_runs_every_stage_on_silence_and_changes_nothing(fused):
+    """`Embedder.warm_up` (the service's first step on CUDA) gets through both branches and
+    the speaker encoder on silence, and what comes after is what came before."""
+    y = render(1, "mono", seed=3, seconds=8.0)
+    before = fused.embed_audio(y, "mono")
+    fused.warm_up()
+    np.testing.assert_array_equal(
+        fused.embed_audio(y, "mono").segment_vectors, before.segment_vectors
+    )
+
+
 def test_fused_batch_paths_equal_one_recording_at_a_time(fused, tmp_path):
     """embed_many in threads and in worker processes that choose segments (the selection's
     waveforms travel back from the process) give what embed_audio gives each file alone."""
