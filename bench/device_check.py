@@ -12,7 +12,7 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
   (`IDENTIFY_SERVERS`; bench/bench_service.py's servers and clients);
 - faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
 - memory: GPU memory allocated and reserved over 1,000 requests through the service's own
-  embedding path (`Runtime.embed`, batcher included), after 100 warm-up requests.
+  embedding path (`Runtime.embed`), after 100 warm-up requests, for each of `MEMORY_SERVERS`.
 `--dry-run` runs everything that does not need CUDA at tiny sizes on the CPU (the test suite
 calls it); the CUDA-only sections are recorded as skipped with the reason.
 """
@@ -314,26 +314,47 @@ def faiss_search(cfg: dict, device: torch.device) -> dict:
     return out
 
 
+# The service's settings the memory section runs with: the CUDA default (batching off), and
+# a CUDA stream per inference thread, whose streams each keep a pool of cached blocks.
+MEMORY_SERVERS = {
+    "batching off": {"batching": "off"},
+    "a CUDA stream per worker": {"batching": "off", "cuda_streams": "per_worker"},
+}
+
+
 def memory(cfg: dict, device: torch.device) -> dict:
     """GPU memory after 100 warm-up requests and after `memory_requests` more, through
-    `Runtime.embed` (decoding, features, batcher, encoder) with 8 requests at a time."""
+    `Runtime.embed` (decoding, features, encoder) with 8 requests at a time, for each of
+    `MEMORY_SERVERS`."""
     if device.type != "cuda":
         raise Skipped("CUDA only")
+    rng = np.random.default_rng(0)
+    data = [uploads(1, float(s))[0][0] for s in rng.uniform(4.0, 40.0, 8)]
+    return {
+        "requests": cfg["memory_requests"],
+        "variants": {
+            name: memory_of(cfg, device, data, settings)
+            for name, settings in MEMORY_SERVERS.items()
+        },
+    }
+
+
+def memory_of(cfg: dict, device: torch.device, data: list[bytes], settings: dict) -> dict:
     from service.metrics import Metrics
     from service.runtime import Runtime
     from service.settings import Settings
 
-    rng = np.random.default_rng(0)
-    data = [uploads(1, float(s))[0][0] for s in rng.uniform(4.0, 40.0, 8)]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            index_dir=Path(tmp) / "i",
-            checkpoint=checkpoint(),
-            device=str(device),
-            batching="on",
-            inference_workers=8,
+        runtime = Runtime(
+            Settings(
+                index_dir=Path(tmp) / "i",
+                checkpoint=checkpoint(),
+                device=str(device),
+                inference_workers=8,
+                **settings,
+            ),
+            Metrics(),
         )
-        runtime = Runtime(settings, Metrics())
         runtime.load()
 
         async def run(n: int) -> None:
@@ -351,6 +372,7 @@ def memory(cfg: dict, device: torch.device) -> dict:
                 "reserved_mib": round(torch.cuda.memory_reserved(device) / 2**20, 2),
             }
 
+        torch.cuda.reset_peak_memory_stats(device)
         asyncio.run(run(100))
         before = snapshot()
         start = time.perf_counter()
@@ -359,7 +381,6 @@ def memory(cfg: dict, device: torch.device) -> dict:
         after = snapshot()
         runtime.close()
     return {
-        "requests": cfg["memory_requests"],
         "after_warmup": before,
         "after": after,
         "growth_allocated_mib": round(after["allocated_mib"] - before["allocated_mib"], 2),
@@ -478,14 +499,20 @@ def markdown(report: dict) -> str:
         lines.append("")
     mem = report["memory"]
     if mem["status"] == "ok":
-        before, after = mem["after_warmup"]["allocated_mib"], mem["after"]["allocated_mib"]
-        growth = (mem["growth_allocated_mib"], mem["growth_reserved_mib"])
         lines += [
             "## GPU memory over requests\n",
-            f"{mem['requests']} requests after 100 warm-up: allocated {before} -> {after} MiB "
-            f"(growth {growth[0]} MiB), reserved growth {growth[1]} MiB, peak "
-            f"{mem['peak_allocated_mib']} MiB, {mem['requests_per_s']} requests/s.\n",
+            f"{mem['requests']} requests after 100 warm-up, 8 at a time through `Runtime.embed`.",
+            "",
+            "| server | allocated (MiB) | growth allocated / reserved (MiB) | peak (MiB) | req/s |",
+            "|---|---|---|---|---|",
         ]
+        for name, v in mem["variants"].items():
+            lines.append(
+                f"| {name} | {v['after_warmup']['allocated_mib']} -> {v['after']['allocated_mib']} "
+                f"| {v['growth_allocated_mib']} / {v['growth_reserved_mib']} "
+                f"| {v['peak_allocated_mib']} | {v['requests_per_s']} |"
+            )
+        lines.append("")
     lines += ["## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
     for name in SECTIONS:
         s = report[name]
