@@ -469,7 +469,12 @@ def _as_tensors(
     host = [torch.as_tensor(y, dtype=torch.float32) for y in ys]
     if any(t.device.type != "cpu" for t in host):
         return [to_device(t, device) for t in host]
-    return list(to_device(torch.cat(host), device).split([len(t) for t in host]))
+    # Joined straight into page-locked memory: one host copy, not a join and then a pin
+    # (a batch of 85 10-s files is 75 MB).
+    pinned = torch.empty(sum(len(t) for t in host), dtype=torch.float32, pin_memory=True)
+    torch.cat(host, out=pinned)
+    on_device = pinned.to(device, non_blocking=True)
+    return list(on_device.split([len(t) for t in host]))
 
 
 def _choose(
