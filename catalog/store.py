@@ -6,8 +6,9 @@
                                    vectors and one over singer models
 
 A singer model is the L2-normalised mean of that singer's (L2-normalised) track vectors in
-one domain, as in the paper; it is recomputed from the stored vectors whenever one of the
-singer's tracks is added, changed or removed. Every write is one SQLite transaction that also
+one domain, as in the paper; it is brought up to date whenever one of the singer's tracks is
+added, changed or removed, from a running sum of the vectors (`catalog.model_sums`) or, when
+this process has none, from the stored vectors. Every write is one SQLite transaction that also
 bumps a `generation` counter. The FAISS file records the catalogue (a random id) and the
 generation it was built from; when it is missing, unreadable, from another catalogue or from
 another generation it is rebuilt from SQLite, so a process killed at any point leaves a
@@ -45,6 +46,7 @@ from catalog.base import (
     validated_item,
 )
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
+from catalog.model_sums import ModelSums, model_of_sum, shifted
 from catalog.records import Singer, SingerHit, Track, TrackHit
 from catalog.vector_index import (
     KINDS,
@@ -114,7 +116,10 @@ class _Delta:
     upserts: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # domain -> id -> vec
     stale: dict[str, set[int]] = field(default_factory=dict)  # domain -> ids that existed before
     singers: set[tuple[int, str]] = field(default_factory=set)  # (singer id, domain) touched
+    # (singer id, domain) -> the vectors that joined (+1) or left (-1) the singer's tracks
+    moves: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = field(default_factory=dict)
     models: dict[tuple[int, str], np.ndarray | None] = field(default_factory=dict)  # None: gone
+    sums: dict[tuple[int, str], tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def upsert(self, domain: str, track_id: int, vector: np.ndarray, existed: bool) -> None:
         self.upserts.setdefault(domain, {})[track_id] = vector
@@ -124,6 +129,11 @@ class _Delta:
     def drop(self, domain: str, track_id: int) -> None:
         self.upserts.get(domain, {}).pop(track_id, None)
         self.stale.setdefault(domain, set()).add(track_id)
+
+    def move(self, singer_id: int, domain: str, vector: np.ndarray, sign: int) -> None:
+        """A track vector joins (+1) or leaves (-1) a singer's tracks in `domain`."""
+        self.singers.add((singer_id, domain))
+        self.moves.setdefault((singer_id, domain), []).append((sign, vector))
 
 
 class Catalog(CatalogBackend):
@@ -146,6 +156,7 @@ class Catalog(CatalogBackend):
         self._uuid = db.execute("SELECT value FROM meta WHERE key = 'uuid'").fetchone()[0]
         self._tracks: dict[str, VectorIndex] = {}
         self._singers: dict[str, FlatIndex] = {}
+        self._model_sums = ModelSums()  # of the generation the in-memory indexes reflect
         self._closed = False
 
     # -- opening -----------------------------------------------------------------------
@@ -262,6 +273,7 @@ class Catalog(CatalogBackend):
     def _rebuild(self) -> None:
         """Build every FAISS index from the vectors in SQLite."""
         start = time.perf_counter()
+        self._model_sums.clear()
         with self._snapshot():
             generation = self._read_generation()
             tracks = {d: create_index(self.kind, self.dim, self._gpu) for d in DOMAINS}
@@ -346,8 +358,12 @@ class Catalog(CatalogBackend):
                 generation = self._read_generation()
                 delta = _Delta()
                 yield delta
-                for singer_id, domain in delta.singers:
-                    delta.models[singer_id, domain] = self._model_of(singer_id, domain)
+                # Sums cached by this process hold unless another process wrote since.
+                cached = generation == self._generation
+                for key in delta.singers:
+                    total, n = self._sum_after(key, delta.moves.get(key, []), cached)
+                    delta.sums[key] = (total, n)
+                    delta.models[key] = model_of_sum(total, n)
                 for singer_id in {s for s, _ in delta.singers}:  # a singer goes with its last track
                     self._db.execute(
                         "DELETE FROM singers WHERE id = ? AND NOT EXISTS "
@@ -369,15 +385,35 @@ class Catalog(CatalogBackend):
             try:
                 self._apply(delta)
                 self._generation = generation + 1
+                for key, (total, n) in delta.sums.items():
+                    self._model_sums.put(key, total, n)
             except Exception:  # committed, so SQLite is right: derive the indexes again
                 log.exception("updating the in-memory indexes failed; rebuilding them")
                 self._rebuild()
 
-    def _model_of(self, singer_id: int, domain: str) -> np.ndarray | None:
+    def _vectors_of(self, singer_id: int, domain: str) -> np.ndarray:
+        """A singer's stored track vectors in one domain: float32 (n, dim)."""
         rows = self._db.execute(
             "SELECT vector FROM tracks WHERE singer_id = ? AND domain = ?", (singer_id, domain)
         ).fetchall()
-        return singer_model(self._unpack([r[0] for r in rows])) if rows else None
+        return self._unpack([r[0] for r in rows])
+
+    def _model_of(self, singer_id: int, domain: str) -> np.ndarray | None:
+        vectors = self._vectors_of(singer_id, domain)
+        return singer_model(vectors) if len(vectors) else None
+
+    def _sum_after(
+        self, key: tuple[int, str], moves: list[tuple[int, np.ndarray]], cached: bool
+    ) -> tuple[np.ndarray, int]:
+        """(float64 (dim,) sum, count) of a singer's track vectors in one domain once this
+        transaction commits: the cached sum moved by the transaction's `moves`, or, when
+        not `cached` or not in the cache, summed from the stored vectors (which already
+        hold the transaction's changes) as `normalized_mean` sums them."""
+        found = self._model_sums.get(key) if cached else None
+        if found is not None:
+            return shifted(*found, moves)
+        vectors = self._vectors_of(*key)
+        return np.asarray(vectors, np.float64).sum(axis=0), len(vectors)
 
     def _apply(self, delta: _Delta) -> None:
         for d in DOMAINS:
@@ -431,22 +467,22 @@ class Catalog(CatalogBackend):
         existing = []
         if replace:
             existing = self._db.execute(
-                "SELECT id, singer_id FROM tracks WHERE content_hash = ? AND domain = ? "
+                "SELECT id, singer_id, vector FROM tracks WHERE content_hash = ? AND domain = ? "
                 "ORDER BY checkpoint_id = ? DESC, id",
                 (item["content_hash"], item["domain"], item["checkpoint_id"]),
             ).fetchall()
-        for old_id, old_singer in existing[1:]:  # other checkpoints' copies of this content
+        for old_id, old_singer, old_vector in existing[1:]:  # other checkpoints' copies
             self._db.execute("DELETE FROM tracks WHERE id = ?", (old_id,))
             delta.drop(item["domain"], old_id)
-            delta.singers.add((old_singer, item["domain"]))
+            delta.move(old_singer, item["domain"], self._unpack([old_vector])[0], -1)
         if existing:
-            track_id, old_singer = existing[0]
+            track_id, old_singer, old_vector = existing[0]
             self._db.execute(
                 "UPDATE tracks SET singer_id = ?, path = ?, title = ?, external_id = ?, "
                 "duration_s = ?, n_segments = ?, checkpoint_id = ?, vector = ? WHERE id = ?",
                 (*values, track_id),
             )
-            delta.singers.add((old_singer, item["domain"]))
+            delta.move(old_singer, item["domain"], self._unpack([old_vector])[0], -1)
         else:
             try:
                 cursor = self._db.execute(
@@ -462,7 +498,7 @@ class Catalog(CatalogBackend):
                 ) from err
             track_id = cursor.lastrowid
         delta.upsert(item["domain"], track_id, item["vector"], existed=bool(existing))
-        delta.singers.add((singer_id, item["domain"]))
+        delta.move(singer_id, item["domain"], item["vector"], +1)
         return track_id
 
     def update_track(self, track_id: int, **changes: Any) -> Track:
@@ -485,7 +521,9 @@ class Catalog(CatalogBackend):
                     self._db.execute(
                         "UPDATE tracks SET singer_id = ? WHERE id = ?", (new_singer, track_id)
                     )
-                    delta.singers |= {(old.singer_id, old.domain), (new_singer, old.domain)}
+                    vector = self._vector(track_id)
+                    delta.move(old.singer_id, old.domain, vector, -1)
+                    delta.move(new_singer, old.domain, vector, +1)
             for key, value in changes.items():
                 self._db.execute(f"UPDATE tracks SET {key} = ? WHERE id = ?", (value, track_id))
         return self.get_track(track_id)
@@ -507,9 +545,10 @@ class Catalog(CatalogBackend):
                     if missing_ok:
                         continue
                     raise
+                vector = self._vector(track_id)
                 self._db.execute("DELETE FROM tracks WHERE id = ?", (track_id,))
                 delta.drop(track.domain, track_id)
-                delta.singers.add((track.singer_id, track.domain))
+                delta.move(track.singer_id, track.domain, vector, -1)
                 removed.append(track)
         return removed
 
@@ -534,9 +573,12 @@ class Catalog(CatalogBackend):
         """The stored vector of a track: float32 (dim,), L2-normalised."""
         with self._lock:
             self._check_open()
-            row = self._db.execute(
-                "SELECT vector FROM tracks WHERE id = ?", (int(track_id),)
-            ).fetchone()
+            return self._vector(track_id)
+
+    def _vector(self, track_id: int) -> np.ndarray:
+        row = self._db.execute(
+            "SELECT vector FROM tracks WHERE id = ?", (int(track_id),)
+        ).fetchone()
         if row is None:
             raise TrackNotFoundError(track_id)
         return self._unpack([row[0]])[0]

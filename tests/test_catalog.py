@@ -228,6 +228,66 @@ def test_another_process_writes_are_seen(tmp_path, rng):
             assert_search_matches_numpy(c, unit(rng))
 
 
+def test_singer_models_from_running_sums_equal_the_stored_vectors(tmp_path, rng, monkeypatch):
+    """Models are kept from running sums of each singer's vectors (`catalog.model_sums`):
+    after 300 random adds, replacements (same content, other checkpoint or singer), moves and
+    removals through two handles on one directory, with a cache smaller than the singers,
+    every singer's score for every basis query equals the normalised mean of its stored
+    vectors."""
+    import catalog.model_sums
+
+    monkeypatch.setattr(catalog.model_sums, "CACHED_SINGERS", 4)
+    names = [f"s{i}" for i in range(7)]
+    basis = np.eye(DIM, dtype=np.float32)
+
+    def check(c: Catalog) -> None:
+        for domain in ("mono", "mixed"):
+            models = reference_singers(c, domain)
+            got = np.zeros((len(models), DIM))
+            order = sorted(models)
+            for j, query in enumerate(basis):
+                scores = {h.singer.name: h.score for h in c.search_singers(query, 50, domain)}
+                assert sorted(scores) == order
+                got[:, j] = [scores[n] for n in order]
+            want = np.stack([models[n] for n in order]) if order else got
+            np.testing.assert_allclose(got, want, atol=1e-6)
+
+    with Catalog.open(tmp_path, dim=DIM) as a, Catalog.open(tmp_path, dim=DIM) as b:
+        hashes: list[str] = []
+        for step in range(300):
+            c = a if rng.random() < 0.8 else b
+            tracks = list(c.iter_tracks())
+            op = rng.random()
+            if op < 0.45 or not tracks:
+                i = 1000 + step
+                c.add_track(
+                    **item(rng, i, str(rng.choice(names)), str(rng.choice(["mono", "mixed"])))
+                )
+                hashes.append(f"hash{i}")
+            elif op < 0.65:  # the same content embedded again: another vector, maybe singer
+                old = tracks[rng.integers(len(tracks))]
+                new = item(rng, 0, str(rng.choice(names)), old.domain)
+                new |= {
+                    "content_hash": old.content_hash,
+                    "checkpoint_id": str(rng.choice(["ckpt-a", "ckpt-b"])),
+                }
+                c.add_tracks([new], replace=True)
+            elif op < 0.8:
+                moved = tracks[rng.integers(len(tracks))]
+                c.update_track(moved.id, singer=str(rng.choice(names)))
+            else:
+                c.remove_tracks(
+                    [t.id for t in rng.choice(tracks, size=min(2, len(tracks)), replace=False)]
+                )
+            if step % 25 == 0:
+                check(c)
+        for i in range(6):  # a run of writes by one handle: its sums are used and bounded
+            a.add_track(**item(rng, 5000 + i, names[i], "mono"))
+        assert len(a._model_sums) == 4
+        check(a)
+        check(b)
+
+
 def test_concurrent_writers_and_readers(catalog, rng):
     errors = []
 
