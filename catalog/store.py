@@ -115,8 +115,7 @@ class _Delta:
 
     upserts: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # domain -> id -> vec
     stale: dict[str, set[int]] = field(default_factory=dict)  # domain -> ids that existed before
-    singers: set[tuple[int, str]] = field(default_factory=set)  # (singer id, domain) touched
-    # (singer id, domain) -> the vectors that joined (+1) or left (-1) the singer's tracks
+    # (singer id, domain) touched -> the vectors that joined (+1) or left (-1) its tracks
     moves: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = field(default_factory=dict)
     models: dict[tuple[int, str], np.ndarray | None] = field(default_factory=dict)  # None: gone
     sums: dict[tuple[int, str], tuple[np.ndarray, int]] = field(default_factory=dict)
@@ -132,7 +131,6 @@ class _Delta:
 
     def move(self, singer_id: int, domain: str, vector: np.ndarray, sign: int) -> None:
         """A track vector joins (+1) or leaves (-1) a singer's tracks in `domain`."""
-        self.singers.add((singer_id, domain))
         self.moves.setdefault((singer_id, domain), []).append((sign, vector))
 
 
@@ -360,11 +358,11 @@ class Catalog(CatalogBackend):
                 yield delta
                 # Sums cached by this process hold unless another process wrote since.
                 cached = generation == self._generation
-                for key in delta.singers:
-                    total, n = self._sum_after(key, delta.moves.get(key, []), cached)
+                for key, moves in delta.moves.items():
+                    total, n = self._sum_after(key, moves, cached)
                     delta.sums[key] = (total, n)
                     delta.models[key] = model_of_sum(total, n)
-                for singer_id in {s for s, _ in delta.singers}:  # a singer goes with its last track
+                for singer_id in {s for s, _ in delta.moves}:  # a singer goes with its last track
                     self._db.execute(
                         "DELETE FROM singers WHERE id = ? AND NOT EXISTS "
                         "(SELECT 1 FROM tracks WHERE singer_id = ?)",

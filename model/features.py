@@ -65,7 +65,7 @@ class FeatureConfig(Stored):
 
 
 @lru_cache(maxsize=8)
-def _mel_basis(
+def mel_basis(
     sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, device: torch.device
 ) -> torch.Tensor:
     """Slaney mel filters (n_mels, 1 + n_fft // 2), kept on `device` (one copy per device,
@@ -78,7 +78,8 @@ def _mel_basis(
 
 
 @lru_cache(maxsize=8)
-def _window(n_fft: int, device: torch.device) -> torch.Tensor:
+def hann_window(n_fft: int, device: torch.device) -> torch.Tensor:
+    """The periodic Hann window (n_fft,), kept on `device`."""
     with torch.inference_mode(False):
         return torch.hann_window(n_fft, periodic=True, device=device)
 
@@ -109,12 +110,12 @@ def log_mel(
         y,
         n_fft=cfg.n_fft,
         hop_length=cfg.hop_length,
-        window=_window(cfg.n_fft, y.device),
+        window=hann_window(cfg.n_fft, y.device),
         center=True,
         pad_mode=cfg.pad_mode,
         return_complex=True,
     ).abs()  # (…, 1 + n_fft // 2, frames)
-    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
+    basis = mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
     mel = torch.matmul(basis, spec)
     return torch.log10(1.0 + cfg.log_scale * mel)
 
@@ -138,8 +139,8 @@ def log_mel_chunked(
         return log_mel(y, cfg, device)
     y = _as_tensor(y, device)
     half = cfg.n_fft // 2
-    window = torch.hann_window(cfg.n_fft, periodic=True, device=y.device)
-    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
+    window = hann_window(cfg.n_fft, y.device)
+    basis = mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
     out = []
     for a in range(0, n_frames, chunk_frames):
         b = min(a + chunk_frames, n_frames)

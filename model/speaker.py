@@ -23,13 +23,13 @@ import hashlib
 import importlib.util
 import math
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from model.features import hann_window, mel_basis
 from model.vectors import l2_normalize
 
 SAMPLE_RATE = 16000
@@ -110,25 +110,16 @@ class GE2E(nn.Module):
         return nn.functional.normalize(torch.relu(self.linear(hidden[-1])), dim=1)
 
 
-@lru_cache(maxsize=8)
-def _mel_basis(device: torch.device) -> torch.Tensor:
-    """The mel filters (40, 1 + WINDOW // 2), kept on `device`: one copy per device, not a
-    host-to-device copy (which waits for the device) per batch."""
-    import librosa
-
-    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=N_MELS)
-    with torch.inference_mode(False):  # a cached plain tensor, usable under autograd too
-        return torch.from_numpy(basis).to(device)
-
-
 def power_mel(wav: torch.Tensor) -> torch.Tensor:
     """(batch, samples) at 16 kHz -> (batch, frames, 40); librosa.feature.melspectrogram's
     defaults (centred frames, zero padding, power 2), frames = 1 + samples // 160."""
-    window = torch.hann_window(WINDOW, periodic=True, device=wav.device)
+    window = hann_window(WINDOW, wav.device)
     spec = torch.stft(
         wav, WINDOW, HOP, window=window, center=True, pad_mode="constant", return_complex=True
     )
-    return torch.matmul(_mel_basis(wav.device), spec.abs() ** 2).transpose(1, 2)
+    # The mel filters and window stay on the device (one copy each, not one per batch).
+    basis = mel_basis(SAMPLE_RATE, WINDOW, N_MELS, 0.0, None, wav.device)
+    return torch.matmul(basis, spec.abs() ** 2).transpose(1, 2)
 
 
 def partial_starts(n_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:

@@ -2,9 +2,9 @@
 # System packages the test suite exercises: ffmpeg (m4a/mp4/webm decoding), Chromium with
 # its driver (the web page's browser tests), nginx (the scale-out load balancer's config,
 # and two replicas behind it) and a Compose CLI (the scale-out file's `config` check;
-# docker-compose, unless the docker client has its compose plugin). Installs only what is missing, from Debian's
-# packages, when run as root; otherwise says what to install and exits 0, so `make test`
-# still runs and reports the tests that need them as skipped.
+# docker-compose, unless the docker client has its compose plugin). Installs only what is
+# missing, from Debian's packages, when run as root; otherwise says what to install and
+# exits 0, so `make test` still runs and reports the tests that need them as skipped.
 set -euo pipefail
 
 missing=()
