@@ -30,7 +30,7 @@ from model.features import (
     select_many,
     to_device,
 )
-from model.fusion import FUSION_KEY, load_speaker
+from model.fusion import FUSION_KEY, DomainCentres, load_centres, load_speaker
 from model.network import SingerNet
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder
@@ -107,8 +107,9 @@ def track_vector(segment_embeddings: np.ndarray) -> np.ndarray:
 class Embedder:
     """A checkpoint ready for inference on one device, with the voice detector that chooses
     the segments it embeds (None: the energy rule of `model.features.frame_voicing`) and, for
-    a fused checkpoint (`model.fusion`), the speaker encoder beside the CROSS encoders and
-    CROSS's share `fusion_weight` of every cosine."""
+    a fused checkpoint (`model.fusion`), the speaker encoder beside the CROSS encoders,
+    CROSS's share `fusion_weight` of every cosine and the domain centres subtracted before
+    fusion (None: none)."""
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class Embedder:
         detector: VoiceDetector | None = None,
         speaker: SpeakerEncoder | None = None,
         fusion_weight: float = 1.0,
+        centres: DomainCentres | None = None,
     ):
         if speaker is not None and not features.segment_audio:
             raise CheckpointError("a fused model needs the segments' audio (segment_audio)")
@@ -131,6 +133,7 @@ class Embedder:
         self.detector = detector
         self.speaker = speaker
         self.fusion_weight = fusion_weight
+        self.centres = centres
         # Whether `embed_many` chooses segments many recordings at a time (`select_many`) in
         # the thread that runs the encoder: on CUDA, where one recording's selection is a
         # string of small kernel launches. On the CPU, selections run in parallel threads.
@@ -165,10 +168,13 @@ class Embedder:
                 f"the voice detector expects {detector.features.sample_rate} Hz audio, the "
                 f"checkpoint {features.sample_rate} Hz"
             )
-        speaker, weight = None, 1.0
+        speaker, weight, centres = None, 1.0, None
         if FUSION_KEY in meta:
             speaker, weight = load_speaker(meta[FUSION_KEY], dev)
-        return cls(net, features, meta, dev, checkpoint_id(path), detector, speaker, weight)
+            centres = load_centres(meta[FUSION_KEY], net.dims.embed_dim)
+        return cls(
+            net, features, meta, dev, checkpoint_id(path), detector, speaker, weight, centres
+        )
 
     def warm_up(self) -> None:
         """Run every stage once, on silence, in both domains, and wait for the device.
@@ -218,13 +224,16 @@ class Embedder:
         """Segments -> their vectors (n, embed_dim) float32. features: log-mel (n, n_mels,
         frames); audio: the same segments' waveforms (n, min_samples) at the model's rate,
         needed when fused. Unfused: the CROSS encoder's raw outputs (`embed_segments`).
-        Fused: `model.vectors.fuse(cross, speaker, fusion_weight)` per segment, unit norm."""
+        Fused: `model.vectors.fuse(cross, speaker, fusion_weight)` per segment, unit norm,
+        each part first centred on its domain's centre when the checkpoint has them."""
         cross = self.embed_segments(features, domain, batch_size)
         if self.speaker is None:
             return cross
         if audio is None or len(audio) != len(cross):
             raise ValueError("a fused model needs each segment's audio (segment_audio)")
         voices = self.speaker.embed_crops(audio, self.features.sample_rate)
+        if self.centres is not None:
+            cross, voices = self.centres.centre(cross, voices, domain)
         return fuse(cross, voices, self.fusion_weight)
 
     @torch.inference_mode()

@@ -7,37 +7,103 @@ keeps each segment's waveform (`FeatureConfig.segment_audio`) for the speaker en
 front end.
 A segment's vector is then `model.vectors.fuse(cross, speaker, weight)`, (256 + 256,) and of
 unit norm: the cosine of two is weight x the CROSS cosine + (1 - weight) x the speaker cosine.
+
+It may also hold each domain's centres (`DomainCentres`): the mean unit CROSS and speaker
+vectors of the training segments of that domain, subtracted before fusion. The speaker
+encoder, trained on speech, gives every sung segment a large shared component (the mean of
+its unit vectors has norm 0.8) and mixtures one more of their own; left in, they lift every
+cross-domain score alike and bury the singer in it (model card, "Stage 4: domain centres").
 Format version 2 (`FUSED_VERSION`): older readers refuse the file instead of serving half of it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.checkpoint import FUSED_VERSION, VERSION, load_checkpoint, save_payload
+from model.domains import DOMAINS
 from model.errors import CheckpointError
+from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder, weights_digest, weights_path
+from model.vectors import l2_normalize
 
 #: `meta` key of a fused checkpoint, and the speaker encoder it names.
 FUSION_KEY = "fusion"
+#: key of the domain centres inside it (absent: none subtracted)
+CENTRES_KEY = "centres"
 SPEAKER = "resemblyzer-ge2e"
 
 
-def fuse_checkpoint(cross: str | Path, out: str | Path, weight: float) -> Path:
+def unit_parts(cross: np.ndarray, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Segment vectors (n, cross_dim) and (n, SPEAKER_DIM), any norm -> unit float32 rows."""
+    return (
+        l2_normalize(np.asarray(cross, np.float32)),
+        l2_normalize(np.asarray(speaker, np.float32)),
+    )
+
+
+@dataclass(frozen=True)
+class DomainCentres:
+    """Per domain, the mean of the unit CROSS vectors (cross_dim,) and of the unit speaker
+    vectors (SPEAKER_DIM,) of training segments: what `centre` subtracts before fusion."""
+
+    cross: Mapping[str, np.ndarray]
+    speaker: Mapping[str, np.ndarray]
+
+    def centre(
+        self, cross: np.ndarray, speaker: np.ndarray, domain: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, cross_dim) and (n, SPEAKER_DIM) segment vectors of `domain`, any norm -> their
+        unit vectors minus the domain's centres (float32; `model.vectors.fuse` normalises)."""
+        c, s = unit_parts(cross, speaker)
+        return c - self.cross[domain], s - self.speaker[domain]
+
+    def to_dict(self) -> dict:
+        return {
+            d: {"cross": self.cross[d].tolist(), "speaker": self.speaker[d].tolist()}
+            for d in DOMAINS
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping, cross_dim: int) -> DomainCentres:
+        """Read `to_dict`'s form, checked: every domain, the right lengths, finite values,
+        each a mean of unit vectors (norm <= 1). Raises CheckpointError."""
+        parts: dict[str, dict[str, np.ndarray]] = {"cross": {}, "speaker": {}}
+        try:
+            for domain in DOMAINS:
+                for part, dim in (("cross", cross_dim), ("speaker", SPEAKER_DIM)):
+                    v = np.asarray(data[domain][part], np.float32)
+                    if v.shape != (dim,):
+                        raise ValueError(f"{domain} {part}: shape {v.shape}, expected ({dim},)")
+                    if not np.isfinite(v).all():
+                        raise ValueError(f"{domain} {part}: values that are not finite")
+                    if np.linalg.norm(v) > 1 + 1e-4:
+                        raise ValueError(f"{domain} {part}: norm above 1")
+                    parts[part][domain] = v
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"the fusion's domain centres are malformed: {err}") from err
+        return cls(parts["cross"], parts["speaker"])
+
+
+def fuse_checkpoint(
+    cross: str | Path, out: str | Path, weight: float, centres: DomainCentres | None = None
+) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
-    CROSS weighing `weight` in [0, 1] of every cosine (a fused `cross` is re-weighted).
-    Weight 1 writes the CROSS model alone, unfused (no speaker encoder to run).
-    Raises CheckpointError."""
+    CROSS weighing `weight` in [0, 1] of every cosine (a fused `cross` is re-weighted, and
+    keeps its domain centres unless `centres` replaces them). Weight 1 writes the CROSS model
+    alone, unfused (no speaker encoder to run, no centres). Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
     net, features, meta = load_checkpoint(cross)
     if net.model_type != "cross":
         raise CheckpointError(f"{cross}: a {net.model_type} checkpoint; fusion needs CROSS")
     payload = torch.load(cross, map_location="cpu", weights_only=True)
-    meta.pop(FUSION_KEY, None)
+    kept = meta.pop(FUSION_KEY, {}).get(CENTRES_KEY)
     if weight == 1.0:
         payload.update(
             version=VERSION, features=replace(features, segment_audio=False).to_dict(), meta=meta
@@ -45,10 +111,10 @@ def fuse_checkpoint(cross: str | Path, out: str | Path, weight: float) -> Path:
         return save_payload(payload, out)
     payload["version"] = FUSED_VERSION
     payload["features"] = replace(features, segment_audio=True).to_dict()
-    payload["meta"] = {
-        **meta,
-        FUSION_KEY: {"speaker": SPEAKER, "sha256": weights_digest(), "weight": float(weight)},
-    }
+    spec = {"speaker": SPEAKER, "sha256": weights_digest(), "weight": float(weight)}
+    if centres is not None or kept is not None:
+        spec[CENTRES_KEY] = centres.to_dict() if centres is not None else kept
+    payload["meta"] = {**meta, FUSION_KEY: spec}
     return save_payload(payload, out)
 
 
@@ -76,3 +142,10 @@ def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, floa
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
     return encoder, weight
+
+
+def load_centres(spec: dict, cross_dim: int) -> DomainCentres | None:
+    """The domain centres a fused checkpoint's `meta["fusion"]` holds, or None. Raises
+    CheckpointError when they are malformed."""
+    data = spec.get(CENTRES_KEY)
+    return None if data is None else DomainCentres.from_dict(data, cross_dim)

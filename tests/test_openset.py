@@ -23,6 +23,7 @@ from model.calibration import (
 from model.checkpoint import checkpoint_id
 from model.embedding import Embedder
 from model.evaluation.openset import fit_calibration
+from model.vectors import l2_normalize
 from tests.support.live import (
     API_KEY,
     LiveServer,
@@ -286,7 +287,7 @@ def test_open_set_figures_match_hand_computed_values():
         ]
     )
     sc = Scores(["a", "b", "c"], raw, raw, np.array([0, 2, -1, -1, -1, -1]))
-    pair = fit_pair(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3]), raw[2:].max(1), 3)
+    pair = fit_pair(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3]), [raw[2:].max(1)], 3)
     f = figures(sc, pair, "raw", target_fa=0.3)
     # Best DIR with false alarm <= 25 %: threshold 0.6 accepts 0.95 (1 of 4 impostors) and
     # the right known query (0.9): 1 of 2.
@@ -376,6 +377,45 @@ def test_impostor_recordings_join_the_calibration_only():
     assert with_takes["calibration_impostors"] == ["leave-one-singer-out", "2 impostor recordings"]
     # the evaluation trials are the same: the impostor recordings never reach them
     assert with_takes["raw"] == without["raw"] and with_takes["snorm"] == without["snorm"]
+
+
+def test_each_kind_of_impostor_holds_the_threshold_alone():
+    """Impostor singers of the data and impostor recordings are calibrated apart: the stored
+    best-score quantile at every level is the higher of the two kinds' own quantiles, so a
+    target false-alarm rate holds for each kind, however many queries the other has."""
+    from model.calibration import DEFAULT_COHORT_TOP_K
+    from model.evaluation.openset import QUANTILE_LEVELS, calibration_trials, fit_pair
+    from model.evaluation.splits import impostor_group
+
+    assert [impostor_group(s) for s in ("ann", "impostor:take1", "cohort:t", "odd:name")] == [
+        "singer",
+        "impostor",
+        "cohort",
+        "singer",
+    ]
+    rng = np.random.default_rng(1)
+    known = l2_normalize(rng.normal(size=(3, 8)))
+    tracks = np.repeat(known, 2, axis=0)
+    t_singers = ["a", "a", "b", "b", "c", "c"]
+    # 40 recordings far from every singer, 4 clips of an impostor singer close to singer a
+    far = l2_normalize(rng.normal(size=(40, 8)) - 2 * known.sum(0))
+    close = l2_normalize(known[0] + 0.2 * rng.normal(size=(4, 8)))
+    queries = np.concatenate([known, far, close])
+    q_singers = ["a", "b", "c"] + [f"impostor:r{i}" for i in range(40)] + ["zed"] * 4
+    target, nontarget, top1, n = calibration_trials(
+        queries, q_singers, tracks, t_singers, "raw", DEFAULT_COHORT_TOP_K
+    )
+    assert n == 3 and [len(g) for g in top1] == [40, 4]  # kinds in sorted order
+    np.testing.assert_allclose(top1[0], (far @ tracks.T).max(1), atol=1e-6)
+    np.testing.assert_allclose(top1[1], (close @ tracks.T).max(1), atol=1e-6)
+    pair = fit_pair(target, nontarget, top1, n)
+    want = np.maximum(np.quantile(top1[0], QUANTILE_LEVELS), np.quantile(top1[1], QUANTILE_LEVELS))
+    np.testing.assert_allclose(pair.top1_quantiles, want)
+    # Pooled, the 4 close clips all pass the 0.9 quantile; apart, the singer kind's own 0.9
+    # quantile is the threshold for a 10 % target.
+    pooled = np.quantile(np.concatenate(top1), 0.9)
+    assert np.all(top1[1] > pooled)
+    assert pair.threshold(0.1, n) == pytest.approx(np.quantile(top1[1], 0.9))
 
 
 def test_fixed_cohort_snorm_matches_a_direct_computation():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from model.cli.options import add_device, name_list
 from model.errors import CheckpointError
 
 log = logging.getLogger("model.fuse")
@@ -20,6 +22,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(1: write the CROSS model alone, unfused)",
     )
     p.add_argument("--out", required=True, help="fused checkpoint to write (.pt)")
+    p.add_argument(
+        "--centres",
+        metavar="DATA_DIR",
+        type=Path,
+        help="also estimate each domain's centre, subtracted before fusion, on the training "
+        "material of this ../shared/data folder: MIR-1K but the default's held-out and "
+        "validation singers, and the training a cappella takes (model/training/centres.py)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=name_list,
+        default=None,
+        help="for --centres: comma-separated MIR-1K singers to leave out (default: the "
+        "default model's held-out singers, abjones,bobon,geniusturtle,khair,yifen)",
+    )
+    p.add_argument(
+        "--val-singers",
+        type=name_list,
+        default=None,
+        help="for --centres: comma-separated MIR-1K singers to leave out too (default: the "
+        "default model's validation singers, ariel,stool)",
+    )
+    add_device(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -28,7 +53,14 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         out = fuse_checkpoint(args.checkpoint, args.out, args.weight)
-    except CheckpointError as err:
+        if args.centres is not None:
+            from model.training.centres import centre_checkpoint
+            from model.training.recipe import HOLDOUT, VAL_SINGERS
+
+            holdout = HOLDOUT if args.holdout is None else args.holdout
+            val = VAL_SINGERS if args.val_singers is None else args.val_singers
+            out = centre_checkpoint(out, args.centres, out, holdout, val, args.device, True)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2
     log.info("wrote %s (checkpoint id %s, CROSS weight %g)", out, checkpoint_id(out), args.weight)

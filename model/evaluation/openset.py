@@ -34,6 +34,7 @@ from model.calibration import (
     snorm,
 )
 from model.evaluation.metrics import cosine_scores, singer_models
+from model.evaluation.splits import impostor_group
 
 #: Quantile levels of the non-target distribution stored in a calibration (dense in the tail).
 QUANTILE_LEVELS = tuple(
@@ -105,16 +106,23 @@ def trial_scores(sc: Scores, norm: str) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def fit_pair(
-    target: np.ndarray, nontarget: np.ndarray, impostor_top1: np.ndarray, n_candidates: int
+    target: np.ndarray,
+    nontarget: np.ndarray,
+    impostor_top1: Sequence[np.ndarray],
+    n_candidates: int,
 ) -> PairCalibration:
     """Logistic regression of score on same-singer (sklearn) and the quantiles of impostor
-    queries' best scores against catalogues of `n_candidates` singers."""
+    queries' best scores against catalogues of `n_candidates` singers.
+
+    impostor_top1: the best scores of each kind of impostor apart (`impostor_group`); the
+    stored quantile at each level is the highest of the kinds', so the verdict's false-alarm
+    rate holds for every kind the calibration saw, not only on average over them."""
     from sklearn.linear_model import LogisticRegression
 
-    target, nontarget, impostor_top1 = (
-        x[np.isfinite(x)] for x in (target, nontarget, impostor_top1)
-    )
-    if len(target) < 2 or len(impostor_top1) < 2:
+    target, nontarget = (x[np.isfinite(x)] for x in (target, nontarget))
+    groups = [g[np.isfinite(g)] for g in impostor_top1]
+    groups = [g for g in groups if len(g) >= 2]
+    if len(target) < 2 or not groups:
         raise ValueError("too few trials to calibrate (need target and impostor queries)")
     x = np.concatenate([target, nontarget])[:, None]
     y = np.concatenate([np.ones(len(target)), np.zeros(len(nontarget))])
@@ -123,7 +131,9 @@ def fit_pair(
         slope=float(lr.coef_[0, 0]),
         intercept=float(lr.intercept_[0]),
         quantile_levels=QUANTILE_LEVELS,
-        top1_quantiles=tuple(float(v) for v in np.quantile(impostor_top1, QUANTILE_LEVELS)),
+        top1_quantiles=tuple(
+            float(v) for v in np.max([np.quantile(g, QUANTILE_LEVELS) for g in groups], axis=0)
+        ),
         n_candidates=int(n_candidates),
         n_target=len(target),
         n_nontarget=len(nontarget),
@@ -144,7 +154,8 @@ def calibration_trials(
     singer in turn leaves the catalogue and its queries play impostor.
 
     Returns, pooled: target trial scores, non-target trial scores (wrong singer, known or
-    impostor query), impostor queries' best scores; and the catalogue size they were met at.
+    impostor query), impostor queries' best scores per kind of impostor (`impostor_group`,
+    in sorted order of kinds); and the catalogue size they were met at.
     """
     t_singers_arr = np.asarray(t_singers)
     catalogue = sorted(set(t_singers))
@@ -152,7 +163,9 @@ def calibration_trials(
         rotations = [t_singers_arr != left_out for left_out in catalogue]
     else:
         rotations = [np.ones(len(t_singers_arr), dtype=bool)]
-    parts: list[list[np.ndarray]] = [[], [], []]
+    kinds = np.array([impostor_group(s) for s in q_singers])
+    parts: list[list[np.ndarray]] = [[], []]
+    top1: dict[str, list[np.ndarray]] = {}
     for keep in rotations:
         sc = score_queries(
             q_vecs, q_singers, t_vecs[keep], t_singers_arr[keep].tolist(), top_k, cohort
@@ -160,9 +173,11 @@ def calibration_trials(
         target, nontarget, impostor = trial_scores(sc, norm)
         parts[0].append(target)
         parts[1].append(np.concatenate([nontarget, impostor]))
-        parts[2].append(sc.get(norm)[sc.truth < 0].max(axis=1))
-    target, nontarget, top1 = (np.concatenate(p) for p in parts)
-    return target, nontarget, top1, len(sc.names)
+        best = sc.get(norm)[sc.truth < 0].max(axis=1)
+        for kind in np.unique(kinds[sc.truth < 0]):
+            top1.setdefault(kind, []).append(best[kinds[sc.truth < 0] == kind])
+    target, nontarget = (np.concatenate(p) for p in parts)
+    return target, nontarget, [np.concatenate(top1[k]) for k in sorted(top1)], len(sc.names)
 
 
 def fit_calibration(

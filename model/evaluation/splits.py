@@ -27,6 +27,8 @@ from pathlib import Path
 from model.manifest import ManifestError, ManifestRow, read_manifest
 
 ROLES = ("model", "query")
+#: roles of the one-voice recordings `impostor_clips` adds (their singer is "<role>:<name>")
+RECORDING_ROLES = ("impostor", "cohort")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,13 @@ def impostor_clips(
         )
         for i, v in enumerate(vocals)
     ]
+
+
+def impostor_group(singer: str) -> str:
+    """The kind of impostor a query's singer is, for calibrating each kind apart: the role of
+    a recording made by `impostor_clips` ("impostor"), else "singer" (a dataset's singer)."""
+    role, sep, _ = singer.partition(":")
+    return role if sep and role in RECORDING_ROLES else "singer"
 
 
 def split_summary(clips: list[EvalClip]) -> dict:

@@ -4,8 +4,9 @@
 (`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`:
 stage 1 (`shared`, `cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`,
 started from stage 1's last weights), then fusion with the speaker encoder at
-`FUSION_WEIGHT` (`model.fusion`). Each stage is a run folder of its own, so a killed chain
-resumes inside the stage it was in, and a finished stage is not loaded again.
+`FUSION_WEIGHT` (`model.fusion`) and the domain centres (`model.training.centres`). Each
+stage is a run folder of its own, so a killed chain resumes inside the stage it was in, and
+a finished stage is not loaded again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from model import DEFAULT_CHECKPOINT
 from model.fusion import fuse_checkpoint
 from model.manifest import ManifestRow
+from model.training.centres import centre_checkpoint
 from model.training.datasets import (
     acappella_rows,
     mir1k_rows,
@@ -155,4 +157,6 @@ def train_default(
         raise ValueError("no stages to train")
     fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight)
     log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
+    fused = centre_checkpoint(fused, data_dir, fused, holdout, val_singers, device, progress)
+    log.info("domain centres estimated on the training material -> %s", fused)
     return fused
