@@ -45,6 +45,13 @@ def mix_at_snr(vocals: np.ndarray, accompaniment: np.ndarray, snr_db: float) -> 
     return (mix * (rms(nominal) / max(rms(mix), 1e-20))).astype(np.float32)
 
 
+def mix_over_middle(vocals: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
+    """`mix_at_snr` of `vocals` over the middle of a (longer) `background` at the same rate:
+    float32, as long as `vocals` where the background is, else cut to the background."""
+    off = max(0, (len(background) - len(vocals)) // 2)
+    return mix_at_snr(vocals, background[off : off + len(vocals)], snr_db)
+
+
 def measured_snr_db(vocals: np.ndarray, accompaniment: np.ndarray) -> float:
     """20 log10(rms(vocals) / rms(accompaniment)) in dB (inf / -inf for a silent stem)."""
     v, a = _common_length(vocals, accompaniment)

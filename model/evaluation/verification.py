@@ -21,7 +21,7 @@ import numpy as np
 from model.audio import load_audio
 from model.embedding import track_vector
 from model.errors import AudioError
-from model.mixing import mix_at_snr
+from model.mixing import mix_over_middle
 from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ def half_vectors(
     first, second = y[:mid], y[mid:]
     domain = "mono"
     if background is not None:
-        off = max(0, (len(background) - len(second)) // 2)
-        second, domain = mix_at_snr(second, background[off : off + len(second)], snr_db), "mixed"
+        second, domain = mix_over_middle(second, background, snr_db), "mixed"
     out = []
     for half, d in ((first, "mono"), (second, domain)):
         out.append(track_vector(embedder.encode([embedder.select(half)], d)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from model.domains import DOMAINS
 from model.embedding import Embedder
 from model.errors import AudioError
 from model.fusion import DomainCentres, fuse_checkpoint, unit_parts
-from model.mixing import mix_at_snr
+from model.mixing import mix_over_middle
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.training.datasets import (
     acappella_rows,
@@ -63,19 +63,27 @@ def training_recordings(
     backgrounds = read_backgrounds(data / "instrumental")
     snrs = np.random.default_rng(seed).uniform(*TAKE_SNR_DB, size=len(takes))
     out: list[Recording] = [(partial(load_row_audio, row, sr), str(row.domain)) for row in rows]
-    for i, take in enumerate(takes):
-        out.append((partial(load_audio, str(take.path), sr), "mono"))
-        if backgrounds:
-            bg = str(backgrounds[i % len(backgrounds)])
-            out.append((partial(_over, str(take.path), bg, float(snrs[i]), sr), "mixed"))
+    out += [(partial(load_audio, str(take.path), sr), "mono") for take in takes]
+    if not backgrounds:
+        return out
+    # Each background decoded once (about 1 s for a 4-min track): the mixed renderings go
+    # background by background through a cache of one, not take by take.
+    background = lru_cache(maxsize=1)(partial(load_audio, sr=sr))
+    by_background = sorted(range(len(takes)), key=lambda i: i % len(backgrounds))
+    for i in by_background:
+        bg = str(backgrounds[i % len(backgrounds)])
+        out.append(
+            (partial(_over, str(takes[i].path), bg, float(snrs[i]), sr, background), "mixed")
+        )
     return out
 
 
-def _over(vocal: str, background: str, snr_db: float, sr: int) -> np.ndarray:
-    """`vocal` mixed over the middle of `background` at `snr_db` dB, float32 at `sr`."""
-    y, bg = load_audio(vocal, sr), load_audio(background, sr)
-    off = max(0, (len(bg) - len(y)) // 2)
-    return mix_at_snr(y, bg[off : off + len(y)], snr_db)
+def _over(
+    vocal: str, bg: str, snr_db: float, sr: int, background: Callable[[str], np.ndarray]
+) -> np.ndarray:
+    """`vocal` mixed over the middle of background `bg` (decoded by `background`) at `snr_db`
+    dB, float32 at `sr`."""
+    return mix_over_middle(load_audio(vocal, sr), background(bg), snr_db)
 
 
 def estimate_centres(
