@@ -30,7 +30,14 @@ from model.features import (
     select_many,
     to_device,
 )
-from model.fusion import FUSION_KEY, DomainCentres, load_centres, load_speaker
+from model.fusion import (
+    FUSION_KEY,
+    DomainCentres,
+    NuisanceProjection,
+    load_centres,
+    load_nuisance,
+    load_speaker,
+)
 from model.network import SingerNet
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder
@@ -108,8 +115,8 @@ class Embedder:
     """A checkpoint ready for inference on one device, with the voice detector that chooses
     the segments it embeds (None: the energy rule of `model.features.frame_voicing`) and, for
     a fused checkpoint (`model.fusion`), the speaker encoder beside the CROSS encoders,
-    CROSS's share `fusion_weight` of every cosine and the domain centres subtracted before
-    fusion (None: none)."""
+    CROSS's share `fusion_weight` of every cosine, the domain centres subtracted before
+    fusion and the nuisance directions removed after it (None: none)."""
 
     def __init__(
         self,
@@ -122,6 +129,7 @@ class Embedder:
         speaker: SpeakerEncoder | None = None,
         fusion_weight: float = 1.0,
         centres: DomainCentres | None = None,
+        nuisance: NuisanceProjection | None = None,
     ):
         if speaker is not None and not features.segment_audio:
             raise CheckpointError("a fused model needs the segments' audio (segment_audio)")
@@ -134,6 +142,7 @@ class Embedder:
         self.speaker = speaker
         self.fusion_weight = fusion_weight
         self.centres = centres
+        self.nuisance = nuisance
         # Whether `embed_many` chooses segments many recordings at a time (`select_many`) in
         # the thread that runs the encoder: on CUDA, where one recording's selection is a
         # string of small kernel launches. On the CPU, selections run in parallel threads.
@@ -168,12 +177,22 @@ class Embedder:
                 f"the voice detector expects {detector.features.sample_rate} Hz audio, the "
                 f"checkpoint {features.sample_rate} Hz"
             )
-        speaker, weight, centres = None, 1.0, None
+        speaker, weight, centres, nuisance = None, 1.0, None, None
         if FUSION_KEY in meta:
             speaker, weight = load_speaker(meta[FUSION_KEY], dev)
             centres = load_centres(meta[FUSION_KEY], net.dims.embed_dim)
+            nuisance = load_nuisance(meta[FUSION_KEY], net.dims.embed_dim + SPEAKER_DIM)
         return cls(
-            net, features, meta, dev, checkpoint_id(path), detector, speaker, weight, centres
+            net,
+            features,
+            meta,
+            dev,
+            checkpoint_id(path),
+            detector,
+            speaker,
+            weight,
+            centres,
+            nuisance,
         )
 
     def warm_up(self) -> None:
@@ -225,7 +244,8 @@ class Embedder:
         frames); audio: the same segments' waveforms (n, min_samples) at the model's rate,
         needed when fused. Unfused: the CROSS encoder's raw outputs (`embed_segments`).
         Fused: `model.vectors.fuse(cross, speaker, fusion_weight)` per segment, unit norm,
-        each part first centred on its domain's centre when the checkpoint has them."""
+        each part first centred on its domain's centre and the result then rid of the nuisance
+        directions, when the checkpoint has them."""
         cross = self.embed_segments(features, domain, batch_size)
         if self.speaker is None:
             return cross
@@ -234,7 +254,8 @@ class Embedder:
         voices = self.speaker.embed_crops(audio, self.features.sample_rate)
         if self.centres is not None:
             cross, voices = self.centres.centre(cross, voices, domain)
-        return fuse(cross, voices, self.fusion_weight)
+        fused = fuse(cross, voices, self.fusion_weight)
+        return fused if self.nuisance is None else self.nuisance.project(fused)
 
     @torch.inference_mode()
     def embed_segments(self, segs: torch.Tensor, domain: str, batch_size: int = 256) -> np.ndarray:

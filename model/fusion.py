@@ -13,6 +13,9 @@ vectors of the training segments of that domain, subtracted before fusion. The s
 encoder, trained on speech, gives every sung segment a large shared component (the mean of
 its unit vectors has norm 0.8) and mixtures one more of their own; left in, they lift every
 cross-domain score alike and bury the singer in it (model card, "Stage 4: domain centres").
+And it may hold a nuisance projection (`NuisanceProjection`): the few directions of the fused
+space along which the same performance moves when accompaniment is added, removed from every
+fused segment vector (nuisance attribute projection; model card, "Stage 5").
 Format version 2 (`FUSED_VERSION`): older readers refuse the file instead of serving half of it.
 """
 
@@ -36,6 +39,8 @@ from model.vectors import l2_normalize
 FUSION_KEY = "fusion"
 #: key of the domain centres inside it (absent: none subtracted)
 CENTRES_KEY = "centres"
+#: key of the nuisance projection inside it (absent: none applied)
+NUISANCE_KEY = "nuisance"
 SPEAKER = "resemblyzer-ge2e"
 
 
@@ -90,20 +95,71 @@ class DomainCentres:
         return cls(parts["cross"], parts["speaker"])
 
 
+@dataclass(frozen=True)
+class NuisanceProjection:
+    """k orthonormal directions (k, dim) of the fused space that carry the domain, not the
+    voice: the main axes of the differences between a performance's mono and mixed vectors.
+    `project` removes them (I - U^T U) and renormalises."""
+
+    directions: np.ndarray
+
+    @classmethod
+    def fit(cls, differences: np.ndarray, k: int) -> NuisanceProjection:
+        """The top `k` principal axes (uncentred, as in NAP) of (n, dim) differences between
+        vectors of the same performance in the two domains. Raises ValueError."""
+        d = np.asarray(differences, np.float64)
+        if d.ndim != 2 or not 0 < k <= min(d.shape[0], d.shape[1] - 1):
+            raise ValueError(f"cannot fit {k} nuisance directions on differences {d.shape}")
+        _, _, vt = np.linalg.svd(d, full_matrices=False)
+        return cls(vt[:k].astype(np.float32))
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dim) vectors -> (n, dim) float32 unit vectors without the nuisance directions."""
+        v = np.asarray(vectors, np.float32)
+        u = self.directions
+        return l2_normalize(v - (v @ u.T) @ u).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"directions": self.directions.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping, dim: int) -> NuisanceProjection:
+        """Read `to_dict`'s form, checked: (k, dim) with 0 < k < dim, finite, orthonormal
+        rows. Raises CheckpointError."""
+        try:
+            u = np.asarray(data["directions"], np.float32)
+            if u.ndim != 2 or u.shape[1] != dim or not 0 < u.shape[0] < dim:
+                raise ValueError(f"shape {u.shape}, expected (k, {dim}) with 0 < k < {dim}")
+            if not np.isfinite(u).all():
+                raise ValueError("values that are not finite")
+            if np.abs(u @ u.T - np.eye(len(u))).max() > 1e-3:
+                raise ValueError("directions that are not orthonormal")
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"the fusion's nuisance projection is malformed: {err}") from err
+        return cls(u)
+
+
 def fuse_checkpoint(
-    cross: str | Path, out: str | Path, weight: float, centres: DomainCentres | None = None
+    cross: str | Path,
+    out: str | Path,
+    weight: float,
+    centres: DomainCentres | None = None,
+    nuisance: NuisanceProjection | None = None,
 ) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
-    CROSS weighing `weight` in [0, 1] of every cosine (a fused `cross` is re-weighted, and
-    keeps its domain centres unless `centres` replaces them). Weight 1 writes the CROSS model
-    alone, unfused (no speaker encoder to run, no centres). Raises CheckpointError."""
+    CROSS weighing `weight` in [0, 1] of every cosine. A fused `cross` is re-weighted and keeps
+    its domain centres and nuisance projection unless `centres` replaces them (new centres
+    drop a kept projection, fitted on the old ones, unless `nuisance` comes with them). Weight
+    1 writes the CROSS model alone, unfused (no speaker encoder, centres or projection).
+    Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
     net, features, meta = load_checkpoint(cross)
     if net.model_type != "cross":
         raise CheckpointError(f"{cross}: a {net.model_type} checkpoint; fusion needs CROSS")
     payload = torch.load(cross, map_location="cpu", weights_only=True)
-    kept = meta.pop(FUSION_KEY, {}).get(CENTRES_KEY)
+    old = meta.pop(FUSION_KEY, {})
+    kept, kept_nuisance = old.get(CENTRES_KEY), old.get(NUISANCE_KEY)
     if weight == 1.0:
         payload.update(
             version=VERSION, features=replace(features, segment_audio=False).to_dict(), meta=meta
@@ -114,6 +170,10 @@ def fuse_checkpoint(
     spec = {"speaker": SPEAKER, "sha256": weights_digest(), "weight": float(weight)}
     if centres is not None or kept is not None:
         spec[CENTRES_KEY] = centres.to_dict() if centres is not None else kept
+    if nuisance is not None:
+        spec[NUISANCE_KEY] = nuisance.to_dict()
+    elif centres is None and kept_nuisance is not None:
+        spec[NUISANCE_KEY] = kept_nuisance
     payload["meta"] = {**meta, FUSION_KEY: spec}
     return save_payload(payload, out)
 
@@ -149,3 +209,10 @@ def load_centres(spec: dict, cross_dim: int) -> DomainCentres | None:
     CheckpointError when they are malformed."""
     data = spec.get(CENTRES_KEY)
     return None if data is None else DomainCentres.from_dict(data, cross_dim)
+
+
+def load_nuisance(spec: dict, dim: int) -> NuisanceProjection | None:
+    """The nuisance projection a fused checkpoint's `meta["fusion"]` holds for its `dim`-d
+    vectors, or None. Raises CheckpointError when it is malformed."""
+    data = spec.get(NUISANCE_KEY)
+    return None if data is None else NuisanceProjection.from_dict(data, dim)

@@ -1,6 +1,6 @@
 """Domain centres of a fused checkpoint (`model.fusion.DomainCentres`,
 `model.training.centres`): stored, checked, applied before fusion, and estimated as the plain
-mean of the segments' unit vectors."""
+mean of the segments' unit vectors. How a model applies them: test_nuisance_projection.py."""
 
 from __future__ import annotations
 
@@ -8,66 +8,25 @@ from functools import partial
 
 import numpy as np
 import pytest
-import torch
 
 from model.audio import load_audio
-from model.checkpoint import load_checkpoint
 from model.domains import DOMAINS
 from model.embedding import Embedder
 from model.errors import CheckpointError
-from model.fusion import CENTRES_KEY, FUSION_KEY, DomainCentres, fuse_checkpoint
-from model.training.centres import estimate_centres, training_recordings
+from model.fusion import CENTRES_KEY, fuse_checkpoint
+from model.training.centres import Recording, estimate_centres, training_recordings
 from model.training.datasets import acappella_rows, split_acappella
-from model.vectors import fuse, l2_normalize, normalized_mean
+from tests.support.fusion import random_centres, spoiled
 from tests.support.live import render
 from tests.support.shared_layout import write_shared_layout
 
 WEIGHT = 0.25  # the conftest's fused_checkpoint
 
 
-def random_centres(seed: int, scale: float = 0.7) -> DomainCentres:
-    rng = np.random.default_rng(seed)
-
-    def mean() -> np.ndarray:
-        return (scale * l2_normalize(rng.standard_normal(256))).astype(np.float32)
-
-    return DomainCentres({d: mean() for d in DOMAINS}, {d: mean() for d in DOMAINS})
-
-
 @pytest.fixture(scope="module")
 def centred_checkpoint(fused_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("centred") / "centred.pt"
     return fuse_checkpoint(fused_checkpoint, out, WEIGHT, random_centres(0))
-
-
-def test_centred_vectors_are_each_part_minus_its_domain_centre(
-    fused_checkpoint, centred_checkpoint
-):
-    """Against the uncentred fused model: per segment, fuse(unit(c) - mu_c[domain],
-    unit(s) - mu_s[domain]); the tracks are the normalised means of those."""
-    plain = Embedder.from_checkpoint(fused_checkpoint, "cpu")
-    centred = Embedder.from_checkpoint(centred_checkpoint, "cpu")
-    assert plain.centres is None and centred.centres is not None
-    centres = random_centres(0)
-    for domain, seed in (("mono", 1), ("mixed", 2)):
-        y = render(3, domain, seed=seed, seconds=10.0)
-        before = plain.embed_audio(y, domain)
-        got = centred.embed_audio(y, domain)
-        c = before.segment_vectors[:, :256] / np.sqrt(WEIGHT)
-        s = before.segment_vectors[:, 256:] / np.sqrt(1 - WEIGHT)
-        want = fuse(c - centres.cross[domain], s - centres.speaker[domain], WEIGHT)
-        np.testing.assert_allclose(got.segment_vectors, want, atol=1e-5)
-        np.testing.assert_allclose(got.vector, normalized_mean(want), atol=1e-5)
-        assert np.abs(got.vector - before.vector).max() > 1e-2  # the centres did something
-
-
-def test_centres_survive_reweighting_and_weight_one_drops_them(centred_checkpoint, tmp_path):
-    again = fuse_checkpoint(centred_checkpoint, tmp_path / "w.pt", 0.5)
-    spec = load_checkpoint(again)[2][FUSION_KEY]
-    assert spec["weight"] == 0.5
-    assert spec[CENTRES_KEY] == random_centres(0).to_dict()
-    alone = fuse_checkpoint(centred_checkpoint, tmp_path / "alone.pt", 1.0)
-    assert FUSION_KEY not in load_checkpoint(alone)[2]
 
 
 @pytest.mark.parametrize(
@@ -80,11 +39,9 @@ def test_centres_survive_reweighting_and_weight_one_drops_them(centred_checkpoin
     ],
 )
 def test_malformed_centres_refuse_to_load(centred_checkpoint, tmp_path, spoil):
-    payload = torch.load(centred_checkpoint, map_location="cpu", weights_only=True)
-    spoil(payload["meta"][FUSION_KEY][CENTRES_KEY])
-    torch.save(payload, tmp_path / "bad.pt")
+    bad = spoiled(centred_checkpoint, CENTRES_KEY, spoil, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="centres are malformed"):
-        Embedder.from_checkpoint(tmp_path / "bad.pt", "cpu")
+        Embedder.from_checkpoint(bad, "cpu")
 
 
 def test_estimated_centres_are_the_mean_unit_vectors_of_the_segments(fused_checkpoint):
@@ -97,7 +54,8 @@ def test_estimated_centres_are_the_mean_unit_vectors_of_the_segments(fused_check
         (render(2, "mixed", seed=7, seconds=8.0), "mixed"),
         (np.zeros(22050 * 4, np.float32), "mixed"),  # no voice: skipped, not an error
     ]
-    got = estimate_centres(embedder, [(partial(np.copy, y), d) for y, d in recordings])
+    material = [Recording(partial(np.copy, y), d, str(i)) for i, (y, d) in enumerate(recordings)]
+    got = estimate_centres(embedder, material)
     cross: dict[str, list] = {d: [] for d in DOMAINS}
     speaker: dict[str, list] = {d: [] for d in DOMAINS}
     for y, domain in recordings[:3]:
@@ -108,7 +66,7 @@ def test_estimated_centres_are_the_mean_unit_vectors_of_the_segments(fused_check
         np.testing.assert_allclose(got.cross[d], np.concatenate(cross[d]).mean(0), atol=1e-5)
         np.testing.assert_allclose(got.speaker[d], np.concatenate(speaker[d]).mean(0), atol=1e-5)
     with pytest.raises(ValueError, match="no segment of the mixed domain"):
-        estimate_centres(embedder, [(partial(np.copy, y), d) for y, d in recordings[:2]])
+        estimate_centres(embedder, material[:2])
 
 
 def test_training_material_leaves_out_held_out_singers_and_takes(tmp_path):
@@ -116,7 +74,12 @@ def test_training_material_leaves_out_held_out_singers_and_takes(tmp_path):
     held out. With s3 held out and s2 validating: the 4 clips of s0 and s1 as vocals and
     karaoke mixes, and the 4 training takes alone and over an instrumental."""
     data = write_shared_layout(tmp_path / "data")
-    got = [(load(), d) for load, d in training_recordings(data, 22050, ["s3"], ["s2"])]
+    material = training_recordings(data, 22050, ["s3"], ["s2"])
+    got = [(rec.load(), rec.domain) for rec in material]
+    # every performance is heard in both domains, under one name
+    assert sorted(r.performance for r in material if r.domain == "mono") == sorted(
+        r.performance for r in material if r.domain == "mixed"
+    )
     assert [d for _, d in got].count("mono") == [d for _, d in got].count("mixed") == 8
     assert all(y.dtype == np.float32 and y.ndim == 1 and len(y) for y, _ in got)
     mono = [y for y, d in got if d == "mono"]
@@ -137,5 +100,8 @@ def test_fuse_command_estimates_centres_or_exits_2(random_checkpoint, tmp_path):
     assert main([*args, *centres, "--device", "cpu"]) == 0
     centred = Embedder.from_checkpoint(out, "cpu")
     assert centred.fusion_weight == 0.25 and centred.centres is not None
+    assert centred.nuisance is not None and centred.nuisance.directions.shape == (5, 512)
+    assert main([*args, *centres, "--nuisance-dims", "0", "--device", "cpu"]) == 0
+    assert Embedder.from_checkpoint(out, "cpu").nuisance is None
     assert main([*args, "--centres", str(tmp_path / "nowhere")]) == 2
     assert main([*args, "--centres", str(data)]) == 2  # the default's singers are not there

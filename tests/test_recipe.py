@@ -47,7 +47,8 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
     assert meta["train_config"]["init_checkpoint"] == str(stage1)
     embedder = Embedder.from_checkpoint(fused, "cpu")
     assert embedder.speaker is not None and embedder.fusion_weight == pytest.approx(0.1)
-    assert embedder.centres is not None  # estimated on the layout's training material
+    # estimated on the layout's training material
+    assert embedder.centres is not None and embedder.nuisance is not None
     net, _, _ = load_checkpoint(fused)
     for name, tensor in load_checkpoint(stage2)[0].state_dict().items():
         torch.testing.assert_close(net.state_dict()[name], tensor, rtol=0, atol=0)

@@ -44,6 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="for --centres: comma-separated MIR-1K singers to leave out too (default: the "
         "default model's validation singers, ariel,stool)",
     )
+    p.add_argument(
+        "--nuisance-dims",
+        type=int,
+        default=None,
+        metavar="K",
+        help="for --centres: nuisance directions to estimate and remove after fusion (0: "
+        "none; default: model.training.centres.NUISANCE_DIMS, 5)",
+    )
     add_device(p)
 
 
@@ -54,12 +62,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         out = fuse_checkpoint(args.checkpoint, args.out, args.weight)
         if args.centres is not None:
-            from model.training.centres import centre_checkpoint
+            from model.training.centres import NUISANCE_DIMS, centre_checkpoint
             from model.training.recipe import HOLDOUT, VAL_SINGERS
 
             holdout = HOLDOUT if args.holdout is None else args.holdout
             val = VAL_SINGERS if args.val_singers is None else args.val_singers
-            out = centre_checkpoint(out, args.centres, out, holdout, val, args.device, True)
+            k = NUISANCE_DIMS if args.nuisance_dims is None else args.nuisance_dims
+            out = centre_checkpoint(out, args.centres, out, holdout, val, args.device, True, k)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2

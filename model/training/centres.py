@@ -1,5 +1,5 @@
-"""Each domain's centres for a fused checkpoint (`model.fusion.DomainCentres`), estimated on
-training material.
+"""A fused checkpoint's domain correction, estimated on training material: each domain's
+centres (`model.fusion.DomainCentres`) and the nuisance projection (`NuisanceProjection`).
 
 The centre of a domain is the mean of the unit CROSS vectors, and of the unit speaker vectors,
 of every segment the service's own selection keeps from that domain's training recordings:
@@ -7,6 +7,11 @@ of every segment the service's own selection keeps from that domain's training r
 - mono: the vocal stems of the MIR-1K training singers and the training a cappella takes;
 - mixed: those stems' 0 dB karaoke mixes, and each take over an instrumental track at a
   vocal-to-background ratio drawn from -5..+10 dB (the training mixes' range).
+
+Every performance is thus heard in both domains. The nuisance directions are the top
+principal axes of the differences between a performance's two track vectors (centred and
+fused as the service computes them): what the accompaniment moves, the same for every voice
+(Solomonoff et al., "Nuisance attribute projection", 2005).
 
 Held-out and validation singers and the held-out a cappella takes never enter, so the
 evaluations and the calibration impostors stay unseen.
@@ -16,8 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -26,9 +33,8 @@ from model.audio import load_audio
 from model.domains import DOMAINS
 from model.embedding import Embedder
 from model.errors import AudioError
-from model.fusion import DomainCentres, fuse_checkpoint, unit_parts
+from model.fusion import DomainCentres, NuisanceProjection, fuse_checkpoint, unit_parts
 from model.mixing import mix_over_middle
-from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.training.datasets import (
     acappella_rows,
     load_row_audio,
@@ -37,15 +43,35 @@ from model.training.datasets import (
     split_singers,
 )
 from model.training.mashup import read_backgrounds
+from model.vectors import fuse, normalized_mean
 
 log = logging.getLogger(__name__)
 
 #: vocal-to-background ratios of the takes' mixed renderings, dB (uniform)
 TAKE_SNR_DB = (-5.0, 10.0)
+#: nuisance directions removed by default: chosen on training material only, fitting on one
+#: source (a cappella takes or MIR-1K) and scoring across domains on the other (model card)
+NUISANCE_DIMS = 5
 
 
-#: A recording of the material: a function that decodes it (raises AudioError), and its domain.
-Recording = tuple[Callable[[], np.ndarray], str]
+class Recording(NamedTuple):
+    """A recording of the material: a function that decodes it (raises AudioError), its
+    domain, and the performance it renders (the same name in both domains)."""
+
+    load: Callable[[], np.ndarray]
+    domain: str
+    performance: str
+
+
+@dataclass(frozen=True)
+class RecordingParts:
+    """The unit CROSS (n, cross_dim) and speaker (n, SPEAKER_DIM) vectors of the segments the
+    selection keeps from one recording, before any centring."""
+
+    performance: str
+    domain: str
+    cross: np.ndarray
+    speaker: np.ndarray
 
 
 def training_recordings(
@@ -62,8 +88,13 @@ def training_recordings(
     takes = split_acappella(acappella_rows(data / "acappella"))[0]
     backgrounds = read_backgrounds(data / "instrumental")
     snrs = np.random.default_rng(seed).uniform(*TAKE_SNR_DB, size=len(takes))
-    out: list[Recording] = [(partial(load_row_audio, row, sr), str(row.domain)) for row in rows]
-    out += [(partial(load_audio, str(take.path), sr), "mono") for take in takes]
+    out = [
+        Recording(partial(load_row_audio, row, sr), str(row.domain), f"mir1k:{row.external_id}")
+        for row in rows
+    ]
+    out += [
+        Recording(partial(load_audio, str(take.path), sr), "mono", take.singer) for take in takes
+    ]
     if not backgrounds:
         return out
     # Each background decoded once (about 1 s for a 4-min track): the mixed renderings go
@@ -72,9 +103,8 @@ def training_recordings(
     by_background = sorted(range(len(takes)), key=lambda i: i % len(backgrounds))
     for i in by_background:
         bg = str(backgrounds[i % len(backgrounds)])
-        out.append(
-            (partial(_over, str(takes[i].path), bg, float(snrs[i]), sr, background), "mixed")
-        )
+        mixed = partial(_over, str(takes[i].path), bg, float(snrs[i]), sr, background)
+        out.append(Recording(mixed, "mixed", takes[i].singer))
     return out
 
 
@@ -86,39 +116,71 @@ def _over(
     return mix_over_middle(load_audio(vocal, sr), background(bg), snr_db)
 
 
-def estimate_centres(
+def embed_parts(
     embedder: Embedder, recordings: Sequence[Recording], progress: bool = False
-) -> DomainCentres:
-    """The domain centres of a fused `embedder` over its material: per domain, the mean unit
-    CROSS and speaker vector of the selected segments, as the embedder computes them before
-    any centring. Recordings that cannot be decoded or hold no usable segment are logged and
-    skipped. Raises ValueError when a domain has no segment at all."""
+) -> list[RecordingParts]:
+    """Each recording's selected segments through both systems of a fused `embedder`, unit
+    vectors before any centring. Recordings that cannot be decoded or hold no usable segment
+    are logged and skipped."""
     if embedder.speaker is None:
         raise ValueError("domain centres need a fused checkpoint (a speaker encoder)")
-    dims = (embedder.net.dims.embed_dim, SPEAKER_DIM)
-    sums = {d: [np.zeros(dim) for dim in dims] for d in DOMAINS}  # float64
-    counts = dict.fromkeys(DOMAINS, 0)
+    out = []
     sr = embedder.features.sample_rate
-    for load, domain in tqdm(recordings, disable=not progress, desc="centres", unit="rec"):
+    for rec in tqdm(recordings, disable=not progress, desc="centres", unit="rec"):
         try:
-            selection = embedder.select(load(), domain=domain)
+            selection = embedder.select(rec.load(), domain=rec.domain)
         except AudioError as err:
             log.info("skipped: %s", err)
             continue
         assert selection.audio is not None  # a fused checkpoint keeps the segments' audio
-        cross = embedder.embed_segments(selection.features, domain)
+        cross = embedder.embed_segments(selection.features, rec.domain)
         voices = embedder.speaker.embed_crops(selection.audio, sr)
-        for k, part in enumerate(unit_parts(cross, voices)):
-            sums[domain][k] += part.sum(0, dtype=np.float64)
-        counts[domain] += len(cross)
-    empty = [d for d in DOMAINS if not counts[d]]
+        out.append(RecordingParts(rec.performance, rec.domain, *unit_parts(cross, voices)))
+    return out
+
+
+def centres_of(parts: Sequence[RecordingParts]) -> DomainCentres:
+    """Per domain, the mean unit CROSS and speaker vector over all segments (not per
+    recording). Raises ValueError when a domain has no segment at all."""
+    empty = [d for d in DOMAINS if not any(p.domain == d for p in parts)]
     if empty:
         raise ValueError(f"no segment of the {', '.join(empty)} domain to estimate its centre")
-    log.info("centres from %s segments", ", ".join(f"{counts[d]} {d}" for d in DOMAINS))
-    return DomainCentres(
-        {d: (sums[d][0] / counts[d]).astype(np.float32) for d in DOMAINS},
-        {d: (sums[d][1] / counts[d]).astype(np.float32) for d in DOMAINS},
+
+    def mean(domain: str, part: str) -> np.ndarray:
+        rows = np.concatenate([getattr(p, part) for p in parts if p.domain == domain])
+        return rows.mean(0, dtype=np.float64).astype(np.float32)
+
+    log.info(
+        "centres from %s segments",
+        ", ".join(f"{sum(len(p.cross) for p in parts if p.domain == d)} {d}" for d in DOMAINS),
     )
+    return DomainCentres(
+        {d: mean(d, "cross") for d in DOMAINS}, {d: mean(d, "speaker") for d in DOMAINS}
+    )
+
+
+def nuisance_of(
+    parts: Sequence[RecordingParts], centres: DomainCentres, weight: float, k: int
+) -> NuisanceProjection:
+    """The `k` nuisance directions of the fused space: principal axes of (mono - mixed track
+    vector) over the performances heard in both domains, each track vector centred and fused
+    at CROSS weight `weight` as `Embedder.encode_segments` does. Raises ValueError."""
+    tracks: dict[tuple[str, str], np.ndarray] = {}
+    for p in parts:
+        fused = fuse(*centres.centre(p.cross, p.speaker, p.domain), weight)
+        tracks[p.performance, p.domain] = normalized_mean(fused)
+    both = sorted({perf for perf, _ in tracks if all((perf, d) in tracks for d in DOMAINS)})
+    log.info("nuisance directions from %d performances heard in both domains", len(both))
+    return NuisanceProjection.fit(
+        np.stack([tracks[perf, "mono"] - tracks[perf, "mixed"] for perf in both]), k
+    )
+
+
+def estimate_centres(
+    embedder: Embedder, recordings: Sequence[Recording], progress: bool = False
+) -> DomainCentres:
+    """The domain centres of a fused `embedder` over its material (`centres_of`)."""
+    return centres_of(embed_parts(embedder, recordings, progress))
 
 
 def centre_checkpoint(
@@ -129,11 +191,16 @@ def centre_checkpoint(
     val_singers: Sequence[str] = (),
     device: str | None = None,
     progress: bool = False,
+    nuisance_dims: int = NUISANCE_DIMS,
 ) -> Path:
-    """Write `out`: the fused `checkpoint` with its domain centres estimated on the training
-    material of `data_dir` (`training_recordings`); its weights, fusion weight and everything
-    else unchanged. Raises CheckpointError, ValueError."""
+    """Write `out`: the fused `checkpoint` with its domain centres and `nuisance_dims`
+    nuisance directions (0: none) estimated on the training material of `data_dir`
+    (`training_recordings`); its weights, fusion weight and everything else unchanged.
+    Raises CheckpointError, ValueError."""
     embedder = Embedder.from_checkpoint(checkpoint, device)
     material = training_recordings(data_dir, embedder.features.sample_rate, holdout, val_singers)
-    centres = estimate_centres(embedder, material, progress=progress)
-    return fuse_checkpoint(checkpoint, out, embedder.fusion_weight, centres)
+    parts = embed_parts(embedder, material, progress)
+    centres = centres_of(parts)
+    weight = embedder.fusion_weight
+    nuisance = nuisance_of(parts, centres, weight, nuisance_dims) if nuisance_dims else None
+    return fuse_checkpoint(checkpoint, out, weight, centres, nuisance)

@@ -4,7 +4,8 @@
 (`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`:
 stage 1 (`shared`, `cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`,
 started from stage 1's last weights), then fusion with the speaker encoder at
-`FUSION_WEIGHT` (`model.fusion`) and the domain centres (`model.training.centres`). Each
+`FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance projection
+(`model.training.centres`). Each
 stage is a run folder of its own, so a killed chain resumes inside the stage it was in, and
 a finished stage is not loaded again.
 """
@@ -158,5 +159,5 @@ def train_default(
     fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight)
     log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
     fused = centre_checkpoint(fused, data_dir, fused, holdout, val_singers, device, progress)
-    log.info("domain centres estimated on the training material -> %s", fused)
+    log.info("domain centres and nuisance directions estimated on training material -> %s", fused)
     return fused
