@@ -76,3 +76,12 @@ def test_recipe_default_refuses_options_of_its_own(tmp_path):
     from model.__main__ import main
 
     assert main(["train", "--recipe", "default", "--out", str(tmp_path), "--epochs", "3"]) == 2
+
+
+def test_cli_defaults_name_the_recipes_singers():
+    """The CLIs repeat the default model's validation and held-out singers (so that `--help`
+    imports no torch): they must stay the recipe's."""
+    from model.cli.options import HELD_OUT_SINGERS, VALIDATION_SINGERS
+    from model.training.recipe import HOLDOUT, VAL_SINGERS
+
+    assert (VALIDATION_SINGERS, HELD_OUT_SINGERS) == (VAL_SINGERS, HOLDOUT)

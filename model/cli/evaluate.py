@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 
 from model.cli.options import (
+    HELD_OUT_SINGERS,
+    VALIDATION_SINGERS,
     add_calibration_impostors,
     add_evaluation_runtime,
     evaluation_cache,
@@ -217,12 +219,17 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--impostors",
         type=name_list,
-        default=["abjones", "bobon", "geniusturtle", "khair", "yifen"],
+        default=list(HELD_OUT_SINGERS),
         metavar="A,B,...",
         help="singers held out as impostors (default: the default model's 5 held-out MIR-1K "
         "singers: %(default)s)",
     )
-    add_calibration_impostors(p, "--calibration-impostors")
+    add_calibration_impostors(
+        p,
+        "--calibration-impostors",
+        VALIDATION_SINGERS,
+        "the default model's validation singers; its held-out ones are the evaluated impostors",
+    )
     add_take_impostors(p)
     p.add_argument(
         "--cohort-takes",

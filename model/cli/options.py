@@ -23,6 +23,11 @@ from typing import Any, TypeVar
 Config = TypeVar("Config")
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
+#: The default model's MIR-1K validation and held-out singers: `model.training.recipe`'s
+#: VAL_SINGERS and HOLDOUT, repeated so that `--help` needs no torch (tests keep them equal).
+VALIDATION_SINGERS = ("ariel", "stool")
+HELD_OUT_SINGERS = ("abjones", "bobon", "geniusturtle", "khair", "yifen")
+
 
 @functools.cache
 def field_comments(cls: type) -> dict[str, str]:
@@ -155,15 +160,17 @@ def evaluation_cache(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def add_calibration_impostors(parser: Parser, flag: str) -> None:
-    """The singers whose clips are the calibration's impostors (`calibrate`, `evaluate`)."""
+def add_calibration_impostors(
+    parser: Parser, flag: str, default: Sequence[str], which: str
+) -> None:
+    """The singers whose clips are the calibration's impostors (`calibrate`, `evaluate`);
+    `which` says in the help what the `default` singers are."""
     parser.add_argument(
         flag,
         type=name_list,
-        default=["ariel", "stool"],
+        default=list(default),
         metavar="A,B,...",
         help="singers kept out of every catalogue whose clips are the calibration's impostor "
         "queries; pick singers the checkpoint was not trained on (empty string: "
-        "leave-one-singer-out rotations) (default: ariel,stool, the default model's "
-        "validation singers)",
+        f"leave-one-singer-out rotations) (default: {','.join(default)}, {which})",
     )
