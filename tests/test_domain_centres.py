@@ -14,7 +14,7 @@ from model.domains import DOMAINS
 from model.embedding import Embedder
 from model.errors import CheckpointError
 from model.fusion import CENTRES_KEY, fuse_checkpoint
-from model.training.centres import Recording, estimate_centres, training_recordings
+from model.training.centres import Recording, centres_of, embed_parts, training_recordings
 from model.training.datasets import acappella_rows, split_acappella
 from tests.support.fusion import random_centres, spoiled
 from tests.support.live import render
@@ -55,7 +55,7 @@ def test_estimated_centres_are_the_mean_unit_vectors_of_the_segments(fused_check
         (np.zeros(22050 * 4, np.float32), "mixed"),  # no voice: skipped, not an error
     ]
     material = [Recording(partial(np.copy, y), d, str(i)) for i, (y, d) in enumerate(recordings)]
-    got = estimate_centres(embedder, material)
+    got = centres_of(embed_parts(embedder, material))
     cross: dict[str, list] = {d: [] for d in DOMAINS}
     speaker: dict[str, list] = {d: [] for d in DOMAINS}
     for y, domain in recordings[:3]:
@@ -66,7 +66,7 @@ def test_estimated_centres_are_the_mean_unit_vectors_of_the_segments(fused_check
         np.testing.assert_allclose(got.cross[d], np.concatenate(cross[d]).mean(0), atol=1e-5)
         np.testing.assert_allclose(got.speaker[d], np.concatenate(speaker[d]).mean(0), atol=1e-5)
     with pytest.raises(ValueError, match="no segment of the mixed domain"):
-        estimate_centres(embedder, material[:2])
+        centres_of(embed_parts(embedder, material[:2]))
 
 
 def test_training_material_leaves_out_held_out_singers_and_takes(tmp_path):

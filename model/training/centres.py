@@ -176,13 +176,6 @@ def nuisance_of(
     )
 
 
-def estimate_centres(
-    embedder: Embedder, recordings: Sequence[Recording], progress: bool = False
-) -> DomainCentres:
-    """The domain centres of a fused `embedder` over its material (`centres_of`)."""
-    return centres_of(embed_parts(embedder, recordings, progress))
-
-
 def centre_checkpoint(
     checkpoint: str | Path,
     data_dir: str | Path,
