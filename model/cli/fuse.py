@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from model.cli.options import add_device, name_list
+from model.cli.options import HELD_OUT_SINGERS, VALIDATION_SINGERS, add_device, name_list
 from model.errors import CheckpointError
 
 log = logging.getLogger("model.fuse")
@@ -26,23 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--centres",
         metavar="DATA_DIR",
         type=Path,
-        help="also estimate each domain's centre, subtracted before fusion, on the training "
-        "material of this ../shared/data folder: MIR-1K but the default's held-out and "
-        "validation singers, and the training a cappella takes (model/training/centres.py)",
+        help="also estimate each domain's centre, subtracted before fusion, and the nuisance "
+        "directions, removed after it, on the training material of this ../shared/data "
+        "folder: MIR-1K but the held-out and validation singers, and the training a cappella "
+        "takes (model/training/centres.py)",
     )
     p.add_argument(
         "--holdout",
         type=name_list,
-        default=None,
+        default=list(HELD_OUT_SINGERS),
         help="for --centres: comma-separated MIR-1K singers to leave out (default: the "
-        "default model's held-out singers, abjones,bobon,geniusturtle,khair,yifen)",
+        f"default model's held-out singers, {','.join(HELD_OUT_SINGERS)})",
     )
     p.add_argument(
         "--val-singers",
         type=name_list,
-        default=None,
+        default=list(VALIDATION_SINGERS),
         help="for --centres: comma-separated MIR-1K singers to leave out too (default: the "
-        "default model's validation singers, ariel,stool)",
+        f"default model's validation singers, {','.join(VALIDATION_SINGERS)})",
     )
     p.add_argument(
         "--nuisance-dims",
@@ -63,12 +64,11 @@ def main(args: argparse.Namespace) -> int:
         out = fuse_checkpoint(args.checkpoint, args.out, args.weight)
         if args.centres is not None:
             from model.training.centres import NUISANCE_DIMS, centre_checkpoint
-            from model.training.recipe import HOLDOUT, VAL_SINGERS
 
-            holdout = HOLDOUT if args.holdout is None else args.holdout
-            val = VAL_SINGERS if args.val_singers is None else args.val_singers
             k = NUISANCE_DIMS if args.nuisance_dims is None else args.nuisance_dims
-            out = centre_checkpoint(out, args.centres, out, holdout, val, args.device, True, k)
+            out = centre_checkpoint(
+                out, args.centres, out, args.holdout, args.val_singers, args.device, True, k
+            )
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2
