@@ -6,7 +6,8 @@ the SHA-256 of their tensors) and the CROSS share `weight` of the score. Its fea
 keeps each segment's waveform (`FeatureConfig.segment_audio`) for the speaker encoder's own
 front end.
 A segment's vector is then `model.vectors.fuse(cross, speaker, weight)`, (256 + 256,) and of
-unit norm: the cosine of two is weight x the CROSS cosine + (1 - weight) x the speaker cosine.
+unit norm: the cosine of two is weight x the CROSS cosine + (1 - weight) x the speaker cosine
+(of the centred parts, when there are centres; a projection then bends it slightly).
 
 It may also hold each domain's centres (`DomainCentres`): the mean unit CROSS and speaker
 vectors of the training segments of that domain, subtracted before fusion. The speaker

@@ -5,9 +5,8 @@
 stage 1 (`shared`, `cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`,
 started from stage 1's last weights), then fusion with the speaker encoder at
 `FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance projection
-(`model.training.centres`). Each
-stage is a run folder of its own, so a killed chain resumes inside the stage it was in, and
-a finished stage is not loaded again.
+(`model.training.centres`). Each stage is a run folder of its own, so a killed chain resumes
+inside the stage it was in, and a finished stage is not loaded again.
 """
 
 from __future__ import annotations
