@@ -62,9 +62,12 @@ def read_hits(
     models_domain: str | None,
     cal: Calibration | None,
     target_fa: float,
+    n_segments: int = 1,
 ) -> HitReading:
-    """Confidence and verdict of ranked singer hits; nothing invented without calibration."""
-    pair = cal.pair(query_domain, models_domain) if cal and models_domain else None
+    """Confidence and verdict of ranked singer hits; nothing invented without calibration.
+    n_segments: how many segments the query vector averages (picks the calibration's length
+    tier: a longer query scores higher against every singer)."""
+    pair = cal.pair(query_domain, models_domain, n_segments) if cal and models_domain else None
     if cal is None or pair is None or models_domain is None:
         return HitReading([None] * len(hits), None, None)
     scores = _scores(catalog, vector, hits, models_domain, cal)
@@ -107,7 +110,8 @@ def segment_evidence(
         if not best:
             out.append(SegmentEvidence(float(start), float(end), None, None, None, None))
             continue
-        r = read_hits(catalog, vec, best, query_domain, models_domain, cal, target_fa)
+        # each window is one segment: read at the one-segment tier
+        r = read_hits(catalog, vec, best, query_domain, models_domain, cal, target_fa, 1)
         known = None if r.verdict is None else r.verdict == "known"
         out.append(
             SegmentEvidence(

@@ -188,7 +188,10 @@ class IdentifyResponse(QueryInfo):
         False, description="whether a calibration for the loaded checkpoint is in use"
     )
     threshold: float | None = Field(
-        None, description="score the best singer had to exceed for a 'known' verdict"
+        None,
+        description="score the best singer had to exceed for a 'known' verdict; it rises with "
+        "the catalogue's singers and the upload's n_segments (a longer query scores higher "
+        "against everyone)",
     )
     target_false_alarm: float = Field(
         description="operating point (SINGER_TARGET_FALSE_ALARM)", examples=[0.01]

@@ -22,6 +22,7 @@ from model.calibration import (
 )
 from model.checkpoint import checkpoint_id
 from model.embedding import Embedder
+from model.evaluation.lengths import Query
 from model.evaluation.openset import fit_calibration
 from model.vectors import l2_normalize
 from tests.support.live import (
@@ -52,15 +53,16 @@ def calibrated_checkpoint(tmp_path_factory, random_checkpoint):
             q = [(v, s) for v in range(len(VOICES)) for s in CAL_SEEDS[2:]]
             t = [(v, s) for v in range(len(VOICES)) for s in CAL_SEEDS[:2]]
 
-            def vecs(items, domain):
-                return np.stack(
-                    [emb.embed_audio(render(v, domain, s), domain).vector for v, s in items]
-                )
+            def queries(items, domain):
+                embs = [emb.embed_audio(render(v, domain, s), domain) for v, s in items]
+                return [
+                    Query(e.vector, singer_name(v), e.n_segments)
+                    for e, (v, _) in zip(embs, items, strict=True)
+                ]
 
             pairs[(qd, md)] = (
-                vecs(q, qd),
-                [singer_name(v) for v, _ in q],
-                vecs(t, md),
+                queries(q, qd),
+                np.stack([x.vector for x in queries(t, md)]),
                 [singer_name(v) for v, _ in t],
             )
     cal = fit_calibration(pairs, emb.checkpoint_id, {"dataset": "synthetic"})

@@ -84,14 +84,17 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = args.out or calibration_path(args.checkpoint, calibration.checkpoint_id)
     calibration.save(out)
-    for key, pair in sorted(calibration.pairs.items()):
-        log.info(
-            "%s: threshold at 1%% false alarm %.3f (catalogue of %d), %d target / %d non-target",
-            key,
-            pair.threshold(0.01, pair.n_candidates),
-            pair.n_candidates,
-            pair.n_target,
-            pair.n_nontarget,
-        )
+    for key, tiers in sorted(calibration.pairs.items()):
+        for pair in tiers:
+            log.info(
+                "%s, queries of >= %d segments: threshold at 1%% false alarm %.3f (catalogue of "
+                "%d), %d target / %d non-target trials",
+                key,
+                pair.min_segments,
+                pair.threshold(0.01, pair.n_candidates),
+                pair.n_candidates,
+                pair.n_target,
+                pair.n_nontarget,
+            )
     log.info("wrote %s", out)
     return 0

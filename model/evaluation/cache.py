@@ -12,12 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from model.files import atomic_write, atomic_write_text
+
+# np.load parses each array's header with ast.literal_eval, which CPython before 3.11.8 can
+# fail from two threads at once ("AST constructor recursion depth mismatch", gh-106905): the
+# evaluation reads the cache from its decoding threads, so reads take turns (they are small).
+_LOAD_LOCK = threading.Lock()
 
 
 def default_cache_dir() -> Path:
@@ -63,7 +69,7 @@ class ArrayCache:
             return None
         path = self._path(key)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with _LOAD_LOCK, np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except (FileNotFoundError, OSError, ValueError, zipfile.BadZipFile):
             self.misses += 1  # absent or damaged: recompute (and overwrite)

@@ -2,8 +2,10 @@
 
 Data: an evaluation set (MIR-1K recipe or manifest). Known singers' model clips are the
 catalogue, their query clips the target queries; every clip of the `impostors` is an impostor
-query (without impostors, leave-one-singer-out rotations make them). One calibration per
-(query domain, model domain) pair; see `model.evaluation.openset.calibration_trials`.
+query (without impostors, leave-one-singer-out rotations make them). Queries are runs
+of consecutive segments of a recording (`model.evaluation.lengths`), so that each length tier
+is calibrated on queries of its length. One calibration per (query domain, model
+domain) pair and length tier; see `model.evaluation.openset.fit_tiers`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import numpy as np
 
 from model.calibration import DEFAULT_COHORT_TOP_K, Calibration
 from model.domains import DOMAINS
+from model.evaluation.lengths import compose_queries
 from model.evaluation.openset import fit_calibration
-from model.evaluation.runner import collect_vectors
+from model.evaluation.runner import collect_segments
 from model.evaluation.splits import EvalClip
+from model.vectors import normalized_mean
 
 
 def calibrate(
@@ -42,7 +46,7 @@ def calibrate(
     unknown = imp - {c.singer for c in clips}
     if unknown:
         raise ValueError(f"impostors not in the data: {', '.join(sorted(unknown))}")
-    ckpt_id, vectors, failures = collect_vectors(
+    ckpt_id, segments, failures = collect_segments(
         clips,
         checkpoint,
         cache_dir=cache_dir,
@@ -56,13 +60,13 @@ def calibrate(
         for md in DOMAINS:
             t = [
                 i
-                for i in sorted(vectors[md])
+                for i in sorted(segments[md])
                 if clips[i].role == "model" and clips[i].singer not in imp
             ]
             known = {clips[i].singer for i in t}
             q = [
                 i
-                for i in sorted(vectors[qd])
+                for i in sorted(segments[qd])
                 if (clips[i].role == "query" and clips[i].singer in known)
                 or clips[i].singer in imp
                 or clips[i].role == "impostor"
@@ -70,9 +74,8 @@ def calibrate(
             if len(known) < 3 or not q:
                 continue
             pairs[(qd, md)] = (
-                np.stack([vectors[qd][i] for i in q]),
-                [clips[i].singer for i in q],
-                np.stack([vectors[md][i] for i in t]),
+                compose_queries(clips, segments[qd], q),
+                np.stack([normalized_mean(segments[md][i]) for i in t]),
                 [clips[i].singer for i in t],
             )
     fitted_on = {

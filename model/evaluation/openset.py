@@ -21,7 +21,7 @@ Figures per scoring ("raw" cosine, "snorm"):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,14 +33,18 @@ from model.calibration import (
     pair_key,
     snorm,
 )
+from model.evaluation.lengths import LENGTH_TIERS, Query, compose_queries, tier_members
 from model.evaluation.metrics import cosine_scores, singer_models
 from model.evaluation.splits import impostor_group
+from model.vectors import normalized_mean
 
 #: Quantile levels of the non-target distribution stored in a calibration (dense in the tail).
 QUANTILE_LEVELS = tuple(
     sorted(set(np.round(np.concatenate([np.linspace(0, 0.9, 10), 1 - np.logspace(-1, -5, 41)]), 8)))
 )
 DCF_P_TARGET = 0.01
+#: Fewest impostor queries a length tier needs for its own calibration (else merged below).
+MIN_TIER_IMPOSTORS = 20
 FA_POINTS = (0.01, 0.05)
 
 
@@ -180,18 +184,67 @@ def calibration_trials(
     return target, nontarget, [np.concatenate(top1[k]) for k in sorted(top1)], len(sc.names)
 
 
+def fit_tiers(
+    queries: Sequence[Query],
+    t_vecs: np.ndarray,
+    t_singers: Sequence[str],
+    norm: str = "raw",
+    top_k: int = DEFAULT_COHORT_TOP_K,
+    tiers: Sequence[int] = LENGTH_TIERS,
+    cohort: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[PairCalibration, ...]:
+    """One pair's calibration per query length tier (`model.calibration`), each fitted on the
+    queries of its tier by leave-one-singer-out rotations (`calibration_trials`).
+
+    A tier with fewer than MIN_TIER_IMPOSTORS impostor queries is merged into the one below.
+    A longer query's best score only rises (a less noisy mean), so each tier's impostor
+    quantiles are kept at least those of the tier below: a small top tier cannot lower the bar.
+    Raises ValueError when the first tier has too few trials.
+    """
+    tier = tier_members([q.n_segments for q in queries], tiers)
+    catalogue = set(t_singers)
+    impostor = np.array([q.singer not in catalogue for q in queries])
+    starts = [0] + [
+        j for j in range(1, len(tiers)) if (impostor & (tier == j)).sum() >= MIN_TIER_IMPOSTORS
+    ]
+    fitted: list[PairCalibration] = []
+    for j, start in enumerate(starts):
+        end = starts[j + 1] if j + 1 < len(starts) else len(tiers)
+        mine = [q for q, t in zip(queries, tier, strict=True) if start <= t < end]
+        if not mine:
+            continue
+        pair = fit_pair(
+            *calibration_trials(
+                np.stack([q.vector for q in mine]),
+                [q.singer for q in mine],
+                t_vecs,
+                t_singers,
+                norm,
+                top_k,
+                cohort,
+            )
+        )
+        if fitted:
+            floor = fitted[-1].top1_quantiles
+            pair = replace(
+                pair, top1_quantiles=tuple(max(a, b) for a, b in zip(pair.top1_quantiles, floor))
+            )
+        fitted.append(replace(pair, min_segments=tiers[start] if fitted else 1))
+    return tuple(fitted)
+
+
 def fit_calibration(
-    pairs: dict[tuple[str, str], tuple[np.ndarray, list[str], np.ndarray, list[str]]],
+    pairs: dict[tuple[str, str], tuple[list[Query], np.ndarray, list[str]]],
     checkpoint_id: str,
     fitted_on: dict,
     norm: str = "raw",
     top_k: int = DEFAULT_COHORT_TOP_K,
 ) -> Calibration:
-    """A Calibration from, per (query domain, model domain): (query vectors, query singers,
-    catalogue track vectors, their singers), by leave-one-singer-out rotations."""
+    """A Calibration from, per (query domain, model domain): (queries of several lengths,
+    catalogue track vectors, their singers), per length tier (`fit_tiers`)."""
     fitted = {
-        pair_key(qd, md): fit_pair(*calibration_trials(qv, qs, tv, ts, norm, top_k))
-        for (qd, md), (qv, qs, tv, ts) in pairs.items()
+        pair_key(qd, md): fit_tiers(queries, tv, ts, norm, top_k)
+        for (qd, md), (queries, tv, ts) in pairs.items()
     }
     return Calibration(checkpoint_id, norm, top_k, fitted, dict(fitted_on))
 
@@ -296,12 +349,18 @@ class OpenSetConfig:
 
 
 def open_set_scenario(
-    clips, q_vecs: dict[int, np.ndarray], t_vecs: dict[int, np.ndarray], cfg: OpenSetConfig
+    clips,
+    q_vecs: dict[int, np.ndarray],
+    t_vecs: dict[int, np.ndarray],
+    cfg: OpenSetConfig,
+    q_segments: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict, Scores] | None:
     """Figures of one scenario under the protocol of the module docstring.
 
     clips: EvalClip list; q_vecs / t_vecs: clip index -> track vector in the query / target
-    rendering. Returns (figures, evaluation scores) or None when a side is empty.
+    rendering; q_segments: clip index -> segment embeddings in the query rendering, for the
+    operating points by query length (`by_length`). Returns (figures, evaluation scores) or
+    None when a side is empty.
     """
     imp = set(cfg.impostors)
     cal_imp = set(cfg.calibration_impostors)
@@ -341,6 +400,10 @@ def open_set_scenario(
     sc = score_queries(*side(ev + imp_q), tv, ts, cfg.cohort_top_k, cohort)
     out = figures(sc, pair, cfg.norm, cfg.target_fa)
     out["n_calibration_queries"] = len(cal)
+    if q_segments is not None:
+        out["by_length"] = length_operating_points(
+            clips, q_segments, cal, ev + imp_q, tv, ts, cfg, cohort
+        )
     out["snorm_cohort"] = f"{len(c_idx)} fixed recordings" if c_idx else "the catalogue"
     out["impostors"] = sorted(imp)
     extra = len({clips[i].singer for i in cal if clips[i].role == "impostor"})
@@ -348,3 +411,60 @@ def open_set_scenario(
         [f"{extra} impostor recordings"] if extra else []
     )
     return out, sc
+
+
+def length_operating_points(
+    clips,
+    segments: dict[int, np.ndarray],
+    cal_idx: Sequence[int],
+    eval_idx: Sequence[int],
+    t_vecs: np.ndarray,
+    t_singers: Sequence[str],
+    cfg: OpenSetConfig,
+    cohort: tuple[np.ndarray, np.ndarray] | None = None,
+    tiers: Sequence[int] = LENGTH_TIERS,
+) -> dict[str, dict]:
+    """Operating points per query length band (`LENGTH_TIERS`): the evaluation recordings cut
+    into runs of segments (`compose_queries`), read with a calibration fitted on the
+    calibration clips as they are ("clips", one tier) and with length tiers fitted on runs of
+    their segments ("tiers", what `python -m model calibrate` ships).
+
+    Returns {">=<first segment of the band>": {n_known, n_impostor, clips: operating point,
+    tiers: operating point}}, bands without known or impostor queries left out.
+    """
+
+    def at(cal: tuple[PairCalibration, ...], n: int) -> PairCalibration:
+        return [t for t in cal if t.min_segments <= n][-1]
+
+    args = (t_vecs, t_singers, cfg.norm, cfg.cohort_top_k)
+    whole = [
+        Query(normalized_mean(segments[i]), clips[i].singer, len(segments[i]))
+        for i in cal_idx
+        if i in segments and len(segments[i])
+    ]
+    by_clip = fit_tiers(whole, *args, tiers=(1,), cohort=cohort)
+    tiered = fit_tiers(compose_queries(clips, segments, cal_idx), *args, tiers, cohort)
+    ev = compose_queries(clips, segments, eval_idx)
+    sc = score_queries(
+        np.stack([q.vector for q in ev]),
+        [q.singer for q in ev],
+        t_vecs,
+        t_singers,
+        cfg.cohort_top_k,
+        cohort,
+    )
+    band = tier_members([q.n_segments for q in ev], tiers)
+    out = {}
+    for j, start in enumerate(tiers):
+        mine = band == j
+        sub = Scores(sc.names, sc.raw[mine], sc.snormed[mine], sc.truth[mine])
+        n_known = int((sub.truth >= 0).sum())
+        n_imp = int((sub.truth < 0).sum())
+        if n_known and n_imp:
+            out[f">={start}"] = {
+                "n_known": n_known,
+                "n_impostor": n_imp,
+                "clips": operating_point(sub, at(by_clip, start), cfg.norm, cfg.target_fa),
+                "tiers": operating_point(sub, at(tiered, start), cfg.norm, cfg.target_fa),
+            }
+    return out

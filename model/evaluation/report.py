@@ -121,6 +121,28 @@ def _open_set_table(result: dict) -> list[str]:
     if not rows:
         return []
     cfg = result["settings"]["open_set"]
+    by_length = [
+        f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | {band} | {b['n_impostor']} / "
+        f"{b['n_known']} | {_fmt(b['clips']['false_alarm_rate'])} / "
+        f"{_fmt(b['tiers']['false_alarm_rate'])} | {_fmt(b['clips']['identification_rate'])} / "
+        f"{_fmt(b['tiers']['identification_rate'])} |"
+        for m in result["models"]
+        for s, f in (m.get("open_set") or {}).items()
+        if f
+        for band, b in (f.get("by_length") or {}).items()
+    ]
+    if by_length:
+        by_length = [
+            "",
+            "By query length (segments of 3 s; the evaluation recordings cut into runs of "
+            "segments): the operating point of a calibration fitted on clips as they are / of "
+            "one with length tiers (what `python -m model calibrate` fits).",
+            "",
+            "| model | scenario | segments | queries impostor / known | FA at op. | "
+            "identified at op. |",
+            "|---|---|---|---:|---:|---:|",
+            *by_length,
+        ]
     return [
         "",
         f"Open set: impostors {', '.join(cfg['impostors'])} (every clip); calibration "
@@ -140,6 +162,7 @@ def _open_set_table(result: dict) -> list[str]:
         "| identified at op. |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
+        *by_length,
     ]
 
 

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Vocal-to-accompaniment ratios of the default SNR sweep, in dB.
 DEFAULT_SNRS_DB: tuple[float, ...] = (-10.0, -5.0, 0.0, 5.0, 10.0)
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: entries hold the segment embeddings (queries of any length)
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,8 @@ class _Model:
         self.cache = ArrayCache(cache_root, f"emb-{embedder.checkpoint_id}")
         self.all_segments = all_segments
         self.vectors: dict[View, dict[int, np.ndarray]] = {}
+        # per view, clip index -> its segment embeddings (n_segments, dim), in time order
+        self.segments: dict[View, dict[int, np.ndarray]] = {}
 
     def key(self, clip: EvalClip, view: View) -> str:
         # The service pipeline's vectors depend on the voice detector too.
@@ -262,7 +264,7 @@ def evaluate(
         "timing_s": {"features_and_embeddings": round(embed_s, 2)},
     }
     det: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    rows = [(m.name, _header(m), m.vectors) for m in models]
+    rows = [(m.name, _header(m), m.vectors, m.segments) for m in models]
     by_name = {m.name: m for m in models}
     for f in fusions:
         a, b = by_name[f.first], by_name[f.second]
@@ -272,15 +274,19 @@ def evaluate(
             "model_type": "fusion",
             "fusion": {"of": [f.first, f.second], "weight": f.weight},
         }
-        rows.append((f.name, header, fuse_stores(a.vectors, b.vectors, f.weight)))
-    for name, header, vectors in rows:
+        rows.append((f.name, header, fuse_stores(a.vectors, b.vectors, f.weight), {}))
+    for name, header, vectors, segments in rows:
         entry = _embedding_entry(clips, name, header, vectors, scenarios, snrs, snr_scenarios, k)
         if open_set is not None:
             entry["open_set"] = {}
             for s in scenarios:
                 q, t = SCENARIOS[s]
                 got = open_set_scenario(
-                    clips, vectors.get(View(q), {}), vectors.get(View(t), {}), open_set
+                    clips,
+                    vectors.get(View(q), {}),
+                    vectors.get(View(t), {}),
+                    open_set,
+                    segments.get(View(q)),  # by query length (not for fusions of two rows)
                 )
                 entry["open_set"][s] = got[0] if got else None
                 if got:
@@ -430,6 +436,7 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
             hit = rendered.get((m.name, view))
             if hit is not None:
                 m.vectors.setdefault(view, {})[i] = hit["vector"]
+                m.segments.setdefault(view, {})[i] = hit["segments"]
             elif view in rendered and not isinstance(rendered[view], AudioError):
                 todo.append((view, rendered[view]))
         # One encoder pass per domain over the segments of all this clip's renderings.
@@ -450,12 +457,15 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
             emb = m.embedder.encode(segs, domain)
             start = 0
             for view, n, n_samples in owners:
-                vec = track_vector(emb[start : start + n])
+                mine = np.asarray(emb[start : start + n], np.float32)
+                vec = track_vector(mine)
                 start += n
                 m.vectors.setdefault(view, {})[i] = vec
+                m.segments.setdefault(view, {})[i] = mine
                 m.cache.put(
                     m.key(clip, view),
                     vector=vec,
+                    segments=mine,
                     n_segments=np.int64(n),
                     duration_s=np.float64(n_samples / m.embedder.features.sample_rate),
                 )
@@ -655,7 +665,7 @@ def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
     return out
 
 
-def collect_vectors(
+def collect_segments(
     clips: Sequence[EvalClip],
     checkpoint: str | Path,
     *,
@@ -666,10 +676,11 @@ def collect_vectors(
     workers: int = 1,
     progress: bool = False,
 ) -> tuple[str, dict[str, dict[int, np.ndarray]], dict[tuple[int, str], str]]:
-    """Track vectors of every clip in each domain, through the evaluation cache.
+    """Every clip's segment embeddings in each domain, through the evaluation cache: the
+    track vector is their normalised mean, and runs of them make queries of any length.
 
-    Returns (checkpoint id, domain -> clip index -> (dim,) vector, failures keyed by
-    (clip index, domain)).
+    Returns (checkpoint id, domain -> clip index -> (n_segments, dim) embeddings in time
+    order, failures keyed by (clip index, domain)).
     """
     m = _Model(
         "model",
@@ -686,5 +697,4 @@ def collect_vectors(
             if isinstance(y, AudioError):
                 failures[(i, view.domain)] = str(y)
         _embed_clip(i, clip, rendered, [m], views, failures)
-    vectors = {v.domain: m.vectors.get(v, {}) for v in views}
-    return m.embedder.checkpoint_id, vectors, failures
+    return m.embedder.checkpoint_id, {v.domain: m.segments.get(v, {}) for v in views}, failures

@@ -70,7 +70,9 @@ async def identify(
             if hits:
                 models_domain = candidate
                 break
-        reading = read_hits(catalog, emb.vector, hits, domain, models_domain, cal, target_fa)
+        reading = read_hits(
+            catalog, emb.vector, hits, domain, models_domain, cal, target_fa, emb.n_segments
+        )
         segments = segment_evidence(catalog, emb, domain, models_domain, cal, target_fa)
         return hits, models_domain, reading, segments
 
