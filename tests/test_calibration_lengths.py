@@ -241,3 +241,77 @@ def test_operating_points_by_length_match_a_direct_reading():
         assert point["n_impostor"] == len(imp) and point["n_known"] == len(mine) - len(imp)
         assert point["tiers"]["threshold"] == pytest.approx(threshold)
         assert point["tiers"]["false_alarm_rate"] == pytest.approx(fa)
+
+
+def test_calibrate_cli_fits_the_tiers_of_its_segments(tmp_path, random_checkpoint):
+    """`python -m model calibrate` on a manifest (through the evaluation cache) writes the
+    tiers that `fit_tiers` gives on runs of each clip's segments embedded directly."""
+    from model.__main__ import main as cli
+    from model.audio import load_audio
+    from model.calibration import load_calibration
+    from model.checkpoint import checkpoint_id
+    from model.embedding import Embedder
+    from model.evaluation.splits import read_eval_manifest
+    from model.manifest import ManifestRow, write_manifest
+    from tests.support.synth import VOICES, sing, write
+
+    rows = []
+    for s, voice in enumerate(VOICES):  # the last voice is the impostor
+        for song, role in enumerate(("model", "query")):
+            for take in range(2):
+                name = f"v{s}_{song}_{take}"
+                write(tmp_path / f"{name}.wav", sing(voice, 6.5, 100 * s + 10 * song + take))
+                rows.append(
+                    ManifestRow(
+                        singer=f"singer{s}",
+                        role=role,
+                        song=f"v{s}_{song}",
+                        external_id=name,
+                        path=f"{name}.wav",
+                        domain="mono",
+                    )
+                )
+    manifest = write_manifest(tmp_path / "cal.csv", rows)
+    out = tmp_path / "cal.json"
+    rc = cli(
+        [
+            "calibrate",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--manifest",
+            str(manifest),
+            "--impostors",
+            f"singer{len(VOICES) - 1}",
+            "--no-calibration-takes",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    cal = load_calibration(out, checkpoint_id(random_checkpoint))
+    assert set(cal.pairs) == {"mono->mono"}
+    # the reference: each clip embedded on its own, its segments cut into runs
+    clips = read_eval_manifest(manifest)
+    emb = Embedder.from_checkpoint(random_checkpoint, device="cpu")
+    segs = {
+        i: emb.embed_audio(
+            load_audio(c.mono_path, emb.features.sample_rate), "mono"
+        ).segment_vectors
+        for i, c in enumerate(clips)
+    }
+    impostor = f"singer{len(VOICES) - 1}"
+    t = [i for i, c in enumerate(clips) if c.role == "model" and c.singer != impostor]
+    q = [i for i, c in enumerate(clips) if c.role == "query" or c.singer == impostor]
+    queries = compose_queries(clips, segs, q)
+    assert {x.n_segments for x in queries} >= {1, 2, 4}
+    want = fit_tiers(
+        queries, np.stack([normalized_mean(segs[i]) for i in t]), [clips[i].singer for i in t]
+    )
+    got = cal.pairs["mono->mono"]
+    assert [p.min_segments for p in got] == [p.min_segments for p in want]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.top1_quantiles, b.top1_quantiles, atol=1e-5)
+        assert a.slope == pytest.approx(b.slope, rel=1e-3, abs=1e-3)
+        assert (a.n_target, a.n_nontarget) == (b.n_target, b.n_nontarget)
