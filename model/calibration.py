@@ -20,9 +20,9 @@ regression from s to P(same singer) and the distribution of non-target s; the ve
 Each pair is calibrated per query length (tiers by number of embedded segments): a track
 vector is the normalised mean of its segments, and the longer the query, the less noise that
 mean carries and the higher *every* cosine it scores, an unknown singer's best one included.
-Calibrated on 1-2-segment clips alone, the verdict let through 5-10 % of unknown singers'
-whole songs at a 1 % target (MIR-1K, default model). A query uses the tier of the longest
-queries it is at least as long as.
+Calibrated on MIR-1K clips (1-4 segments) alone, the verdict let through 4-20 % of unknown
+singers' queries of 12+ segments at a 1 % target (default model, README "Open set"). A query
+is read at the tier of the longest queries it is at least as long as.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class PairCalibration:
     min_segments: int = 1
 
     def confidence(self, s: np.ndarray | float) -> np.ndarray:
-        """P(same singer) for s-normed score(s); NaN where s is NaN."""
+        """P(same singer) for score(s) of the calibrated kind; NaN where s is NaN."""
         z = self.slope * np.asarray(s, dtype=np.float64) + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 

@@ -1,11 +1,12 @@
 """Open-set identification: score normalisation trials, calibration fit, and figures.
 
-Protocol (`open_set_figures`). Some singers are held out of the catalogue as impostors; every
+Protocol (`open_set_scenario`). Some singers are held out of the catalogue as impostors; every
 clip of theirs is an impostor query. The remaining ("known") singers' model clips form the
 catalogue; their query clips are split by song into a calibration half and an evaluation half
 (alternate songs), so the calibration never sees an evaluation query nor an impostor singer.
-The calibration is fitted on the calibration half with leave-one-singer-out rotations over the
-known singers: each known singer in turn leaves the catalogue and its queries play impostor.
+The calibration is fitted on the calibration half with the calibration impostors' clips, or,
+without any, with leave-one-singer-out rotations over the known singers: each known singer in
+turn leaves the catalogue and its queries play impostor.
 
 Figures per scoring ("raw" cosine, "snorm"):
 - trial level (verification of (query, singer) pairs): EER and normalised minDCF (P_target
@@ -13,9 +14,14 @@ Figures per scoring ("raw" cosine, "snorm"):
 - query level (open-set identification): the detection-and-identification rate (known query,
   top-1 correct and above threshold) at 1 % and 5 % false alarm (impostor queries whose top-1
   is above threshold), thresholds set on the evaluation queries themselves (oracle);
-- operating point of the calibration (snorm only): the threshold the service uses for a target
-  false-alarm rate, applied to the evaluation queries: measured false-alarm rate, detection
-  rate of known singers (top-1 accepted) and identification rate (accepted and correct).
+- operating point of the calibration (on the configured score): the threshold the service
+  uses for a target false-alarm rate, applied to the evaluation queries: measured false-alarm
+  rate, detection rate of known singers (top-1 accepted) and identification rate (accepted
+  and correct);
+- the same by query length (`length_operating_points`): the evaluation recordings cut into
+  runs of segments, read with a calibration fitted on clips and with length tiers.
+
+The shipped calibration (`fit_calibration`) has a tier per query length (`fit_tiers`).
 """
 
 from __future__ import annotations
@@ -445,6 +451,8 @@ def length_operating_points(
     by_clip = fit_tiers(whole, *args, tiers=(1,), cohort=cohort)
     tiered = fit_tiers(compose_queries(clips, segments, cal_idx), *args, tiers, cohort)
     ev = compose_queries(clips, segments, eval_idx)
+    if not ev:
+        return {}
     sc = score_queries(
         np.stack([q.vector for q in ev]),
         [q.singer for q in ev],
