@@ -338,6 +338,13 @@ def test_evidence_fields_are_rendered_when_present(page, shots):
     screenshot(page, shots, "evidence", full_page=False)
     answer["verdict"] = "unknown"
     page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    # 3 segments (9 s of singing): the page suggests a longer recording
+    assert page.find_element(By.ID, "verdict").text == (
+        "Probably none of the catalogue's singers. "
+        "A longer recording (30 s of singing or more) would give a surer answer."
+    )
+    answer["n_segments"] = 12
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
     assert page.find_element(By.ID, "verdict").text == "Probably none of the catalogue's singers."
 
 

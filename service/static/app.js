@@ -228,6 +228,9 @@ function colourOf(name) {
   return state.colours.get(name);
 }
 
+// Segments (3 s each) below which an "unknown" verdict suggests recording longer.
+const SURE_SEGMENTS = 4;
+
 function pct(x) { return `${Math.round(100 * x)}%`; }
 
 function renderAnswer(who, similar) {
@@ -237,8 +240,12 @@ function renderAnswer(who, similar) {
   const verdict = $("verdict");
   if (who.verdict) {
     const top = who.singers[0];
+    // A short take's mean vector is noisy: the service's bar is set for its length, so an
+    // "unknown" there often means "not enough singing" (README, Open set).
+    const short = who.n_segments != null && who.n_segments < SURE_SEGMENTS;
     verdict.textContent = who.verdict === "unknown" || !top
-      ? "Probably none of the catalogue's singers."
+      ? "Probably none of the catalogue's singers." +
+        (short ? " A longer recording (30 s of singing or more) would give a surer answer." : "")
       : `Most likely ${top.name}${top.confidence != null ? ` (confidence ${pct(top.confidence)})` : ""}.`;
     verdict.dataset.verdict = who.verdict;
     verdict.hidden = false;
