@@ -429,14 +429,14 @@ def _iter_rendered(
 
 
 def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
-    """Store each model's track vector per rendering: from the cache, else embed and cache."""
+    """Store each model's segment embeddings and track vector per rendering: from the cache,
+    else embed and cache (the segments only: the track vector is their normalised mean)."""
     for m in models:
         todo: list[tuple[View, object]] = []
         for view in emb_views:
             hit = rendered.get((m.name, view))
             if hit is not None:
-                m.vectors.setdefault(view, {})[i] = hit["vector"]
-                m.segments.setdefault(view, {})[i] = hit["segments"]
+                _keep(m, view, i, hit["segments"])
             elif view in rendered and not isinstance(rendered[view], AudioError):
                 todo.append((view, rendered[view]))
         # One encoder pass per domain over the segments of all this clip's renderings.
@@ -458,17 +458,19 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
             start = 0
             for view, n, n_samples in owners:
                 mine = np.asarray(emb[start : start + n], np.float32)
-                vec = track_vector(mine)
                 start += n
-                m.vectors.setdefault(view, {})[i] = vec
-                m.segments.setdefault(view, {})[i] = mine
+                _keep(m, view, i, mine)
                 m.cache.put(
                     m.key(clip, view),
-                    vector=vec,
                     segments=mine,
-                    n_segments=np.int64(n),
                     duration_s=np.float64(n_samples / m.embedder.features.sample_rate),
                 )
+
+
+def _keep(m: _Model, view: View, i: int, segments: np.ndarray) -> None:
+    """Hold clip i's segment embeddings in `view` and its track vector, their normalised mean."""
+    m.segments.setdefault(view, {})[i] = segments
+    m.vectors.setdefault(view, {})[i] = track_vector(segments)
 
 
 def _mfcc_clip(i, clip, rendered, mfcc: _Mfcc, views, failures) -> None:
