@@ -226,6 +226,7 @@ def level_record(
 ) -> dict:
     return {
         "concurrency": concurrency,
+        "requests": total,
         **percentiles(latencies),
         "throughput_rps": total / wall,
         "wall_s": wall,

@@ -8,8 +8,8 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
 - indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run), with
   decoding in threads and in worker processes (`INDEXING_VARIANTS`);
 - identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
-  without and with cross-request batching, and with a CUDA stream per inference thread
-  (`IDENTIFY_SERVERS`; bench/bench_service.py's servers and clients);
+  without and with cross-request batching (`IDENTIFY_SERVERS`; bench/bench_service.py's
+  servers and clients);
 - faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
 - memory: GPU memory allocated and reserved over 1,000 requests through the service's own
   embedding path (`Runtime.embed`), after 100 warm-up requests, for each of `MEMORY_SERVERS`.
@@ -75,7 +75,8 @@ def sizes(dry: bool) -> dict:
         "encoder_seconds": 3.0,
         "indexer_files": 2000,
         "clients": [1, 8, 32],
-        "requests": lambda c: max(64, 8 * c),
+        # Per level: p99 of 64 requests was their slowest or second slowest.
+        "requests": lambda c: max(256, 8 * c),
         "upload_seconds": 30.0,
         "tracks": 20_000,
         "faiss_vectors": 1_000_000,
@@ -210,15 +211,14 @@ def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
 
 # The servers `/identify` is measured on: cross-request batching off and on with the
 # device's defaults (decoding in worker processes on CUDA, each upload in pieces on its share
-# of the cores; with batching, segments chosen in the batch), and batching off with a CUDA
-# stream per inference thread (`cuda_streams`, off by default until measured). Measured until
-# 2026-11-27 and dropped to keep the check within 8 minutes: decoding in the inference
-# threads (lowest p50 at 1 client, worse under load) and batching with segments chosen per
-# request (worse than chosen in the batch, as `batch_features` does).
+# of the cores; with batching, segments chosen in the batch). Measured and dropped: decoding
+# in the inference threads (lowest p50 at 1 client, worse under load) and batching with
+# segments chosen per request (worse than chosen in the batch, as `batch_features` does),
+# until 2026-11-27; a CUDA stream per inference thread (a higher p99 at 8 clients on two
+# machines, and 294 MiB more reserved), 2026-11-28 (README, GPU figures).
 IDENTIFY_SERVERS = {
     "batching off": {"batching": "off"},
     "batching on": {"batching": "on"},
-    "batching off, a CUDA stream per worker": {"batching": "off", "cuda_streams": "per_worker"},
 }
 
 # Above one client, each level runs twice: every client in this process's event loop, and
@@ -313,11 +313,11 @@ def faiss_search(cfg: dict, device: torch.device) -> dict:
     return out
 
 
-# The service's settings the memory section runs with: the CUDA default (batching off), and
-# a CUDA stream per inference thread, whose streams each keep a pool of cached blocks.
+# The service's settings the memory section runs with: the CUDA defaults (batching off) and
+# batching on, whose batches of up to `batch_max_segments` pass through pinned host memory.
 MEMORY_SERVERS = {
     "batching off": {"batching": "off"},
-    "a CUDA stream per worker": {"batching": "off", "cuda_streams": "per_worker"},
+    "batching on": {"batching": "on"},
 }
 
 
@@ -461,14 +461,15 @@ def markdown(report: dict) -> str:
             "request / embedding: the server's own mean time per /identify (from body receipt "
             "to JSON) and per embedding (decoding, segments, encoder), from its metrics.",
             "",
-            "| server | clients | client processes | p50 (ms) | p99 (ms) | req/s | server "
-            "request (ms) | server embedding (ms) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server | clients | client processes | requests | p50 (ms) | p99 (ms) | req/s | "
+            "server request (ms) | server embedding (ms) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for lv in ide["levels"]:
             procs = min(lv["concurrency"], CLIENT_PROCESSES) if lv["client_processes"] else 1
             lines.append(
-                f"| {lv['server']} | {lv['concurrency']} | {procs} | {1e3 * lv['p50_s']:.1f} | "
+                f"| {lv['server']} | {lv['concurrency']} | {procs} | {lv.get('requests', '?')} | "
+                f"{1e3 * lv['p50_s']:.1f} | "
                 f"{1e3 * lv['p99_s']:.1f} | {lv['throughput_rps']:.1f} | "
                 f"{1e3 * lv['server_request_mean_s']:.1f} | "
                 f"{1e3 * lv['server_embedding_mean_s']:.1f} |"

@@ -76,6 +76,24 @@ class InferencePool:
         self.running -= 1
         self._slots.release()
 
+    def warm_up(self, fn: Callable[[], Any], timeout_s: float = 120.0) -> set[int]:
+        """Start every worker thread now and run `fn()` once in each (blocking; before any
+        request). Returns the threads' idents.
+
+        A thread's first inference pays for state that is per thread (on CUDA the cuBLAS and
+        cuDNN handles), and the pool would otherwise start its threads one by one as load
+        rises: the first requests of a busy minute would pay it. Each task waits for all the
+        others to start, so the executor has to give every one a thread of its own."""
+        start = threading.Barrier(self.workers, timeout=timeout_s)
+
+        def task() -> int:
+            start.wait()
+            fn()
+            return threading.get_ident()
+
+        futures = [self._executor.submit(task) for _ in range(self.workers)]
+        return {f.result(timeout=2 * timeout_s) for f in futures}
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 import numpy as np
@@ -64,11 +62,6 @@ class Runtime:
         # decodes the first (None: uploads are decoded whole).
         self.decode_helpers: ThreadPoolExecutor | None = None
         self.cores = os.cpu_count() or 1
-        # With `cuda_streams=per_worker`: each inference thread's own stream (`_stream`), and
-        # every stream made so far.
-        self.per_worker_streams = False
-        self._thread = threading.local()
-        self.streams: list[torch.cuda.Stream] = []
         # One lock per uploaded content: concurrent uploads of the same file add one track.
         self._content_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._register_metrics()
@@ -105,9 +98,10 @@ class Runtime:
         self._embedder, self._catalog = embedder, catalog
         self._load_calibration()
         self.batcher = self._make_batcher(embedder)
-        self.per_worker_streams = self._use_worker_streams(embedder)
-        if embedder.device.type == "cuda":
-            embedder.warm_up()  # before the inference threads share the device
+        # Device constants and lazy imports (librosa's filters: about 1 s on the first CPU
+        # request) once, before the inference threads share them; then each thread's own.
+        embedder.warm_up()
+        self.pool.warm_up(embedder.warm_up)
         self.decoder = self._make_decoder(embedder)
         self.decode_helpers = self._make_decode_helpers()
         self._read_checkpoints()
@@ -122,8 +116,7 @@ class Runtime:
             if self.batcher
             else "off",
             (f"{self.decoder.processes} processes" if self.decoder else "the inference threads")
-            + (f", in up to {self.max_decode_parts} pieces" if self.max_decode_parts > 1 else "")
-            + (", a CUDA stream per inference thread" if self.per_worker_streams else ""),
+            + (f", in up to {self.max_decode_parts} pieces" if self.max_decode_parts > 1 else ""),
             s.catalog_target,
             time.perf_counter() - start,
         )
@@ -188,32 +181,6 @@ class Runtime:
             else None,
             segment_samples=embedder.features.min_samples,
         )
-
-    def _use_worker_streams(self, embedder: Embedder) -> bool:
-        """Whether requests run on a CUDA stream per inference thread (`cuda_streams`).
-
-        Only with batching off, where one thread does all of a request's device work: a
-        batch hands one thread's device tensors to another, which a stream of each would
-        have to order explicitly."""
-        if self.settings.cuda_streams != "per_worker" or embedder.device.type != "cuda":
-            return False
-        if self.batcher is not None:
-            log.warning(
-                "cuda_streams=per_worker applies with batching off; using the shared stream"
-            )
-            return False
-        return True
-
-    def _stream(self) -> AbstractContextManager:
-        """This inference thread's own CUDA stream as the current one (made on its first
-        request), or nothing (`per_worker_streams` off)."""
-        if not self.per_worker_streams:
-            return nullcontext()
-        stream = getattr(self._thread, "stream", None)
-        if stream is None:
-            stream = self._thread.stream = torch.cuda.Stream(self.embedder.device)
-            self.streams.append(stream)  # list.append is atomic
-        return torch.cuda.stream(stream)
 
     def _make_decoder(self, embedder: Embedder) -> DecodePool | None:
         """Decoding worker processes, started and warmed now, or None (decode in threads).
@@ -357,10 +324,7 @@ class Runtime:
     def _embed_now(self, data: bytes, domain: str, max_seconds: float) -> TrackEmbedding:
         embedder, batcher = self.embedder, self.batcher
         if batcher is None:
-            y = self._decode(data, max_seconds)
-            # The results come back to the host (`.cpu()`), which waits for this stream.
-            with self._stream():
-                return embedder.embed_audio(y, domain)
+            return embedder.embed_audio(self._decode(data, max_seconds), domain)
         batcher.announce()  # a batch being gathered waits for this request
         try:
             y = self._decode(data, max_seconds)

@@ -112,13 +112,6 @@ class Settings(BaseSettings):
         "(log-mel and voice detector over all their audio in one pass); auto: on CUDA, where "
         "one request's features are a string of small kernel launches",
     )
-    cuda_streams: Literal["shared", "per_worker"] = Field(
-        "shared",
-        description="with batching off on CUDA, per_worker runs each inference thread's "
-        "requests on a CUDA stream of its own, so a request's copy back waits for its own "
-        "kernels, not for every request's queued before them; shared: the device's default "
-        "stream (the measured default until a card compares the two)",
-    )
     max_query_seconds: float = Field(
         MAX_QUERY_SECONDS,
         gt=0,

@@ -119,34 +119,6 @@ def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, r
         np.testing.assert_allclose(g.vector, cpu.embed_file(data, d).vector, atol=1e-5, rtol=0)
 
 
-def test_cuda_stream_per_worker_equals_cpu(tmp_path, fused_checkpoint):
-    """Batching off (the default) with a CUDA stream per inference thread: concurrent requests
-    of different lengths and domains, on several streams at once, each get the CPU's vectors
-    (the fused model: the speaker branch's front end runs on those streams too)."""
-    cpu = Embedder.from_checkpoint(fused_checkpoint, "cpu")
-    takes = [(v % 4, ("mono", "mixed")[v % 2], 4.0 + 3 * v) for v in range(8)]
-    uploads = flac_uploads(takes)
-    settings = Settings(
-        index_dir=tmp_path / "i",
-        checkpoint=fused_checkpoint,
-        device="cuda",
-        inference_workers=4,
-        cuda_streams="per_worker",
-    )
-    runtime = Runtime(settings, Metrics())
-    runtime.load()
-    try:
-        assert runtime.batcher is None and runtime.per_worker_streams
-        got = embed_all_at_once(runtime, uploads)
-        assert len(runtime.streams) >= 2
-    finally:
-        runtime.close()
-    for g, (data, d) in zip(got, uploads, strict=True):
-        ref = cpu.embed_file(data, d)
-        np.testing.assert_allclose(g.segment_vectors, ref.segment_vectors, atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(g.vector, ref.vector, atol=1e-5, rtol=0)
-
-
 def test_cuda_embed_many_with_features_in_workers_equals_cpu(embedders, tmp_path):
     cpu, gpu = embedders
     paths = []

@@ -59,6 +59,23 @@ def test_inference_pool_bounds_running_and_waiting_jobs():
     assert results == [0, 1, 2, 3] and peak == 2 and running == waiting == 0
 
 
+def test_inference_pool_warm_up_runs_once_in_every_thread():
+    """`warm_up` starts all `workers` threads and runs the function once in each; requests then
+    run in those threads (none starts cold later)."""
+    calls: list[int] = []
+    pool = InferencePool(workers=3, max_pending=16)
+    try:
+        warmed = pool.warm_up(lambda: calls.append(threading.get_ident()))
+        assert len(warmed) == 3 and sorted(calls) == sorted(warmed)
+
+        async def requests():
+            return await asyncio.gather(*(pool.run(threading.get_ident) for _ in range(12)))
+
+        assert set(asyncio.run(requests())) <= warmed
+    finally:
+        pool.shutdown()
+
+
 def same_singers(a: list[dict], b: list[dict]) -> bool:
     return [(s["name"], s["n_tracks"]) for s in a] == [(s["name"], s["n_tracks"]) for s in b] and [
         s["score"] for s in a

@@ -118,5 +118,7 @@ def distill_loss(
     """Mean over masked examples of 1 - cos(projection(student), target); 0 when none."""
     if not bool(mask.any()):
         return student.sum() * 0.0
+    # Targets are built on the host; index on the student's device, wherever the mask is.
+    mask, target = mask.to(student.device), target.to(student.device)
     proj = projection(student[mask])
-    return (1.0 - F.cosine_similarity(proj, target[mask].to(proj.device), dim=1)).mean()
+    return (1.0 - F.cosine_similarity(proj, target[mask], dim=1)).mean()

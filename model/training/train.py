@@ -205,9 +205,7 @@ class Trainer:
             from model.training.distill import batch_targets, distill_loss
 
             target, mask = batch_targets(pool)
-            self._distill = self._distill + distill_loss(
-                emb, target, mask.to(emb.device), self.proj
-            )
+            self._distill = self._distill + distill_loss(emb, target, mask, self.proj)
         return emb
 
     def _with_distill(self, loss: torch.Tensor) -> torch.Tensor:
