@@ -22,6 +22,7 @@ Format version 2 (`FUSED_VERSION`): older readers refuse the file instead of ser
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,8 @@ from model.errors import CheckpointError
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder, weights_digest, weights_path
 from model.vectors import l2_normalize
+
+log = logging.getLogger(__name__)
 
 #: `meta` key of a fused checkpoint, and the speaker encoder it names.
 FUSION_KEY = "fusion"
@@ -149,9 +152,11 @@ def fuse_checkpoint(
 ) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
     CROSS weighing `weight` in [0, 1] of every cosine. A fused `cross` is re-weighted and keeps
-    its domain centres and nuisance projection unless `centres` replaces them (new centres
-    drop a kept projection, fitted on the old ones, unless `nuisance` comes with them). Weight
-    1 writes the CROSS model alone, unfused (no speaker encoder, centres or projection).
+    its domain centres unless `centres` replaces them. Its nuisance projection is kept only at
+    the same weight with the same centres: it holds the principal axes of the fused space it
+    was fitted in, whose two parts a new weight scales differently (refit with
+    `model.training.centres.centre_checkpoint`). `nuisance` sets a new one. Weight 1 writes
+    the CROSS model alone, unfused (no speaker encoder, centres or projection).
     Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
@@ -173,8 +178,16 @@ def fuse_checkpoint(
         spec[CENTRES_KEY] = centres.to_dict() if centres is not None else kept
     if nuisance is not None:
         spec[NUISANCE_KEY] = nuisance.to_dict()
-    elif centres is None and kept_nuisance is not None:
-        spec[NUISANCE_KEY] = kept_nuisance
+    elif kept_nuisance is not None:
+        if centres is None and old.get("weight") == spec["weight"]:
+            spec[NUISANCE_KEY] = kept_nuisance
+        else:
+            log.warning(
+                "%s: its nuisance projection was fitted at CROSS weight %s with its old "
+                "centres; the new checkpoint has none (python -m model fuse --centres refits)",
+                cross,
+                old.get("weight"),
+            )
     payload["meta"] = {**meta, FUSION_KEY: spec}
     return save_payload(payload, out)
 

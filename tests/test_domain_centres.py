@@ -4,17 +4,25 @@ mean of the segments' unit vectors. How a model applies them: test_nuisance_proj
 
 from __future__ import annotations
 
+import argparse
 from functools import partial
 
 import numpy as np
 import pytest
 
 from model.audio import load_audio
+from model.cli.fuse import add_arguments
 from model.domains import DOMAINS
 from model.embedding import Embedder
 from model.errors import CheckpointError
 from model.fusion import CENTRES_KEY, fuse_checkpoint
-from model.training.centres import Recording, centres_of, embed_parts, training_recordings
+from model.training.centres import (
+    NUISANCE_DIMS,
+    Recording,
+    centres_of,
+    embed_parts,
+    training_recordings,
+)
 from model.training.datasets import acappella_rows, split_acappella
 from tests.support.fusion import random_centres, spoiled
 from tests.support.live import render
@@ -100,8 +108,19 @@ def test_fuse_command_estimates_centres_or_exits_2(random_checkpoint, tmp_path):
     assert main([*args, *centres, "--device", "cpu"]) == 0
     centred = Embedder.from_checkpoint(out, "cpu")
     assert centred.fusion_weight == 0.25 and centred.centres is not None
-    assert centred.nuisance is not None and centred.nuisance.directions.shape == (5, 512)
+    assert centred.nuisance is not None
+    assert centred.nuisance.directions.shape == (NUISANCE_DIMS, 512)
     assert main([*args, *centres, "--nuisance-dims", "0", "--device", "cpu"]) == 0
     assert Embedder.from_checkpoint(out, "cpu").nuisance is None
     assert main([*args, "--centres", str(tmp_path / "nowhere")]) == 2
     assert main([*args, "--centres", str(data)]) == 2  # the default's singers are not there
+
+
+def test_fuse_help_states_the_default_nuisance_dims():
+    """The help names the default without importing the training code (so `--help` needs no
+    torch): it must say what `NUISANCE_DIMS` is."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert f"model.training.centres.NUISANCE_DIMS, {NUISANCE_DIMS})" in " ".join(
+        parser.format_help().split()
+    )

@@ -100,16 +100,32 @@ def test_vectors_are_centred_fused_then_projected(fused_checkpoint, tmp_path, pr
         assert np.abs(got.vector - before.vector).max() > 1e-2  # the extras did something
 
 
-def test_reweighting_keeps_both_new_centres_drop_the_projection(projected_checkpoint, tmp_path):
+def test_fusing_again_keeps_both_a_new_weight_or_new_centres_drop_the_projection(
+    projected_checkpoint, tmp_path, caplog
+):
+    """The projection holds the principal axes of the fused space at its weight and centres:
+    fused again at the same weight it stays; at another weight, or with new centres, it
+    goes (with a warning), while the per-part centres stay valid at any weight."""
+
     def spec(path):
         return load_checkpoint(path)[2][FUSION_KEY]
 
-    again = spec(fuse_checkpoint(projected_checkpoint, tmp_path / "w.pt", 0.5))
-    assert again["weight"] == 0.5
-    assert again[CENTRES_KEY] == random_centres(0).to_dict()
-    assert again[NUISANCE_KEY] == random_projection(1).to_dict()
+    same = spec(fuse_checkpoint(projected_checkpoint, tmp_path / "s.pt", WEIGHT))
+    assert same[CENTRES_KEY] == random_centres(0).to_dict()
+    assert same[NUISANCE_KEY] == random_projection(1).to_dict()
+    with caplog.at_level("WARNING", logger="model.fusion"):
+        again = spec(fuse_checkpoint(projected_checkpoint, tmp_path / "w.pt", 0.5))
+    assert again["weight"] == 0.5 and again[CENTRES_KEY] == random_centres(0).to_dict()
+    assert NUISANCE_KEY not in again and "nuisance projection" in caplog.text
+    refitted = random_projection(2)
+    assert (
+        spec(fuse_checkpoint(projected_checkpoint, tmp_path / "n.pt", 0.5, None, refitted))[
+            NUISANCE_KEY
+        ]
+        == refitted.to_dict()
+    )
     recentred = spec(
-        fuse_checkpoint(projected_checkpoint, tmp_path / "c.pt", 0.5, random_centres(5))
+        fuse_checkpoint(projected_checkpoint, tmp_path / "c.pt", WEIGHT, random_centres(5))
     )
     assert NUISANCE_KEY not in recentred  # fitted on the old centres: no longer meaningful
     assert recentred[CENTRES_KEY] == random_centres(5).to_dict()
