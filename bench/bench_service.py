@@ -88,6 +88,7 @@ def percentiles(xs: list[float]) -> dict:
         "p99_s": float(np.percentile(a, 99)),
         "mean_s": float(a.mean()),
         "n": len(xs),
+        "over_100ms": int((a > 0.1).sum()),
     }
 
 
@@ -168,31 +169,35 @@ def post_identify(client: httpx.Client, url: str, data: bytes) -> httpx.Response
     return client.post(f"{url}/identify", files=files, data={"top_k": "5"})
 
 
-def server_totals(metrics_text: str) -> dict[str, tuple[float, float]]:
-    """(sum, count) of the server's embedding time (mono domain) and of its /identify
-    request time (from the first middleware: body receipt, parsing, embedding, search, JSON)."""
+def server_totals(metrics_text: str) -> dict[str, float]:
+    """Sums and counts of the server's embedding time (mono domain) and of its /identify
+    request time (from the first middleware: body receipt, parsing, embedding, search, JSON),
+    and how many of those requests took at most 100 ms (its histogram's bucket)."""
 
     def value(name: str, labels: str) -> float:
         m = re.search(rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$", metrics_text, re.MULTILINE)
         return float(m.group(1)) if m else 0.0
 
-    series = {
-        "embedding": ("singer_embedding_seconds", 'domain="mono"'),
-        "request": ("singer_http_request_duration_seconds", 'route="/identify"'),
-    }
+    embedding, request = "singer_embedding_seconds", "singer_http_request_duration_seconds"
+    mono, identify = 'domain="mono"', 'route="/identify"'
     return {
-        key: (value(f"{name}_sum", labels), value(f"{name}_count", labels))
-        for key, (name, labels) in series.items()
+        "embedding_sum": value(f"{embedding}_sum", mono),
+        "embedding_count": value(f"{embedding}_count", mono),
+        "request_sum": value(f"{request}_sum", identify),
+        "request_count": value(f"{request}_count", identify),
+        "request_le_100ms": value(f"{request}_bucket", f'{identify},le="0.1"'),
     }
 
 
-def server_means(url: str, before: dict) -> dict[str, float]:
-    """Mean server-side seconds per embedding and per request since `before`."""
+def server_means(url: str, before: dict[str, float]) -> dict[str, float]:
+    """Mean server-side seconds per embedding and per request since `before`, and how many
+    of those requests took the server over 100 ms (to tell a server's tail from a client's)."""
     after = server_totals(httpx.get(f"{url}/metrics").text)
+    d = {key: after[key] - before[key] for key in after}
     return {
-        f"server_{key}_mean_s": (after[key][0] - before[key][0])
-        / max(after[key][1] - before[key][1], 1)
-        for key in after
+        "server_embedding_mean_s": d["embedding_sum"] / max(d["embedding_count"], 1),
+        "server_request_mean_s": d["request_sum"] / max(d["request_count"], 1),
+        "server_over_100ms": int(d["request_count"] - d["request_le_100ms"]),
     }
 
 
@@ -226,7 +231,6 @@ def level_record(
 ) -> dict:
     return {
         "concurrency": concurrency,
-        "requests": total,
         **percentiles(latencies),
         "throughput_rps": total / wall,
         "wall_s": wall,
