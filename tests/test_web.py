@@ -348,6 +348,43 @@ def test_evidence_fields_are_rendered_when_present(page, shots):
     assert page.find_element(By.ID, "verdict").text == "Probably none of the catalogue's singers."
 
 
+def test_a_domain_mismatch_offers_to_ask_again_as_the_other_kind(page, clips, shots):
+    """A vocal take the detector hears as a voice with accompaniment: the page says so, and
+    its button asks again as a finished song (the same file, `domain=mixed`, both requests)."""
+    query(page, clips["query"])
+    ranked_singers(page)
+    page.execute_script(
+        """window.sent = [];
+           const post = postForm;
+           postForm = (url, form, ...rest) => {
+             window.sent.push([url, form.get("domain")]);
+             return post(url, form, ...rest);
+           };
+           renderQuality({voiced_fraction: 0.9, n_segments: 4, domain_score: 0.8,
+                          flags: ["mostly_accompaniment", "domain_mismatch"]}, "mono");"""
+    )
+    box = page.find_element(By.ID, "quality")
+    assert "such recordings are matched better as a finished song" in box.text
+    click(page, page.find_element(By.ID, "ask-again"))
+    wait(page).until(lambda d: len(d.execute_script("return window.sent")) == 2)
+    assert sorted(page.execute_script("return window.sent")) == [
+        ["/identify", "mixed"],
+        ["/search", "mixed"],
+    ]
+    assert page.find_element(By.CSS_SELECTOR, "input[name=domain][value=mixed]").is_selected()
+    # The service's own answer replaces the stand-in: the take, a voice alone, asked as a
+    # song, is flagged the other way, and the page offers the way back.
+    wait(page).until(lambda d: "as a vocal take" in d.find_element(By.ID, "quality").text)
+    assert page.find_element(By.ID, "ask-again").text == "Ask again as a vocal take"
+    assert ranked_singers(page)[0] == singer_name(QUERY_VOICE)
+    screenshot(page, shots, "ask-again")
+    # No mismatch, no button.
+    page.execute_script(
+        "renderQuality({voiced_fraction: 1, n_segments: 4, domain_score: 0.1, flags: []}, 'mono')"
+    )
+    assert not page.find_elements(By.ID, "ask-again")
+
+
 def test_every_control_has_a_label_and_is_reachable_by_keyboard(page):
     unlabelled = page.execute_script(
         """return [...document.querySelectorAll('input, select, button, meter, audio')]

@@ -265,17 +265,39 @@ function renderAnswer(who, similar) {
         el("span", { style: `width:${pct(width)};background:${colour}` })));
   }));
   if (!who.singers.length) list.replaceChildren(el("li", {}, "The catalogue has no singers yet: add tracks below."));
-  renderQuality(who.quality || (similar && similar.quality));
+  renderQuality(who.quality || (similar && similar.quality), who.domain);
   renderSegments(who);
   renderTracks($("track-list"), similar ? similar.tracks : [], true);
 }
 
-function renderQuality(quality) {
+// When the voice detector hears the other kind of recording than the one chosen: the advice,
+// and the kind to ask again as. Re-sent as a finished song, flagged vocal takes found their
+// singer more often (model card, voice detector: 0.90 against 0.88 on MIR-1K, 0.57 against
+// 0.42 on a cappella takes with accompaniment bleeding in).
+const OTHER_KIND = {
+  mono: ["It sounds like a voice with accompaniment: such recordings are matched better as a finished song.",
+    "mixed", "Ask again as a finished song"],
+  mixed: ["It sounds like a voice alone: such recordings are matched better as a vocal take.",
+    "mono", "Ask again as a vocal take"],
+};
+
+function renderQuality(quality, domain) {
   const box = $("quality");
   if (!quality) { box.hidden = true; return; }
   const parts = [`voice in ${pct(quality.voiced_fraction)} of the recording`, `${quality.n_segments} segments`];
-  if (quality.flags && quality.flags.length) parts.push(`warnings: ${quality.flags.join(", ").replaceAll("_", " ")}`);
-  box.textContent = `Query: ${parts.join("; ")}.`;
+  const flags = quality.flags || [];
+  if (flags.length) parts.push(`warnings: ${flags.join(", ").replaceAll("_", " ")}`);
+  box.replaceChildren(`Query: ${parts.join("; ")}.`);
+  const other = flags.includes("domain_mismatch") && OTHER_KIND[domain];
+  if (other) {
+    const [advice, kind, label] = other;
+    const again = el("button", { type: "button", id: "ask-again", "data-domain": kind }, label);
+    again.addEventListener("click", () => {
+      document.querySelector(`input[name=domain][value=${kind}]`).checked = true;
+      $("query-form").requestSubmit();
+    });
+    box.append(" ", advice, " ", again);
+  }
   box.hidden = false;
 }
 
