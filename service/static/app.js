@@ -273,11 +273,12 @@ function renderAnswer(who, similar) {
 // When the voice detector hears the other kind of recording than the one chosen: the advice,
 // and the kind to ask again as. Re-sent as a finished song, flagged vocal takes found their
 // singer more often (model card, voice detector: 0.90 against 0.88 on MIR-1K, 0.57 against
-// 0.42 on a cappella takes with accompaniment bleeding in).
+// 0.42 on a cappella takes with accompaniment bleeding in). Clean takes came out about even
+// either way (bench/bleed_branches.py --snrs inf), so the way back only names the kind.
 const OTHER_KIND = {
   mono: ["It sounds like a voice with accompaniment: such recordings are matched better as a finished song.",
     "mixed", "Ask again as a finished song"],
-  mixed: ["It sounds like a voice alone: such recordings are matched better as a vocal take.",
+  mixed: ["It sounds like a voice alone: if it is a vocal take, say so.",
     "mono", "Ask again as a vocal take"],
 };
 
