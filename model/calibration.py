@@ -28,6 +28,7 @@ is read at the tier of the longest queries it is at least as long as.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -158,6 +159,12 @@ class PairCalibration:
         )
 
 
+def tier_for(tiers: Sequence[PairCalibration], n_segments: int) -> PairCalibration:
+    """The tier of a query of `n_segments` segments: the last of `tiers` (by increasing
+    `min_segments`, the first at 1) whose `min_segments` it reaches."""
+    return [t for t in tiers if t.min_segments <= max(1, n_segments)][-1]
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A checkpoint's score calibration (see the module docstring).
@@ -185,9 +192,7 @@ class Calibration:
         """The calibration of a query of `n_segments` embedded segments against singer models
         of `model_domain`: its pair's longest tier the query reaches; None without the pair."""
         tiers = self.pairs.get(pair_key(query_domain, model_domain))
-        if not tiers:
-            return None
-        return [t for t in tiers if t.min_segments <= max(1, n_segments)][-1]
+        return tier_for(tiers, n_segments) if tiers else None
 
     def to_dict(self) -> dict:
         return {

@@ -38,6 +38,7 @@ from model.calibration import (
     cohort_moments,
     pair_key,
     snorm,
+    tier_for,
 )
 from model.evaluation.lengths import LENGTH_TIERS, Query, compose_queries, tier_members
 from model.evaluation.metrics import cosine_scores, singer_models
@@ -439,9 +440,6 @@ def length_operating_points(
     tiers: operating point}}, bands without known or impostor queries left out.
     """
 
-    def at(cal: tuple[PairCalibration, ...], n: int) -> PairCalibration:
-        return [t for t in cal if t.min_segments <= n][-1]
-
     args = (t_vecs, t_singers, cfg.norm, cfg.cohort_top_k)
     whole = [
         Query(normalized_mean(segments[i]), clips[i].singer, len(segments[i]))
@@ -472,7 +470,7 @@ def length_operating_points(
             out[f">={start}"] = {
                 "n_known": n_known,
                 "n_impostor": n_imp,
-                "clips": operating_point(sub, at(by_clip, start), cfg.norm, cfg.target_fa),
-                "tiers": operating_point(sub, at(tiered, start), cfg.norm, cfg.target_fa),
+                "clips": operating_point(sub, tier_for(by_clip, start), cfg.norm, cfg.target_fa),
+                "tiers": operating_point(sub, tier_for(tiered, start), cfg.norm, cfg.target_fa),
             }
     return out
