@@ -5,6 +5,10 @@ from __future__ import annotations
 #: Monophonic vocals (a karaoke or studio take) and mixed music (a finished song).
 DOMAINS: tuple[str, str] = ("mono", "mixed")
 
+#: A query's domain left to the audio: `model.features.choose_branch` picks the branch.
+AUTO = "auto"
+QUERY_DOMAINS: tuple[str, str, str] = (*DOMAINS, AUTO)
+
 #: Scenario name -> (query domain, target domain).
 SCENARIOS: dict[str, tuple[str, str]] = {
     "mono2mono": ("mono", "mono"),

@@ -27,7 +27,9 @@ from model.errors import AudioError, CheckpointError
 from model.features import (
     FeatureConfig,
     SegmentSelection,
+    choose_branch,
     select_many,
+    selection_domain,
     to_device,
 )
 from model.fusion import (
@@ -75,7 +77,8 @@ class TrackEmbedding:
     embed_dim), what `Embedder.encode` gives (raw encoder outputs, or fused unit vectors);
     starts_s / ends_s / voice: (n_segments,) as in `SegmentSelection`; voiced_fraction in
     [0, 1]; duration_s in seconds; flags and domain_score: the selection's quality
-    (`model.features.SegmentSelection`).
+    (`model.features.SegmentSelection`); domain: the encoder branch that embedded it, where
+    known (a query declared `auto` learns it here).
     """
 
     vector: np.ndarray
@@ -88,10 +91,14 @@ class TrackEmbedding:
     voiced_fraction: float = 1.0
     flags: tuple[str, ...] = ()
     domain_score: float | None = None
+    domain: str | None = None
 
     @classmethod
-    def of(cls, selection: SegmentSelection, segment_vectors: np.ndarray) -> TrackEmbedding:
-        """The track embedding of a selection and its (n, embed_dim) segment embeddings."""
+    def of(
+        cls, selection: SegmentSelection, segment_vectors: np.ndarray, domain: str | None = None
+    ) -> TrackEmbedding:
+        """The track embedding of a selection and its (n, embed_dim) segment embeddings, made
+        by the `domain` branch."""
         return cls(
             vector=track_vector(segment_vectors),
             n_segments=len(segment_vectors),
@@ -103,6 +110,7 @@ class TrackEmbedding:
             voiced_fraction=selection.voiced_fraction,
             flags=selection.flags,
             domain_score=selection.domain_score,
+            domain=domain,
         )
 
 
@@ -316,9 +324,11 @@ class Embedder:
     def embed_audio(
         self, y: np.ndarray, domain: str, all_segments: bool = False, path: str | None = None
     ) -> TrackEmbedding:
-        """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. Raises AudioError."""
-        selection = self.select(y, all_segments, path, domain)
-        return TrackEmbedding.of(selection, self.encode([selection], domain))
+        """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. `domain`: mono,
+        mixed, or auto (`model.features.choose_branch`). Raises AudioError."""
+        selection = self.select(y, all_segments, path, selection_domain(domain))
+        selection, branch = choose_branch(selection, domain)
+        return TrackEmbedding.of(selection, self.encode([selection], branch), branch)
 
     def embed_file(
         self,
@@ -396,7 +406,8 @@ class Embedder:
                 emb = self.encode([s for _, s in selections], domain, batch_size)
                 start = 0
                 for i, sel in selections:
-                    done.append((i, TrackEmbedding.of(sel, emb[start : start + len(sel)])))
+                    vectors = emb[start : start + len(sel)]
+                    done.append((i, TrackEmbedding.of(sel, vectors, domain)))
                     start += len(sel)
             return done
 

@@ -12,13 +12,14 @@ audio, only mel tensors. The configuration travels inside each checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from model.domains import AUTO
 from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
 from model.stored import Stored
 
@@ -367,6 +368,29 @@ def quality_flags(
     if score is not None and domain == "mixed" and score < 1.0 - domain_threshold:
         flags.add("domain_mismatch")
     return tuple(f for f in QUALITY_FLAGS if f in flags)
+
+
+def selection_domain(domain: str) -> str:
+    """The domain a query's segments are chosen (and its flags computed) as: `auto` as mono."""
+    return "mono" if domain == AUTO else domain
+
+
+def choose_branch(selection: SegmentSelection, domain: str) -> tuple[SegmentSelection, str]:
+    """The encoder branch for a query declared `domain`, and its selection as reported.
+
+    `mono` / `mixed`: that branch, the selection unchanged. `auto` (selected as mono): the
+    mixed branch when the voice detector heard mostly accompaniment (`mostly_accompaniment`,
+    domain_score over its threshold), else mono. Takes with a backing track bleeding in found
+    their singer more often that way on some sets, less on others (model card, voice
+    detector: `bench/bleed_branches.py`). `domain_mismatch` is dropped, since the branch
+    follows the audio; `mostly_accompaniment` stays, to say why.
+    """
+    if domain != AUTO:
+        return selection, domain
+    if "mostly_accompaniment" not in selection.flags:
+        return selection, "mono"
+    flags = tuple(f for f in selection.flags if f != "domain_mismatch")
+    return replace(selection, flags=flags), "mixed"
 
 
 def select_segments(

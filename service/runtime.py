@@ -23,8 +23,10 @@ from catalog import CatalogBackend, Track, open_catalog
 from model.audio import load_audio
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
 from model.decoding import DecodePool
+from model.domains import AUTO
 from model.embedding import Embedder, TrackEmbedding, inference_threads
 from model.errors import AudioError
+from model.features import choose_branch, selection_domain
 from service.audio_files import AudioFiles
 from service.errors import ApiError
 from service.inference import DeviceOutOfMemoryError, InferencePool, SegmentBatcher
@@ -302,7 +304,9 @@ class Runtime:
             except torch.OutOfMemoryError as err:
                 raise self._out_of_memory(err) from err
             self.metrics.observe(
-                "singer_embedding_seconds", {"domain": domain}, time.perf_counter() - start
+                "singer_embedding_seconds",
+                {"domain": emb.domain or domain},
+                time.perf_counter() - start,
             )
             if not np.isfinite(emb.vector).all() or not np.any(emb.vector):
                 raise AudioError("the model produced no usable vector for this audio")
@@ -326,17 +330,21 @@ class Runtime:
         if batcher is None:
             return embedder.embed_audio(self._decode(data, max_seconds), domain)
         batcher.announce()  # a batch being gathered waits for this request
+        # With `auto` the segments are chosen here: the branch, and so the batch's forward
+        # pass, depends on them.
+        in_batch = batcher.select is not None and domain != AUTO
         try:
             y = self._decode(data, max_seconds)
-            selection = None if batcher.select else embedder.select(y, domain=domain)
+            selection = None if in_batch else embedder.select(y, domain=selection_domain(domain))
         except BaseException:
             batcher.withdraw()
             raise
         if selection is None:  # chosen in the batch, with the other requests'
             selection, segment_vectors = batcher.embed_audio(y, domain, announced=True)
-        else:
-            segment_vectors = batcher.embed(selection, domain, announced=True)
-        return TrackEmbedding.of(selection, segment_vectors)
+            return TrackEmbedding.of(selection, segment_vectors, domain)
+        selection, branch = choose_branch(selection, domain)
+        segment_vectors = batcher.embed(selection, branch, announced=True)
+        return TrackEmbedding.of(selection, segment_vectors, branch)
 
     def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:
         device = self.embedder.device

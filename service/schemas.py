@@ -11,6 +11,9 @@ from catalog import Singer, SingerHit, Track, TrackHit
 from model.embedding import TrackEmbedding
 
 Domain = Literal["mono", "mixed"]
+# A query's domain as a request may give it: auto leaves the branch to the voice detector
+# (model.features.choose_branch).
+QueryDomain = Literal["mono", "mixed", "auto"]
 MAX_TOP_K = 100
 
 
@@ -133,8 +136,8 @@ class Quality(BaseModel):
     flags: list[QualityFlag] = Field(
         description="low_voice: no segment was 70 % sung, the most sung ones were used; "
         "short: under two segments (6 s) long; clipped: flat-topped peaks; "
-        "mostly_accompaniment: declared mono but sounds like a mix; domain_mismatch: the "
-        "declared domain disagrees with domain_score"
+        "mostly_accompaniment: declared mono (or auto) but sounds like a mix; "
+        "domain_mismatch: the declared domain disagrees with domain_score (never with auto)"
     )
     domain_score: float | None = Field(
         description="probability that the voice is in a mixture (0: a vocal take, 1: a "
@@ -153,18 +156,23 @@ class Quality(BaseModel):
 
 
 class QueryInfo(BaseModel):
-    domain: Domain = Field(description="domain the query was embedded as")
+    domain: Domain = Field(
+        description="domain the query was embedded as: the requested one, or with "
+        "`domain=auto` the one the voice detector chose"
+    )
+    requested_domain: QueryDomain = Field(description="the request's `domain`")
     n_segments: int = Field(description="3-second segments of the upload that were embedded")
     duration_s: float = Field(description="duration of the decoded upload, seconds")
     checkpoint_id: str
     quality: Quality
 
     @staticmethod
-    def of(emb: TrackEmbedding, domain: str, checkpoint_id: str) -> dict[str, Any]:
-        """The fields of this base for a query embedded as `emb`, as keyword arguments of a
-        subclass."""
+    def of(emb: TrackEmbedding, requested: str, checkpoint_id: str) -> dict[str, Any]:
+        """The fields of this base for a query embedded as `emb` (`emb.domain`: the branch),
+        asked as `requested`, as keyword arguments of a subclass."""
         return {
-            "domain": domain,
+            "domain": emb.domain,
+            "requested_domain": requested,
             "n_segments": emb.n_segments,
             "duration_s": emb.duration_s,
             "checkpoint_id": checkpoint_id,

@@ -142,17 +142,24 @@ def test_service_runtime_batched_equals_unbatched(
     assert runtime.batcher is not None
     assert (runtime.batcher.select is not None) == (batch_features == "on")
 
+    # Each upload as its domain, and the first two also as `auto` (segments chosen in the
+    # request's thread, the branch from them, then the batch).
+    asked = [(u, d) for u, (_, d, _) in zip(uploads, REQUESTS, strict=True)]
+    asked += [(uploads[0], "auto"), (uploads[1], "auto")]
+
     async def all_at_once() -> list[TrackEmbedding]:
-        jobs = [runtime.embed(u, d) for u, (_, d, _) in zip(uploads, REQUESTS, strict=True)]
-        return await asyncio.gather(*jobs)
+        return await asyncio.gather(*[runtime.embed(u, d) for u, d in asked])
 
     try:
         got = asyncio.run(all_at_once())
     finally:
         runtime.close()
-    assert runtime.batcher.batched_requests == len(uploads)
-    for g, u, (_, d, _) in zip(got, uploads, REQUESTS, strict=True):
-        assert_same_embedding(g, runtime.embedder.embed_file(u, d))
+    assert runtime.batcher.batched_requests == len(asked)
+    for g, (u, d) in zip(got, asked, strict=True):
+        ref = runtime.embedder.embed_file(u, d)
+        assert_same_embedding(g, ref)
+        assert g.domain == ref.domain and g.flags == ref.flags
+        assert g.domain == d if d != "auto" else g.domain in ("mono", "mixed")
 
 
 def out_of_memory(module: torch.nn.Module, args: tuple) -> None:

@@ -147,6 +147,27 @@ def test_domain_score_tells_a_take_from_a_mix(shared_dir, detector):
         )
 
 
+def test_auto_embeds_what_the_detector_hears(shared_dir, random_checkpoint):
+    """domain=auto: a take as mono, a take under its accompaniment as mixed, each equal to
+    asking for that branch; the answer keeps `mostly_accompaniment` and drops the mismatch."""
+    emb = Embedder.from_checkpoint(random_checkpoint, "cpu")
+    vocals, accompaniment = mir1k(shared_dir, "khair_2_03")
+    for y, branch in ((vocals, "mono"), (nominal_mix(vocals, accompaniment), "mixed")):
+        auto, asked = emb.embed_audio(y, "auto"), emb.embed_audio(y, branch)
+        assert auto.domain == asked.domain == branch
+        np.testing.assert_allclose(auto.segment_vectors, asked.segment_vectors, atol=1e-6)
+        np.testing.assert_array_equal(auto.starts_s, asked.starts_s)
+        assert auto.domain_score == pytest.approx(asked.domain_score)
+        if branch == "mixed":
+            as_mono = emb.embed_audio(y, "mono")
+            assert {"mostly_accompaniment", "domain_mismatch"} <= set(as_mono.flags)
+            assert set(auto.flags) == set(as_mono.flags) - {"domain_mismatch"}
+            assert not np.allclose(auto.vector, as_mono.vector, atol=1e-3)
+        else:
+            assert auto.flags == asked.flags
+            assert "mostly_accompaniment" not in auto.flags
+
+
 def test_every_embedding_path_refuses_only_no_singing(shared_dir, random_checkpoint, tmp_path):
     """Embedder.embed_many is the indexer's and `model embed`'s path; embed_file the service's."""
     vocals, _ = mir1k(shared_dir, SPARSE_MIR1K[1])

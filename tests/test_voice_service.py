@@ -59,6 +59,29 @@ def test_adding_and_querying_report_quality(client, files):
     assert "domain_mismatch" not in ok["flags"]
 
 
+def test_auto_answers_as_the_domain_it_hears(client, files):
+    """domain=auto over HTTP: the same answer as asking for the branch the detector chose,
+    and the response says both what was asked and how it was embedded."""
+    r = upload(client, "/tracks", files["vocals"], headers=KEY, singer="khair", domain="mono")
+    assert r.status_code in (200, 201), r.text
+    for name, branch in (("vocals", "mono"), ("mix", "mixed")):
+        for endpoint in ("/identify", "/search"):
+            auto = upload(client, endpoint, files[name], domain="auto")
+            asked = upload(client, endpoint, files[name], domain=branch)
+            assert auto.status_code == asked.status_code == 200, auto.text
+            a, b = auto.json(), asked.json()
+            assert (a["domain"], a["requested_domain"]) == (branch, "auto")
+            assert (b["domain"], b["requested_domain"]) == (branch, branch)
+            assert "domain_mismatch" not in a["quality"]["flags"]
+            assert ("mostly_accompaniment" in a["quality"]["flags"]) == (branch == "mixed")
+            hits = "singers" if endpoint == "/identify" else "tracks"
+            assert a[hits] and [h["score"] for h in a[hits]] == pytest.approx(
+                [h["score"] for h in b[hits]], abs=1e-5
+            )
+    bad = upload(client, "/identify", files["vocals"], domain="stereo")
+    assert bad.status_code == 422 and "auto" in bad.text
+
+
 @pytest.mark.parametrize("name", ["dc", "square"])
 def test_no_singing_is_refused_everywhere(client, files, name):
     for endpoint, form, headers in (

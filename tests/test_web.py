@@ -364,7 +364,7 @@ def test_a_domain_mismatch_offers_to_ask_again_as_the_other_kind(page, clips, sh
                           flags: ["mostly_accompaniment", "domain_mismatch"]}, "mono");"""
     )
     box = page.find_element(By.ID, "quality")
-    assert "such recordings are matched better as a finished song" in box.text
+    assert "asking as a finished song may match it better" in box.text
     click(page, page.find_element(By.ID, "ask-again"))
     wait(page).until(lambda d: len(d.execute_script("return window.sent")) == 2)
     assert sorted(page.execute_script("return window.sent")) == [
@@ -383,6 +383,17 @@ def test_a_domain_mismatch_offers_to_ask_again_as_the_other_kind(page, clips, sh
         "renderQuality({voiced_fraction: 1, n_segments: 4, domain_score: 0.1, flags: []}, 'mono')"
     )
     assert not page.find_elements(By.ID, "ask-again")
+    # "Not sure": the service chooses, and the page says what it heard (a voice alone).
+    page.execute_script("window.sent = []")
+    click(page, page.find_element(By.CSS_SELECTOR, "input[name=domain][value=auto]"))
+    click(page, page.find_element(By.ID, "query-submit"))
+    wait(page).until(lambda d: "Heard as a vocal take." in d.find_element(By.ID, "quality").text)
+    assert sorted(page.execute_script("return window.sent")) == [
+        ["/identify", "auto"],
+        ["/search", "auto"],
+    ]
+    assert not page.find_elements(By.ID, "ask-again")
+    assert ranked_singers(page)[0] == singer_name(QUERY_VOICE)
 
 
 def test_every_control_has_a_label_and_is_reachable_by_keyboard(page):

@@ -13,8 +13,8 @@ from service.runtime import Runtime
 from service.schemas import (
     MAX_TOP_K,
     UPLOAD_ERRORS,
-    Domain,
     IdentifyResponse,
+    QueryDomain,
     QueryInfo,
     SegmentOut,
     SingerHitOut,
@@ -32,7 +32,11 @@ async def identify(
     runtime: Annotated[Runtime, Depends(ready_runtime)],
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K)] = 5,
     domain: Annotated[
-        Domain, Form(description="mono: karaoke or vocal recording; mixed: a finished song")
+        QueryDomain,
+        Form(
+            description="mono: karaoke or vocal recording; mixed: a finished song; auto: "
+            "mixed when the voice detector hears mostly accompaniment, else mono"
+        ),
     ] = "mono",
     models: Annotated[
         Literal["auto", "mono", "mixed"],
@@ -57,6 +61,7 @@ async def identify(
     `segments` show which seconds matched whom."""
     await runtime.require_consistent_catalog()
     emb = await runtime.embed(await read_upload(file), domain)
+    branch = emb.domain or domain  # with auto: the branch the voice detector chose
     cal, target_fa = runtime.calibration, runtime.settings.target_false_alarm
     catalog = runtime.catalog
 
@@ -65,15 +70,15 @@ async def identify(
         # hand-off between the event loop and a thread waits for a core.
         hits: list[SingerHit] = []
         models_domain = None
-        for candidate in [domain, OTHER[domain]] if models == "auto" else [models]:
+        for candidate in [branch, OTHER[branch]] if models == "auto" else [models]:
             hits = catalog.search_singers(emb.vector, top_k, candidate)
             if hits:
                 models_domain = candidate
                 break
         reading = read_hits(
-            catalog, emb.vector, hits, domain, models_domain, cal, target_fa, emb.n_segments
+            catalog, emb.vector, hits, branch, models_domain, cal, target_fa, emb.n_segments
         )
-        segments = segment_evidence(catalog, emb, domain, models_domain, cal, target_fa)
+        segments = segment_evidence(catalog, emb, branch, models_domain, cal, target_fa)
         return hits, models_domain, reading, segments
 
     hits, models_domain, reading, segments = await runtime.catalog_call(rank)

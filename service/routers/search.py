@@ -13,7 +13,14 @@ from catalog import TrackHit
 from service.deps import ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
-from service.schemas import MAX_TOP_K, UPLOAD_ERRORS, Domain, QueryInfo, SearchResponse, TrackHitOut
+from service.schemas import (
+    MAX_TOP_K,
+    UPLOAD_ERRORS,
+    QueryDomain,
+    QueryInfo,
+    SearchResponse,
+    TrackHitOut,
+)
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
@@ -40,7 +47,13 @@ async def search(
     file: Annotated[UploadFile, File(description="the query recording (any supported format)")],
     runtime: Annotated[Runtime, Depends(ready_runtime)],
     top_k: Annotated[int, Form(ge=1, le=MAX_TOP_K, description="tracks per page")] = 10,
-    domain: Annotated[Domain, Form(description="domain of the query")] = "mono",
+    domain: Annotated[
+        QueryDomain,
+        Form(
+            description="domain of the query; auto: mixed when the voice detector hears "
+            "mostly accompaniment, else mono"
+        ),
+    ] = "mono",
     target: Annotated[
         Literal["mono", "mixed", "any"],
         Form(

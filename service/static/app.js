@@ -265,30 +265,35 @@ function renderAnswer(who, similar) {
         el("span", { style: `width:${pct(width)};background:${colour}` })));
   }));
   if (!who.singers.length) list.replaceChildren(el("li", {}, "The catalogue has no singers yet: add tracks below."));
-  renderQuality(who.quality || (similar && similar.quality), who.domain);
+  renderQuality(who.quality || (similar && similar.quality), who.domain, who.requested_domain);
   renderSegments(who);
   renderTracks($("track-list"), similar ? similar.tracks : [], true);
 }
 
 // When the voice detector hears the other kind of recording than the one chosen: the advice,
-// and the kind to ask again as. Re-sent as a finished song, flagged vocal takes found their
-// singer more often (model card, voice detector: 0.90 against 0.88 on MIR-1K, 0.57 against
-// 0.42 on a cappella takes with accompaniment bleeding in). Clean takes came out about even
-// either way (bench/bleed_branches.py --snrs inf), so the way back only names the kind.
+// and the kind to ask again as. Flagged vocal takes re-sent as a finished song found their
+// singer more often in some tests and less often in others (bench/bleed_branches.py: against
+// songs, 0.45 against 0.35 for a cappella takes over instrumentals, 0.77 against 0.79 for
+// MIR-1K takes over their own backing), so the advice offers the other kind without a promise.
 const OTHER_KIND = {
-  mono: ["It sounds like a voice with accompaniment: such recordings are matched better as a finished song.",
+  mono: ["It sounds like a voice with accompaniment: asking as a finished song may match it better.",
     "mixed", "Ask again as a finished song"],
   mixed: ["It sounds like a voice alone: if it is a vocal take, say so.",
     "mono", "Ask again as a vocal take"],
 };
+const HEARD_AS = {
+  mono: "Heard as a vocal take.",
+  mixed: "Heard mostly accompaniment, so it was matched as a finished song.",
+};
 
-function renderQuality(quality, domain) {
+function renderQuality(quality, domain, requested) {
   const box = $("quality");
   if (!quality) { box.hidden = true; return; }
   const parts = [`voice in ${pct(quality.voiced_fraction)} of the recording`, `${quality.n_segments} segments`];
   const flags = quality.flags || [];
   if (flags.length) parts.push(`warnings: ${flags.join(", ").replaceAll("_", " ")}`);
   box.replaceChildren(`Query: ${parts.join("; ")}.`);
+  if (requested === "auto" && HEARD_AS[domain]) box.append(" ", HEARD_AS[domain]);
   const other = flags.includes("domain_mismatch") && OTHER_KIND[domain];
   if (other) {
     const [advice, kind, label] = other;
