@@ -394,6 +394,7 @@ def test_a_domain_mismatch_offers_to_ask_again_as_the_other_kind(page, clips, sh
     ]
     assert not page.find_elements(By.ID, "ask-again")
     assert ranked_singers(page)[0] == singer_name(QUERY_VOICE)
+    screenshot(page, shots, "auto")
 
 
 def test_every_control_has_a_label_and_is_reachable_by_keyboard(page):
