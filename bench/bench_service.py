@@ -238,6 +238,9 @@ def level_record(
         "throughput_rps": total / wall,
         "wall_s": wall,
         "statuses": statuses,
+        # Every request in completion order (client process after client process): whether
+        # the slow ones come first (cold paths), in bursts, or at random.
+        "latencies_ms": [round(1000 * x, 1) for x in latencies],
     }
 
 

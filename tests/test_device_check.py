@@ -52,6 +52,10 @@ def test_dry_run_writes_every_section(tmp_path):
         assert 0 < lv["server_embedding_mean_s"] < lv["server_request_mean_s"] < 10
         assert 0 <= lv["server_embedding_over_100ms"] <= lv["server_over_100ms"]
         assert lv["server_over_100ms"] <= lv["n"] and 0 <= lv["over_100ms"] <= lv["n"]
+        assert len(lv["latencies_ms"]) == lv["n"]  # each request, for the tail's pattern
+        over = sum(x > 100 for x in lv["latencies_ms"])
+        at_edge = sum(abs(x - 100) <= 0.05 for x in lv["latencies_ms"])  # rounded to 0.1 ms
+        assert abs(over - lv["over_100ms"]) <= at_edge
     assert report["faiss"]["cpu"]["queries_per_s_batch_256"] > 0
     summary = (out / "summary.md").read_text()
     assert "## /identify" in summary and "| memory | skipped |" in summary
