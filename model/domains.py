@@ -7,7 +7,6 @@ DOMAINS: tuple[str, str] = ("mono", "mixed")
 
 #: A query's domain left to the audio: `model.features.choose_branch` picks the branch.
 AUTO = "auto"
-QUERY_DOMAINS: tuple[str, str, str] = (*DOMAINS, AUTO)
 
 #: Scenario name -> (query domain, target domain).
 SCENARIOS: dict[str, tuple[str, str]] = {
