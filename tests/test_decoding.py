@@ -86,6 +86,27 @@ def test_worker_decoding_equals_in_process(pool, flacs, tmp_path):
     np.testing.assert_array_equal(pool.load_audio(path, 16000), load_audio(path, 16000))
 
 
+def test_file_handoff_equals_the_pipe_and_leaves_no_files(flacs, tmp_path):
+    """Uploads and waveforms through the scratch folder: the pipe's samples, no file left
+    behind a job (answered or refused), no scratch path in an error, the folder gone on close."""
+    path = tmp_path / "take.flac"
+    path.write_bytes(flacs[2])
+    with DecodePool(1, handoff="files") as files, DecodePool(1, handoff="pipe") as pipe:
+        assert pipe.scratch is None
+        scratch = files.scratch
+        assert scratch is not None and scratch.is_dir()
+        assert oct(scratch.stat().st_mode & 0o777) == "0o700"
+        for source in [*flacs, path]:
+            np.testing.assert_array_equal(files.load_audio(source, SR), pipe.load_audio(source, SR))
+        with pytest.raises(UnsupportedFormatError) as caught:
+            files.load_audio(b"certainly not audio" * 100, SR)
+        assert scratch.name not in str(caught.value)
+        with pytest.raises(AudioTooLongError):
+            files.load_audio(flacs[1], SR, max_seconds=5.0)
+        assert list(scratch.iterdir()) == []
+    assert not scratch.exists()
+
+
 def test_worker_decodes_in_pieces_as_whole(flacs):
     """A worker given parts > 1 decodes on threads of its own, to the same samples."""
     with DecodePool(1) as one:
@@ -132,6 +153,7 @@ def test_embed_many_in_processes_equals_threads(embedder, flacs, features_in_wor
     ref = dict(embedder.embed_many(sources, "mono"))
     with embedder.decode_pool(2, features_in_workers) as pool:
         got = dict(embedder.embed_many(sources, "mono", pool=pool))
+        assert list(pool.scratch.iterdir()) == []  # uploads handed over as files, all removed
     assert got.keys() == ref.keys()
     assert isinstance(got[len(flacs)], UnsupportedFormatError)
     for i in range(len(flacs)):
