@@ -7,6 +7,8 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
 - encoder: segments/s of one branch alone at batch 1, 64 and 1024, per branch (CUDA-timed);
 - indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run), with
   decoding in threads and in worker processes (`INDEXING_VARIANTS`);
+- decoding: `bench/bench_decoding.py` with the indexer's worker processes: waveforms handed
+  back through the executor's pipe against as files (`model.decoding`), same run;
 - identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
   without and with cross-request batching (`IDENTIFY_SERVERS`; bench/bench_service.py's
   servers and clients);
@@ -69,6 +71,7 @@ def sizes(dry: bool) -> dict:
             "tracks": 200,
             "faiss_vectors": 20_000,
             "memory_requests": 0,
+            "decoding": ["--files", "8", "--uploads", "4", "--rounds", "1"],
         }
     return {
         "encoder_batches": [1, 64, 1024],
@@ -81,6 +84,7 @@ def sizes(dry: bool) -> dict:
         "tracks": 20_000,
         "faiss_vectors": 1_000_000,
         "memory_requests": 1000,
+        "decoding": ["--files", "1200", "--uploads", "240", "--rounds", "3"],
     }
 
 
@@ -206,6 +210,19 @@ def indexing(cfg: dict, device: torch.device, out_dir: Path) -> dict:
     threads_floor = out["variants"]["threads"]["decode_only"]["files_per_s"]
     for v in out["variants"].values():
         v["ratio_to_threads_floor"] = round(v["indexing"]["files_per_s"] / threads_floor, 3)
+    return out
+
+
+def decoding(cfg: dict, device: torch.device, out_dir: Path) -> dict:
+    """bench/bench_decoding.py with as many worker processes as the indexing section: the
+    pipe against file hand-off, files/s and the caller's CPU per file (synthetic FLAC)."""
+    workers = max(2, (os.cpu_count() or 2) - 2) if device.type == "cuda" else 2
+    dest = out_dir / "bench_decoding.json"
+    cmd = [sys.executable, str(REPO / "bench" / "bench_decoding.py"), *cfg["decoding"]]
+    cmd += ["--processes", str(workers), "--json", str(dest)]
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    out = json.loads(dest.read_text())
+    dest.unlink()
     return out
 
 
@@ -451,6 +468,23 @@ def markdown(report: dict) -> str:
                 f"| **{v['ratio']:.0%}** | {v['ratio_to_threads_floor']:.0%} |"
             )
         lines.append("")
+    dec = report["decoding"]
+    if dec["status"] == "ok":
+        lines += [
+            f"## Decoding processes: waveforms back through the pipe or as files "
+            f"({dec['processes']} processes)",
+            "",
+            "| case | pipe files/s | files files/s | files / pipe | caller CPU ms a file: pipe "
+            "/ files |",
+            "|---|---|---|---|---|",
+        ]
+        for case, v in dec["cases"].items():
+            lines.append(
+                f"| {case} | {v['pipe']['files_per_s']:.1f} | {v['files']['files_per_s']:.1f} "
+                f"| **{v['files_per_s_files_over_pipe']:.2f}** | "
+                f"{v['pipe']['caller_cpu_ms']:.2f} / {v['files']['caller_cpu_ms']:.2f} |"
+            )
+        lines.append("")
     ide = report["identify"]
     if ide["status"] == "ok":
         lines += [
@@ -525,7 +559,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("environment", "encoder", "indexing", "identify", "faiss", "memory")
+SECTIONS = ("environment", "encoder", "indexing", "decoding", "identify", "faiss", "memory")
 
 
 def main() -> int:
@@ -560,6 +594,7 @@ def main() -> int:
         "environment": lambda: environment(cfg, device),
         "encoder": lambda: encoder(cfg, device),
         "indexing": lambda: indexing(cfg, device, args.out),
+        "decoding": lambda: decoding(cfg, device, args.out),
         "identify": lambda: identify(cfg, device),
         "faiss": lambda: faiss_search(cfg, device),
         "memory": lambda: memory(cfg, device),

@@ -9,7 +9,7 @@
 # research data is found as usual (SINGER_SHARED_DIR or ../shared); without MIR-1K the
 # indexing section indexes synthetic FLAC takes. --dry-run: CPU only, tiny sizes, GPU tests and
 # CUDA-only measurements skipped (the test suite runs it). --sections=a,b: rerun only those
-# measurements (encoder, indexing, identify, faiss, memory), and the GPU tests only when
+# measurements (encoder, indexing, decoding, identify, faiss, memory), and the GPU tests only when
 # "tests" is one of them.
 # See bench/README.md.
 set -uo pipefail

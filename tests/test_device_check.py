@@ -30,7 +30,7 @@ def test_dry_run_writes_every_section(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((out / "summary.json").read_text())
     assert report["dry_run"] is True
-    for name in ("environment", "encoder", "identify", "faiss"):
+    for name in ("environment", "encoder", "decoding", "identify", "faiss"):
         assert report[name]["status"] == "ok", report[name]
     # Only what needs CUDA (or the shared data set) is skipped.
     assert report["memory"] == {"status": "skipped", "reason": "CUDA only", "seconds": 0.0}
@@ -43,6 +43,10 @@ def test_dry_run_writes_every_section(tmp_path):
     for branch in ("mono", "mixed"):
         assert set(report["encoder"][branch]) == {"1", "8", "32"}
         assert all(v > 0 for v in report["encoder"][branch].values())
+    dec = report["decoding"]  # both hand-offs measured, over the same files
+    assert dec["processes"] == idx["workers"]
+    for case in dec["cases"].values():
+        assert case["pipe"]["files_per_s"] > 0 and case["files"]["files_per_s"] > 0
     levels = report["identify"]["levels"]
     assert {(lv["server"], lv["concurrency"]) for lv in levels} == {
         (name, c) for name in IDENTIFY_SERVERS for c in (1, 2)
@@ -58,5 +62,6 @@ def test_dry_run_writes_every_section(tmp_path):
         assert abs(over - lv["over_100ms"]) <= at_edge
     assert report["faiss"]["cpu"]["queries_per_s_batch_256"] > 0
     summary = (out / "summary.md").read_text()
-    assert "## /identify" in summary and "| memory | skipped |" in summary
+    assert "## /identify" in summary and "## Decoding processes" in summary
+    assert "| memory | skipped |" in summary
     assert (out / "nvidia-smi.txt").is_file()
