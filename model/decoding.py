@@ -91,6 +91,16 @@ class _Spilled:
     samples: int | None = None
 
 
+def _scratch_folder() -> tempfile.TemporaryDirectory[str] | None:
+    """The pool's private scratch folder, or None (the pipe) where no temporary folder can
+    be made (a read-only file system): slower, never a service that cannot start."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="singer-decode-")
+    except OSError as err:
+        log.warning("no scratch folder for decoding workers (%s); using the pipe", err)
+        return None
+
+
 def _spill_path(scratch: str) -> str:
     return os.path.join(scratch, uuid.uuid4().hex)
 
@@ -197,9 +207,7 @@ class DecodePool:
         self.features = features
         self._detector = detector.to("cpu") if detector is not None else None
         # Uploads in and waveforms out, as files (module docstring); removed by close().
-        self._scratch = (
-            tempfile.TemporaryDirectory(prefix="singer-decode-") if handoff == "files" else None
-        )
+        self._scratch = _scratch_folder() if handoff == "files" else None
         self._lock = threading.Lock()
         self._executor = self._start(processes)
         self.restarts = 0  # executors replaced after a worker died

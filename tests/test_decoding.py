@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import tempfile
 import threading
 
 import numpy as np
@@ -105,6 +106,14 @@ def test_file_handoff_equals_the_pipe_and_leaves_no_files(flacs, tmp_path):
             files.load_audio(flacs[1], SR, max_seconds=5.0)
         assert list(scratch.iterdir()) == []
     assert not scratch.exists()
+
+
+def test_no_temporary_folder_means_the_pipe(flacs, tmp_path, monkeypatch):
+    """Where no scratch folder can be made (read-only file system), the pool still decodes."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with DecodePool(1) as pool:
+        assert pool.scratch is None
+        np.testing.assert_array_equal(pool.load_audio(flacs[0], SR), load_audio(flacs[0], SR))
 
 
 def test_worker_decodes_in_pieces_as_whole(flacs):
