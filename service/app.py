@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from service.deps import single_valued_query
+from service.deps import checked_query
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routers import audio, health, identify, pages, search, singers, tracks
@@ -48,7 +48,7 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(checked_query)],
     )
     app.state.runtime = runtime
     install_error_handlers(app)

@@ -237,6 +237,28 @@ def test_repeated_query_parameters_are_422(client, query):
     assert r.json()["detail"][0]["loc"][0] == "query"
 
 
+@pytest.mark.e2e
+def test_parameters_an_endpoint_does_not_take_are_422(client, tmp_path):
+    """An unknown query parameter, or a form field sent in the query (which would be ignored,
+    answering another question), is refused and named; the page takes any."""
+    r = client.get("/singers?limit=5&limt=9")
+    assert r.status_code == 422 and r.json()["code"] == "invalid_parameters", r.text
+    assert r.json()["detail"] == [
+        {"type": "unknown", "loc": ["query", "limt"], "msg": "not a parameter of this endpoint"}
+    ]
+    clip = make_clip(tmp_path, 1, "mono", 3)
+    r = client.post(
+        "/identify?domain=mixed", files={"file": (clip.path.name, clip.path.read_bytes())}
+    )
+    assert r.status_code == 422, r.text
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["query", "domain"] and "form field" in err["msg"]
+    assert post(client, "/identify", clip.path, domain="mixed").status_code == 200
+    assert client.get("/singers?limit=5").status_code == 200
+    assert client.get("/tracks/1/audio?x=1").json()["detail"][0]["loc"] == ["query", "x"]
+    assert client.get("/?utm_source=mail").status_code == 200
+
+
 MALFORMED = [
     ("multipart/form-data", b"no boundary declared"),
     ("multipart/form-data; boundary=XYZ", b"garbage before any boundary"),
