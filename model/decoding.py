@@ -18,11 +18,12 @@ Two kinds of job:
 
 Waveforms and uploads cross the process boundary as files in a scratch folder the pool owns
 (`_Spilled`), not through the executor's pipe: one result pipe, read and unpickled by a
-single thread of the caller, carried every worker's waveforms, and on the 2-core VM it cost
-the caller 1.0-1.4 ms of CPU per 10-s waveform (882 KB) against 0.3 ms read from a file
-(`python bench/bench_decoding.py` measures both ways with real decoding).
+single thread of the caller, carried every worker's waveforms. On the 2-core VM, with real
+decoding, 10-s takes (882 KB waveforms) cost the caller 1.06 ms of CPU each through the
+pipe against 0.78 as files, and went 16 % slower (`python bench/bench_decoding.py`).
 The folder is private (mkdtemp, 0700), its names are the pool's own, and it is removed
-with the pool; where a file cannot be written the data goes through the pipe as before.
+with the pool; where a file cannot be written, or no folder made, the data goes through the
+pipe as before.
 
 Workers are spawned, not forked: forking a process that has initialised CUDA or torch's
 thread pools is unsafe. A worker that dies (a decoder crash on a hostile file, the OOM
