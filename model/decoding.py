@@ -21,9 +21,10 @@ Waveforms and uploads cross the process boundary as files in a scratch folder th
 single thread of the caller, carried every worker's waveforms. On the 2-core VM, with real
 decoding, 10-s takes (882 KB waveforms) cost the caller 1.06 ms of CPU each through the
 pipe against 0.78 as files, and went 16 % slower (`python bench/bench_decoding.py`).
-The folder is private (mkdtemp, 0700), its names are the pool's own, and it is removed
-with the pool; where a file cannot be written, or no folder made, the data goes through the
-pipe as before.
+The folder is private (mkdtemp, 0700, named after the process), its files' names are the
+pool's own, and it is removed with the pool, or by the next pool once its process is gone
+(killed before closing it); where a file cannot be written, or no folder made, the data
+goes through the pipe as before.
 
 Workers are spawned, not forked: forking a process that has initialised CUDA or torch's
 thread pools is unsafe. A worker that dies (a decoder crash on a hostile file, the OOM
@@ -39,6 +40,7 @@ import concurrent.futures as cf
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -92,14 +94,47 @@ class _Spilled:
     samples: int | None = None
 
 
+SCRATCH_PREFIX = "singer-decode-"
+_own_scratch: set[str] = set()  # this process's live scratch folders
+
+
 def _scratch_folder() -> tempfile.TemporaryDirectory[str] | None:
-    """The pool's private scratch folder, or None (the pipe) where no temporary folder can
-    be made (a read-only file system): slower, never a service that cannot start."""
+    """The pool's private scratch folder, named after this process, or None (the pipe) where
+    no temporary folder can be made (a read-only file system): slower, never a service that
+    cannot start. Folders left by pools whose process was killed before closing them are
+    removed first."""
     try:
-        return tempfile.TemporaryDirectory(prefix="singer-decode-")
+        _remove_stale(tempfile.gettempdir())
+        folder = tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     except OSError as err:
         log.warning("no scratch folder for decoding workers (%s); using the pipe", err)
         return None
+    _own_scratch.add(folder.name)
+    return folder
+
+
+def _remove_stale(parent: str) -> None:
+    """Remove the scratch folders under `parent` of processes that are gone: killed (SIGKILL,
+    the OOM killer) before their pools closed, or an earlier run with this process's pid (a
+    restarted container). A live process's folders stay, another user's cannot be touched."""
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+            if pid == entry.name or not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+                continue
+            if int(pid) == os.getpid():
+                stale = entry.path not in _own_scratch
+            else:
+                try:
+                    os.kill(int(pid), 0)
+                    stale = False
+                except ProcessLookupError:
+                    stale = True
+                except OSError:  # alive, another user's
+                    stale = False
+            if stale:
+                log.info("removing a dead process's decoding scratch folder %s", entry.path)
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _spill_path(scratch: str) -> str:
@@ -314,6 +349,7 @@ class DecodePool:
                 self._alone.shutdown(wait=True, cancel_futures=True)
         if self._scratch is not None:
             self._scratch.cleanup()  # with any file a cancelled or dead job left
+            _own_scratch.discard(self._scratch.name)
 
     def __enter__(self) -> DecodePool:
         return self

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -114,6 +116,23 @@ def test_no_temporary_folder_means_the_pipe(flacs, tmp_path, monkeypatch):
     with DecodePool(1) as pool:
         assert pool.scratch is None
         np.testing.assert_array_equal(pool.load_audio(flacs[0], SR), load_audio(flacs[0], SR))
+
+
+def test_a_killed_process_scratch_is_removed_by_the_next_pool(tmp_path, monkeypatch):
+    """Folders of pools whose process died unclosed go; live ones, this process's open pools'
+    and other names stay."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = [tmp_path / f"singer-decode-{dead.pid}-x", tmp_path / f"singer-decode-{os.getpid()}-y"]
+    kept = [tmp_path / f"singer-decode-{os.getppid()}-z", tmp_path / "singer-decode-abc"]
+    for folder in gone + kept:
+        folder.mkdir()
+        (folder / "waveform").write_bytes(b"x" * 100)
+    with DecodePool(1) as first, DecodePool(1) as second:
+        assert all(not f.exists() for f in gone) and all(f.exists() for f in kept)
+        assert first.scratch.is_dir() and second.scratch.is_dir()  # not each other's stale
+        assert first.scratch.name.startswith(f"singer-decode-{os.getpid()}-")
 
 
 def test_worker_decodes_in_pieces_as_whole(flacs):
