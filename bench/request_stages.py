@@ -3,10 +3,11 @@
     python bench/request_stages.py [--device auto] [--seconds 30] [--json out.json]
 
 For 30-s FLAC uploads (44.1 kHz stereo, as bench/bench_service.py sends), the median time of:
-decoding in the calling thread; decoding through a one-process `DecodePool` (the round trip
-included); choosing segments (`Embedder.select`: features and voice detector on the model's
-device); the encoder; each alone, then the same stages run by 8 threads at once (wall time
-for the 8). Not part of the test suite.
+decoding in the calling thread; decoding through a `DecodePool` (the round trip included),
+waveforms handed back as files (the default) and through the executor's pipe; choosing
+segments (`Embedder.select`: features and voice detector on the model's device); the
+encoder; each alone, then the same stages run by 8 threads at once (wall time for the 8).
+Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def main() -> int:
     y = load_audio(data[0], sr)
     sel = embedder.select(y, domain="mono")
     out: dict = {"device": str(dev), "upload_s": args.seconds, "source": source, "alone_ms": {}}
-    with DecodePool(n) as pool:
+    with DecodePool(n) as pool, DecodePool(n, handoff="pipe") as piped:
         pool.warm_up()
+        piped.warm_up()
         alone = {
             "decode in thread": lambda: load_audio(data[0], sr),
             "decode in a process (round trip)": lambda: pool.load_audio(data[0], sr),
+            "decode in a process, through the pipe": lambda: piped.load_audio(data[0], sr),
             "select (features + voice detector)": lambda: embedder.select(y, domain="mono"),
             "encoder": lambda: embedder.embed_segments(sel.features, "mono"),
         }
@@ -84,6 +87,7 @@ def main() -> int:
         concurrent = {
             "decode in threads": lambda i: load_audio(data[i], sr),
             "decode in processes": lambda i: pool.load_audio(data[i], sr),
+            "decode in processes, through the pipe": lambda i: piped.load_audio(data[i], sr),
             "select": lambda i: embedder.select(ys[i], domain="mono"),
             "decode in processes + select + encoder": lambda i: embedder.embed_audio(
                 pool.load_audio(data[i], sr), "mono"
