@@ -424,6 +424,54 @@ def run_section(name: str, fn: Callable[[], dict]) -> dict:
     return result
 
 
+def table(heading: str, intro: str, header: str, rows: list[list[str]]) -> list[str]:
+    """A Markdown section's lines: its heading, an optional paragraph, a table whose column
+    names are `header`'s, separated by " | "."""
+    lines = [heading, ""] + ([intro, ""] if intro else [])
+    lines += [f"| {header} |", "|---" * len(header.split(" | ")) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+
+def decoding_row(case: str, v: dict) -> list[str]:
+    """One case of bench_decoding.py as a row of the summary's table."""
+    pipe, files = v["pipe"], v["files"]
+    return [
+        case,
+        f"{pipe['files_per_s']:.1f}",
+        f"{files['files_per_s']:.1f}",
+        f"**{v['files_per_s_files_over_pipe']:.2f}**",
+        f"{pipe['caller_cpu_ms']:.2f} / {files['caller_cpu_ms']:.2f}",
+    ]
+
+
+def memory_row(name: str, v: dict) -> list[str]:
+    """One server of the memory section as a row of the summary's table (MiB)."""
+    return [
+        name,
+        f"{v['after_warmup']['allocated_mib']} -> {v['after']['allocated_mib']}",
+        f"{v['growth_allocated_mib']} / {v['growth_reserved_mib']}",
+        f"{v['peak_allocated_mib']}",
+        f"{v['requests_per_s']}",
+    ]
+
+
+def identify_row(lv: dict) -> list[str]:
+    """One /identify load level as a row of the summary's table (times in ms)."""
+    procs = min(lv["concurrency"], CLIENT_PROCESSES) if lv["client_processes"] else 1
+    return [
+        lv["server"],
+        f"{lv['concurrency']}",
+        f"{procs}",
+        f"{lv['n']}",
+        f"{1e3 * lv['p50_s']:.1f}",
+        f"{1e3 * lv['p99_s']:.1f}",
+        f"{lv['over_100ms']} / {lv['server_over_100ms']} / {lv['server_embedding_over_100ms']}",
+        f"{lv['throughput_rps']:.1f}",
+        f"{1e3 * lv['server_request_mean_s']:.1f}",
+        f"{1e3 * lv['server_embedding_mean_s']:.1f}",
+    ]
+
+
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
@@ -439,80 +487,57 @@ def markdown(report: dict) -> str:
     ]
     enc = report["encoder"]
     if enc["status"] == "ok":
-        batches = [b for b in enc["mono"]]
-        lines += [
+        batches = list(enc["mono"])
+        lines += table(
             "## Encoder alone (segments/s)",
             "",
-            "| branch | " + " | ".join(f"batch {b}" for b in batches) + " |",
-            "|---" * (len(batches) + 1) + "|",
-        ]
-        for d in ("mono", "mixed"):
-            lines.append(f"| {d} | " + " | ".join(f"{enc[d][b]:,.0f}" for b in batches) + " |")
-        lines.append("")
+            " | ".join(["branch", *(f"batch {b}" for b in batches)]),
+            [[d, *(f"{enc[d][b]:,.0f}" for b in batches)] for d in ("mono", "mixed")],
+        )
     idx = report["indexing"]
     if idx["status"] == "ok":
         first = next(iter(idx["variants"].values()))
-        lines += [
+        lines += table(
             "## Indexing against the decode floor",
-            "",
             f"{first['files']} files ({idx['source']}), {idx['workers']} workers (threads or "
             "processes); each variant's decode-only floor decodes as it does.",
-            "",
-            "| decoding | decode-only files/s | indexing files/s | of its floor | of the "
-            "threads' floor |",
-            "|---|---|---|---|---|",
-        ]
-        for name, v in idx["variants"].items():
-            lines.append(
-                f"| {name} | {v['decode_only']['files_per_s']} | {v['indexing']['files_per_s']} "
-                f"| **{v['ratio']:.0%}** | {v['ratio_to_threads_floor']:.0%} |"
-            )
-        lines.append("")
+            "decoding | decode-only files/s | indexing files/s | of its floor | "
+            "of the threads' floor",
+            [
+                [
+                    name,
+                    f"{v['decode_only']['files_per_s']}",
+                    f"{v['indexing']['files_per_s']}",
+                    f"**{v['ratio']:.0%}**",
+                    f"{v['ratio_to_threads_floor']:.0%}",
+                ]
+                for name, v in idx["variants"].items()
+            ],
+        )
     dec = report["decoding"]
     if dec["status"] == "ok":
-        lines += [
+        lines += table(
             f"## Decoding processes: waveforms back through the pipe or as files "
             f"({dec['processes']} processes)",
             "",
-            "| case | pipe files/s | files files/s | files / pipe | caller CPU ms a file: pipe "
-            "/ files |",
-            "|---|---|---|---|---|",
-        ]
-        for case, v in dec["cases"].items():
-            lines.append(
-                f"| {case} | {v['pipe']['files_per_s']:.1f} | {v['files']['files_per_s']:.1f} "
-                f"| **{v['files_per_s_files_over_pipe']:.2f}** | "
-                f"{v['pipe']['caller_cpu_ms']:.2f} / {v['files']['caller_cpu_ms']:.2f} |"
-            )
-        lines.append("")
+            "case | pipe files/s | files files/s | files / pipe | "
+            "caller CPU ms a file: pipe / files",
+            [decoding_row(case, v) for case, v in dec["cases"].items()],
+        )
     ide = report["identify"]
     if ide["status"] == "ok":
-        lines += [
+        lines += table(
             f"## /identify ({ide['upload_s']:.0f}-s FLAC uploads, {ide['workers']} "
             f"inference workers, {ide['tracks']} tracks)",
-            "",
             f"Client processes: 1 (all clients in one event loop) or {CLIENT_PROCESSES}. Over 100 "
             "ms: requests that took the client, the server (body receipt to JSON) and its "
             "embedding longer. "
             "Server request / embedding: the server's own mean time per /identify and per "
             "embedding (decoding, segments, encoder), from its metrics.",
-            "",
-            "| server | clients | client processes | requests | p50 (ms) | p99 (ms) | over 100 "
-            "ms: client / server / embedding | req/s | server request (ms) | server embedding "
-            "(ms) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for lv in ide["levels"]:
-            procs = min(lv["concurrency"], CLIENT_PROCESSES) if lv["client_processes"] else 1
-            lines.append(
-                f"| {lv['server']} | {lv['concurrency']} | {procs} | {lv['n']} | "
-                f"{1e3 * lv['p50_s']:.1f} | {1e3 * lv['p99_s']:.1f} | "
-                f"{lv['over_100ms']} / {lv['server_over_100ms']} / "
-                f"{lv['server_embedding_over_100ms']} | {lv['throughput_rps']:.1f} | "
-                f"{1e3 * lv['server_request_mean_s']:.1f} | "
-                f"{1e3 * lv['server_embedding_mean_s']:.1f} |"
-            )
-        lines.append("")
+            "server | clients | client processes | requests | p50 (ms) | p99 (ms) | over 100 ms: "
+            "client / server / embedding | req/s | server request (ms) | server embedding (ms)",
+            [identify_row(lv) for lv in ide["levels"]],
+        )
     fs = report["faiss"]
     if fs["status"] == "ok":
         lines += [f"## Flat search, {fs['vectors']:,} x {fs['dim']}, top {fs['k']}", ""]
@@ -537,25 +562,21 @@ def markdown(report: dict) -> str:
         lines.append("")
     mem = report["memory"]
     if mem["status"] == "ok":
-        lines += [
-            "## GPU memory over requests\n",
+        lines += table(
+            "## GPU memory over requests",
             f"{mem['requests']} requests after 100 warm-up, 8 at a time through `Runtime.embed`.",
-            "",
-            "| server | allocated (MiB) | growth allocated / reserved (MiB) | peak (MiB) | req/s |",
-            "|---|---|---|---|---|",
-        ]
-        for name, v in mem["variants"].items():
-            lines.append(
-                f"| {name} | {v['after_warmup']['allocated_mib']} -> {v['after']['allocated_mib']} "
-                f"| {v['growth_allocated_mib']} / {v['growth_reserved_mib']} "
-                f"| {v['peak_allocated_mib']} | {v['requests_per_s']} |"
-            )
-        lines.append("")
-    lines += ["## Sections", "", "| section | status | seconds | note |", "|---|---|---|---|"]
-    for name in SECTIONS:
-        s = report[name]
-        note = s.get("reason") or s.get("error") or ""
-        lines.append(f"| {name} | {s['status']} | {s['seconds']} | {note} |")
+            "server | allocated (MiB) | growth allocated / reserved (MiB) | peak (MiB) | req/s",
+            [memory_row(name, v) for name, v in mem["variants"].items()],
+        )
+    lines += table(
+        "## Sections",
+        "",
+        "section | status | seconds | note",
+        [
+            [name, s["status"], f"{s['seconds']}", s.get("reason") or s.get("error") or ""]
+            for name, s in ((n, report[n]) for n in SECTIONS)
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
