@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,6 +25,9 @@ api_key_scheme = APIKeyHeader(
     scheme_name="APIKey",
     description="Required by write endpoints when SINGER_API_KEY is set.",
 )
+
+
+MAX_LISTED = 20  # query parameter errors named in one answer
 
 
 def _declared(dependant: Dependant) -> tuple[set[str], set[str]]:
@@ -48,18 +52,21 @@ def checked_query(request: Request) -> None:
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return
     query, body = _declared(route.dependant)
-    keys = [k for k, _ in request.query_params.multi_items()]
+    counts = Counter(k for k, _ in request.query_params.multi_items())  # thousands fit a URL
     errors = [
         {"type": "repeated", "loc": ["query", k], "msg": "given more than once"}
-        for k in sorted({k for k in keys if keys.count(k) > 1})
+        for k in sorted(k for k, n in counts.items() if n > 1)
     ]
-    for k in sorted(set(keys) - query):
+    for k in sorted(counts.keys() - query):
         msg = (
             "a form field of this endpoint: send it in the multipart/form-data body"
             if k in body
             else "not a parameter of this endpoint"
         )
         errors.append({"type": "unknown", "loc": ["query", k], "msg": msg})
+    if len(errors) > MAX_LISTED:  # a URL of thousands of names gets a short answer
+        rest = {"type": "more", "loc": ["query"], "msg": f"{len(errors) - MAX_LISTED} more"}
+        errors = [*errors[:MAX_LISTED], rest]
     if errors:
         raise ApiError(422, "invalid_parameters", errors)
 

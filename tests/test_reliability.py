@@ -257,6 +257,11 @@ def test_parameters_an_endpoint_does_not_take_are_422(client, tmp_path):
     assert client.get("/singers?limit=5").status_code == 200
     assert client.get("/tracks/1/audio?x=1").json()["detail"][0]["loc"] == ["query", "x"]
     assert client.get("/?utm_source=mail").status_code == 200
+    many = client.get("/singers?" + "&".join(f"p{i}=1" for i in range(1500)) + "&limit=1&limit=2")
+    assert many.status_code == 422
+    detail = many.json()["detail"]  # the first 20 problems (the repeated one first), then a count
+    assert len(detail) == 21 and detail[0]["loc"] == ["query", "limit"]
+    assert detail[-1] == {"type": "more", "loc": ["query"], "msg": "1481 more"}
 
 
 MALFORMED = [
