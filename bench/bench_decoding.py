@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import io
 import json
 import resource
 import statistics
@@ -31,12 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.workload import UPLOAD_SR, synthetic_take
+from bench.workload import uploads
 from model.audio import AudioSource
 from model.decoding import DecodePool
 
@@ -48,12 +46,6 @@ def own_cpu_s() -> float:
     """CPU seconds of this process (all its threads), not of its children."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def flac(seconds: float, seed: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, synthetic_take(seconds, seed=seed), UPLOAD_SR, format="FLAC")
-    return buf.getvalue()
 
 
 def decode_all(pool: DecodePool, sources: list[AudioSource]) -> tuple[dict, list[np.ndarray]]:
@@ -75,13 +67,13 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
-        for i in range(min(args.files, 40)):  # 40 distinct takes, read in turn
-            path = Path(tmp) / f"take-{i}.flac"
-            path.write_bytes(flac(10.0, i))
-            paths.append(path)
+        for i, data in enumerate(uploads(min(args.files, 40), 10.0, real=False)[0]):
+            paths.append(Path(tmp) / f"take-{i}.flac")  # 40 distinct takes, read in turn
+            paths[-1].write_bytes(data)
+        bodies = uploads(min(args.uploads, 8), 30.0, real=False)[0]
         cases: dict[str, list[AudioSource]] = {
             "indexing: 10-s takes by path": [paths[i % len(paths)] for i in range(args.files)],
-            "uploads: 30-s FLAC bytes": [flac(30.0, 100 + i % 8) for i in range(args.uploads)],
+            "uploads: 30-s FLAC bytes": [bodies[i % len(bodies)] for i in range(args.uploads)],
         }
         pools = {h: DecodePool(args.processes, handoff=h) for h in HANDOFFS}
         try:

@@ -119,52 +119,42 @@ def _remove_stale(parent: str) -> None:
     restarted container). A live process's folders stay, another user's cannot be touched."""
     with os.scandir(parent) as entries:
         for entry in entries:
-            pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-            if pid == entry.name or not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+            pid = entry.name.removeprefix(SCRATCH_PREFIX).partition("-")[0]
+            if not entry.name.startswith(SCRATCH_PREFIX) or not pid.isdigit():
                 continue
-            if int(pid) == os.getpid():
+            if int(pid) == os.getpid():  # an earlier run's, when not one of ours
                 stale = entry.path not in _own_scratch
             else:
-                try:
-                    os.kill(int(pid), 0)
-                    stale = False
-                except ProcessLookupError:
-                    stale = True
-                except OSError:  # alive, another user's
-                    stale = False
-            if stale:
+                stale = not _alive(int(pid))
+            if stale and entry.is_dir(follow_symlinks=False):
                 log.info("removing a dead process's decoding scratch folder %s", entry.path)
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _spill_path(scratch: str) -> str:
-    return os.path.join(scratch, uuid.uuid4().hex)
-
-
-def _spill_bytes(data: bytes, scratch: str) -> _Spilled | None:
-    """An upload written to the scratch folder, or None where it cannot be (disk full)."""
-    path = _spill_path(scratch)
+def _alive(pid: int) -> bool:
     try:
-        with open(path, "xb") as fh:
-            fh.write(data)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's
+        pass
+    return True
+
+
+def _spill(
+    scratch: str, write: Callable[[str], object], samples: int | None = None
+) -> _Spilled | None:
+    """A new file in `scratch` that `write(path)` fills, or None where it cannot be written
+    (disk full: the caller sends the data through the pipe instead)."""
+    path = os.path.join(scratch, uuid.uuid4().hex)
+    try:
+        write(path)
     except OSError as err:
-        log.warning("cannot hand an upload over as a file (%s); sending it through the pipe", err)
+        log.warning("cannot hand audio over as a file (%s); sending it through the pipe", err)
         with suppress(FileNotFoundError):
             os.unlink(path)
         return None
-    return _Spilled(path)
-
-
-def _spill_waveform(y: np.ndarray, scratch: str) -> _Spilled | np.ndarray:
-    """In the worker: the waveform as a scratch file, or itself where it cannot be written."""
-    path = _spill_path(scratch)
-    try:
-        np.ascontiguousarray(y, np.float32).tofile(path)
-    except OSError:
-        with suppress(FileNotFoundError):
-            os.unlink(path)
-        return y
-    return _Spilled(path, len(y))
+    return _Spilled(path, samples)
 
 
 def _take_waveform(result: _Spilled | np.ndarray) -> np.ndarray:
@@ -214,7 +204,9 @@ def _load_job(
     if parts > 1 and _worker_helpers is None:  # a worker runs one job at a time: no race
         _worker_helpers = cf.ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="piece")
     y = load_audio(_received(source), sr, max_seconds, parts=parts, executor=_worker_helpers)
-    return y if scratch is None else _spill_waveform(y, scratch)
+    y = np.ascontiguousarray(y, np.float32)
+    spilled = None if scratch is None else _spill(scratch, y.tofile, len(y))
+    return y if spilled is None else spilled
 
 
 def _ready() -> bool:
@@ -323,7 +315,8 @@ class DecodePool:
         the job's duration (a retry after a worker died reads it again), a path as it is."""
         spilled = None
         if self._scratch is not None and isinstance(source, bytes):
-            spilled = _spill_bytes(source, self._scratch.name)
+            data = source  # bytes, for the lambda
+            spilled = _spill(self._scratch.name, lambda path: Path(path).write_bytes(data))
         try:
             yield source if spilled is None else spilled
         finally:
