@@ -27,6 +27,7 @@ from model.errors import (
     UnsupportedAudioParamsError,
     UnsupportedFormatError,
 )
+from service.cursors import BadCursorError
 from service.inference import DeviceOutOfMemoryError, OverloadedError
 from service.uploads import BodyTimeoutError, UploadTooLargeError, too_large_body
 
@@ -137,6 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _catalog_error(request: Request, err: CatalogError) -> JSONResponse:
         # The catalogue refuses a write that conflicts with what it holds.
         return error_response(409, "catalog_conflict", str(err))
+
+    @app.exception_handler(BadCursorError)
+    async def _bad_cursor(request: Request, err: BadCursorError) -> JSONResponse:
+        return error_response(422, "bad_cursor", str(err))
 
     @app.exception_handler(OverloadedError)
     async def _overloaded(request: Request, err: OverloadedError) -> JSONResponse:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from catalog import TrackHit
+from service.cursors import decode_cursor, encode_cursor
 from service.deps import ready_runtime
 from service.errors import ApiError
 from service.runtime import Runtime
@@ -24,22 +22,6 @@ from service.schemas import (
 from service.uploads import read_upload
 
 router = APIRouter(tags=["query"])
-
-
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The offset a cursor stands for; 422 `bad_cursor` for anything this service did not make."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        offset = data["o"]
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError(offset)
-    except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-        raise ApiError(422, "bad_cursor", "cursor is not one this service returned") from err
-    return offset
 
 
 @router.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
