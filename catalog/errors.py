@@ -28,3 +28,8 @@ class DuplicateTrackError(CatalogError):
         )
         self.track_id = track_id
         self.content_hash = content_hash
+
+
+class CatalogUnavailableError(CatalogError):
+    """The catalogue's database server cannot be reached now (down, restarting, out of
+    connections); the same call may succeed later. The service answers 503."""
