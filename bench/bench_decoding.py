@@ -3,7 +3,7 @@
     python bench/bench_decoding.py [--processes 2] [--files 400] [--uploads 120]
                                    [--rounds 3] [--json out.json]
 
-Two `model.decoding.DecodePool`s of `--processes` spawned workers, one per hand-off
+Two `model.decode_pool.DecodePool`s of `--processes` spawned workers, one per hand-off
 (`handoff="pipe"`: pickled through the executor; `"files"`: the pool's scratch folder),
 each fed by as many threads as it has workers, the way the indexer and the service use it:
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.workload import uploads
 from model.audio import AudioSource
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 
 SR = 22050
 HANDOFFS = ("pipe", "files")

@@ -48,7 +48,7 @@ from indexer.sources import Listing, SourceItem, read_source
 from model import DEFAULT_CHECKPOINT
 from model.audio import load_audio
 from model.checkpoint import make_random_checkpoint
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.embedding import Embedder, inference_threads
 from model.errors import AudioError
 from model.shared import shared_dir

@@ -8,7 +8,7 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
 - indexing: `bench/bench_indexer.py` (indexing files/s against decode-only, same run), with
   decoding in threads and in worker processes (`INDEXING_VARIANTS`);
 - decoding: `bench/bench_decoding.py` with the indexer's worker processes: waveforms handed
-  back through the executor's pipe against as files (`model.decoding`), same run;
+  back through the executor's pipe against as files (`model.decode_pool`), same run;
 - identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
   without and with cross-request batching (`IDENTIFY_SERVERS`; bench/bench_service.py's
   servers and clients);

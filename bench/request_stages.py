@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.workload import uploads
 from model.audio import load_audio
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.embedding import Embedder
 
 

@@ -33,7 +33,7 @@ from catalog.hashing import content_hash
 from catalog.vector_index import FLAT_MAX_VECTORS, KINDS, recommended_kind
 from indexer.sources import Listing, SourceItem, read_source
 from model.audio import MAX_TRACK_SECONDS
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
 
@@ -120,7 +120,7 @@ class IndexOptions:
 
     rebuild: bool = False  # re-embed files already indexed with this checkpoint
     workers: int = 2  # hashing and decoding threads
-    # Decoding worker processes (model/decoding.py), which also choose the segments;
+    # Decoding worker processes (model/decode_pool.py), which also choose the segments;
     # 0: decode in the threads; None: `auto_processes`. Threads queue on the GIL once there
     # are many cores; processes do not.
     processes: int | None = None

@@ -2,7 +2,7 @@
 
 `Embedder` wraps a loaded checkpoint and its feature recipe. `embed_many` is the batch path
 used by the indexer and the CLI: worker threads decode, resample and choose segments (or
-hand that to the worker processes of a `model.decoding.DecodePool`), and an encoder thread
+hand that to the worker processes of a `model.decode_pool.DecodePool`), and an encoder thread
 runs the encoder on batches of segments gathered across files.
 """
 
@@ -21,7 +21,7 @@ import torch
 from model.audio import AudioSource, load_audio
 from model.checkpoint import checkpoint_id, load_checkpoint
 from model.concurrency import completed_in_threads
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.domains import DOMAINS
 from model.errors import AudioError, CheckpointError
 from model.features import (
@@ -216,7 +216,7 @@ class Embedder:
             torch.cuda.synchronize(self.device)
 
     def decode_pool(self, processes: int, features_in_workers: bool = False) -> DecodePool:
-        """Worker processes that decode for this model (see `model.decoding`); with
+        """Worker processes that decode for this model (see `model.decode_pool`); with
         `features_in_workers` they also choose segments, with a CPU copy of the detector."""
         if not features_in_workers:
             return DecodePool(processes)

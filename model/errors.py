@@ -11,7 +11,7 @@ class SingerRetrievalError(Exception):
     """Base class of every error this project raises on purpose."""
 
     def __reduce__(self):
-        # Errors cross process boundaries (decoding in worker processes, model/decoding.py).
+        # Errors cross process boundaries (decoding in worker processes, model/decode_pool.py).
         # Default pickling calls cls(*args), which breaks subclasses whose __init__ takes
         # other arguments: rebuild from the message and the attributes instead.
         return _restore, (type(self), self.args, self.__dict__)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog import CatalogBackend, Track, open_catalog
 from model.audio import load_audio
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.domains import AUTO
 from model.embedding import Embedder, TrackEmbedding, inference_threads
 from model.errors import AudioError

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from model.checkpoint import FUSED_VERSION, load_checkpoint, save_payload
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.embedding import Embedder
 from model.errors import CheckpointError
 from model.fusion import FUSION_KEY, SPEAKER, fuse_checkpoint

@@ -21,7 +21,7 @@ import soundfile as sf
 from catalog import Catalog
 from indexer.run import index_source
 from model.audio import load_audio
-from model.decoding import DecodePool
+from model.decode_pool import DecodePool
 from model.embedding import Embedder
 from model.errors import (
     AudioError,
