@@ -49,6 +49,8 @@ from model.voice import VoiceDetector
 log = logging.getLogger(__name__)
 
 
+_NO_VECTOR = "the model produced no usable vector for this audio"
+
 # What `embed_many` yields: (index into its sources, the file's embedding or its error).
 _Results = list[tuple[int, "TrackEmbedding | AudioError"]]
 
@@ -321,14 +323,81 @@ class Embedder:
         """Waveform at features.sample_rate -> (n, n_mels, frames) on this device."""
         return self.select(y, all_segments, path).features
 
+    def embed_batch(
+        self,
+        waves: Sequence[np.ndarray | SegmentSelection],
+        domains: str | Sequence[str],
+        *,
+        all_segments: bool = False,
+        names: Sequence[str | None] | None = None,
+        batch_size: int = 256,
+    ) -> list[TrackEmbedding | AudioError]:
+        """THE path from audio to track vectors: every caller (`embed_audio`, `embed_file`,
+        `embed_many`, the service, the Ray indexer, the evaluation) goes through here.
+
+        waves: float32 waveforms (samples,) at `features.sample_rate`, or selections already
+        made by `select` of this embedder (in a decoding thread or process). domains: one
+        declared domain (mono, mixed or auto) for all, or one per wave. all_segments: every
+        full segment (the paper's protocol), not the voice detector's choice. names: file
+        names for error messages (None: none). batch_size: segments per encoder pass.
+
+        Here and only here: the segments are chosen (`select_many`: the voice detector, the
+        refusal of recordings without singing, quality flags), `auto` picks its branch
+        (`model.features.choose_branch`), and the segments of every recording of a branch
+        go through the encoder together (`encode`: CROSS, the speaker encoder, centres,
+        fusion, nuisance projection); a track vector is the normalised mean of its segment
+        vectors. Returns, in input order, each recording's TrackEmbedding, or the AudioError
+        it raises alone (too short, no singing, no usable vector): never raises AudioError.
+        """
+        n = len(waves)
+        doms = [domains] * n if isinstance(domains, str) else list(domains)
+        labels = list(names) if names is not None else [None] * n
+        if len(doms) != n or len(labels) != n:
+            raise ValueError("give one domain (or a single one) and one name per wave")
+        out: dict[int, TrackEmbedding | AudioError] = {}
+        branches: dict[str, list[tuple[int, SegmentSelection]]] = {}
+
+        def chosen(i: int, sel: SegmentSelection | AudioError) -> None:
+            if isinstance(sel, AudioError):
+                out[i] = sel
+                return
+            sel, branch = choose_branch(sel, doms[i])
+            branches.setdefault(branch, []).append((i, sel))
+
+        ys: dict[int, np.ndarray] = {}
+        for i, w in enumerate(waves):
+            if isinstance(w, SegmentSelection):
+                chosen(i, w)
+            else:
+                ys[i] = w
+        if ys:
+            picked = self.select_many(
+                list(ys.values()),
+                all_segments,
+                [labels[i] for i in ys],
+                [selection_domain(doms[i]) for i in ys],
+            )
+            for i, sel in zip(ys, picked, strict=True):
+                chosen(i, sel)
+        for branch, items in sorted(branches.items()):
+            vectors = self.encode([s for _, s in items], branch, batch_size)
+            start = 0
+            for i, sel in items:
+                emb = TrackEmbedding.of(sel, vectors[start : start + len(sel)], branch)
+                start += len(sel)
+                usable = np.isfinite(emb.vector).all() and np.any(emb.vector)
+                out[i] = emb if usable else AudioError(_NO_VECTOR, labels[i])
+        return [out[i] for i in range(n)]
+
     def embed_audio(
         self, y: np.ndarray, domain: str, all_segments: bool = False, path: str | None = None
     ) -> TrackEmbedding:
-        """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding. `domain`: mono,
-        mixed, or auto (`model.features.choose_branch`). Raises AudioError."""
-        selection = self.select(y, all_segments, path, selection_domain(domain))
-        selection, branch = choose_branch(selection, domain)
-        return TrackEmbedding.of(selection, self.encode([selection], branch), branch)
+        """Waveform (samples,) at `features.sample_rate` -> TrackEmbedding: `embed_batch` of
+        one. `domain`: mono, mixed, or auto. Raises AudioError."""
+        (result,) = self.embed_batch([y], domain, all_segments=all_segments, names=[path])
+        if isinstance(result, AudioError):
+            raise result
+        return result
 
     def embed_file(
         self,
@@ -385,31 +454,20 @@ class Embedder:
         def run(
             waiting: list[tuple[int, np.ndarray]], ready: list[tuple[int, SegmentSelection]]
         ) -> _Results:
-            """One batch, in the encoder thread: choose the segments of the decoded waveforms
-            (`waiting`) together, then encode every selection of the batch in one pass."""
-            done: _Results = []
-            selections = list(ready)
-            if waiting:
-                idx = [i for i, _ in waiting]
-                chosen = self.select_many(
-                    [y for _, y in waiting],
-                    all_segments,
-                    [name(i) for i in idx],
-                    [domain] * len(idx),
-                )
-                for i, sel in zip(idx, chosen, strict=True):
-                    if isinstance(sel, AudioError):
-                        done.append((i, sel))
-                    else:
-                        selections.append((i, sel))
-            if selections:
-                emb = self.encode([s for _, s in selections], domain, batch_size)
-                start = 0
-                for i, sel in selections:
-                    vectors = emb[start : start + len(sel)]
-                    done.append((i, TrackEmbedding.of(sel, vectors, domain)))
-                    start += len(sel)
-            return done
+            """One batch, in the encoder thread: `embed_batch` of the selections made in the
+            decoding threads (`ready`) and the decoded waveforms (`waiting`), whose segments
+            it chooses together."""
+            idx = [i for i, _ in ready] + [i for i, _ in waiting]
+            items: list[np.ndarray | SegmentSelection] = [s for _, s in ready]
+            items += [y for _, y in waiting]
+            got = self.embed_batch(
+                items,
+                domain,
+                all_segments=all_segments,
+                names=[name(i) for i in idx],
+                batch_size=batch_size,
+            )
+            return list(zip(idx, got, strict=True))
 
         def finished(
             batch: cf.Future[_Results],
