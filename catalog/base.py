@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any, Self
 
 import numpy as np
 
-from catalog.records import Singer, SingerHit, Track, TrackHit
+from catalog.errors import CatalogError, TrackNotFoundError
+from catalog.records import GenerationInfo, Singer, SingerHit, StoredTrack, Track, TrackHit
 from model.domains import DOMAINS
 from model.vectors import l2_normalize
+
+log = logging.getLogger(__name__)
 
 TRACK_FIELDS = ("singer", "domain", "duration_s", "n_segments", "content_hash", "checkpoint_id")
 OPTIONAL_FIELDS = ("path", "title", "external_id")
@@ -55,6 +60,35 @@ def validated_item(item: dict, dim: int) -> dict:
         "vector": (vector / norm).astype(np.float32),
         "duration_s": float(item["duration_s"]),
         "n_segments": int(item["n_segments"]),
+    }
+
+
+_GENERATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_generation_name(name: str) -> str:
+    """A generation name: "" or letters, digits, '.', '_', '-' (it names folders and
+    collections). Raises CatalogError."""
+    if name and not _GENERATION_NAME.fullmatch(name):
+        raise CatalogError(f"{name!r} is not a generation name (letters, digits, . _ -)")
+    return name
+
+
+def stored_item(record: StoredTrack) -> dict:
+    """The `add_tracks` item of a stored track: its fields and vector, without id,
+    singer id or creation time (which `restore_tracks` takes from the track itself)."""
+    t = record.track
+    return {
+        "vector": record.vector,
+        "singer": t.singer,
+        "domain": t.domain,
+        "duration_s": t.duration_s,
+        "n_segments": t.n_segments,
+        "content_hash": t.content_hash,
+        "checkpoint_id": t.checkpoint_id,
+        "path": t.path,
+        "title": t.title,
+        "external_id": t.external_id,
     }
 
 
@@ -285,6 +319,60 @@ class CatalogBackend(ABC):
         if not writer:
             fh.write("\n]\n")
         return n
+
+    # -- indexed roots -----------------------------------------------------------------
+    def add_roots(self, folders: Iterable[str]) -> None:
+        """Record folders the indexer indexed (absolute paths; recording one twice is a
+        no-op). The service plays a catalogued file whose recorded path lies in one of them
+        (catalog/roots.py). A backend that cannot record them says so in the log."""
+        log.warning("%s does not record indexed folders", type(self).__name__)
+
+    def roots(self) -> list[str]:
+        """The folders recorded by `add_roots`, sorted."""
+        return []
+
+    # -- whole records: export, import, migrations ------------------------------------
+    def iter_stored(self) -> Iterator[StoredTrack]:
+        """Every track with its vector, by id."""
+        for track in self.iter_tracks():
+            try:
+                yield StoredTrack(track, self.get_vector(track.id))
+            except TrackNotFoundError:  # removed meanwhile
+                continue
+
+    def restore_tracks(self, records: Iterable[StoredTrack]) -> list[Track]:
+        """Write tracks as they are given: id, singer, created_at and vector included (an
+        existing track of the same id is overwritten; singer models follow). For imports and
+        migrations; `add_tracks` is the way to add new audio. Raises DuplicateTrackError
+        when the content, checkpoint and domain belong to another id."""
+        raise CatalogError(f"{type(self).__name__} cannot restore tracks")
+
+    # -- generations: a migration builds a shadow, then makes it live atomically ------
+    def generation(self) -> GenerationInfo:
+        """The generation this handle reads and writes (it never changes for a handle)."""
+        return GenerationInfo()
+
+    def live_generation(self) -> str:
+        """The name of the generation live at this catalogue's location now: another one
+        than `generation().name` once a migration has switched (cheap; polled)."""
+        return self.generation().name
+
+    def open_generation(self, name: str, *, dim: int) -> CatalogBackend:
+        """Open (creating if absent) generation `name` at this location: a catalogue of its
+        own, not live until `switch_to`."""
+        raise CatalogError(f"{type(self).__name__} does not support migrations")
+
+    def record_build(self, checkpoint_id: str, checkpoint_file: str | None) -> None:
+        """Record, in this generation, the checkpoint a migration builds it with (services
+        that follow the switch load that file)."""
+        raise CatalogError(f"{type(self).__name__} does not support migrations")
+
+    def switch_to(self, shadow: CatalogBackend, ready: Callable[[], bool]) -> bool:
+        """Make generation `shadow` live, atomically, and retire this one (its writes then
+        raise CatalogRetiredError). `ready()` is called while this generation's writes are
+        held: False (writes landed since the last catch-up) cancels; returns whether it
+        switched. This handle must serve the live generation."""
+        raise CatalogError(f"{type(self).__name__} does not support migrations")
 
     def save_indexes(self) -> bool:
         """Persist derived state, if the backend has any. Returns whether it wrote."""

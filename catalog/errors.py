@@ -33,3 +33,15 @@ class DuplicateTrackError(CatalogError):
 class CatalogUnavailableError(CatalogError):
     """The catalogue's database server cannot be reached now (down, restarting, out of
     connections); the same call may succeed later. The service answers 503."""
+
+
+class CatalogRetiredError(CatalogError):
+    """A migration has made another generation of this catalogue live: this one takes no
+    more writes. A service that follows the catalogue retries on the new generation."""
+
+    def __init__(self, location: str, live: str):
+        super().__init__(
+            f"{location}: this catalogue generation was retired by a migration; generation "
+            f"{live!r} is live now"
+        )
+        self.live = live

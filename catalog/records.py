@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Track:
@@ -40,3 +42,24 @@ class SingerHit:
     score: float  # cosine similarity to the singer model
     domain: str  # domain of the singer model
     n_tracks: int  # tracks averaged into that model
+
+
+@dataclass(frozen=True)
+class StoredTrack:
+    """A track with its vector, as exported, imported and copied between generations."""
+
+    track: Track
+    vector: np.ndarray  # float32 (dim,), L2-normalised
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """Which generation of a catalogue location a handle serves (see catalog/base.py).
+
+    `name` is "" for a catalogue never migrated; `checkpoint_id` / `checkpoint_file` are
+    the checkpoint a migration built it with (None where nothing was recorded)."""
+
+    name: str = ""
+    checkpoint_id: str | None = None
+    checkpoint_file: str | None = None
+    retired: bool = False  # a migration made another generation live

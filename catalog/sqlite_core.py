@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from catalog.base import CatalogBackend
-from catalog.errors import CatalogError, TrackNotFoundError
+from catalog.errors import CatalogError, CatalogRetiredError, TrackNotFoundError
 from catalog.faiss_file import (
     SingerIndexes,
     TrackIndexes,
@@ -83,6 +83,12 @@ class SqliteCore(CatalogBackend):
     def _check_open(self) -> None:
         if self._closed:
             raise CatalogError("the catalogue is closed")
+
+    def _check_writable(self) -> None:
+        """Inside a write transaction: refuse a generation that a migration has retired."""
+        live = self._meta("retired_by")
+        if live is not None:
+            raise CatalogRetiredError(str(self.directory), live)
 
     def _unpack(self, blobs: list[bytes]) -> np.ndarray:
         """Stored vectors -> float32 (n, dim)."""

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from catalog.base import TrackFilter, check_domain
-from catalog.records import Singer, SingerHit, Track, TrackHit
+from catalog.records import Singer, SingerHit, StoredTrack, Track, TrackHit
 from catalog.sqlite_core import SqliteCore
-from catalog.sqlite_schema import SCHEMA_VERSION, TRACK_SELECT
+from catalog.sqlite_schema import SCHEMA_VERSION, STORED_SELECT, TRACK_SELECT
 from model.domains import DOMAINS
 
 
@@ -90,6 +90,21 @@ class SqliteReads(SqliteCore):
             if not rows:
                 return
             yield from (self._track(r) for r in rows)
+            last = rows[-1][0]
+
+    def iter_stored(self) -> Iterator[StoredTrack]:
+        """Every track with its vector, by id, a page of 1,000 per query."""
+        last = 0
+        while True:
+            with self._lock:
+                self._check_open()
+                rows = self._db.execute(
+                    f"{STORED_SELECT} WHERE t.id > ? ORDER BY t.id LIMIT 1000", (last,)
+                ).fetchall()
+            if not rows:
+                return
+            vectors = self._unpack([r[-1] for r in rows])
+            yield from (StoredTrack(self._track(r[:-1]), v) for r, v in zip(rows, vectors))
             last = rows[-1][0]
 
     # -- singers -----------------------------------------------------------------------

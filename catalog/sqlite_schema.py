@@ -51,10 +51,14 @@ CREATE TABLE roots (path TEXT PRIMARY KEY, added_at TEXT NOT NULL);
 """
 UPGRADES = {1: _TABLES_V1, 2: _TABLES_V2}  # version -> statements that reach it
 
-TRACK_SELECT = (
-    "SELECT t.id, s.name, t.singer_id, t.domain, t.path, t.title, t.external_id, t.duration_s,"
+# The columns of a `Track`, in its field order; STORED_SELECT adds the vector.
+TRACK_COLUMNS = (
+    "t.id, s.name, t.singer_id, t.domain, t.path, t.title, t.external_id, t.duration_s,"
     " t.n_segments, t.content_hash, t.checkpoint_id, t.created_at"
-    " FROM tracks t JOIN singers s ON s.id = t.singer_id"
+)
+TRACK_SELECT = f"SELECT {TRACK_COLUMNS} FROM tracks t JOIN singers s ON s.id = t.singer_id"
+STORED_SELECT = (
+    f"SELECT {TRACK_COLUMNS}, t.vector FROM tracks t JOIN singers s ON s.id = t.singer_id"
 )
 
 

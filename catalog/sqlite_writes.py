@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from catalog.base import METADATA_FIELDS, validated_item
+from catalog.base import METADATA_FIELDS, stored_item, validated_item
 from catalog.errors import DuplicateTrackError, TrackNotFoundError
 from catalog.index_delta import IndexDelta
 from catalog.model_sums import model_of_sum, shifted
-from catalog.records import Track
+from catalog.records import StoredTrack, Track
 from catalog.sqlite_core import SqliteCore
 from catalog.sqlite_schema import utc_now
 from model.domains import DOMAINS
@@ -73,10 +73,6 @@ class SqliteWrites(SqliteCore):
             except Exception:  # committed, so SQLite is right: derive the indexes again
                 log.exception("updating the in-memory indexes failed; rebuilding them")
                 self._rebuild()
-
-    def _check_writable(self) -> None:
-        """Inside a write transaction: refuse a catalogue that a migration has retired.
-        Overridden where generations exist; a plain catalogue is always writable."""
 
     def _sum_after(
         self, key: tuple[int, str], moves: list[tuple[int, np.ndarray]], cached: bool
@@ -187,6 +183,53 @@ class SqliteWrites(SqliteCore):
         delta.upsert(item["domain"], track_id, item["vector"], existed=bool(existing))
         delta.move(singer_id, item["domain"], item["vector"], +1)
         return track_id
+
+    def restore_tracks(self, records: Iterable[StoredTrack]) -> list[Track]:
+        """Write tracks as given (id, singer, created_at, vector), in one transaction; an
+        existing track of the same id is overwritten. A singer keeps their id where it is
+        free. Raises DuplicateTrackError for content that another id holds."""
+        checked = [(r.track, validated_item(stored_item(r), self.dim)) for r in records]
+        if not checked:
+            return []
+        with self._write() as delta:
+            for track, item in checked:
+                self._restore(track, item, delta)
+        with self._lock:
+            return self._tracks_by_id([t.id for t, _ in checked])
+
+    def _restore(self, track: Track, item: dict, delta: IndexDelta) -> None:
+        old = self._db.execute(
+            "SELECT singer_id, domain, vector FROM tracks WHERE id = ?", (track.id,)
+        ).fetchone()
+        if old is not None:
+            self._db.execute("DELETE FROM tracks WHERE id = ?", (track.id,))
+            delta.drop(old[1], track.id)
+            delta.move(old[0], old[1], self._unpack([old[2]])[0], -1)
+        singer_id = self._singer_id(item["singer"], wanted=track.singer_id)
+        try:
+            self._db.execute(
+                "INSERT INTO tracks (id, singer_id, domain, path, title, external_id, "
+                "duration_s, n_segments, content_hash, checkpoint_id, created_at, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    track.id,
+                    singer_id,
+                    item["domain"],
+                    item["path"],
+                    item["title"],
+                    item["external_id"],
+                    item["duration_s"],
+                    item["n_segments"],
+                    item["content_hash"],
+                    item["checkpoint_id"],
+                    track.created_at,
+                    item["vector"].tobytes(),
+                ),
+            )
+        except sqlite3.IntegrityError as err:
+            raise DuplicateTrackError(None, item["content_hash"]) from err
+        delta.upsert(item["domain"], track.id, item["vector"], existed=False)
+        delta.move(singer_id, item["domain"], item["vector"], +1)
 
     # -- changing and removing ---------------------------------------------------------
     def update_track(self, track_id: int, **changes: Any) -> Track:

@@ -21,7 +21,8 @@ serialises their writes, and a process notices another's commits (`PRAGMA data_v
 and reloads its in-memory indexes before its next read or write.
 
 The class is assembled from one module per job: `catalog.sqlite_core` (connection, lock,
-transactions, FAISS indexes), `catalog.sqlite_reads`, `catalog.sqlite_writes`.
+transactions, FAISS indexes), `catalog.sqlite_reads`, `catalog.sqlite_writes`, and
+`catalog.sqlite_generations` (indexed roots; the generations a migration switches between).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from pathlib import Path
 
 from catalog.errors import CatalogError, DuplicateTrackError, TrackNotFoundError
 from catalog.sqlite_core import singer_model
+from catalog.sqlite_generations import (
+    SqliteGenerations,
+    check_name,
+    generation_dir,
+    read_live,
+    write_live,
+)
 from catalog.sqlite_reads import SqliteReads
 from catalog.sqlite_schema import (
     CATALOG_FILE,
@@ -54,7 +62,7 @@ __all__ = [
 ]
 
 
-class Catalog(SqliteWrites, SqliteReads):
+class Catalog(SqliteGenerations, SqliteWrites, SqliteReads):
     """Tracks, singers and their FAISS indexes in one directory. Thread-safe (one lock)."""
 
     @classmethod
@@ -65,18 +73,36 @@ class Catalog(SqliteWrites, SqliteReads):
         dim: int | None = DEFAULT_DIM,
         index: str = "flat",
         device: str = "auto",
+        generation: str | None = None,
     ) -> Catalog:
-        """Open (creating if absent) the catalogue in `directory`.
+        """Open (creating if absent) the catalogue in index directory `directory`.
 
         `dim`: the vector dimension; None: whatever the catalogue holds (DEFAULT_DIM if new).
         `index`: 'flat' (exact) or 'hnsw' (approximate) search over track vectors; singer
         models are always searched exactly. `device`: 'auto' | 'cpu' | 'cuda[:N]' for FAISS.
+        `generation`: which generation (catalog/sqlite_generations.py); None: the live one.
         Raises CatalogError for a catalogue of another dimension, a newer schema, or a file
         that is not a catalogue.
         """
         if index not in KINDS:
             raise ValueError(f"index must be one of {KINDS}, got {index!r}")
-        directory = Path(directory)
+        home = Path(directory)
+        name = read_live(home) if generation is None else check_name(generation)
+        catalog = cls._open_generation(home, name, dim, index, device)
+        if generation is None:
+            successor = catalog._meta("retired_by")
+            if successor is not None and (generation_dir(home, successor) / CATALOG_FILE).is_file():
+                # A switch that crashed before LIVE was replaced: finish it.
+                catalog.close()
+                write_live(home, successor)
+                catalog = cls._open_generation(home, successor, dim, index, device)
+        return catalog
+
+    @classmethod
+    def _open_generation(
+        cls, home: Path, name: str, dim: int | None, index: str, device: str
+    ) -> Catalog:
+        directory = generation_dir(home, name)
         directory.mkdir(parents=True, exist_ok=True)
         try:
             db = connect(directory / CATALOG_FILE)
@@ -86,6 +112,7 @@ class Catalog(SqliteWrites, SqliteReads):
                 f"{directory / CATALOG_FILE}: not a usable catalogue: {err}"
             ) from err
         catalog = cls(directory, db, dim, index, resolve_gpu(device))
+        catalog.home, catalog.generation_name = home, name
         with catalog._lock:
             catalog._load_or_rebuild()
         return catalog
