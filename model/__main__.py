@@ -15,6 +15,7 @@ COMMANDS = {
     "embed": ("model.cli.embed", "embed audio files into singer vectors (.npy)"),
     "import-keras": ("model.cli.import_keras", "convert the authors' Keras .h5 weights"),
     "mashup": ("model.cli.mashup", "generate mashup mixes of vocals over background tracks"),
+    "studio-mix": ("model.cli.studio_mix", "produce, mix and master vocals over dense bands"),
     "train": ("model.cli.train", "train a MONO, MIXED or CROSS model"),
     "train-voice": ("model.cli.train_voice", "train the singing-voice detector"),
     "evaluate": ("model.cli.evaluate", "singer-ID and query-by-singer evaluation"),
