@@ -199,6 +199,7 @@ def _index(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from indexer.run import index_source
+    from indexer.sources import source_root
     from model.embedding import Embedder, inference_threads
     from model.errors import CheckpointError
     from model.manifest import ManifestError
@@ -228,6 +229,7 @@ def _index(args) -> int:
         )
     progress = not args.no_progress and sys.stderr.isatty()
     with _open(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
+        catalog.add_roots([str(source_root(args.source))])  # the service may play its files
         log.info(
             "indexing %s into %s with checkpoint %s on %s",
             args.source,

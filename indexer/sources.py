@@ -68,6 +68,13 @@ def read_source(source: str | Path, domain: str) -> Listing:
     raise FileNotFoundError(f"no such folder or manifest: {source}")
 
 
+def source_root(source: str | Path) -> Path:
+    """The folder a source indexes, recorded in the catalogue as a root the service may play
+    files from: the folder itself, or a manifest's folder (its relative paths lie there)."""
+    source = Path(source).resolve()
+    return source if source.is_dir() else source.parent
+
+
 def scan_folder(root: str | Path, domain: str) -> Listing:
     """Audio files under `root`, singer from the first folder level, title from the file name."""
     root = Path(root).resolve()

@@ -109,6 +109,9 @@ def test_clean_source_exits_zero_and_rebuild_re_embeds(music, random_checkpoint,
     assert run_cli("--index", index, "--checkpoint", random_checkpoint, "--rebuild", clean) == 0
     assert "2 indexed, 0 already indexed" in capsys.readouterr().err
     assert [t.id for t in tracks_of(index)] == [t.id for t in before]
+    # The folder is recorded once as a root the service may play files from.
+    with Catalog.open(index, dim=None) as c:
+        assert c.roots() == [str(clean.resolve())]
 
 
 def test_a_new_checkpoint_replaces_old_vectors_without_duplicates(
