@@ -5,23 +5,22 @@
 One run: builds a catalogue (random unit vectors filed under the loaded checkpoint's id, so
 search cost is realistic for its size), makes 30-s FLAC uploads (44.1 kHz, so decoding and
 resampling are included; MIR-1K vocals concatenated per singer, or a synthetic voice without
-the shared data, see bench/workload.py) and starts `python -m service` twice as subprocesses,
-without and with cross-request batching (`SINGER_BATCHING=off|on`). Then:
+the shared data, see bench/workload.py) and starts `python -m service` as a subprocess with
+its defaults. Then:
 
 1. one client, paired: each upload is embedded in this process (one worker thread, the
    service's torch thread count, decoded as the service decodes one upload on an idle
-   machine: in `--decode-parts` pieces; also whole, for reference), then sent to each server
-   in turn;
-2. N concurrent clients per `--concurrency` level, the two servers alternating level by
-   level, so a slow spell of the (shared) machine hits both. Server-side embedding time per
-   level comes from the service's own /metrics.
+   machine: in `--decode-parts` pieces; also whole, for reference), then sent to the server;
+2. N concurrent clients per `--concurrency` level. Server-side embedding time per level comes
+   from the service's own /metrics.
 
 Reported ratios, all from this one run (targets of issue 15):
 - `overhead_1_client`: 1-client p50 over embedding-only p50, both decoding in the same
   pieces (target <= 1.10);
 - `throughput_4_clients_x_serial`: 4-client requests/s over the serial embedding rate,
-  1 / embedding-only mean with uploads decoded whole, one core's work (target >= 1.5);
-- `batching_1_client`: 1-client p50 with batching over without (target <= 1.0).
+  1 / embedding-only mean with uploads decoded whole, one core's work (target >= 1.5).
+(Cross-request batching, measured here until 2026-12 as `batching_1_client`, was removed:
+docs/performance.md.)
 Not part of the test suite.
 """
 
@@ -32,7 +31,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ from typing import IO
 import httpx
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,7 +56,7 @@ from model.audio import MAX_QUERY_SECONDS, load_audio
 from model.cli.options import add_device
 from model.embedding import Embedder, TrackEmbedding, inference_threads
 
-BATCHING_MODES = ("off", "on")
+SERVER = "defaults"  # the one server measured: the service's default settings
 
 
 def build_catalog(index_dir: Path, embedder: Embedder, n_tracks: int, n_singers: int) -> None:
@@ -93,7 +92,7 @@ def percentiles(xs: list[float]) -> dict:
 
 
 def service_torch_threads(device: torch.device, workers: int) -> int:
-    """The intra-op threads the service gives torch (service.runtime: SINGER_TORCH_THREADS
+    """The intra-op threads the service gives torch (service.performance: SINGER_TORCH_THREADS
     unset), so the in-process baseline computes under the same conditions."""
     return inference_threads(workers) if device.type == "cpu" else torch.get_num_threads()
 
@@ -101,7 +100,7 @@ def service_torch_threads(device: torch.device, workers: int) -> int:
 def embed_upload(
     embedder: Embedder, data: bytes, parts: int, helpers: Executor | None
 ) -> TrackEmbedding:
-    """An upload embedded as the service embeds it (`Runtime.embed`, threads, no batching)."""
+    """An upload embedded as the service embeds it (`UploadEmbedder.embed`, in threads)."""
     sr = embedder.features.sample_rate
     y = load_audio(data, sr, MAX_QUERY_SECONDS, parts=parts, executor=helpers)
     return embedder.embed_audio(y, "mono")
@@ -174,19 +173,25 @@ def server_totals(metrics_text: str) -> dict[str, float]:
     request time (from the first middleware: body receipt, parsing, embedding, search, JSON),
     and how many of each took at most 100 ms (their histograms' bucket)."""
 
-    def value(name: str, labels: str) -> float:
-        m = re.search(rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$", metrics_text, re.MULTILINE)
-        return float(m.group(1)) if m else 0.0
+    samples = [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+    ]
+
+    def value(name: str, **labels: str) -> float:
+        """The sum over the samples of `name` whose labels include `labels` (the request
+        histogram has one series per method; only POST reaches /identify)."""
+        return sum(v for n, ls, v in samples if n == name and labels.items() <= ls.items())
 
     embedding, request = "singer_embedding_seconds", "singer_http_request_duration_seconds"
-    mono, identify = 'domain="mono"', 'route="/identify"'
     return {
-        "embedding_sum": value(f"{embedding}_sum", mono),
-        "embedding_count": value(f"{embedding}_count", mono),
-        "embedding_le_100ms": value(f"{embedding}_bucket", f'{mono},le="0.1"'),
-        "request_sum": value(f"{request}_sum", identify),
-        "request_count": value(f"{request}_count", identify),
-        "request_le_100ms": value(f"{request}_bucket", f'{identify},le="0.1"'),
+        "embedding_sum": value(f"{embedding}_sum", domain="mono"),
+        "embedding_count": value(f"{embedding}_count", domain="mono"),
+        "embedding_le_100ms": value(f"{embedding}_bucket", domain="mono", le="0.1"),
+        "request_sum": value(f"{request}_sum", route="/identify"),
+        "request_count": value(f"{request}_count", route="/identify"),
+        "request_le_100ms": value(f"{request}_bucket", route="/identify", le="0.1"),
     }
 
 
@@ -366,16 +371,15 @@ def services(
 def ratios(results: dict) -> dict:
     """The issue's targets, from one run's figures."""
     emb, one = results["embedding_only"], results["one_client"]
-    level = {(lv["batching"], lv["concurrency"]): lv for lv in results["identify"]}
+    level = {(lv["server"], lv["concurrency"]): lv for lv in results["identify"]}
     out = {}
-    if "off" in one:
-        out["overhead_1_client"] = one["off"]["p50_s"] / emb["p50_s"]
-    if ("off", 4) in level:
+    if SERVER in one:
+        out["overhead_1_client"] = one[SERVER]["p50_s"] / emb["p50_s"]
+    if (SERVER, 4) in level:
         out["throughput_4_clients_x_serial"] = (
-            level["off", 4]["throughput_rps"] / results["embedding_only_whole"]["serial_rate_per_s"]
+            level[SERVER, 4]["throughput_rps"]
+            / results["embedding_only_whole"]["serial_rate_per_s"]
         )
-    if "off" in one and "on" in one:
-        out["batching_1_client"] = one["on"]["p50_s"] / one["off"]["p50_s"]
     return out
 
 
@@ -395,13 +399,6 @@ def main() -> int:
         default=[4, 16],
         help="client counts measured as free-running levels (1 client is always measured, "
         "paired with embedding only)",
-    )
-    p.add_argument(
-        "--batching",
-        nargs="+",
-        choices=BATCHING_MODES,
-        default=list(BATCHING_MODES),
-        help="servers to measure: SINGER_BATCHING off and/or on",
     )
     p.add_argument(
         "--requests", type=int, default=0, help="requests per level (0: max(48, 8 x clients))"
@@ -437,11 +434,8 @@ def main() -> int:
         index = Path(tmp) / "index"
         build_catalog(index, embedder, args.tracks, args.singers)
         levels = []
-        servers = {
-            mode: {"batching": mode, "decode_parts": str(args.decode_parts)}
-            for mode in args.batching
-        }
-        parts = min(args.decode_parts, os.cpu_count() or 1)  # Runtime._decode_parts, 1 client
+        servers = {SERVER: {"decode_parts": str(args.decode_parts)}}
+        parts = min(args.decode_parts, os.cpu_count() or 1)  # performance.decode_parts, 1 client
         with services(index, args.checkpoint, args.device, args.workers, servers) as urls:
             one = one_client(embedder, urls, data, args.embed_repeats, threads, parts)
             results["embedding_only"] = one["embedding_only"]
@@ -449,7 +443,7 @@ def main() -> int:
             results["one_client"] = one["identify"]
             for mode, stats in one["identify"].items():
                 print(
-                    f"batching {mode:>3} c=  1: p50 {stats['p50_s']:.3f} s  "
+                    f"{mode} c=  1: p50 {stats['p50_s']:.3f} s  "
                     f"p99 {stats['p99_s']:.3f} s  mean {stats['mean_s']:.3f} s (paired with "
                     f"embedding only; server: request {stats['server_request_mean_s']:.3f} s, "
                     f"embedding {stats['server_embedding_mean_s']:.3f} s)",
@@ -458,9 +452,9 @@ def main() -> int:
             for c in args.concurrency:
                 for mode, url in urls.items():
                     level = measure_level(url, data, c, args.requests or max(48, 8 * c))
-                    levels.append({"batching": mode, **level})
+                    levels.append({"server": mode, **level})
                     print(
-                        f"batching {mode:>3} c={c:>3}: p50 {level['p50_s']:.3f} s  "
+                        f"{mode} c={c:>3}: p50 {level['p50_s']:.3f} s  "
                         f"p99 {level['p99_s']:.3f} s  {level['throughput_rps']:.2f} req/s  "
                         f"(server embedding {level['server_embedding_mean_s']:.3f} s)  "
                         f"{level['statuses']}",
@@ -484,12 +478,12 @@ def main() -> int:
     for mode, stats in results["one_client"].items():
         # Where a 1-client request's time goes, in means (additive, unlike percentiles).
         print(
-            f"1 client, batching {mode}: mean {stats['mean_s']:.3f} s = server embedding "
+            f"1 client, {mode}: mean {stats['mean_s']:.3f} s = server embedding "
             f"{stats['server_embedding_mean_s']:.3f} + rest of the server "
             f"{stats['server_request_mean_s'] - stats['server_embedding_mean_s']:.3f} "
             f"+ client and HTTP {stats['mean_s'] - stats['server_request_mean_s']:.3f}"
         )
-    print("| batching | clients | p50 (s) | p99 (s) | req/s | server embedding mean (s) |")
+    print("| server | clients | p50 (s) | p99 (s) | req/s | server embedding mean (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for mode, stats in results["one_client"].items():
         print(
@@ -498,13 +492,12 @@ def main() -> int:
         )
     for lv in results["identify"]:
         print(
-            f"| {lv['batching']} | {lv['concurrency']} | {lv['p50_s']:.3f} | {lv['p99_s']:.3f} | "
+            f"| {lv['server']} | {lv['concurrency']} | {lv['p50_s']:.3f} | {lv['p99_s']:.3f} | "
             f"{lv['throughput_rps']:.2f} | {lv['server_embedding_mean_s']:.3f} |"
         )
     targets = {
         "overhead_1_client": "<= 1.10",
         "throughput_4_clients_x_serial": ">= 1.5",
-        "batching_1_client": "<= 1.0",
     }
     for name, value in results["ratios"].items():
         print(f"{name}: {value:.3f} (target {targets[name]})")

@@ -9,12 +9,13 @@ Sections (each runs on its own; a failing one is recorded and the next goes on):
   decoding in threads and in worker processes (`INDEXING_VARIANTS`);
 - decoding: `bench/bench_decoding.py` with the indexer's worker processes: waveforms handed
   back through the executor's pipe against as files (`model.decode_pool`), same run;
-- identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn,
-  without and with cross-request batching (`IDENTIFY_SERVERS`; bench/bench_service.py's
-  servers and clients);
+- identify: `/identify` p50/p99/throughput at 1, 8 and 32 clients against a real uvicorn
+  with the device's defaults (`IDENTIFY_SERVERS`; bench/bench_service.py's servers and
+  clients);
 - faiss: flat inner-product search, faiss-gpu against faiss-cpu, at 1M vectors;
 - memory: GPU memory allocated and reserved over 1,000 requests through the service's own
-  embedding path (`Runtime.embed`), after 100 warm-up requests, for each of `MEMORY_SERVERS`.
+  embedding path (`UploadEmbedder.embed`), after 100 warm-up requests, for each of
+  `MEMORY_SERVERS`.
 `--dry-run` runs everything that does not need CUDA at tiny sizes on the CPU (the test suite
 calls it); the CUDA-only sections are recorded as skipped with the reason.
 """
@@ -226,17 +227,13 @@ def decoding(cfg: dict, device: torch.device, out_dir: Path) -> dict:
     return out
 
 
-# The servers `/identify` is measured on: cross-request batching off and on with the
-# device's defaults (decoding in worker processes on CUDA, each upload in pieces on its share
-# of the cores; with batching, segments chosen in the batch). Measured and dropped: decoding
-# in the inference threads (lowest p50 at 1 client, worse under load) and batching with
-# segments chosen per request (worse than chosen in the batch, as `batch_features` does),
-# until 2026-11-27; a CUDA stream per inference thread (a higher p99 at 8 clients on two
-# machines, and 294 MiB more reserved), 2026-11-28 (README, GPU figures).
-IDENTIFY_SERVERS = {
-    "batching off": {"batching": "off"},
-    "batching on": {"batching": "on"},
-}
+# The servers `/identify` is measured on: the device's defaults (decoding in worker processes
+# on CUDA, each upload in pieces on its share of the cores). Measured and dropped: decoding in
+# the inference threads (lowest p50 at 1 client, worse under load), until 2026-11-27; a CUDA
+# stream per inference thread (a higher p99 at 8 clients on two machines, and 294 MiB more
+# reserved), 2026-11-28; cross-request batching (p99 at 8 clients 102 -> 165 ms), removed
+# from the service (docs/performance.md).
+IDENTIFY_SERVERS: dict[str, dict[str, str]] = {"defaults": {}}
 
 # Above one client, each level runs twice: every client in this process's event loop, and
 # the clients spread over this many processes (the load generator's own CPU time is then
@@ -330,17 +327,13 @@ def faiss_search(cfg: dict, device: torch.device) -> dict:
     return out
 
 
-# The service's settings the memory section runs with: the CUDA defaults (batching off) and
-# batching on, whose batches of up to `batch_max_segments` pass through pinned host memory.
-MEMORY_SERVERS = {
-    "batching off": {"batching": "off"},
-    "batching on": {"batching": "on"},
-}
+# The service's settings the memory section runs with: the CUDA defaults.
+MEMORY_SERVERS: dict[str, dict[str, str]] = {"defaults": {}}
 
 
 def memory(cfg: dict, device: torch.device) -> dict:
     """GPU memory after 100 warm-up requests and after `memory_requests` more, through
-    `Runtime.embed` (decoding, features, encoder) with 8 requests at a time, for each of
+    `UploadEmbedder.embed` (decoding, features, encoder) with 8 requests at a time, for each of
     `MEMORY_SERVERS`."""
     if device.type != "cuda":
         raise Skipped("CUDA only")
@@ -356,9 +349,9 @@ def memory(cfg: dict, device: torch.device) -> dict:
 
 
 def memory_of(cfg: dict, device: torch.device, data: list[bytes], settings: dict) -> dict:
-    from service.metrics import Metrics
     from service.runtime import Runtime
     from service.settings import Settings
+    from service.telemetry import Telemetry
 
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(
@@ -369,14 +362,14 @@ def memory_of(cfg: dict, device: torch.device, data: list[bytes], settings: dict
                 inference_workers=8,
                 **settings,
             ),
-            Metrics(),
+            Telemetry(),
         )
         runtime.load()
 
         async def run(n: int) -> None:
             for start in range(0, n, 8):
                 jobs = [
-                    runtime.embed(data[(start + i) % len(data)], ("mono", "mixed")[i % 2])
+                    runtime.inference.embed(data[(start + i) % len(data)], ("mono", "mixed")[i % 2])
                     for i in range(min(8, n - start))
                 ]
                 await asyncio.gather(*jobs)
@@ -564,7 +557,8 @@ def markdown(report: dict) -> str:
     if mem["status"] == "ok":
         lines += table(
             "## GPU memory over requests",
-            f"{mem['requests']} requests after 100 warm-up, 8 at a time through `Runtime.embed`.",
+            f"{mem['requests']} requests after 100 warm-up, 8 at a time through "
+            "`UploadEmbedder.embed`.",
             "server | allocated (MiB) | growth allocated / reserved (MiB) | peak (MiB) | req/s",
             [memory_row(name, v) for name, v in mem["variants"].items()],
         )

@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from service.deps import checked_query
+from service.deps import checked_parameters
 from service.errors import install_error_handlers
-from service.metrics import Metrics, MetricsMiddleware
-from service.routers import audio, health, identify, pages, search, singers, tracks
+from service.routers import health, identify, pages, playback, search, singers, tracks
 from service.runtime import Runtime
+from service.schemas import COMMON_ERRORS
 from service.settings import Settings
+from service.telemetry import RequestMetrics, Telemetry
 from service.uploads import BodyLimits, keep_uploads_in_memory
 
 DESCRIPTION = """Who is singing? Singer identification (`/identify`) and query-by-singer track
@@ -30,8 +31,8 @@ def create_app(
     """Build the app. The lifespan loads model and catalogue in a background thread
     (`/readyz` answers 503 until then); `on_load_failure` is called if that fails."""
     settings = settings or Settings()
-    metrics = Metrics()
-    runtime = Runtime(settings, metrics)
+    telemetry = Telemetry()
+    runtime = Runtime(settings, telemetry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +49,8 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        dependencies=[Depends(checked_query)],
+        dependencies=[Depends(checked_parameters)],
+        responses=COMMON_ERRORS,  # the shared error shape, documented on every route
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -58,10 +60,14 @@ def create_app(
         max_bytes=settings.max_upload_bytes,
         timeout_s=settings.body_timeout_s,
         max_concurrent=settings.max_concurrent_uploads,
+        grace_s=settings.upload_grace_s,
+        min_rate=settings.min_upload_rate_kib * 1024,
+        per_client=settings.max_uploads_per_client,
+        reserve=settings.upload_reserve,
     )
     keep_uploads_in_memory(settings.max_upload_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (identify, search, singers, tracks, audio, health, pages):
+    app.add_middleware(RequestMetrics, telemetry=telemetry)
+    for module in (identify, search, singers, tracks, playback, health, pages):
         app.include_router(module.router)
     app.include_router(tracks.write_router)
     app.mount("/static", pages.static_files, name="static")

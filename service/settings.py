@@ -1,20 +1,55 @@
 """Service settings, read from `SINGER_*` environment variables (pydantic-settings).
 
-Every field is documented in service/README.md; `Settings()` with no environment gives the
-local-development defaults that `make run` relies on.
+Every variable is a field of `Settings` or of its `performance` sub-model (whose variables
+keep their flat names: `SINGER_DECODE_PARTS`, not `SINGER_PERFORMANCE__...`). service/README.md
+lists them all (tests/service/test_settings.py checks the table against these models);
+`Settings()` with no environment gives the local-development defaults that `make run`
+relies on.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.audio import MAX_QUERY_SECONDS, MAX_TRACK_SECONDS
+
+ENV_PREFIX = "SINGER_"
+
+
+class Performance(BaseSettings):
+    """Rarely changed performance knobs; unset, `service.performance` chooses for the
+    machine (docs/performance.md: the measurements behind each choice)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads on CPU; empty: cores minus inference workers, "
+        "at least 1 (more oversubscribes the cores the workers decode on)",
+    )
+    decode_processes: int | None = Field(
+        None,
+        ge=0,
+        description="worker processes that decode uploads; 0: decode in the inference "
+        "threads; empty: on CUDA as many as inference_workers (at most cores minus one), "
+        "on CPU 0",
+    )
+    decode_parts: int | None = Field(
+        None,
+        ge=1,
+        description="the most pieces one upload's decoding is split into, decoded at once on "
+        "its share of the cores (cores / embeddings running; FLAC, WAV and AIFF; same "
+        "samples); 1: never split; empty: the machine's cores",
+    )
 
 
 class Settings(BaseSettings):
@@ -57,21 +92,6 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         2, ge=1, description="embeddings computed at the same time (threads)"
     )
-    decode_processes: int | None = Field(
-        None,
-        ge=0,
-        description="worker processes that decode uploads (threads of one process queue on "
-        "the GIL once there are many cores); 0: decode in the inference threads; empty: on "
-        "CUDA as many as inference_workers (at most cores minus one), on CPU 0 (measured "
-        "faster on 2 cores)",
-    )
-    decode_parts: int | None = Field(
-        None,
-        ge=1,
-        description="the most pieces one upload's decoding is split into, decoded at once on "
-        "its share of the cores (cores / embeddings running; FLAC, WAV and AIFF; same "
-        "samples); 1: never split; empty: the machine's cores",
-    )
     max_pending: int = Field(
         64, ge=0, description="requests allowed to wait for an inference slot (503 beyond)"
     )
@@ -84,33 +104,6 @@ class Settings(BaseSettings):
         True,
         description="keep the audio of POST /tracks uploads in <index_dir>/audio (by content "
         "hash) so that the page can play them",
-    )
-    torch_threads: int | None = Field(
-        None,
-        ge=1,
-        description="torch intra-op threads on CPU; empty: cores minus inference workers, "
-        "at least 1 (more oversubscribes the cores the workers decode on)",
-    )
-    batching: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="run the segments of concurrent requests through the encoders together; "
-        "auto: off (measured: no gain on CPU; on an H100 with the fused default, a higher p99 "
-        "at 8 clients, more throughput only when overloaded)",
-    )
-    batch_max_segments: int = Field(
-        64, ge=1, description="most segments in one cross-request forward pass"
-    )
-    batch_max_wait_ms: float | None = Field(
-        None,
-        ge=0,
-        description="longest a request's segments wait for others to join its batch; "
-        "empty: 5 ms on CUDA, 0 on CPU (only requests already queued join)",
-    )
-    batch_features: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="with batching, also choose the segments of concurrent requests together "
-        "(log-mel and voice detector over all their audio in one pass); auto: on CUDA, where "
-        "one request's features are a string of small kernel launches",
     )
     max_query_seconds: float = Field(
         MAX_QUERY_SECONDS,
@@ -139,6 +132,61 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="logging level of the service and uvicorn"
     )
+    performance: Performance = Field(
+        default_factory=Performance,
+        description="performance knobs (their SINGER_* variables keep flat names)",
+    )
+
+    # -- connections and upload fairness (service.http_server, service.uploads) --
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="time a connection has to send a request's headers, from its start or "
+        "its previous response (closed beyond: idle and slow-header sockets)",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=8,
+        description="open connections at most (lowered to fit the open-file limit); beyond, "
+        "the longest-idle connection without a request in progress is closed",
+    )
+    upload_grace_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds a request body may take to get going before "
+        "min_upload_rate_kib applies",
+    )
+    min_upload_rate_kib: float = Field(
+        4.0,
+        ge=0,
+        description="slowest average rate of a request body after the grace period, KiB/s "
+        "(408 and close below it); 0: no floor",
+    )
+    max_uploads_per_client: int = Field(
+        4, ge=1, description="upload slots one client address may hold at once (429 beyond)"
+    )
+    upload_reserve: int = Field(
+        4,
+        ge=0,
+        description="upload slots kept for bodies that arrive fast (64 KiB within the grace "
+        "period), so slow uploads cannot take every slot",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_performance(cls, data: Any) -> Any:
+        """`Settings(decode_parts=3)` as the environment gives it: the performance fields
+        given flat go into the sub-model (the rest of it still read from the environment)."""
+        if not isinstance(data, dict):
+            return data
+        flat = {k: data[k] for k in Performance.model_fields if k in data}
+        if not flat:
+            return data
+        nested = data.get("performance") or {}
+        if isinstance(nested, Performance):
+            nested = nested.model_dump(exclude_unset=True)
+        rest = {k: v for k, v in data.items() if k not in flat}
+        return {**rest, "performance": Performance(**{**nested, **flat})}
 
     @field_validator("api_key", "checkpoint", "catalog", "qdrant_api_key", mode="before")
     @classmethod
@@ -187,3 +235,13 @@ class Settings(BaseSettings):
     @property
     def writes_enabled(self) -> bool:
         return self.api_key is not None or self.allow_unauthenticated_writes
+
+
+def env_fields() -> Iterator[tuple[str, FieldInfo]]:
+    """(`SINGER_*` name, field) of every setting, the performance sub-model's included."""
+    for name, field in Settings.model_fields.items():
+        if name == "performance":
+            for sub, sub_field in Performance.model_fields.items():
+                yield f"{ENV_PREFIX}{sub.upper()}", sub_field
+        else:
+            yield f"{ENV_PREFIX}{name.upper()}", field

@@ -16,11 +16,9 @@ import torch
 
 from model.embedding import Embedder
 from model.features import FeatureConfig, log_mel, to_device
-from service.inference import SegmentBatcher
-from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
-from tests.support.batching import embed_together
+from service.telemetry import Telemetry
 from tests.support.live import render
 from tests.support.shared_layout import tiny_config, write_shared_layout
 
@@ -65,22 +63,6 @@ def test_cuda_embedding_equals_cpu_and_features_stay_on_device(embedders, domain
     np.testing.assert_allclose(got.vector, ref.vector, atol=1e-5)
 
 
-def test_cuda_batcher_equals_each_alone(embedders):
-    _, gpu = embedders
-    takes = [
-        (render(v, d, seed=v, seconds=s), d)
-        for v, d, s in [(0, "mono", 4.0), (1, "mixed", 13.0), (2, "mono", 22.0), (3, "mixed", 7.0)]
-    ]
-    selections = [gpu.select(y) for y, _ in takes]
-    batcher = SegmentBatcher(gpu.encode, sum(len(s) for s in selections), 10.0)
-    got = embed_together(batcher, selections, [d for _, d in takes])
-    assert batcher.batches == 2
-    for g, (y, d) in zip(got, takes, strict=True):
-        np.testing.assert_allclose(
-            g.segment_vectors, gpu.embed_audio(y, d).segment_vectors, atol=1e-5, rtol=0
-        )
-
-
 def flac_uploads(takes: list[tuple[int, str, float]]) -> list[tuple[bytes, str]]:
     """(voice, domain, seconds) -> (FLAC bytes, domain) of a rendered take each."""
     uploads = []
@@ -93,25 +75,21 @@ def flac_uploads(takes: list[tuple[int, str, float]]) -> list[tuple[bytes, str]]
 
 def embed_all_at_once(runtime: Runtime, uploads: list[tuple[bytes, str]]) -> list:
     async def all_at_once():
-        return await asyncio.gather(*(runtime.embed(data, d) for data, d in uploads))
+        return await asyncio.gather(*(runtime.inference.embed(data, d) for data, d in uploads))
 
     return asyncio.run(all_at_once())
 
 
 def test_cuda_service_decodes_in_processes_and_equals_cpu(tmp_path, embedders, random_checkpoint):
     """On CUDA the service decodes in worker processes by default (`decode_processes` auto),
-    with batching on the batch chooses its requests' segments on the device (`batch_features`
-    auto), and vectors equal the CPU path's."""
+    embeds concurrent uploads each alone, and vectors equal the CPU path's."""
     cpu, _ = embedders
     uploads = flac_uploads([(0, "mono", 5.0), (1, "mixed", 17.0), (2, "mono", 9.0)])
-    settings = Settings(
-        index_dir=tmp_path / "i", checkpoint=random_checkpoint, device="cuda", batching="on"
-    )
-    runtime = Runtime(settings, Metrics())
+    settings = Settings(index_dir=tmp_path / "i", checkpoint=random_checkpoint, device="cuda")
+    runtime = Runtime(settings, Telemetry())
     runtime.load()
     try:
-        assert runtime.decoder is not None and runtime.batcher is not None
-        assert runtime.batcher.select is not None
+        assert runtime.inference.decoder is not None
         got = embed_all_at_once(runtime, uploads)
     finally:
         runtime.close()

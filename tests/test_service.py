@@ -234,7 +234,7 @@ def test_readyz_metrics_and_docs(client, catalog, random_checkpoint):
     text = metrics.text
     assert 'singer_http_requests_total{method="POST",route="/identify",status="200"}' in text
     assert (
-        'singer_http_request_duration_seconds_bucket{method="POST",route="/identify",le="+Inf"}'
+        'singer_http_request_duration_seconds_bucket{le="+Inf",method="POST",route="/identify"}'
         in text
     )
     assert 'singer_catalog_tracks{domain="mono"} 8.0' in text

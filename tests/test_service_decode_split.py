@@ -1,7 +1,7 @@
 """The service decodes an upload in pieces on idle cores, and answers as if it had not.
 
-The service's own `Runtime` (inference pool, decode helper threads), real decoding and a
-random-weight model; `embed_file` (whole decoding) is the reference.
+The service's own embedding path (`UploadEmbedder`: inference pool, decode helper threads),
+real decoding and a random-weight model; `embed_file` (whole decoding) is the reference.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import io
 import numpy as np
 import soundfile as sf
 
-from service.metrics import Metrics
-from service.runtime import Runtime
+from service import performance
+from service.telemetry import Telemetry
+from service.upload_embedder import UploadEmbedder
 from tests.support.executors import CountingExecutor, piece_threads
 from tests.support.live import live_settings, render
 
@@ -24,14 +25,20 @@ def flac(y: np.ndarray, sr: int = 22050) -> bytes:
     return buf.getvalue()
 
 
-def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_checkpoint):
+def uploads_embedder(settings) -> UploadEmbedder:
+    from model.embedding import Embedder
+
+    embedder = Embedder.from_checkpoint(settings.checkpoint, settings.device)
+    return UploadEmbedder(embedder, settings, Telemetry().observe_embedding)
+
+
+def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_checkpoint, monkeypatch):
     settings = live_settings(
-        tmp_path_factory, random_checkpoint, batching="off", decode_processes=0, decode_parts=3
+        tmp_path_factory, random_checkpoint, decode_processes=0, decode_parts=3
     )
-    runtime = Runtime(settings, Metrics())
-    runtime.load()
+    runtime = uploads_embedder(settings)
     assert runtime.decode_helpers is not None
-    runtime.cores = 4  # as on a 4-core machine, whatever this one has
+    monkeypatch.setattr(performance, "cores", lambda: 4)  # a 4-core machine, whatever this is
     runtime.decode_helpers = counting = CountingExecutor(2)
     uploads = [(flac(render(1, "mono", seed=1, seconds=24.5)), "mono")]
     uploads.append((flac(render(2, "mixed", seed=2, seconds=13.0)), "mixed"))
@@ -44,23 +51,22 @@ def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_check
         assert counting.submitted >= 3  # 2 pieces elsewhere for the first, 1 for the second
         # Pieces: the upload's share of the cores among running embeddings, at most 3.
         for running, parts in [(1, 3), (2, 2), (3, 1), (4, 1), (6, 1)]:
-            runtime.pool.running = running
-            assert runtime._decode_parts() == parts
-        runtime.pool.running = 0
+            assert performance.decode_parts(runtime.max_decode_parts, running) == parts
     finally:
         runtime.close()
 
 
-def test_decoding_processes_split_in_their_workers(tmp_path_factory, random_checkpoint):
+def test_decoding_processes_split_in_their_workers(
+    tmp_path_factory, random_checkpoint, monkeypatch
+):
     """With decoding processes the pieces run on the worker's threads (no helpers here)."""
     settings = live_settings(
         tmp_path_factory, random_checkpoint, decode_processes=1, decode_parts=2
     )
-    runtime = Runtime(settings, Metrics())
-    runtime.load()
+    runtime = uploads_embedder(settings)
     try:
         assert runtime.decode_helpers is None and runtime.decoder is not None
-        runtime.cores = 2
+        monkeypatch.setattr(performance, "cores", lambda: 2)
         data = flac(render(0, "mono", seed=3, seconds=24.5))
         got = asyncio.run(runtime.embed(data, "mono"))
         np.testing.assert_array_equal(got.vector, runtime.embedder.embed_file(data, "mono").vector)
@@ -71,9 +77,8 @@ def test_decoding_processes_split_in_their_workers(tmp_path_factory, random_chec
 
 def test_no_helpers_when_splitting_is_off(tmp_path_factory, random_checkpoint):
     settings = live_settings(tmp_path_factory, random_checkpoint, decode_parts=1)
-    runtime = Runtime(settings, Metrics())
-    runtime.load()
+    runtime = uploads_embedder(settings)
     try:
-        assert runtime.decode_helpers is None and runtime._decode_parts() == 1
+        assert runtime.decode_helpers is None and runtime.max_decode_parts == 1
     finally:
         runtime.close()

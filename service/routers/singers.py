@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from service.deps import ready_runtime
-from service.runtime import Runtime
+from service.runtime import RuntimeDep
 from service.schemas import SingerOut, SingersPage
 
 router = APIRouter(tags=["catalogue"])
@@ -16,7 +15,7 @@ MAX_OFFSET = 2**31 - 1  # far beyond any catalogue, far below SQLite's 64-bit in
 
 @router.get("/singers", response_model=SingersPage)
 async def list_singers(
-    runtime: Annotated[Runtime, Depends(ready_runtime)],
+    runtime: RuntimeDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SingersPage:

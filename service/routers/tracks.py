@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Security, UploadFile
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Form, Path, Query, Response, Security, UploadFile
+from pydantic import BeforeValidator
 
-from catalog.hashing import content_hash
-from model.domains import DOMAINS
-from service.deps import WriteRoute, api_key_scheme, ready_runtime
+from catalog import Track
+from service import track_writes
+from service.deps import WriteRoute, api_key_scheme, digits_only
 from service.errors import ApiError
-from service.runtime import Runtime
+from service.runtime import Runtime, RuntimeDep
 from service.schemas import (
     UPLOAD_ERRORS,
     Domain,
@@ -38,10 +38,22 @@ write_router = APIRouter(
         403: {"model": ErrorOut, "description": "writes disabled (no key configured)"},
     },
 )
-TrackId = Annotated[int, Path(ge=1, le=2**63 - 1, description="catalogue track id")]
+TrackId = Annotated[
+    int,
+    BeforeValidator(digits_only),
+    Path(ge=1, le=2**63 - 1, description="catalogue track id"),
+]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no track with this id"}
 }
+
+
+def track_out(runtime: Runtime, track: Track, playable: bool | None = None) -> TrackOut:
+    """A track as answers show it: whether it plays now (unless given), its path as the
+    settings allow."""
+    if playable is None:
+        playable = runtime.audio.playable(track)
+    return TrackOut.of(track, playable, expose_paths=runtime.settings.expose_paths)
 
 
 def _stem(filename: str | None) -> str | None:
@@ -51,7 +63,7 @@ def _stem(filename: str | None) -> str | None:
 
 @router.get("/tracks", response_model=TracksPage)
 async def list_tracks(
-    runtime: Annotated[Runtime, Depends(ready_runtime)],
+    runtime: RuntimeDep,
     singer: Annotated[str | None, Query(max_length=200, description="exact singer name")] = None,
     domain: Domain | None = None,
     after: Annotated[
@@ -66,17 +78,13 @@ async def list_tracks(
     more = len(page) > limit
     page = page[:limit]
     return TracksPage(
-        tracks=[TrackOut.of(t, runtime.audio.playable(t)) for t in page],
-        next_after=page[-1].id if more else None,
+        tracks=[track_out(runtime, t) for t in page], next_after=page[-1].id if more else None
     )
 
 
 @router.get("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)
-async def get_track(
-    track_id: TrackId, runtime: Annotated[Runtime, Depends(ready_runtime)]
-) -> TrackOut:
-    track = await runtime.catalog_call(runtime.catalog.get_track, track_id)
-    return TrackOut.of(track, runtime.audio.playable(track))
+async def get_track(track_id: TrackId, runtime: RuntimeDep) -> TrackOut:
+    return track_out(runtime, await runtime.catalog_call(runtime.catalog.get_track, track_id))
 
 
 @write_router.post(
@@ -102,7 +110,7 @@ async def add_track(
     file: Annotated[UploadFile, File(description="the track's audio (any supported format)")],
     singer: Annotated[str, Form(min_length=1, max_length=200)],
     domain: Annotated[Domain, Form(description="mono: vocals only; mixed: a finished song")],
-    runtime: Annotated[Runtime, Depends(ready_runtime)],
+    runtime: RuntimeDep,
     title: Annotated[str | None, Form(max_length=500)] = None,
     external_id: Annotated[str | None, Form(max_length=200)] = None,
 ) -> TrackAdded:
@@ -110,62 +118,25 @@ async def add_track(
     singer = singer.strip()
     if not singer:
         raise ApiError(422, "invalid_parameters", "singer must not be blank")
-    await runtime.require_consistent_catalog()
-    data = await read_upload(file)
-    digest = content_hash(data)
-    ckpt = runtime.embedder.checkpoint_id
-    quality = None
-    async with runtime.content_lock(f"{digest}/{domain}"):
-        existing = await runtime.catalog_call(runtime.catalog.find_track, digest, ckpt, domain)
-        if existing is None:
-            emb = await runtime.embed(data, domain, runtime.settings.max_track_seconds)
-            quality = Quality.of(emb)
-            track = await runtime.catalog_call(
-                runtime.catalog.add_track,
-                emb.vector,
-                singer=singer,
-                domain=domain,
-                duration_s=emb.duration_s,
-                n_segments=emb.n_segments,
-                content_hash=digest,
-                checkpoint_id=ckpt,
-                path=None,
-                title=title or _stem(file.filename),
-                external_id=external_id,
-            )
-        elif existing.singer == singer:
-            track, response.status_code = existing, 200
-        else:
-            raise ApiError(
-                409,
-                "duplicate_track",
-                f"this file is already track {existing.id}, sung by {existing.singer!r}",
-                track_id=existing.id,
-            )
-        # Kept under its content hash so that GET /tracks/{id}/audio can play it.
-        await run_in_threadpool(runtime.audio.keep_upload, data, digest, file.filename)
-    response.headers["Location"] = f"/tracks/{track.id}"
-    return TrackAdded(
-        **TrackOut.of(track, runtime.audio.playable(track)).model_dump(), quality=quality
+    added = await track_writes.add_track(
+        runtime,
+        await read_upload(file),
+        singer=singer,
+        domain=domain,
+        title=title or _stem(file.filename),
+        external_id=external_id,
+        filename=file.filename,
     )
+    if not added.created:
+        response.status_code = 200
+    response.headers["Location"] = f"/tracks/{added.track.id}"
+    quality = Quality.of(added.embedding) if added.embedding is not None else None
+    return TrackAdded(**track_out(runtime, added.track).model_dump(), quality=quality)
 
 
 @write_router.delete("/tracks/{track_id}", response_model=TrackOut, responses=NOT_FOUND)
-async def delete_track(
-    track_id: TrackId, runtime: Annotated[Runtime, Depends(ready_runtime)]
-) -> TrackOut:
+async def delete_track(track_id: TrackId, runtime: RuntimeDep) -> TrackOut:
     """Remove a track; its singer's models are updated (the singer goes with its last track).
     A stored upload goes with the last track of its content."""
-    track = await runtime.catalog_call(runtime.catalog.remove_track, track_id)
-    await runtime.track_removed(track)
-    removed = TrackOut.of(track, runtime.audio.playable(track))  # as it was before removal
-    async with runtime.content_lock(f"{track.content_hash}/{track.domain}"):
-        others = [
-            await runtime.catalog_call(
-                runtime.catalog.find_track, track.content_hash, track.checkpoint_id, domain
-            )
-            for domain in DOMAINS
-        ]
-        if not any(others):
-            await run_in_threadpool(runtime.audio.discard_upload, track.content_hash)
-    return removed
+    removed = await track_writes.delete_track(runtime, track_id)
+    return track_out(runtime, removed.track, removed.playable)

@@ -1,0 +1,44 @@
+"""Performance policy: what the `auto` (unset) performance settings become on this machine.
+
+Each rule says what it chooses; docs/performance.md gives the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from model.embedding import inference_threads
+from service.settings import Performance
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def torch_threads(perf: Performance, workers: int) -> int:
+    """Intra-op threads of torch on the CPU: the setting, else the cores the `workers`
+    inference threads leave (at least 1; more would compete with their decoding)."""
+    return perf.torch_threads or inference_threads(workers)
+
+
+def decode_processes(perf: Performance, workers: int, device: torch.device) -> int:
+    """Worker processes that decode uploads (0: the inference threads decode): the setting,
+    else on CUDA one per inference worker, at most the cores minus one (the decoding
+    threads' GIL was the limit there), and on the CPU none (slower on few cores)."""
+    if perf.decode_processes is not None:
+        return perf.decode_processes
+    return min(workers, max(1, cores() - 1)) if device.type == "cuda" else 0
+
+
+def max_decode_parts(perf: Performance) -> int:
+    """The most pieces one upload's decoding is split into: the setting, else the cores."""
+    return perf.decode_parts or cores()
+
+
+def decode_parts(max_parts: int, running: int) -> int:
+    """Pieces for the upload about to be decoded: its fair share of the cores among the
+    `running` embeddings (itself included), at most `max_parts`. Under load every core is
+    taken, and uploads are decoded whole."""
+    return max(1, min(max_parts, cores() // max(1, running)))

@@ -1,0 +1,130 @@
+"""Prometheus metrics of one app (`prometheus_client`), with a fixed set of label values.
+
+Request counts and latencies are labelled by method, route template and status, each mapped
+to a value known in advance (anything else: `other`), so that no client can add series:
+a method name or path of its own choosing would otherwise grow `/metrics` (and memory) for
+good. Gauges (readiness, inference queue, catalogue size) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Every status the standard names (about 60): what the server sends is one of these.
+STATUSES = frozenset(str(s.value) for s in HTTPStatus)
+
+# name, help, labels -> their values at scrape time
+GaugeReading = Callable[[], Iterable[tuple[dict[str, str], float]]]
+
+
+class _Gauges(Collector):
+    """Gauges whose values are read from callbacks when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self.readings: list[tuple[str, str, GaugeReading]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for name, help_text, read in self.readings:
+            values = list(read())
+            family = GaugeMetricFamily(
+                name, help_text, labels=sorted(values[0][0]) if values else []
+            )
+            for labels, value in values:
+                family.add_metric([labels[k] for k in sorted(labels)], value)
+            yield family
+
+
+class Telemetry:
+    """The metrics of one app instance, in a registry of its own (apps never share series)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and others
+        self.requests = Counter(
+            "singer_http_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "singer_http_request_duration_seconds",
+            "HTTP request latency by method and route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.embedding_seconds = Histogram(
+            "singer_embedding_seconds",
+            "Time to decode and embed one upload (inference thread), by domain.",
+            ["domain"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._gauges = _Gauges()
+        self.registry.register(self._gauges)
+
+    def gauge(self, name: str, help_text: str, read: GaugeReading) -> None:
+        """A gauge read at scrape time: `read()` gives (labels, value) pairs."""
+        self._gauges.readings.append((name, help_text, read))
+
+    def observe_embedding(self, domain: str, seconds: float) -> None:
+        self.embedding_seconds.labels(domain if domain in ("mono", "mixed") else OTHER).observe(
+            seconds
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format (0.0.4); blocking (gauges read the catalogue)."""
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: counts and times every HTTP request by method, route template
+    and status, each mapped to the fixed label set. The route is the template of the route
+    the router matched (one of the app's own, `/tracks/{track_id}`), never the request's
+    path: an unmatched path is `other`."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry):
+        self.app = app
+        self.telemetry = telemetry
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        return path if isinstance(path, str) else OTHER
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            method = scope["method"] if scope["method"] in METHODS else OTHER
+            route = self._route(scope)
+            code = str(status) if str(status) in STATUSES else OTHER
+            self.telemetry.request_seconds.labels(method, route).observe(
+                time.perf_counter() - start
+            )
+            self.telemetry.requests.labels(method, route, code).inc()

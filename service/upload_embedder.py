@@ -1,0 +1,115 @@
+"""An upload's bytes -> its `TrackEmbedding`: the service's one path from audio to vector.
+
+Each upload is decoded (in a decoding process when there are some, else in its inference
+thread, in pieces over its share of idle cores) and embedded alone by the model's embedding
+primitive (`Embedder.embed_batch`, as the indexer and `embed_file` are), in the bounded
+inference pool. How many processes, pieces and threads: see
+`service.performance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from model.audio import load_audio
+from model.decode_pool import DecodePool
+from model.embedding import Embedder, TrackEmbedding
+from model.errors import AudioError
+from service import performance
+from service.inference import DeviceOutOfMemoryError, InferencePool
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class UploadEmbedder:
+    """Embeds uploads with `embedder`, at most `inference_workers` at once (see
+    `InferencePool`); `observe(domain, seconds)` is told each embedding's time."""
+
+    def __init__(
+        self, embedder: Embedder, settings: Settings, observe: Callable[[str, float], None]
+    ):
+        self.embedder = embedder
+        self.max_query_seconds = settings.max_query_seconds
+        self.observe = observe
+        perf, workers = settings.performance, settings.inference_workers
+        if embedder.device.type == "cpu":
+            torch.set_num_threads(performance.torch_threads(perf, workers))
+        self.pool = InferencePool(workers, settings.max_pending)
+        # Device constants and lazy imports (librosa's filters: about 1 s on the first CPU
+        # request) once, before the inference threads share them; then each thread's own.
+        embedder.warm_up()
+        self.pool.warm_up(embedder.warm_up)
+        self.max_decode_parts = performance.max_decode_parts(perf)
+        processes = performance.decode_processes(perf, workers, embedder.device)
+        self.decoder: DecodePool | None = None
+        if processes:
+            self.decoder = DecodePool(processes)
+            self.decoder.warm_up()
+        # Threads that decode the later pieces of an upload while its inference thread
+        # decodes the first (decoding processes have their own).
+        self.decode_helpers: ThreadPoolExecutor | None = None
+        if self.decoder is None and self.max_decode_parts > 1:
+            self.decode_helpers = ThreadPoolExecutor(
+                self.max_decode_parts - 1, thread_name_prefix="decode"
+            )
+
+    def describe(self) -> str:
+        """Where uploads are decoded, for the start-up log."""
+        where = f"{self.decoder.processes} processes" if self.decoder else "the inference threads"
+        parts = self.max_decode_parts
+        return where + (f", in up to {parts} pieces" if parts > 1 else "")
+
+    async def embed(
+        self, data: bytes, domain: str, max_seconds: float | None = None
+    ) -> TrackEmbedding:
+        """Encoded audio -> track embedding. `max_seconds`: longest decoded audio (default:
+        the query limit). Raises AudioError (a 4xx), OverloadedError when too many wait, and
+        DeviceOutOfMemoryError when the device cannot hold the work (the service goes on)."""
+        limit = max_seconds or self.max_query_seconds
+
+        def job() -> TrackEmbedding:
+            start = time.perf_counter()
+            try:
+                (emb,) = self.embedder.embed_batch([self._decode(data, limit)], domain)
+            except torch.OutOfMemoryError as err:
+                raise self._out_of_memory(err) from err
+            if isinstance(emb, AudioError):  # too short, no singing, no usable vector
+                raise emb
+            self.observe(emb.domain or domain, time.perf_counter() - start)
+            return emb
+
+        return await self.pool.run(job)
+
+    def _decode(self, data: bytes, max_seconds: float) -> np.ndarray:
+        """Encoded bytes -> mono float32 waveform at the model's rate (this thread waits
+        without holding the GIL while a decoding process works)."""
+        sr = self.embedder.features.sample_rate
+        parts = performance.decode_parts(self.max_decode_parts, self.pool.running)
+        if self.decoder is not None:
+            return self.decoder.load_audio(data, sr, max_seconds, parts)
+        # No helpers only where max_decode_parts < 2, so parts is 1 there.
+        return load_audio(data, sr, max_seconds, parts=parts, executor=self.decode_helpers)
+
+    def _out_of_memory(self, err: torch.OutOfMemoryError) -> DeviceOutOfMemoryError:
+        device = self.embedder.device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the failed pass's blocks back before the next one
+        log.warning("inference device %s out of memory: %s", device, str(err).splitlines()[0])
+        return DeviceOutOfMemoryError(
+            f"the inference device ({device}) ran out of memory for this request; retry "
+            "later, or send a shorter recording"
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        if self.decode_helpers is not None:
+            self.decode_helpers.shutdown(cancel_futures=True)
+        if self.decoder is not None:
+            self.decoder.close()
