@@ -1,0 +1,232 @@
+"""Segment selection: which 3-s segments of a recording the model embeds, and why.
+
+With the voice detector (the service's pipeline): the segments where it hears singing, the
+refusal of recordings without any, and quality flags; without one, the energy rule
+(`model.energy_vad`). Many recordings at a time share one copy to the device and one pass of
+the detector (`select_many`); each recording's choice is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.detector_frames import FrameDetector, detect_voice_many
+from model.devices import as_tensor, as_tensors, to_device
+from model.domains import selection_domain
+from model.energy_vad import frame_voicing
+from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
+from model.features import DEFAULT_CHUNK_FRAMES, FeatureConfig, log_mel_chunked, segment_shares
+from model.quality_flags import clipped_shares, quality_flags
+
+
+@dataclass
+class SegmentSelection:
+    """The segments of one recording that the model embeds, with where they lie and why.
+
+    features: (n, n_mels, segment_frames) log-mel on the embedding device;
+    starts_s, ends_s: (n,) float64 seconds from the start of the recording;
+    voice: (n,) float64 in [0, 1], how voiced each kept segment is (share of voiced frames);
+    voiced_fraction: share of the whole recording's frames judged voiced, in [0, 1];
+    duration_s: length of the recording in seconds;
+    flags: quality warnings, a subset of `model.quality_flags.QUALITY_FLAGS` in that order;
+    domain_score: P(the voice is in a mixture), mean over voiced frames, in [0, 1]; None
+    without a voice detector or without voiced frames;
+    audio: (n, min_samples) float32 waveform of each segment, on the waveform's device, when
+    the recipe asks for it (`FeatureConfig.segment_audio`), else None.
+    """
+
+    features: torch.Tensor
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    voice: np.ndarray
+    voiced_fraction: float
+    duration_s: float
+    flags: tuple[str, ...] = ()
+    domain_score: float | None = None
+    audio: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def select_segments(
+    y: np.ndarray | torch.Tensor,
+    cfg: FeatureConfig,
+    all_segments: bool = False,
+    hop: int | None = None,
+    device: str | torch.device | None = None,
+    path: str | None = None,
+    *,
+    detector: FrameDetector | None = None,
+    domain: str | None = None,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> SegmentSelection:
+    """Waveform (samples,) at cfg.sample_rate -> the segments to embed, with their times.
+
+    With a `detector` (the service's pipeline): a frame is voiced when the detector's P(voice)
+    passes its `threshold`. Segments with at least `vad_min_voiced` voiced frames are kept;
+    when none has that much, the most voiced ones (at least half the best segment's share) are
+    kept and the selection is flagged `low_voice`. NoVoicedSegmentError only when the whole
+    recording holds less than `min_voice_s` of frames above the stricter
+    `singing_threshold`: no singing at all.
+    Without a detector: the energy rule of `frame_voicing`, strict `vad_min_voiced`.
+    `all_segments` keeps every full segment (the paper's protocol). `domain`: the declared
+    one (mono, mixed; `auto` is chosen as mono), for the quality flags. Features are computed
+    `chunk_frames` at a time.
+    Raises AudioTooShortError below one segment.
+    """
+    (result,) = select_many(
+        [y],
+        cfg,
+        all_segments,
+        hop,
+        device,
+        [path],
+        detector=detector,
+        domains=[domain],
+        chunk_frames=chunk_frames,
+    )
+    if isinstance(result, AudioError):
+        raise result
+    return result
+
+
+def select_many(
+    ys: Sequence[np.ndarray | torch.Tensor],
+    cfg: FeatureConfig,
+    all_segments: bool = False,
+    hop: int | None = None,
+    device: str | torch.device | None = None,
+    paths: Sequence[str | None] | None = None,
+    *,
+    detector: FrameDetector | None = None,
+    domains: Sequence[str | None] | None = None,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+) -> list[SegmentSelection | AudioError]:
+    """`select_segments` of several waveforms: a selection, or the AudioError that recording
+    raises alone, for each, in order.
+
+    The waveforms go to `device` in one pinned copy and the voice detector runs over the
+    windows of all of them together, with one copy of its probabilities back: on a GPU, one
+    recording at a time spends its time launching small kernels and waiting for copies (and,
+    from many threads, queueing for the GIL). Each recording's choice is then its own.
+    """
+    paths = list(paths) if paths is not None else [None] * len(ys)
+    domains = [selection_domain(d) if d else None for d in domains or [None] * len(ys)]
+    out: dict[int, SegmentSelection | AudioError] = {}
+    ok = []
+    for i, y in enumerate(ys):
+        n = int(y.shape[-1])
+        if n < cfg.min_samples:
+            out[i] = AudioTooShortError(n / cfg.sample_rate, cfg.segment_seconds, paths[i])
+        else:
+            ok.append(i)
+    on_device = as_tensors([ys[i] for i in ok], device)
+    mels = [log_mel_chunked(y, cfg, None, chunk_frames) for y in on_device]
+    voicing = (
+        detect_voice_many(on_device, mels, cfg, detector, chunk_frames)
+        if detector is not None and ok
+        else [None] * len(ok)
+    )
+    # The waveforms are on the device: their clipping shares are computed there too, with
+    # one copy back for all (on CUDA, not one host pass per recording).
+    clipped = clipped_shares(on_device)
+    for k, (i, y, mel, voice) in enumerate(zip(ok, on_device, mels, voicing, strict=True)):
+        try:
+            out[i] = _choose(
+                y, mel, voice, clipped[k], cfg, all_segments, hop, detector, domains[i], paths[i]
+            )
+        except AudioError as err:
+            out[i] = err
+    return [out[i] for i in range(len(ys))]
+
+
+def _choose(
+    y: np.ndarray | torch.Tensor,
+    mel: torch.Tensor,
+    voice: tuple[np.ndarray, np.ndarray] | None,
+    clipped: float,
+    cfg: FeatureConfig,
+    all_segments: bool,
+    hop: int | None,
+    detector: FrameDetector | None,
+    domain: str | None,
+    path: str | None,
+) -> SegmentSelection:
+    """One recording's selection from its log-mel (n_mels, frames), with a detector its
+    (P(voice), P(mixture | voice)) per frame, and its `clipped_share`; see `select_segments`.
+    Index arrays go to the device without waiting for it (`to_device`)."""
+    n = int(y.shape[-1])
+    frame_s = cfg.hop_length / cfg.sample_rate
+    domain_score, low_voice = None, False
+    if detector is not None and voice is not None:
+        p_voice, p_mix = voice
+        voiced = p_voice > detector.rule.threshold
+        sung_s = float((p_voice > detector.rule.singing_threshold).sum()) * frame_s
+        if voiced.any():
+            domain_score = float(np.mean(p_mix[voiced]))
+    else:
+        voiced = frame_voicing(y, cfg)[: mel.shape[-1]]
+    starts, share = segment_shares(voiced, cfg, hop)
+    if all_segments:
+        keep = np.arange(len(starts))
+    elif detector is not None:
+        if sung_s < detector.rule.min_voice_s or share.max() <= 0:
+            raise NoVoicedSegmentError(
+                f"no singing voice detected: {sung_s:.1f} s of the {n / cfg.sample_rate:.1f}-s "
+                f"recording sound like singing, at least {detector.rule.min_voice_s:.1f} s is "
+                "needed (silence, tones, noise or instrumental music only)",
+                path,
+            )
+        keep = np.flatnonzero(share >= cfg.vad_min_voiced)
+        if keep.size == 0:
+            low_voice = True
+            keep = np.flatnonzero(share >= 0.5 * share.max())
+    else:
+        keep = np.flatnonzero(share >= cfg.vad_min_voiced)
+        if keep.size == 0:
+            raise NoVoicedSegmentError(
+                f"no {cfg.segment_seconds:.1f}-s segment has {cfg.vad_min_voiced:.0%} voiced "
+                f"frames (best: {share.max():.0%}); the recording is silent or holds too "
+                "little voice",
+                path,
+            )
+    # Index the unfolded view: only the kept segments are copied.
+    view = mel.unfold(-1, cfg.segment_frames, hop or cfg.segment_hop).permute(1, 0, 2)
+    segs = view[to_device(torch.from_numpy(keep), view.device)].contiguous()
+    starts_s = starts[keep] * frame_s
+    audio = None
+    if cfg.segment_audio:
+        # A segment's frames are centred on samples start * hop ... + min_samples (its
+        # last frame); index the unfolded view so only the kept segments are copied.
+        y_t = as_tensor(y, None)
+        windows = y_t.unfold(0, cfg.min_samples, cfg.hop_length)
+        audio = windows[to_device(torch.from_numpy(starts[keep]), y_t.device)].contiguous()
+    selection = SegmentSelection(
+        features=segs,
+        starts_s=starts_s,
+        ends_s=starts_s + cfg.segment_frames * frame_s,
+        voice=share[keep],
+        voiced_fraction=float(voiced.mean()) if len(voiced) else 0.0,
+        duration_s=n / cfg.sample_rate,
+        domain_score=domain_score,
+        audio=audio,
+    )
+    threshold = detector.rule.domain_threshold if detector is not None else 0.5
+    selection.flags = quality_flags(selection, clipped, cfg, low_voice, domain, threshold)
+    return selection
+
+
+def extract_segments(
+    y: np.ndarray | torch.Tensor, cfg: FeatureConfig, *args: Any, **kwargs: Any
+) -> torch.Tensor:
+    """Waveform (samples,) -> the segments the model embeds: (n, n_mels, segment_frames).
+
+    The features of `select_segments`; same arguments, same errors.
+    """
+    return select_segments(y, cfg, *args, **kwargs).features
