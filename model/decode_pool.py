@@ -4,7 +4,7 @@ Decoding, mixdown, resampling and segment choice hold the GIL for part of their 
 threads of one process queue behind each other once there are many cores: on a 16-core GPU
 machine the threaded indexer kept 40 % of the threaded decode-only rate, and `/identify`
 stopped at about 33 requests/s from 8 clients on (README, GPU figures; uploads were then
-still read through Python callbacks, see `model.audio._in_memory_file`). A `DecodePool`
+still read through Python callbacks, see `model.sndfile_decoder._in_memory_file`). A `DecodePool`
 runs `model.audio.load_audio` in spawned worker processes instead; the caller's thread waits
 for the result without holding the GIL.
 

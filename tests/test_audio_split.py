@@ -67,13 +67,13 @@ def test_short_and_lossy_files_are_decoded_whole(tmp_path, executor):
 
 def test_long_files_are_decoded_whole(tmp_path, executor, monkeypatch):
     """Beyond MAX_SPLIT_FRAMES the later pieces would wait in memory: read whole instead."""
-    import model.audio
+    import model.sndfile_decoder
 
     path = write(tmp_path / "a.flac", sing(VOICES[1], 20.0, sr=44100), 44100)
-    monkeypatch.setattr(model.audio, "MAX_SPLIT_FRAMES", 19 * 44100)
+    monkeypatch.setattr(model.sndfile_decoder, "MAX_SPLIT_FRAMES", 19 * 44100)
     np.testing.assert_array_equal(load_audio(path, parts=3, executor=executor), load_audio(path))
     assert executor.submitted == 0
-    monkeypatch.setattr(model.audio, "MAX_SPLIT_FRAMES", 21 * 44100)
+    monkeypatch.setattr(model.sndfile_decoder, "MAX_SPLIT_FRAMES", 21 * 44100)
     np.testing.assert_array_equal(load_audio(path, parts=3, executor=executor), load_audio(path))
     assert executor.submitted == 2
 

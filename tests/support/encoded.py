@@ -1,0 +1,64 @@
+"""Test audio in every container the decoder takes, encoded with PyAV (no `ffmpeg` program).
+
+`encode(y, sr, "m4a")` returns the bytes of `y` (float32 (samples,) or (samples, channels))
+in that container; `ENCODINGS` lists each one's (FFmpeg muxer, codec, codec rate). The codec
+rate is the one the format allows (Opus: 48 kHz); PyAV's resampler converts to it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+
+# extension -> (muxer, codec, codec rate in Hz or None: the signal's own)
+ENCODINGS: dict[str, tuple[str, str, int | None]] = {
+    "m4a": ("mp4", "aac", None),
+    "mp4": ("mp4", "aac", None),
+    "aac": ("adts", "aac", None),
+    "webm": ("webm", "libopus", 48000),
+    "mka": ("matroska", "libmp3lame", None),
+    "wma": ("asf", "wmav2", None),
+    "mp3": ("mp3", "libmp3lame", None),
+    "opus": ("ogg", "libopus", 48000),
+    "flac": ("flac", "flac", None),
+    "wav": ("wav", "pcm_s16le", None),
+    "aiff": ("aiff", "pcm_s16be", None),
+}
+
+
+def encode(
+    y: np.ndarray, sr: int, ext: str, bit_rate: int = 128_000, *, live: bool = False
+) -> bytes:
+    """`y` at `sr` Hz encoded as a .`ext` file (see ENCODINGS): the file's bytes. `live`
+    (webm, mka): written as a stream, with no duration or index, as a browser's
+    MediaRecorder writes one."""
+    muxer, codec, rate = ENCODINGS[ext]
+    samples = np.ascontiguousarray(np.atleast_2d(y.T if y.ndim == 2 else y), np.float32)
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
+    out = io.BytesIO()
+    options = {"live": "1"} if live and muxer in ("webm", "matroska") else {}
+    with av.open(out, "w", format=muxer, container_options=options) as container:
+        stream = container.add_stream(codec, rate=rate or sr, layout=layout)
+        stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+        frame.sample_rate = sr
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(
+            format=ctx.format.name if ctx.format else "fltp",
+            layout=layout,
+            rate=rate or sr,
+            frame_size=ctx.frame_size or None,
+        )
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            container.mux(stream.encode(chunk))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def write_encoded(path: Path, y: np.ndarray, sr: int) -> Path:
+    """`encode` into `path`, the container chosen by its extension."""
+    path.write_bytes(encode(y, sr, path.suffix.lstrip(".")))
+    return path

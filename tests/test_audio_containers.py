@@ -1,0 +1,204 @@
+"""Every whitelisted container decodes, chosen by its bytes, with no `ffmpeg` program, and
+PyAV's path keeps the bounds and the samples of libsndfile's.
+
+Fixtures are encoded with PyAV in tmp_path (tests/support/encoded.py); the references are
+libsndfile's decoding of the same lossless file and the signal's own spectrum.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.audio import decode, load_audio
+from model.audio_containers import MP4, OGG, WAV, sniff
+from model.errors import (
+    AudioError,
+    AudioTooLongError,
+    UnsupportedAudioParamsError,
+    UnsupportedFormatError,
+)
+from model.pyav_decoder import decode_av
+from model.sndfile_decoder import decode_sndfile
+from tests.support.corpus import pcm16, png_bytes, wav_bytes
+from tests.support.encoded import ENCODINGS, encode
+from tests.support.synth import VOICES, sing
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def two_tones(seconds: float, sr: int) -> np.ndarray:
+    """(samples, 2) float32: 440 Hz on the left, 660 Hz on the right."""
+    t = np.arange(int(seconds * sr)) / sr
+    return np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 660 * t)], 1)
+
+
+@pytest.mark.parametrize("ext", sorted(ENCODINGS))
+def test_every_container_decodes_from_bytes_and_path(tmp_path, ext):
+    data = encode(two_tones(4.0, 44100), 44100, ext)
+    path = tmp_path / f"take.{ext}"
+    path.write_bytes(data)
+    y = load_audio(path)
+    np.testing.assert_array_equal(load_audio(data), y)  # bytes and path: the same samples
+    assert abs(len(y) / 22050 - 4.0) < 0.1  # codec delay and padding at most
+    # Both channels are in the mono mix, at their frequencies.
+    spectrum = np.abs(np.fft.rfft(y[2205:-2205]))
+    peaks = sorted(np.argsort(spectrum)[-2:] * 22050 / (len(y) - 4410))
+    assert peaks == pytest.approx([440, 660], abs=1.5)
+
+
+def test_the_bytes_choose_the_container_never_the_name(tmp_path):
+    y = two_tones(3.0, 44100)
+    for real, claimed in [("m4a", "wav"), ("flac", "mp3"), ("webm", "m4a"), ("wav", "ogg")]:
+        data = encode(y, 44100, real)
+        (tmp_path / f"a.{claimed}").write_bytes(data)
+        np.testing.assert_array_equal(load_audio(tmp_path / f"a.{claimed}"), load_audio(data))
+
+
+@pytest.mark.parametrize(
+    ("subtype", "ext"),
+    [("PCM_16", "wav"), ("PCM_24", "wav"), ("FLOAT", "wav"), ("PCM_U8", "wav"),
+     ("PCM_16", "flac"), ("PCM_24", "flac"), ("PCM_16", "aiff")],
+)  # fmt: skip
+def test_lossless_through_pyav_equals_libsndfile(subtype, ext):
+    """The two decoders give the same float samples, so which one reads a WAV or FLAC file
+    (libsndfile first, PyAV for what it refuses) never changes a vector."""
+    y = np.stack([sing(VOICES[0], 5.0, sr=44100), sing(VOICES[2], 5.0, sr=44100)], 1)
+    buf = io.BytesIO()
+    sf.write(buf, y, 44100, subtype=subtype, format=ext.upper())
+    data = buf.getvalue()
+    container = sniff(io.BytesIO(data))
+    assert container is not None and container.sndfile
+    for sr in (None, 22050):
+        ref, rate = decode_sndfile(data, sr, 600.0, None)
+        got, got_rate = decode_av(io.BytesIO(data), container, sr, 600.0, None)
+        assert got_rate == rate
+        np.testing.assert_array_equal(got, ref)
+
+
+def _nan_wav() -> bytes:
+    y = sing(VOICES[1], 4.0)
+    y[30000:30100] = np.nan
+    buf = io.BytesIO()
+    sf.write(buf, y, 22050, subtype="FLOAT", format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("decoder", ["sndfile", "pyav"])
+def test_both_decoders_apply_the_same_bounds(decoder):
+    def run(data: bytes, max_seconds: float | None = None) -> np.ndarray:
+        if decoder == "sndfile":
+            return decode_sndfile(data, 22050, max_seconds, "x.wav")[0]
+        return decode_av(io.BytesIO(data), WAV, 22050, max_seconds, "x.wav")[0]
+
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        run(_nan_wav())
+    with pytest.raises(UnsupportedAudioParamsError, match="sample rate 1 Hz"):
+        run(wav_bytes(pcm16(sing(VOICES[0], 1.0)), rate=1))
+    with pytest.raises(UnsupportedAudioParamsError, match="sample rate 400000 Hz"):
+        run(wav_bytes(pcm16(sing(VOICES[0], 1.0)), rate=400_000))
+    with pytest.raises(AudioTooLongError) as caught:
+        run(wav_bytes(pcm16(sing(VOICES[0], 12.0)), rate=22050), max_seconds=10.0)
+    assert caught.value.from_header and caught.value.path == "x.wav"
+    # A header that under-states the length: stopped while decoding.
+    lying = wav_bytes(pcm16(sing(VOICES[0], 12.0)), rate=22050, data_size=0xFFFFFFF0)
+    with pytest.raises(AudioTooLongError):
+        run(lying, max_seconds=10.0)
+
+
+def test_compressed_lengths_declared_or_not_are_bounded():
+    """An m4a declares its length: refused before decoding. ADTS AAC and Opus in WebM
+    (a browser's recording) declare none: stopped at the limit while decoding."""
+    y = two_tones(14.0, 22050)
+    with pytest.raises(AudioTooLongError) as caught:
+        load_audio(encode(y, 22050, "m4a", bit_rate=32_000), max_seconds=10.0)
+    assert caught.value.from_header
+    for ext in ("aac", "webm"):
+        data = encode(y, 22050, ext, bit_rate=32_000, live=True)
+        with pytest.raises(AudioTooLongError) as caught:
+            load_audio(data, max_seconds=10.0)
+        assert not caught.value.from_header and caught.value.duration_s > 10.0
+        assert len(load_audio(data, max_seconds=15.0)) > 13.9 * 22050
+
+
+def test_mp3_behind_a_large_id3_tag():
+    data = encode(two_tones(3.0, 44100), 44100, "mp3")
+    n = 300_000  # e.g. cover art: more than the sniffer's first read
+    syncsafe = bytes((n >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    tagged = b"ID3\x04\x00\x00" + syncsafe + bytes(n) + data
+    assert sniff(io.BytesIO(tagged)) == sniff(io.BytesIO(data))
+    np.testing.assert_allclose(load_audio(tagged), load_audio(data), atol=1e-6)
+
+
+def test_truncated_and_video_only_files():
+    webm = encode(two_tones(6.0, 44100), 44100, "webm")
+    half = load_audio(webm[: len(webm) // 2])  # the readable part, as libsndfile does
+    assert 2.0 * 22050 < len(half) < 4.0 * 22050
+    np.testing.assert_allclose(half[:22050], load_audio(webm)[:22050], atol=1e-6)
+    m4a = encode(two_tones(6.0, 44100), 44100, "m4a")  # the index (moov) is written last
+    with pytest.raises(UnsupportedFormatError, match=r"\[unreadable mp4\]"):
+        load_audio(m4a[: len(m4a) // 2])
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as video:
+        stream = video.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 64
+        for _ in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            video.mux(stream.encode(frame))
+        video.mux(stream.encode(None))
+    with pytest.raises(UnsupportedFormatError, match="no audio stream"):
+        load_audio(out.getvalue())
+
+
+def test_sniffing_names_only_whitelisted_containers():
+    rng = np.random.default_rng(3)
+    assert all(sniff(io.BytesIO(rng.bytes(65536))) is None for _ in range(200))
+    for data in (
+        b"ffconcat version 1.0\nfile a.wav\n",
+        b"#EXTM3U\n#EXTINF:10,\na.wav\n",
+        png_bytes(),
+        b'<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011"></MPD>',
+        b"this is not audio\n" * 100,
+        b"\xff\xfb",
+    ):
+        assert sniff(io.BytesIO(data)) is None
+    assert sniff(io.BytesIO(encode(two_tones(1.0, 48000), 48000, "opus"))) == OGG
+    assert sniff(io.BytesIO(encode(two_tones(1.0, 44100), 44100, "m4a"))) == MP4
+
+
+def test_m4a_and_webm_decode_with_no_ffmpeg_on_path(tmp_path):
+    """A subprocess whose PATH holds no ffmpeg or ffprobe decodes a MediaRecorder-like WebM
+    (Opus) and an m4a (AAC) to the samples this process gets."""
+    files = {}
+    for ext in ("m4a", "webm"):
+        files[ext] = tmp_path / f"take.{ext}"
+        files[ext].write_bytes(encode(two_tones(3.0, 44100), 44100, ext))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    script = (
+        "import json, shutil, sys; from model.audio import load_audio\n"
+        "assert shutil.which('ffmpeg') is None and shutil.which('ffprobe') is None\n"
+        "print(json.dumps({p: load_audio(p).tolist() for p in sys.argv[1:]}))\n"
+    )
+    env = {"PATH": str(empty), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, files.values())],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    for path in files.values():
+        np.testing.assert_array_equal(np.asarray(got[str(path)], np.float32), load_audio(path))
+
+
+def test_decoded_rate_is_the_stream_rate():
+    y, rate = decode(encode(two_tones(2.0, 44100), 44100, "webm"))
+    assert rate == 48000 and abs(len(y) - 2 * 48000) < 48000 * 0.05
