@@ -24,7 +24,7 @@ import pyloudnorm
 
 from model.audio import rms
 
-#: the loudness a master ends within of its target, LU
+#: the loudness a master ends within of its target, LU (searched to 0.8 of it)
 LUFS_TOLERANCE = 0.5
 #: output ceiling, dBFS (sample peak)
 CEILING_DB = -0.3
@@ -140,7 +140,7 @@ def master_dynamics(y: np.ndarray, sr: int, m: Master, passes: int = 12) -> np.n
         lambda g: loudness(_limit(bus, sr, g, m.limiter_release_ms), sr),
         m.target_lufs,
         m.target_lufs - loudness(bus, sr),
-        LUFS_TOLERANCE / 2,
+        0.8 * LUFS_TOLERANCE,
         passes,
         (-40.0, 48.0),
     )

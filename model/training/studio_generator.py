@@ -32,6 +32,7 @@ loudness).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import hashlib
 import json
 import logging
@@ -63,7 +64,7 @@ from model.training.vocal_chain import VocalChain, draw_vocal_chain, produce_voc
 log = logging.getLogger(__name__)
 
 #: bump when a change to the code changes the audio of the same settings
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: VAR drawn for training mixes: mean and sd of a normal cut to the range, dB
 VAR_MEAN_DB, VAR_SD_DB, VAR_RANGE_DB = -4.0, 3.5, (-12.0, 3.0)
 #: the master's VAR ends within this of the drawn one, dB
@@ -189,29 +190,30 @@ def _write_flac(path: Path, y: np.ndarray, sr: int) -> None:
         sf.write(fh, np.clip(y, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
 
 
+@functools.lru_cache(maxsize=4)
 def _band_audio(band: BandSpec, sr: int, out: Path) -> np.ndarray:
-    """A band track, read from `out/bands` or rendered and stored there."""
+    """A band track, read from `out/bands` or rendered and stored there (the last few kept
+    in memory: jobs run band by band)."""
     file = out / "bands" / f"{band_key(band, sr)}.flac"
     if file.is_file():
         return sf.read(file, dtype="float32")[0]
     y = render_band(band, sr)
-    y = y / max(float(np.abs(y).max()), 1e-9) * 0.5
-    _write_flac(file, y, sr)
-    return y
+    _write_flac(file, y / max(float(np.abs(y).max()), 1e-9) * 0.5, sr)
+    return sf.read(file, dtype="float32")[0]  # as every later reader gets it (16-bit)
 
 
 def _balanced(
     vocal: np.ndarray, band: np.ndarray, job: MixJob, sr: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(master, vocal part, band part) whose parts' VAR is within VAR_TOLERANCE / 2 of
-    `job.var_db` where 10 passes reach it. The master lifts a quiet vocal (the limiter pulls
+    """(master, vocal part, band part) whose parts' VAR is within 0.8 VAR_TOLERANCE of
+    `job.var_db` where 8 passes reach it. The master lifts a quiet vocal (the limiter pulls
     the loud moments down), so the VAR out moves more slowly than the vocal's gain in: the
     gain is found by `solve_monotone`."""
 
     def var_out(gain: float) -> float:
         return var_db(*mastered_stems(vocal * 10.0 ** (gain / 20.0), band, sr, job.master)[1:])
 
-    gain = solve_monotone(var_out, job.var_db, job.var_db, VAR_TOLERANCE / 2, 10, (-40.0, 30.0))
+    gain = solve_monotone(var_out, job.var_db, job.var_db, 0.8 * VAR_TOLERANCE, 8, (-40.0, 30.0))
     return mastered_stems(vocal * 10.0 ** (gain / 20.0), band, sr, job.master)
 
 
@@ -376,6 +378,8 @@ def make_studio_mixes(
             failures[jobs[i].source.name] = f"band: {bad}"
         else:
             runnable.append(i)
+    # Band by band, so that each process reads a band track once for many mixes.
+    runnable.sort(key=lambda i: (band_key(jobs[i].band, jobs[i].sample_rate), i))
     bar = tqdm(total=len(runnable), desc="mixes", unit="mix", disable=not progress)
     args = [(jobs[i], out, dry, stems) for i in runnable]
     for i, fut in _parallel(render_mix, args, workers, runnable, bar):
