@@ -4,7 +4,12 @@
     python -m indexer --catalog qdrant://HOST:6333/NAME --engine ray [--address ADDR] SOURCE
     python -m indexer stats  --index DIR [--json]
     python -m indexer remove --index DIR [ID ...] [--singer NAME] [--checkpoint-id ID]
-    python -m indexer export --index DIR [--format csv|json] [--vectors] [-o FILE]
+    python -m indexer export --index DIR [--format csv|json|archive] [--vectors] [-o FILE]
+    python -m indexer import --index DIR ARCHIVE
+    python -m indexer migrate --index DIR --to CKPT [--missing keep|drop]
+    python -m indexer snapshot --index DIR OUT
+    python -m indexer restore --index DIR SNAPSHOT
+    python -m indexer generations --index DIR
 
 Exit status: 0 success, 1 some files failed (listed at the end), 2 unusable arguments,
 checkpoint, source or catalogue, 130 interrupted (what was embedded is committed).
@@ -18,6 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
+from indexer.cli_support import missing_catalogue, open_target
+from indexer.operations import OPERATIONS, add_arguments
 from model.audio import MAX_TRACK_SECONDS
 from model.cli.options import add_embedding_options
 
@@ -143,9 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["export"]
     p.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
     p.add_argument(
-        "--format", choices=["csv", "json"], help="default: from the output's extension, else csv"
+        "--format",
+        choices=["csv", "json", "archive"],
+        help="archive: a checked, portable archive for `import` (tracks, vectors, singers, "
+        "checkpoint ids, roots); default: from the output's extension (.tar, .tar.gz, .tgz: "
+        "archive; .json), else csv",
     )
-    p.add_argument("--vectors", action="store_true", help="include the track vectors")
+    p.add_argument("--vectors", action="store_true", help="include the track vectors (csv, json)")
+    add_arguments(parsers)
     return parser
 
 
@@ -171,36 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def _open(args, dim: int | None = None):
-    import os
-
-    from catalog import open_catalog
-
-    return open_catalog(
-        args.catalog or args.index,
-        dim=dim,
-        index=args.index_kind,
-        device=getattr(args, "device", "cpu"),
-        qdrant_api_key=os.environ.get("SINGER_QDRANT_API_KEY") or None,
-    )
-
-
-def _missing(args) -> bool:
-    """True (and logged) when a catalogue directory holds no catalogue; URLs are opened."""
-    if args.catalog is None and not (args.index / "catalog.sqlite").is_file():
-        log.error("no catalogue in %s", args.index)
-        return True
-    return False
-
-
-def _index(args) -> int:
+def _index(args: argparse.Namespace) -> int:
     """Embed the audio of a folder or CSV manifest into the catalogue (the default)."""
     import torch
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from indexer.run import index_source
     from indexer.sources import source_root
-    from model.embedding import Embedder, inference_threads
+    from model.devices import inference_threads
+    from model.embedding import Embedder
     from model.errors import CheckpointError
     from model.manifest import ManifestError
 
@@ -228,7 +219,7 @@ def _index(args) -> int:
             args.threads or inference_threads(max(args.workers, args.processes or 0))
         )
     progress = not args.no_progress and sys.stderr.isatty()
-    with _open(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
+    with open_target(args, embedder.embed_dim) as catalog, logging_redirect_tqdm():
         catalog.add_roots([str(source_root(args.source))])  # the service may play its files
         log.info(
             "indexing %s into %s with checkpoint %s on %s",
@@ -285,11 +276,11 @@ def _processes(text: str) -> int | None:
     return n
 
 
-def _stats(args) -> int:
+def _stats(args: argparse.Namespace) -> int:
     """Show what the catalogue holds."""
-    if _missing(args):
+    if missing_catalogue(args):
         return 2
-    with _open(args) as catalog:
+    with open_target(args) as catalog:
         stats = catalog.stats()
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
@@ -309,14 +300,14 @@ def _stats(args) -> int:
     return 0
 
 
-def _remove(args) -> int:
+def _remove(args: argparse.Namespace) -> int:
     """Remove tracks by id, singer or checkpoint."""
     if not (args.ids or args.singer or args.checkpoint_id):
         log.error("give track ids, --singer or --checkpoint-id")
         return 2
-    if _missing(args):
+    if missing_catalogue(args):
         return 2
-    with _open(args) as catalog:
+    with open_target(args) as catalog:
         ids = list(args.ids)
         if args.singer or args.checkpoint_id:
             ids += catalog.track_ids(singer=args.singer, checkpoint_id=args.checkpoint_id)
@@ -331,12 +322,29 @@ def _remove(args) -> int:
     return 0
 
 
-def _export(args) -> int:
-    """Write the catalogue's tracks as CSV (a valid manifest) or JSON."""
-    if _missing(args):
+def _format_of(output: Path | None) -> str:
+    name = output.name if output else ""
+    if name.endswith((".tar", ".tar.gz", ".tgz")):
+        return "archive"
+    return "json" if name.endswith(".json") else "csv"
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Write the catalogue's tracks as CSV (a valid manifest), JSON, or an archive."""
+    if missing_catalogue(args):
         return 2
-    fmt = args.format or ("json" if args.output and args.output.suffix == ".json" else "csv")
-    with _open(args) as catalog:
+    fmt = args.format or _format_of(args.output)
+    if fmt == "archive":
+        from catalog.archive import export_archive
+
+        if args.output is None:
+            log.error("an archive needs an output file: -o FILE.tar")
+            return 2
+        with open_target(args) as catalog:
+            summary = export_archive(catalog, args.output)
+        log.info("exported %d tracks to the archive %s", summary.n_tracks, args.output)
+        return 0
+    with open_target(args) as catalog:
         if args.output is None:
             n = catalog.export(sys.stdout, fmt, include_vectors=args.vectors)
         else:
@@ -349,7 +357,13 @@ def _export(args) -> int:
     return 0
 
 
-COMMANDS = {"index": _index, "stats": _stats, "remove": _remove, "export": _export}
+COMMANDS = {
+    "index": _index,
+    "stats": _stats,
+    "remove": _remove,
+    "export": _export,
+    **OPERATIONS,
+}
 
 if __name__ == "__main__":
     sys.exit(main())
