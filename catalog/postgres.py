@@ -68,6 +68,7 @@ EXACT_MAX_TRACKS = 10_000
 POOL_SIZE = 8
 #: Seconds a call waits for a connection (the server down: then CatalogUnavailableError).
 POOL_TIMEOUT_S = 5.0
+RECONNECT_S = 2.0
 _RETRIES = 5
 
 
@@ -121,7 +122,10 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
             configure=lambda conn: register_vector(conn, oid),
             check=ConnectionPool.check_connection,  # a connection of a restarted server: drop
             timeout=POOL_TIMEOUT_S,
-            reconnect_timeout=1e9,  # keep trying while the server is away, however long
+            # A reconnection gives up after RECONNECT_S (the pool's backoff doubles without
+            # bound); the next call then starts a new one at once: while the server is away
+            # calls fail, and the first call after it is back gets a connection.
+            reconnect_timeout=RECONNECT_S,
             name=f"catalog-{schema}",
         )
         try:
