@@ -2,88 +2,87 @@
 
     listing, hashing, skipping      on the driver, as the local engine (indexer/run.py):
                                     the same resume semantics
-    decode    map_batches (tasks)   file -> float32 waveform at the model's rate
-    features  map_batches (tasks)   waveform -> log-mel segments (n, n_mels, frames), and
-                                    for a fused model their waveforms (n, samples)
+    prepare   map_batches (tasks)   file -> float32 waveform at the model's rate; on a
+                                    cluster without GPUs also its segments, chosen on the
+                                    task's CPU (`select_segments`, the shipped detector)
     embed     map_batches (actors)  each actor holds the model (one GPU each when the
-                                    cluster has GPUs): segments -> track vector (dim,)
+                                    cluster has GPUs) and calls `Embedder.embed_batch` on
+                                    its batch: waveforms or selections -> track vectors
     write     on the driver         Catalog.add_tracks(replace=True) every `commit_every`
                                     tracks, in listing order
 
-Arrays travel between stages as float32 bytes plus their shape, so Ray Data never has to
+Where segments are chosen follows the local engine: in the tasks when the model is on CPUs
+(a core each), beside the encoder on a GPU, many recordings at a time. Waveforms and
+selections travel between stages pickled into a bytes column, so Ray Data never has to
 infer a tensor type for ragged audio. Files must be readable at the same path on every
-node (shared storage). A file that cannot be decoded comes back with its error in the
-`error` column and is reported, as with the local engine.
+node (shared storage). A file that cannot be used comes back with its error in the `error`
+column and is reported, as with the local engine.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from catalog import CatalogBackend
-from indexer.run import IndexOptions, IndexReport, _fail, finish_report, start_run
+from indexer.run import (
+    IndexOptions,
+    IndexReport,
+    _domain_mismatch,
+    _fail,
+    _Job,
+    finish_report,
+    start_run,
+)
 from indexer.sources import Listing, read_source
-from model.embedding import Embedder, TrackEmbedding, track_vector
+from model.embedding import Embedder
 from model.errors import AudioError
-from model.features import FeatureConfig, select_segments
+from model.features import FeatureConfig
+from model.segment_selection import SegmentSelection, select_segments
+from model.track_embedding import TrackEmbedding
 from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
 
 
-def _decode(batch: pd.DataFrame, sample_rate: int, max_seconds: float | None) -> pd.DataFrame:
+def _prepare(
+    batch: pd.DataFrame,
+    sample_rate: int,
+    max_seconds: float | None,
+    config: FeatureConfig | None,
+    all_segments: bool,
+) -> pd.DataFrame:
+    """Decode each file (and with `config`, choose its segments on this CPU): column `item`,
+    the pickled waveform or selection, or `error`."""
     from model.audio import load_audio
 
-    audio, errors = [], []
-    for path in batch["path"]:
+    items, errors = [], []
+    for path, domain in zip(batch["path"], batch["domain"]):
         try:
-            audio.append(load_audio(path, sample_rate, max_seconds).astype(np.float32).tobytes())
+            y = load_audio(path, sample_rate, max_seconds)
+            item = y if config is None else _select(y, config, all_segments, path, domain)
+            items.append(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
             errors.append("")
         except AudioError as err:
-            audio.append(b"")
+            items.append(b"")
             errors.append(err.reason)
-    return batch.assign(audio=audio, error=errors)
+    return batch.assign(item=items, error=errors)
 
 
-def _features(batch: pd.DataFrame, config: FeatureConfig, all_segments: bool) -> pd.DataFrame:
-    feats, shapes, durations, errors = [], [], [], list(batch["error"])
-    audios: list[bytes] = []
-    for row, (path, domain, audio) in enumerate(
-        zip(batch["path"], batch["domain"], batch["audio"])
-    ):
-        feats.append(b"")
-        audios.append(b"")
-        shapes.append([0, 0, 0])
-        durations.append(0.0)
-        if errors[row]:
-            continue
-        try:
-            y = np.frombuffer(audio, np.float32)
-            # The segment choice of the local engine and the service: the shipped detector.
-            selection = select_segments(
-                y,
-                config,
-                all_segments,
-                device="cpu",
-                path=path,
-                detector=_detector(),
-                domain=domain,
-            )
-        except AudioError as err:
-            errors[row] = err.reason
-            continue
-        x = selection.features.float().cpu().numpy()
-        feats[row], shapes[row], durations[row] = x.tobytes(), list(x.shape), selection.duration_s
-        if selection.audio is not None:  # a fused model's speaker encoder reads it
-            audios[row] = selection.audio.float().cpu().numpy().tobytes()
-    return batch.drop(columns=["audio"]).assign(
-        features=feats, segment_audio=audios, shape=shapes, duration_s=durations, error=errors
+def _select(
+    y: np.ndarray, config: FeatureConfig, all_segments: bool, path: str, domain: str
+) -> SegmentSelection:
+    """The segments `Embedder.select` would choose, with the shipped detector, on the CPU."""
+    return select_segments(
+        y, config, all_segments, device="cpu", path=path, detector=_detector(), domain=domain
     )
 
 
@@ -94,47 +93,44 @@ def _detector() -> VoiceDetector:
 
 
 class _EmbedActor:
-    """Holds the model; embeds the segments of a batch of tracks together, per domain."""
+    """Holds the model; `embed_batch` over the waveforms or selections of a batch of files."""
 
-    def __init__(self, checkpoint: str | None, device: str, batch_size: int):
+    def __init__(self, checkpoint: str | None, device: str, batch_size: int, all_segments: bool):
         import torch
 
         torch.set_num_threads(1)  # one core per actor: scale with actors, not threads
         self.embedder = Embedder.from_checkpoint(checkpoint, device)
         self.batch_size = batch_size
+        self.all_segments = all_segments
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
-        vectors = [b""] * len(batch)
-        n_segments = [0] * len(batch)
-        for domain in set(batch["domain"]):
-            rows = [
-                r
-                for r, (d, error) in enumerate(zip(batch["domain"], batch["error"]))
-                if d == domain and not error
-            ]
-            if not rows:
+        n = len(batch)
+        vectors, n_segments, durations = [b""] * n, [0] * n, [0.0] * n
+        flags, scores, errors = [""] * n, [float("nan")] * n, list(batch["error"])
+        rows = [r for r in range(n) if not errors[r]]
+        results = self.embedder.embed_batch(
+            [pickle.loads(batch["item"].iat[r]) for r in rows],
+            [batch["domain"].iat[r] for r in rows],
+            all_segments=self.all_segments,
+            names=[batch["path"].iat[r] for r in rows],
+            batch_size=self.batch_size,
+        )
+        for r, result in zip(rows, results, strict=True):
+            if isinstance(result, AudioError):
+                errors[r] = result.reason
                 continue
-            segs = [
-                np.frombuffer(batch["features"].iat[r], np.float32).reshape(batch["shape"].iat[r])
-                for r in rows
-            ]
-            audio = None
-            if self.embedder.speaker is not None:
-                audio = np.concatenate(
-                    [np.frombuffer(batch["segment_audio"].iat[r], np.float32) for r in rows]
-                ).reshape(sum(len(x) for x in segs), -1)
-            emb = self.embedder.encode_segments(
-                torch.from_numpy(np.concatenate(segs)), domain, audio, self.batch_size
-            )
-            start = 0
-            for r, s in zip(rows, segs):
-                vectors[r] = track_vector(emb[start : start + len(s)]).astype(np.float32).tobytes()
-                n_segments[r] = len(s)
-                start += len(s)
-        return batch.drop(columns=["features", "segment_audio", "shape"]).assign(
-            vector=vectors, n_segments=n_segments
+            vectors[r] = result.vector.astype(np.float32).tobytes()
+            n_segments[r], durations[r] = result.n_segments, result.duration_s
+            flags[r] = ",".join(result.flags)
+            if result.domain_score is not None:
+                scores[r] = result.domain_score
+        return batch.drop(columns=["item"]).assign(
+            vector=vectors,
+            n_segments=n_segments,
+            duration_s=durations,
+            flags=flags,
+            domain_score=scores,
+            error=errors,
         )
 
 
@@ -169,10 +165,18 @@ def index_listing_ray(
                 if row["error"]:
                     _fail(report, job.item.path, row["error"])
                     continue
-                vector = np.frombuffer(row["vector"], np.float32)
-                emb = TrackEmbedding(vector, int(row["n_segments"]), float(row["duration_s"]))
+                score = float(row["domain_score"])
+                emb = TrackEmbedding(
+                    np.frombuffer(row["vector"], np.float32),
+                    int(row["n_segments"]),
+                    float(row["duration_s"]),
+                    flags=tuple(f for f in row["flags"].split(",") if f),
+                    domain_score=None if np.isnan(score) else score,
+                )
                 writer.add(job, emb)
                 report.audio_s += emb.duration_s
+                if "domain_mismatch" in emb.flags:
+                    _domain_mismatch(report, job.item, emb.domain_score)
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("interrupted: committing what was embedded")
@@ -183,8 +187,17 @@ def index_listing_ray(
     return report
 
 
-def _pipeline(ray, todo, embedder, checkpoint, actors, files_per_batch, o: IndexOptions):
-    """Rows {job, error, vector, n_segments, duration_s} in the order of `todo`."""
+def _pipeline(
+    ray: Any,
+    todo: list[_Job],
+    embedder: Embedder,
+    checkpoint: str | Path | None,
+    actors: int,
+    files_per_batch: int,
+    o: IndexOptions,
+) -> Iterator[dict[str, Any]]:
+    """Rows {job, error, vector, n_segments, duration_s, flags, domain_score} in the order
+    of `todo`."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # commit in listing order: same ids as local
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -199,13 +212,15 @@ def _pipeline(ray, todo, embedder, checkpoint, actors, files_per_batch, o: Index
     )
     kw = {"batch_size": files_per_batch, "batch_format": "pandas"}
     ds = ds.map_batches(
-        _decode,
-        fn_kwargs={"sample_rate": embedder.features.sample_rate, "max_seconds": o.max_seconds},
-        **kw,
-    )
-    ds = ds.map_batches(
-        _features,
-        fn_kwargs={"config": embedder.features, "all_segments": o.all_segments},
+        _prepare,
+        fn_kwargs={
+            "sample_rate": embedder.features.sample_rate,
+            "max_seconds": o.max_seconds,
+            # Without GPUs the tasks choose the segments, each on its core (as the local
+            # engine's threads do on the CPU); with them the actors do, many at once.
+            "config": None if gpus else embedder.features,
+            "all_segments": o.all_segments,
+        },
         **kw,
     )
     ds = ds.map_batches(
@@ -214,6 +229,7 @@ def _pipeline(ray, todo, embedder, checkpoint, actors, files_per_batch, o: Index
             "checkpoint": str(checkpoint) if checkpoint else None,
             "device": "cuda" if gpus else "cpu",
             "batch_size": o.batch_size,
+            "all_segments": o.all_segments,
         },
         concurrency=max(1, actors),
         num_gpus=1 if gpus else 0,
@@ -232,11 +248,16 @@ def index_source_ray(
     address: str | None = None,
     actors: int = 2,
     files_per_batch: int = 8,
-    **options,
+    **options: Any,
 ) -> IndexReport:
     """Index a folder or a CSV manifest on Ray; `options` are the fields of `IndexOptions`."""
-    listing = read_source(source, domain)
-    ray_options = {"address": address, "actors": actors, "files_per_batch": files_per_batch}
     return index_listing_ray(
-        catalog, embedder, listing, IndexOptions(**options), checkpoint=checkpoint, **ray_options
+        catalog,
+        embedder,
+        read_source(source, domain),
+        IndexOptions(**options),
+        checkpoint=checkpoint,
+        address=address,
+        actors=actors,
+        files_per_batch=files_per_batch,
     )

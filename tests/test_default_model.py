@@ -12,7 +12,7 @@ import model
 from model.audio import load_audio
 from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
-from model.evaluation import metrics
+from model.evaluation import retrieval_metrics as metrics
 from model.evaluation.splits import mir1k_split
 from model.mixing import nominal_mix
 

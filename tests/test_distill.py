@@ -158,7 +158,7 @@ def test_codec_round_trip_is_aligned_lossy_and_same_length(seed):
 
 
 def test_bootstrap_interval_and_eer():
-    from model.evaluation.metrics import bootstrap_ci
+    from model.evaluation.retrieval_metrics import bootstrap_ci
     from model.evaluation.verification import equal_error_rate
 
     hits = np.r_[np.ones(60), np.zeros(40)]

@@ -11,7 +11,7 @@ import pytest
 from model.__main__ import main as cli
 from model.audio import load_audio
 from model.embedding import Embedder
-from model.evaluation import metrics
+from model.evaluation import retrieval_metrics
 from model.evaluation.gmm_ubm import GmmUbmConfig
 from model.evaluation.runner import evaluate
 from model.evaluation.splits import read_eval_manifest
@@ -155,11 +155,13 @@ def test_figures_match_a_direct_computation(cli_run, eval_manifest, random_check
         query = [c for c in clips if c.role == "query"]
         t = np.stack([vector(c, domain) for c in model])
         q = np.stack([vector(c, domain) for c in query])
-        names, singer_vecs = metrics.singer_models(t, [c.singer for c in model])
+        names, singer_vecs = retrieval_metrics.singer_models(t, [c.singer for c in model])
         truth = np.array([names.index(c.singer) for c in query])
-        sid = metrics.singer_identification(metrics.cosine_scores(q, singer_vecs), truth)
+        sid = retrieval_metrics.singer_identification(
+            retrieval_metrics.cosine_scores(q, singer_vecs), truth
+        )
         rel = np.array([[c.singer == m.singer for m in model] for c in query])
-        qbs = metrics.query_by_singer(metrics.cosine_scores(q, t), rel, k=5)
+        qbs = retrieval_metrics.query_by_singer(retrieval_metrics.cosine_scores(q, t), rel, k=5)
         assert result[scenario]["singer_id"]["top1"] == pytest.approx(sid["top1"], abs=1e-9)
         assert result[scenario]["query_by_singer"]["mAP"] == pytest.approx(qbs["mAP"], abs=1e-4)
         assert result[scenario]["query_by_singer"]["precision@5"] == pytest.approx(
@@ -202,9 +204,11 @@ def test_default_protocol_is_the_service_pipeline(eval_manifest, random_checkpoi
 
     t, model = vectors("model")
     q, query = vectors("query")
-    names, singer_vecs = metrics.singer_models(t, [c.singer for c in model])
+    names, singer_vecs = retrieval_metrics.singer_models(t, [c.singer for c in model])
     truth = np.array([names.index(c.singer) for c in query])
-    sid = metrics.singer_identification(metrics.cosine_scores(q, singer_vecs), truth)
+    sid = retrieval_metrics.singer_identification(
+        retrieval_metrics.cosine_scores(q, singer_vecs), truth
+    )
     figs = result["models"][0]["scenarios"]["mono2mono"]["singer_id"]
     assert figs["n_queries"] == len(query)
     assert figs["top1"] == pytest.approx(sid["top1"], abs=1e-9)
@@ -288,7 +292,7 @@ def fused_rows(clips, systems: dict, scenario: str, fusions: list) -> dict:
 def test_fusion_row_matches_weighted_track_scores(eval_manifest, random_checkpoint, tmp_path):
     """A --fuse row ranks model tracks by w cos_a + (1 - w) cos_b of the two rows' vectors."""
     from model.checkpoint import make_random_checkpoint
-    from model.evaluation.fusion import Fusion
+    from model.evaluation.score_fusion import Fusion
 
     other = make_random_checkpoint(tmp_path / "other.pt", seed=1)
     clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]
@@ -316,13 +320,13 @@ def test_fusion_row_matches_weighted_track_scores(eval_manifest, random_checkpoi
 
     query = [c for c in clips if c.role == "query" and (c.mono_path or c.vocal_path)]
     model = [c for c in clips if c.role == "model"]
-    scores = w * metrics.cosine_scores(
+    scores = w * retrieval_metrics.cosine_scores(
         vectors(random_checkpoint, "query", "mono"), vectors(random_checkpoint, "model", "mixed")
-    ) + (1 - w) * metrics.cosine_scores(
+    ) + (1 - w) * retrieval_metrics.cosine_scores(
         vectors(other, "query", "mono"), vectors(other, "model", "mixed")
     )
     rel = np.array([[q.singer == m.singer for m in model] for q in query])
-    direct = metrics.query_by_singer(scores, rel, k=5)
+    direct = retrieval_metrics.query_by_singer(scores, rel, k=5)
     got = rows["a+b@0.3"]["scenarios"]["mono2mix"]["query_by_singer"]
     assert got["mAP"] == pytest.approx(direct["mAP"], abs=1e-4)
     assert got["precision@5"] == pytest.approx(direct["precision@5"], abs=1e-4)
@@ -330,7 +334,7 @@ def test_fusion_row_matches_weighted_track_scores(eval_manifest, random_checkpoi
 
 
 def test_fusion_needs_two_evaluated_names(eval_manifest, random_checkpoint):
-    from model.evaluation.fusion import Fusion
+    from model.evaluation.score_fusion import Fusion
 
     with pytest.raises(ValueError, match="weight"):
         Fusion("a", "b", 1.5)
@@ -347,7 +351,7 @@ def test_teacher_is_evaluated_beside_a_checkpoint(eval_manifest, random_checkpoi
     """The distillation teacher runs through the same runner (and its cache keys) as a
     checkpoint, and fuses with it."""
     pytest.importorskip("resemblyzer", reason="the teacher's weights ship in resemblyzer")
-    from model.evaluation.fusion import Fusion
+    from model.evaluation.score_fusion import Fusion
     from model.evaluation.teacher_eval import TEACHER_SPEC
 
     clips = [c for c in read_eval_manifest(eval_manifest) if c.clip_id != "too-short"]

@@ -41,7 +41,7 @@ from model.calibration import (
     tier_for,
 )
 from model.evaluation.lengths import LENGTH_TIERS, Query, compose_queries, tier_members
-from model.evaluation.metrics import cosine_scores, singer_models
+from model.evaluation.retrieval_metrics import cosine_scores, singer_models
 from model.evaluation.splits import impostor_group
 from model.vectors import normalized_mean
 

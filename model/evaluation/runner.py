@@ -29,15 +29,16 @@ import numpy as np
 from model.audio import SAMPLE_RATE, load_audio
 from model.concurrency import completed_in_threads
 from model.domains import DOMAINS, SCENARIOS
-from model.embedding import Embedder, track_vector
+from model.embedding import Embedder
 from model.errors import AudioError
-from model.evaluation import metrics
+from model.evaluation import retrieval_metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
-from model.evaluation.fusion import Fusion, fuse_stores
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
 from model.evaluation.openset import OpenSetConfig, open_set_curve, open_set_scenario
+from model.evaluation.score_fusion import Fusion, fuse_stores
 from model.evaluation.splits import EvalClip, split_summary
 from model.mixing import mix_at_snr, nominal_mix
+from model.track_embedding import track_vector
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +181,12 @@ def evaluate(
     checkpoint (default: file stems). gmm: baseline settings, None to skip it. snr_sweep:
     ratios in dB, None to skip. tsne / plot_dir: write `tsne-<name>.png` (and `snr-sweep.png`)
     there. cache_dir: None disables the cache. all_segments: the paper's protocol, every full
-    segment embedded; default False: the service's pipeline (`Embedder.select`: the voice
-    detector's segment choice, a clip without singing fails like a refused upload).
+    segment embedded; default False: the service's pipeline (`Embedder.embed_batch`: the
+    voice detector's segment choice, a clip without singing fails like a refused upload).
     workers: decoding threads beside the inference thread (0: decode inline). open_set: add the
     open-set figures of `model.evaluation.openset` (and `det-open-set.png` under plot_dir).
     fusions: extra rows, each the track-level score fusion of two named checkpoints
-    (`model.evaluation.fusion`). Returns the result dict that `report.write_report` turns into
+    (`model.evaluation.score_fusion`). Returns the result dict that `report.write_report` turns into
     JSON and Markdown.
     """
     t_start = time.perf_counter()
@@ -430,41 +431,35 @@ def _iter_rendered(
 
 def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
     """Store each model's segment embeddings and track vector per rendering: from the cache,
-    else embed and cache (the segments only: the track vector is their normalised mean)."""
+    else `embed_batch` of all this clip's renderings at once (one encoder pass per branch),
+    cached (the segments only: the track vector is their normalised mean)."""
     for m in models:
-        todo: list[tuple[View, object]] = []
+        todo: list[tuple[View, np.ndarray]] = []
         for view in emb_views:
             hit = rendered.get((m.name, view))
             if hit is not None:
                 _keep(m, view, i, hit["segments"])
             elif view in rendered and not isinstance(rendered[view], AudioError):
                 todo.append((view, rendered[view]))
-        # One encoder pass per domain over the segments of all this clip's renderings.
-        for domain in DOMAINS:
-            segs, owners = [], []
-            for view, y in todo:
-                if view.domain != domain:
-                    continue
-                try:
-                    s = m.embedder.select(y, m.all_segments, path=" + ".join(_sources(clip, view)))
-                except AudioError as err:
-                    failures[(i, view.label)] = str(err)
-                    continue
-                segs.append(s)
-                owners.append((view, len(s), len(y)))
-            if not segs:
+        if not todo:
+            continue
+        results = m.embedder.embed_batch(
+            [y for _, y in todo],
+            [view.domain for view, _ in todo],
+            all_segments=m.all_segments,
+            names=[" + ".join(_sources(clip, view)) for view, _ in todo],
+        )
+        for (view, y), result in zip(todo, results, strict=True):
+            if isinstance(result, AudioError):
+                failures[(i, view.label)] = str(result)
                 continue
-            emb = m.embedder.encode(segs, domain)
-            start = 0
-            for view, n, n_samples in owners:
-                mine = np.asarray(emb[start : start + n], np.float32)
-                start += n
-                _keep(m, view, i, mine)
-                m.cache.put(
-                    m.key(clip, view),
-                    segments=mine,
-                    duration_s=np.float64(n_samples / m.embedder.features.sample_rate),
-                )
+            mine = np.asarray(result.segment_vectors, np.float32)
+            _keep(m, view, i, mine)
+            m.cache.put(
+                m.key(clip, view),
+                segments=mine,
+                duration_s=np.float64(len(y) / m.embedder.features.sample_rate),
+            )
 
 
 def _keep(m: _Model, view: View, i: int, segments: np.ndarray) -> None:
@@ -501,11 +496,13 @@ def _split(clips, store: dict[View, dict[int, np.ndarray]], query: View, target:
 def _figures(q_singers, names, singer_scores, t_singers, track_scores, k, n_without) -> dict:
     truth = np.array([names.index(s) for s in q_singers])
     relevant = np.asarray(q_singers)[:, None] == np.asarray(t_singers)[None, :]
-    singer_id = metrics.singer_identification(singer_scores, truth, (1, 5))
-    singer_id["top1_ci95"] = metrics.bootstrap_ci(metrics.topk_hits(singer_scores, truth, 1))
+    singer_id = retrieval_metrics.singer_identification(singer_scores, truth, (1, 5))
+    singer_id["top1_ci95"] = retrieval_metrics.bootstrap_ci(
+        retrieval_metrics.topk_hits(singer_scores, truth, 1)
+    )
     return {
         "singer_id": singer_id,
-        "query_by_singer": metrics.query_by_singer(track_scores, relevant, k),
+        "query_by_singer": retrieval_metrics.query_by_singer(track_scores, relevant, k),
         "n_queries_without_model": n_without,
     }
 
@@ -515,7 +512,9 @@ def _embedding_scenario(clips, vectors, query: View, target: View, k: int) -> di
     if not t_idx:
         return None
     t_singers = [clips[i].singer for i in t_idx]
-    names, models = metrics.singer_models(np.stack([vectors[target][i] for i in t_idx]), t_singers)
+    names, models = retrieval_metrics.singer_models(
+        np.stack([vectors[target][i] for i in t_idx]), t_singers
+    )
     kept = [i for i in q_idx if clips[i].singer in names]
     if not kept:
         return None
@@ -524,9 +523,9 @@ def _embedding_scenario(clips, vectors, query: View, target: View, k: int) -> di
     return _figures(
         [clips[i].singer for i in kept],
         names,
-        metrics.cosine_scores(q_vecs, models),
+        retrieval_metrics.cosine_scores(q_vecs, models),
         t_singers,
-        metrics.cosine_scores(q_vecs, t_vecs),
+        retrieval_metrics.cosine_scores(q_vecs, t_vecs),
         k,
         len(q_idx) - len(kept),
     )

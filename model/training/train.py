@@ -335,7 +335,11 @@ class Trainer:
     def val_singer_id(self) -> dict:
         """Top-1 singer ID on the validation singers: a cross-song split per singer (even-indexed
         songs build the singer model, odd-indexed ones are queries), all three scenarios."""
-        from model.evaluation.metrics import cosine_scores, singer_identification, singer_models
+        from model.evaluation.retrieval_metrics import (
+            cosine_scores,
+            singer_identification,
+            singer_models,
+        )
 
         if self._val_cache is None:
             self._val_cache = _val_segments(self.val_pool, self.val_rows, self.cfg.features)

@@ -1,11 +1,11 @@
-"""Track-level score fusion (model.evaluation.fusion) against the scores it stands for."""
+"""Track-level score fusion (model.evaluation.score_fusion) against the scores it stands for."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.evaluation.fusion import Fusion, fuse_stores
+from model.evaluation.score_fusion import Fusion, fuse_stores
 from model.vectors import fuse, l2_normalize
 
 
