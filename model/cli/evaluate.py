@@ -144,7 +144,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar=("NAME1", "NAME2", "WEIGHT"),
         help="add a row: the score fusion of two named checkpoints, WEIGHT on the first "
-        "(model.evaluation.fusion); repeat for several (default: none)",
+        "(model.evaluation.score_fusion); repeat for several (default: none)",
     )
     add_data_arguments(p)
     p.add_argument(
@@ -257,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model.errors import SingerRetrievalError
-    from model.evaluation.fusion import Fusion
+    from model.evaluation.score_fusion import Fusion
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.openset import OpenSetConfig
     from model.evaluation.report import markdown, write_report
