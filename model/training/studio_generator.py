@@ -26,7 +26,8 @@ killed run (even kill -9) resumes where it was: finished jobs are read back, the
 run. Jobs run in `workers` processes with a progress bar; a source that cannot be decoded
 is logged, skipped and listed in `report.json`. `manifest.csv` lists every mix (domain
 mixed, `source` = the vocal file, offset and length of the crop, VAR, groove, soundfont,
-loudness).
+loudness); while a long run goes on, `manifest.partial.csv` lists the mixes made so far
+(they are made in a seeded random order, so it is a fair sample).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import functools
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,16 +192,20 @@ def _write_flac(path: Path, y: np.ndarray, sr: int) -> None:
         sf.write(fh, np.clip(y, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
 
 
-@functools.lru_cache(maxsize=4)
 def _band_audio(band: BandSpec, sr: int, out: Path) -> np.ndarray:
-    """A band track, read from `out/bands` or rendered and stored there (the last few kept
-    in memory: jobs run band by band)."""
+    """A band track (float32), read from `out/bands` or rendered and stored there."""
     file = out / "bands" / f"{band_key(band, sr)}.flac"
-    if file.is_file():
-        return sf.read(file, dtype="float32")[0]
-    y = render_band(band, sr)
-    _write_flac(file, y / max(float(np.abs(y).max()), 1e-9) * 0.5, sr)
-    return sf.read(file, dtype="float32")[0]  # as every later reader gets it (16-bit)
+    if not file.is_file():
+        y = render_band(band, sr)
+        _write_flac(file, y / max(float(np.abs(y).max()), 1e-9) * 0.5, sr)
+    return _stored_band(file).astype(np.float32) / 32768.0  # as sf.read gives float32
+
+
+@functools.cache
+def _stored_band(file: Path) -> np.ndarray:
+    """A stored band track's 16-bit samples, kept for the process: a run's few dozen tracks
+    take about 200 MB, and the mixes of one band are spread over the whole run."""
+    return sf.read(file, dtype="int16")[0]
 
 
 def _balanced(
@@ -353,9 +359,12 @@ def make_studio_mixes(
     stems: bool = False,
     workers: int = 2,
     progress: bool = True,
+    partial_every: int = 100,
 ) -> StudioResult:
     """Render `jobs` (from `plan_jobs`) under `out_dir`, resuming a run killed part way, and
-    write `out_dir/manifest.csv` and `out_dir/report.json` (see the module docstring)."""
+    write `out_dir/manifest.csv` and `out_dir/report.json` (see the module docstring).
+    Every `partial_every` mixes made (0: never), `manifest.partial.csv` lists those finished
+    so far, in job order (removed when the run ends)."""
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -378,18 +387,23 @@ def make_studio_mixes(
             failures[jobs[i].source.name] = f"band: {bad}"
         else:
             runnable.append(i)
-    # Band by band, so that each process reads a band track once for many mixes.
-    runnable.sort(key=lambda i: (band_key(jobs[i].band, jobs[i].sample_rate), i))
+    # In a seeded random order: the manifest written along the way (`partial_every`) is then
+    # a fair sample of the whole run, usable while the rest is made.
+    random.Random(0).shuffle(runnable)
     bar = tqdm(total=len(runnable), desc="mixes", unit="mix", disable=not progress)
     args = [(jobs[i], out, dry, stems) for i in runnable]
-    for i, fut in _parallel(render_mix, args, workers, runnable, bar):
+    for n, (i, fut) in enumerate(_parallel(render_mix, args, workers, runnable, bar), 1):
         try:
             records[i] = fut.result()
         except (AudioError, BandRenderError) as err:
             log.warning("skipped %s: %s", jobs[i].source.name, err)
             failures[jobs[i].source.name] = str(err)
+        if partial_every and n % partial_every == 0 and n < len(runnable):
+            rows = [_row(jobs[k], records[k], out, split) for k in sorted(records)]
+            write_manifest(out / "manifest.partial.csv", rows)
     rows = [_row(jobs[i], records[i], out, split) for i in sorted(records)]
     manifest = write_manifest(out / "manifest.csv", rows)
+    (out / "manifest.partial.csv").unlink(missing_ok=True)
     report = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
