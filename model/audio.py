@@ -3,8 +3,9 @@
 The container is named by the first bytes (`model.audio_containers.sniff`, a whitelist of
 wav, w64, aiff, flac, ogg, mp3, aac, mp4/m4a, webm/matroska and asf/wma), never by a file
 name, and only that container's reader ever sees the bytes:
-- WAV, W64, AIFF and FLAC: libsndfile (`model.sndfile_decoder`), which can also decode one
-  file in pieces on several cores (`parts`, `executor`);
+- WAV, W64, AIFF, FLAC and MP3: libsndfile (`model.sndfile_decoder`), where it costs less
+  CPU than PyAV; it can also decode a PCM or FLAC file in pieces on several cores (`parts`,
+  `executor`);
 - everything else, and what libsndfile refuses: PyAV (`model.pyav_decoder`) with the demuxer
   pinned, from memory or an open file object. FFmpeg's libraries come inside PyAV's wheel:
   no `ffmpeg` program, no temporary file, no protocol but the bytes themselves, so a playlist
@@ -80,7 +81,7 @@ def _decode_file(
         try:
             return decode_sndfile(source, sr, max_seconds, name, split)
         except SndfileRefused:
-            pass  # an encoding libsndfile lacks (A-law in AIFC, MP3 in WAV...): PyAV's turn
+            pass  # an encoding libsndfile lacks (ADPCM or MP3 in WAV, ...): PyAV's turn
     return decode_av(f, container, sr, max_seconds, name)
 
 

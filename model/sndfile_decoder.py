@@ -1,8 +1,8 @@
-"""Decoding WAV, AIFF and FLAC with libsndfile (through soundfile), whole or in pieces.
+"""Decoding WAV, AIFF, FLAC and MP3 with libsndfile (through soundfile), whole or in pieces.
 
-These are the containers whose samples after a seek are exactly those of reading through
-(PCM and FLAC; lossy codecs seek approximately or need pre-roll), so one long file can be
-decoded on several cores at once (`parts`, `executor`): it is cut at block boundaries into
+PCM and FLAC files have samples after a seek exactly equal to those of reading through
+(lossy codecs seek approximately or need pre-roll), so one long one can be decoded on
+several cores at once (`parts`, `executor`): it is cut at block boundaries into
 contiguous pieces, each read by its own handle, and the pieces' blocks go through the same
 checks and resampler in order, so the result is the serial one, sample for sample. A file
 whose length is not what its header declares, or one too long to hold its later pieces in
@@ -33,7 +33,7 @@ from model.audio_bounds import (
     downmix_weights,
 )
 
-# libsndfile's major formats decoded in pieces (its names for the sniffed WAV, W64, AIFF, FLAC).
+# libsndfile's major formats decoded in pieces (its names for WAV, W64, AIFF and FLAC files).
 SPLIT_FORMATS = frozenset({"FLAC", "WAV", "WAVEX", "W64", "AIFF", "RF64"})
 MIN_SPLIT_BLOCKS = 2  # blocks per piece at least (3 s at 44.1 kHz): a new handle costs a parse
 # Longest file decoded in pieces, frames (6.3 min at 44.1 kHz): the later pieces' samples wait

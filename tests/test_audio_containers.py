@@ -27,9 +27,9 @@ from model.errors import (
     UnsupportedFormatError,
 )
 from model.pyav_decoder import decode_av
-from model.sndfile_decoder import decode_sndfile
+from model.sndfile_decoder import SndfileRefused, decode_sndfile
 from tests.support.corpus import pcm16, png_bytes, wav_bytes
-from tests.support.encoded import ENCODINGS, encode
+from tests.support.encoded import ENCODINGS, encode, encode_as
 from tests.support.synth import VOICES, sing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,29 @@ def test_lossless_through_pyav_equals_libsndfile(subtype, ext):
         got, got_rate = decode_av(io.BytesIO(data), container, sr, 600.0, None)
         assert got_rate == rate
         np.testing.assert_array_equal(got, ref)
+
+
+def test_what_libsndfile_refuses_in_its_containers_pyav_decodes():
+    """A WAV of Yamaha ADPCM (libsndfile lacks that codec) goes to PyAV, pinned to wav."""
+    data = encode_as(two_tones(3.0, 44100)[:, 0], 44100, "wav", "adpcm_yamaha")
+    assert sniff(io.BytesIO(data)) == WAV
+    with pytest.raises(SndfileRefused):
+        decode_sndfile(data, None, None, None)
+    y = load_audio(data)
+    assert abs(len(y) / 22050 - 3.0) < 0.05
+    assert np.argmax(np.abs(np.fft.rfft(y))) * 22050 / len(y) == pytest.approx(440, abs=1.5)
+
+
+def test_mp3_through_either_decoder_gives_about_the_same_samples():
+    """MP3 goes to libsndfile (cheaper); PyAV's float decoder agrees to rounding."""
+    data = encode(two_tones(4.0, 44100), 44100, "mp3")
+    container = sniff(io.BytesIO(data))
+    assert container is not None and container.sndfile
+    ref, rate = decode_sndfile(data, None, 600.0, None)
+    got, got_rate = decode_av(io.BytesIO(data), container, None, 600.0, None)
+    assert got_rate == rate and len(got) == len(ref)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_array_equal(decode(data)[0], ref)
 
 
 def _nan_wav() -> bytes:

@@ -36,6 +36,21 @@ def encode(
     (webm, mka): written as a stream, with no duration or index, as a browser's
     MediaRecorder writes one."""
     muxer, codec, rate = ENCODINGS[ext]
+    return encode_as(y, sr, muxer, codec, rate, bit_rate, live=live)
+
+
+def encode_as(
+    y: np.ndarray,
+    sr: int,
+    muxer: str,
+    codec: str,
+    rate: int | None = None,
+    bit_rate: int = 128_000,
+    *,
+    live: bool = False,
+) -> bytes:
+    """`y` (float32 (samples,) or (samples, channels)) at `sr` Hz, encoded by `codec` at
+    `rate` Hz (None: `sr`) in FFmpeg's `muxer`: the file's bytes."""
     samples = np.ascontiguousarray(np.atleast_2d(y.T if y.ndim == 2 else y), np.float32)
     layout = "mono" if samples.shape[0] == 1 else "stereo"
     out = io.BytesIO()
