@@ -19,12 +19,19 @@ def _env_help() -> str:
 
 def uvicorn_options(settings: Settings) -> dict:
     """uvicorn.Config options of the service (the tests' live servers use them too)."""
+    from service.http_server import connection_cap, guarded_protocol
+
     return {
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": 30,
         "server_header": False,  # no "Server: uvicorn": what runs here is nobody's business
         # An idle keep-alive connection is closed after this; bodies have body_timeout_s.
         "timeout_keep_alive": 5,
+        # Request headers within header_timeout_s; at most max_connections (fitting the
+        # open-file limit) open, the longest idle closed first (service.http_server).
+        "http": guarded_protocol(
+            settings.header_timeout_s, connection_cap(settings.max_connections)
+        ),
     }
 
 
@@ -40,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.http_server import GuardedServer, raise_fd_limit
+    from service.log_throttle import install_log_throttle
 
     settings = Settings()
+    raise_fd_limit()  # before the connection cap is derived from it
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -56,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     # One process: scale with inference_workers (threads), not uvicorn workers (each would
     # load the model). Across machines, run replicas on a shared Qdrant catalogue
     # (SINGER_CATALOG=qdrant://...; docker/compose.scale.yml).
-    server = uvicorn.Server(
+    server = GuardedServer(
         uvicorn.Config(app, host=settings.host, port=settings.port, **uvicorn_options(settings))
     )
+    install_log_throttle()  # on every handler, uvicorn's included (configured by Config)
     server.run()
     return 1 if app.state.runtime.state == "failed" else 0
 

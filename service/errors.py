@@ -1,7 +1,10 @@
 """Map every error the service can meet to a JSON response: bad input is always a 4xx.
 
-Body of every error response: {"detail": <message or validation errors>, "code": <stable
-machine-readable string>, ...extra fields}. Only a bug reaches the 500 handler.
+Every error body has one shape (`service.schemas.ErrorOut`): `detail`, a sentence for people;
+`code`, a stable machine-readable string; `errors`, the per-field problems (`loc`, `msg`,
+`type`; empty when the error is not about fields); plus fields of some codes (e.g.
+`supported_formats`). Framework errors (validation, 404, 405, unreadable bodies) are
+reshaped to it. Only a bug reaches the 500 handler.
 """
 
 from __future__ import annotations
@@ -29,26 +32,33 @@ from model.errors import (
 )
 from service.cursors import BadCursorError
 from service.inference import DeviceOutOfMemoryError, OverloadedError
-from service.uploads import BodyTimeoutError, UploadTooLargeError, too_large_body
+from service.uploads import BodyRefusedError
 
-# An object's default repr names a memory address (`<_io.BytesIO object at 0x7f...>`): never
-# part of an answer.
-_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
-# Keys of a validation error that are safe to echo (pydantic's `ctx` may hold exceptions).
-_VALIDATION_KEYS = ("type", "loc", "msg", "input")
+# An object's default repr names a memory address (`<_io.BytesIO object at 0x7f...>`), and a
+# type's repr is Python, not the API (`<class 'str'>`): never part of an answer.
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>|<class '[^<>']*'>")
+# What FastAPI says when a form field declared as a file is sent as a plain value
+# (`-F file=0`): "Value error, Expected UploadFile, received: <class 'str'>".
+_NOT_A_FILE = "Expected UploadFile"
+NOT_A_FILE_MSG = (
+    "expected a file: send it as a multipart part with a file name (curl -F file=@take.wav)"
+)
+LISTED_IN_DETAIL = 3  # field problems spelled out in `detail`; all of them are in `errors`
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error the service raises on purpose, with its HTTP status and stable code."""
+    """An error the service raises on purpose, with its HTTP status and stable code;
+    `errors` lists per-field problems ({loc, msg, type})."""
 
     def __init__(
         self,
         status: int,
         code: str,
-        message: str | list,
+        message: str,
         headers: dict | None = None,
+        errors: list[dict[str, Any]] | None = None,
         **extra: Any,
     ):
         super().__init__(message)
@@ -56,16 +66,58 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+        self.errors = errors or []
         self.extra = extra
 
 
 def error_response(
-    status: int, code: str, detail: object, headers: dict | None = None, **extra: Any
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    if isinstance(detail, str):
-        detail = _OBJECT_REPR.sub("object", detail)
-    body = jsonable_encoder({"detail": detail, "code": code, **extra})
+    """The one error body: {detail, code, errors, **extra}."""
+    body = jsonable_encoder(
+        {
+            "detail": _OBJECT_REPR.sub("object", detail),
+            "code": code,
+            "errors": errors or [],
+            **extra,
+        }
+    )
     return JSONResponse(body, status, headers=headers)
+
+
+def summarize(errors: list[dict[str, Any]], what: str = "parameter") -> str:
+    """`detail` of a list of field problems: the first few, spelled out."""
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+        for e in errors[:LISTED_IN_DETAIL]
+        if e.get("type") != "more"
+    ]
+    more = len(errors) - len(parts)
+    head = f"invalid {what}{'s' if len(errors) > 1 else ''}: "
+    return head + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def field_error(error: dict[str, Any]) -> dict[str, Any]:
+    """A framework validation error as the API lists it: loc, msg, type, and the offending
+    value only when it is a plain scalar (never an upload object)."""
+    msg = str(error.get("msg", ""))
+    if _NOT_A_FILE in msg:
+        msg = NOT_A_FILE_MSG
+    msg = msg.removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
+    out: dict[str, Any] = {
+        "loc": [str(p) if not isinstance(p, int) else p for p in error.get("loc", ())],
+        "msg": _OBJECT_REPR.sub("object", msg),
+        "type": str(error.get("type", "invalid")),
+    }
+    value = error.get("input")
+    if isinstance(value, (str, int, float, bool)):
+        out["input"] = value[:200] if isinstance(value, str) else value
+    return out
 
 
 # (error class, HTTP status, code), tested in this order: subclasses before their bases.
@@ -118,7 +170,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.code, err.message, err.headers, **err.extra)
+        return error_response(
+            err.status, err.code, err.message, err.headers, err.errors, **err.extra
+        )
 
     @app.exception_handler(AudioError)
     async def _audio_error(request: Request, err: AudioError) -> JSONResponse:
@@ -153,37 +207,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
-        # Echo offending values only when they are plain scalars (never an upload object).
-        errors = [
-            {
-                k: v
-                for k, v in e.items()
-                if k in _VALIDATION_KEYS
-                and (k != "input" or v is None or isinstance(v, (str, int, float, bool)))
-            }
-            for e in err.errors()
-        ]
-        return error_response(422, "invalid_parameters", errors)
+        errors = [field_error(e) for e in err.errors()]
+        return error_response(422, "invalid_parameters", summarize(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        if isinstance(err, UploadTooLargeError):
-            return JSONResponse(too_large_body(err.max_bytes), 413)
         if err.status_code == 400:
             # The framework's only 400: a multipart or form body its parser cannot read (its
             # detail is the parser's message, e.g. "Missing boundary in multipart.").
             return error_response(400, "malformed_body", f"malformed request body: {err.detail}")
+        if err.status_code == 404:
+            return error_response(404, "not_found", f"no endpoint at {request.url.path[:200]}")
         if err.status_code == 405:
+            allowed = _allowed_methods(request)
             return error_response(
-                405, "method_not_allowed", err.detail, {"Allow": _allowed_methods(request)}
+                405,
+                "method_not_allowed",
+                f"{request.method[:20]} is not served at this path; allowed: {allowed}",
+                {"Allow": allowed},
             )
         return error_response(
-            err.status_code, f"http_{err.status_code}", err.detail, getattr(err, "headers", None)
+            err.status_code,
+            f"http_{err.status_code}",
+            str(err.detail),
+            getattr(err, "headers", None),
         )
 
-    @app.exception_handler(BodyTimeoutError)
-    async def _body_timeout(request: Request, err: BodyTimeoutError) -> JSONResponse:
-        return error_response(408, "body_timeout", err.detail, {"Connection": "close"})
+    @app.exception_handler(BodyRefusedError)
+    async def _body_refused(request: Request, err: BodyRefusedError) -> JSONResponse:
+        # Too large, too slow, too late, no slot: the answer closes the connection.
+        headers = dict(err.headers or {})
+        return error_response(err.status_code, err.code, err.detail, headers, **err.extra)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import PurePath
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from catalog import Singer, SingerHit, Track, TrackHit
 from model.embedding import TrackEmbedding
 
 Domain = Literal["mono", "mixed"]
 # A query's domain as a request may give it: auto leaves the branch to the voice detector
-# (model.features.choose_branch).
+# (model.domains.choose_branch).
 QueryDomain = Literal["mono", "mixed", "auto"]
 MAX_TOP_K = 100
+
+
+def shown_path(path: str | None, expose_paths: bool = False) -> str | None:
+    """A track's file as answers show it: its name, never where it lies on the server
+    (issue 39); the full path only when the operator allows it (SINGER_EXPOSE_PATHS)."""
+    if path is None or expose_paths:
+        return path
+    return PurePath(path).name
 
 
 class TrackOut(BaseModel):
@@ -22,7 +31,10 @@ class TrackOut(BaseModel):
     singer: str
     singer_id: int
     domain: Domain
-    path: str | None
+    path: str | None = Field(
+        description="the indexed file's name (its full server path only with "
+        "SINGER_EXPOSE_PATHS=true); null for an upload"
+    )
     title: str | None
     external_id: str | None
     duration_s: float
@@ -35,8 +47,12 @@ class TrackOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, track: Track, playable: bool | None = None) -> TrackOut:
-        return cls(**dataclasses.asdict(track), playable=playable)
+    def of(
+        cls, track: Track, playable: bool | None = None, *, expose_paths: bool = False
+    ) -> TrackOut:
+        fields = dataclasses.asdict(track)
+        fields["path"] = shown_path(track.path, expose_paths)
+        return cls(**fields, playable=playable)
 
 
 class TrackAdded(TrackOut):
@@ -49,8 +65,12 @@ class TrackHitOut(TrackOut):
     score: float = Field(description="cosine similarity to the query, in [-1, 1]")
 
     @classmethod
-    def of_hit(cls, hit: TrackHit, playable: bool | None = None) -> TrackHitOut:
-        return cls(**dataclasses.asdict(hit.track), score=hit.score, playable=playable)
+    def of_hit(
+        cls, hit: TrackHit, playable: bool | None = None, *, expose_paths: bool = False
+    ) -> TrackHitOut:
+        fields = dataclasses.asdict(hit.track)
+        fields["path"] = shown_path(hit.track.path, expose_paths)
+        return cls(**fields, score=hit.score, playable=playable)
 
 
 class SingerOut(BaseModel):
@@ -247,9 +267,30 @@ class TracksPage(BaseModel):
     )
 
 
+class FieldError(BaseModel):
+    """One problem with one parameter or form field."""
+
+    loc: list[str | int] = Field(
+        description="where: ['query' | 'body' | 'path' | 'header', name]",
+        examples=[["body", "domian"]],
+    )
+    msg: str = Field(examples=["not a field of this endpoint; did you mean `domain`?"])
+    type: str = Field(description="kind of problem, e.g. missing, unknown, repeated")
+    input: str | int | float | bool | None = Field(
+        None, description="the value given, when it is a short scalar"
+    )
+
+
 class ErrorOut(BaseModel):
-    detail: str | list
-    code: str
+    """Every error answer (4xx, 5xx) has this shape; some codes add fields of their own
+    (e.g. `supported_formats`, `duration_s`, `track_id`, `max_upload_bytes`)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str = Field(description="what went wrong, for people")
+    code: str = Field(description="stable machine-readable code (service/README.md, Errors)")
+    errors: list[FieldError] = Field(
+        default_factory=list, description="per-field problems; empty when not about fields"
+    )
 
 
 class Ready(BaseModel):
@@ -260,6 +301,16 @@ class Ready(BaseModel):
     calibrated: bool = Field(description="whether /identify gives calibrated verdicts")
     calibration: str = Field(description="which calibration is in use, or why none is")
 
+
+# Documented on every endpoint (service.errors.install_error_handlers): every API route
+# refuses unknown, repeated or out-of-range parameters.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ErrorOut,
+        "description": "invalid parameters (code invalid_parameters): out of range, missing, "
+        "given twice, or one the endpoint does not take; `errors` names each",
+    },
+}
 
 # Documented on every endpoint that takes an upload.
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {

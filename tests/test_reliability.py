@@ -1,16 +1,15 @@
 """Hostile input, one finding at a time (issue 12): bounded decoding, finite samples, bounded
-parameters, no disclosure, slow clients. The HTTP tests run against a real uvicorn and use
-only HTTP, so each of them failed on the code before the fix."""
+parameters, no disclosure (slow clients: test_reliability_slow_clients.py). The HTTP tests
+run against a real uvicorn and use only HTTP, so each of them failed on the code before the
+fix."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -234,7 +233,7 @@ def test_out_of_range_ids_are_422(client, path):
 def test_repeated_query_parameters_are_422(client, query):
     r = client.get(f"/singers?{query}")
     assert r.status_code == 422 and r.json()["code"] == "invalid_parameters", r.text
-    assert r.json()["detail"][0]["loc"][0] == "query"
+    assert r.json()["errors"][0]["loc"][0] == "query"
 
 
 @pytest.mark.e2e
@@ -243,23 +242,27 @@ def test_parameters_an_endpoint_does_not_take_are_422(client, tmp_path):
     answering another question), is refused and named; the page takes any."""
     r = client.get("/singers?limit=5&limt=9")
     assert r.status_code == 422 and r.json()["code"] == "invalid_parameters", r.text
-    assert r.json()["detail"] == [
-        {"type": "unknown", "loc": ["query", "limt"], "msg": "not a parameter of this endpoint"}
+    assert r.json()["errors"] == [
+        {
+            "type": "unknown",
+            "loc": ["query", "limt"],
+            "msg": "not a parameter of this endpoint; did you mean `limit`?",
+        }
     ]
     clip = make_clip(tmp_path, 1, "mono", 3)
     r = client.post(
         "/identify?domain=mixed", files={"file": (clip.path.name, clip.path.read_bytes())}
     )
     assert r.status_code == 422, r.text
-    [err] = r.json()["detail"]
+    [err] = r.json()["errors"]
     assert err["loc"] == ["query", "domain"] and "form field" in err["msg"]
     assert post(client, "/identify", clip.path, domain="mixed").status_code == 200
     assert client.get("/singers?limit=5").status_code == 200
-    assert client.get("/tracks/1/audio?x=1").json()["detail"][0]["loc"] == ["query", "x"]
+    assert client.get("/tracks/1/audio?x=1").json()["errors"][0]["loc"] == ["query", "x"]
     assert client.get("/?utm_source=mail").status_code == 200
     many = client.get("/singers?" + "&".join(f"p{i}=1" for i in range(1500)) + "&limit=1&limit=2")
     assert many.status_code == 422
-    detail = many.json()["detail"]  # the first 20 problems (the repeated one first), then a count
+    detail = many.json()["errors"]  # the first 20 problems (the repeated one first), then a count
     assert len(detail) == 21 and detail[0]["loc"] == ["query", "limit"]
     assert detail[-1] == {"type": "more", "loc": ["query"], "msg": "1481 more"}
 
@@ -337,74 +340,3 @@ def test_error_bodies_carry_no_reprs_paths_or_traces(client, files, endpoint, tm
         r = post(client, endpoint, path)
         assert 400 <= r.status_code < 500
         assert not LEAKS.search(r.text), r.text
-
-
-# -- slow clients (real sockets) ----------------------------------------------------------------
-BODY_TIMEOUT_S = 1.5
-MAX_UPLOADS = 3
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory, random_checkpoint):
-    limits = {"body_timeout_s": BODY_TIMEOUT_S, "max_concurrent_uploads": MAX_UPLOADS}
-    with LiveServer(live_settings(tmp_path_factory, random_checkpoint, **limits)) as srv:
-        yield srv
-
-
-def _trickler(port: int) -> socket.socket:
-    """A connection that sends an upload's headers and its first body byte, then stalls."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(
-        b"POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-        b"Content-Type: multipart/form-data; boundary=B\r\n\r\n"
-        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nR'
-    )
-    return sock
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything until the server closes the connection (raises on the 30 s timeout)."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
-@pytest.mark.e2e
-def test_a_trickling_upload_is_answered_408_and_closed(guarded):
-    sock = _trickler(guarded.port)
-    start = time.monotonic()
-    try:
-        for _ in range(10):  # a byte every half second: never idle for long
-            time.sleep(0.5)
-            try:
-                sock.sendall(b"I")
-            except OSError:
-                break  # the server has closed the connection
-        answer = _read_all(sock)
-    finally:
-        sock.close()
-    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert b'"code":"body_timeout"' in answer
-    assert time.monotonic() - start < BODY_TIMEOUT_S + 10
-
-
-@pytest.mark.e2e
-def test_slow_uploads_cannot_exhaust_the_service(guarded, tmp_path):
-    """50 stalled connections: the first MAX_UPLOADS are timed out, the rest refused at once;
-    meanwhile and afterwards the service answers normally."""
-    socks = [_trickler(guarded.port) for _ in range(50)]
-    try:
-        with httpx.Client(base_url=guarded.url, timeout=10) as client:
-            assert client.get("/healthz").status_code == 200  # not starved meanwhile
-        answers = [_read_all(s) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-    statuses = [a[:12].decode() for a in answers]
-    assert statuses.count("HTTP/1.1 408") == MAX_UPLOADS
-    assert statuses.count("HTTP/1.1 503") == 50 - MAX_UPLOADS
-    assert all(b"too_many_uploads" in a for a in answers if a.startswith(b"HTTP/1.1 503"))
-    clip = make_clip(tmp_path, 1, "mono", 3)
-    with guarded.client() as client:
-        assert upload(client, "/identify", clip.path).status_code == 200  # slots were freed

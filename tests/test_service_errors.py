@@ -147,7 +147,7 @@ def test_unknown_ids_are_404_and_bad_ids_422(client):
     assert client.get(f"/tracks/{2**64}").status_code == 422  # beyond SQLite's integers
     assert client.get("/singers", params={"limit": 0}).status_code == 422
     assert client.get("/singers", params={"offset": -1}).status_code == 422
-    assert client.get("/no-such-endpoint").json()["code"] == "http_404"
+    assert client.get("/no-such-endpoint").json()["code"] == "not_found"
     assert client.put("/tracks/1").status_code == 405
 
 
