@@ -49,7 +49,8 @@ from model import DEFAULT_CHECKPOINT
 from model.audio import load_audio
 from model.checkpoint import make_random_checkpoint
 from model.decode_pool import DecodePool
-from model.embedding import Embedder, inference_threads
+from model.devices import inference_threads
+from model.embedding import Embedder
 from model.errors import AudioError
 from model.shared import shared_dir
 

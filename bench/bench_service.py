@@ -54,7 +54,8 @@ from catalog import Catalog
 from model import DEFAULT_CHECKPOINT
 from model.audio import MAX_QUERY_SECONDS, load_audio
 from model.cli.options import add_device
-from model.embedding import Embedder, TrackEmbedding, inference_threads
+from model.devices import inference_threads
+from model.embedding import Embedder, TrackEmbedding
 
 SERVER = "defaults"  # the one server measured: the service's default settings
 

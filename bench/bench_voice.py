@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from model.audio import load_audio
 from model.embedding import Embedder
-from model.features import select_segments
+from model.segment_selection import select_segments
 from model.shared import shared_dir
 
 

@@ -58,7 +58,8 @@ from model.audio import AudioSource, load_audio
 from model.errors import AudioError
 
 if TYPE_CHECKING:
-    from model.features import FeatureConfig, SegmentSelection
+    from model.features import FeatureConfig
+    from model.segment_selection import SegmentSelection
     from model.voice import VoiceDetector
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _select_job(
     domain: str | None,
     path: str | None,
 ) -> SegmentSelection:
-    from model.features import select_segments
+    from model.segment_selection import select_segments
 
     y = load_audio(_received(source), cfg.sample_rate, max_seconds)
     return select_segments(
@@ -299,8 +300,8 @@ class DecodePool:
         max_seconds: float | None = None,
         domain: str | None = None,
     ) -> SegmentSelection:
-        """Decode and choose segments in a worker (`model.features.select_segments` on its
-        CPU, with the pool's detector): features (n, n_mels, frames) on the CPU."""
+        """Decode and choose segments in a worker (`model.segment_selection.select_segments`
+        on its CPU, with the pool's detector): features (n, n_mels, frames) on the CPU."""
         if self.features is None:
             raise RuntimeError("this pool was made without features: it only decodes")
         path = None if isinstance(source, bytes) else str(source)

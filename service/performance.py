@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from model.embedding import inference_threads
+from model.devices import inference_threads
 from service.settings import Performance
 
 

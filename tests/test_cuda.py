@@ -14,8 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from model.devices import to_device
 from model.embedding import Embedder
-from model.features import FeatureConfig, log_mel, to_device
+from model.features import FeatureConfig, log_mel
 from service.runtime import Runtime
 from service.settings import Settings
 from service.telemetry import Telemetry

@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 
 from model.audio import load_audio
-from model.features import FeatureConfig, extract_segments
+from model.features import FeatureConfig
 from model.manifest import ManifestRow, read_manifest
 from model.mixing import nominal_mix
+from model.segment_selection import extract_segments
 from model.training.datasets import (
     damp_rows,
     load_row_audio,

@@ -3,16 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from model.energy_vad import frame_voicing
 from model.errors import AudioTooShortError, NoVoicedSegmentError
-from model.features import (
-    FeatureConfig,
-    extract_segments,
-    frame_voicing,
-    log_mel,
-    log_mel_chunked,
-    segment,
-    select_segments,
-)
+from model.features import FeatureConfig, log_mel, log_mel_chunked, segment
+from model.segment_selection import extract_segments, select_segments
 from tests.support.synth import VOICES, sing
 
 CFG = FeatureConfig()

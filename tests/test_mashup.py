@@ -14,9 +14,11 @@ import pytest
 import soundfile as sf
 
 from model.audio import rms
-from model.features import FeatureConfig, extract_segments, voiced_segment_starts
+from model.energy_vad import voiced_segment_starts
+from model.features import FeatureConfig
 from model.manifest import ManifestRow, read_manifest, write_manifest
 from model.mixing import mix_segment
+from model.segment_selection import extract_segments
 from model.training.mashup import MashupConfig, make_mashups, nearest_beat_offset
 from tests.support.synth import SR, harmonic_tone, midi_hz
 

@@ -16,7 +16,8 @@ import torch
 
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
-from model.features import FeatureConfig, SegmentSelection, log_mel, select_many, select_segments
+from model.features import FeatureConfig, log_mel
+from model.segment_selection import SegmentSelection, select_many, select_segments
 from model.voice import VoiceDetector
 from tests.support.live import render
 from tests.support.synth import VOICES, sing, write

@@ -12,8 +12,10 @@ import torch
 from model.audio import load_audio
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import CheckpointError, NoVoicedSegmentError
-from model.features import FeatureConfig, clipped_share, clipped_shares, select_segments
+from model.features import FeatureConfig
 from model.mixing import nominal_mix
+from model.quality_flags import clipped_share, clipped_shares
+from model.segment_selection import select_segments
 from model.training.voice import HOLDOUT_MIR1K, nonvoice, split_material
 from model.voice import DEFAULT_VOICE_DETECTOR, MaxPool2x2, VoiceDetector
 from tests.support import REPO

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from model.embedding import Embedder, inference_threads
+    from model.devices import inference_threads
+    from model.embedding import Embedder
 
     files = list(args.files)
     if args.files_from:

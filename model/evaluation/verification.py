@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from model.audio import load_audio
-from model.embedding import track_vector
 from model.errors import AudioError
 from model.mixing import mix_over_middle
+from model.track_embedding import track_vector
 from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from model.audio import load_audio
+from model.energy_vad import voiced_segment_starts
 from model.errors import AudioError
-from model.features import FeatureConfig, voiced_segment_starts
+from model.features import FeatureConfig
 from model.files import atomic_write
 from model.manifest import ManifestRow
 from model.mixing import background_gain

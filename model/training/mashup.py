@@ -4,9 +4,10 @@ Pipeline, per the paper:
 1. Backgrounds: tempo and beats per track (librosa); a candidate window of one segment length
    starts at every beat; its key is found by Krumhansl-Schmuckler on chroma (model.training.keys).
    Windows that are mostly quiet (fewer than `bg_min_active` of frames active by
-   `model.features.frame_voicing`) are not used.
+   `model.energy_vad.frame_voicing`) are not used.
 2. Vocals: only the segments that pass the voice-activity selection of
-   `model.features.extract_segments` are used; tempo and beats per track, key per segment.
+   `model.segment_selection.extract_segments` are used; tempo and beats per track, key per
+   segment.
    A manifest row may carry a `tempo` column (bpm) that overrides the estimate: tempo from a
    cappella audio is unreliable (the authors took it from a music service).
 3. Mashability: same tempo within `tempo_tolerance` (relative) and same key. Among the
@@ -49,8 +50,9 @@ import numpy as np
 import soundfile as sf
 
 from model.audio import SUPPORTED_FORMATS, load_audio
+from model.energy_vad import frame_voicing, voiced_segment_starts
 from model.errors import AudioError
-from model.features import FeatureConfig, frame_voicing, voiced_segment_starts
+from model.features import FeatureConfig
 from model.files import atomic_write, atomic_write_text
 from model.manifest import ManifestRow, read_manifest, write_manifest
 from model.mixing import mix_segment

@@ -26,13 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import save_checkpoint
+from model.devices import resolve_device
 from model.domains import DOMAINS, SCENARIOS
-from model.embedding import resolve_device, track_vector
 from model.errors import AudioError
-from model.features import FeatureConfig, extract_segments, log_mel
+from model.features import FeatureConfig, log_mel
 from model.manifest import ManifestRow
 from model.mixing import nominal_mix
 from model.network import EncoderDims, SingerNet
+from model.segment_selection import extract_segments
+from model.track_embedding import track_vector
 from model.training.data import MixConfig, TrainingPool
 from model.training.losses import hinge_rank_loss, in_batch_hinge_loss
 
