@@ -216,8 +216,8 @@ def test_service_decoding_in_processes_answers_as_in_process(tmp_path_factory, r
     for processes in (0, 2):
         settings = live_settings(tmp_path_factory, random_checkpoint, decode_processes=processes)
         with LiveServer(settings) as server, server.client() as client:
-            runtime = server.app.state.runtime
-            assert (runtime.decoder.processes if runtime.decoder else 0) == processes
+            decoder = server.app.state.runtime.inference.decoder
+            assert (decoder.processes if decoder else 0) == processes
             add_clip(client, clip)
             r = upload(client, "/identify", clip.path)
             assert r.status_code == 200, r.text
