@@ -82,5 +82,10 @@ class NoVoicedSegmentError(AudioError):
     """No segment passed the voice-activity selection (silence, or too little voice)."""
 
 
+class NotMusicError(NoVoicedSegmentError):
+    """A recording declared a finished song (`mixed`) is not music at all: silence, DC, a
+    steady tone or noise (`model.refusal`). Same answer as NoVoicedSegmentError."""
+
+
 class CheckpointError(SingerRetrievalError):
     """A checkpoint file is missing, corrupt, or not in a format this project reads."""

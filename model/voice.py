@@ -57,6 +57,10 @@ class DetectorRule(Stored):
     above `singing_threshold` holds no singing (refused). Choosing wants recall, refusing
     wants precision, hence two thresholds. hop_frames: window hop at inference;
     domain_threshold: domain_score above which audio sounds mixed (below 1 - it, solo).
+    music_threshold, min_music_s, min_music_share: a recording declared a finished song is
+    music when at least `min_music_s` seconds and `min_music_share` of its frames have
+    P(music) = 1 - P(none) above `music_threshold` (`model.refusal`); detector files written
+    before these fields load with these defaults.
     """
 
     threshold: float = 0.5  # P(voice) of a voiced frame when segments are chosen
@@ -64,6 +68,9 @@ class DetectorRule(Stored):
     min_voice_s: float = 1.0  # seconds of sung frames below which a recording is refused
     hop_frames: int = 16
     domain_threshold: float = 0.5
+    music_threshold: float = 0.5  # P(music) of a frame that counts as music
+    min_music_s: float = 1.0  # seconds of music frames a finished song needs at least ...
+    min_music_share: float = 0.5  # ... and this share of its frames
 
 
 class MaxPool2x2(nn.Module):
@@ -233,6 +240,11 @@ class VoiceDetector:
     def domain_probability(self, probs: np.ndarray) -> np.ndarray:
         """(frames, 4) class probabilities -> (frames,) P(mixture | voice)."""
         return probs[:, MIXTURE] / np.maximum(probs[:, SOLO] + probs[:, MIXTURE], 1e-9)
+
+    def music_probability(self, probs: np.ndarray) -> np.ndarray:
+        """(frames, 4) class probabilities -> (frames,) P(music: voice or instruments), that
+        is 1 - P(none); `none` is silence, noise, tones and DC."""
+        return 1.0 - probs[:, NONE]
 
 
 def _cover_mean(probs: np.ndarray, starts: np.ndarray, w: int, n: int) -> np.ndarray:
