@@ -17,6 +17,7 @@ COMMANDS = {
     "mashup": ("model.cli.mashup", "generate mashup mixes of vocals over background tracks"),
     "studio-mix": ("model.cli.studio_mix", "produce, mix and master vocals over dense bands"),
     "train": ("model.cli.train", "train a MONO, MIXED or CROSS model"),
+    "tune-speaker": ("model.cli.tune_speaker", "tune the speaker encoder for finished songs"),
     "train-voice": ("model.cli.train_voice", "train the singing-voice detector"),
     "evaluate": ("model.cli.evaluate", "singer-ID and query-by-singer evaluation"),
     "calibrate": ("model.cli.calibrate", "fit a checkpoint's score calibration (open set)"),

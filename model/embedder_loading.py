@@ -48,7 +48,7 @@ def load_embedder_parts(
     }
     if FUSION_KEY in meta:
         fusion = meta[FUSION_KEY]
-        parts["speaker"], parts["fusion_weight"] = load_speaker(fusion, device)
+        parts["speaker"], parts["fusion_weight"] = load_speaker(fusion, device, path)
         parts["centres"] = load_centres(fusion, net.dims.embed_dim)
         parts["nuisance"] = load_nuisance(fusion, net.dims.embed_dim + SPEAKER_DIM)
     return parts

@@ -141,7 +141,7 @@ class Embedder:
         if audio is None or len(audio) != len(cross):
             raise ValueError("a fused model needs each segment's audio (segment_audio)")
         with full_float32(self.device):
-            voices = self.speaker.embed_crops(audio, self.features.sample_rate)
+            voices = self.speaker.embed_crops(audio, self.features.sample_rate, domain=domain)
         if self.centres is not None:
             cross, voices = self.centres.centre(cross, voices, domain)
         fused = fuse(cross, voices, self.fusion_weight)

@@ -17,6 +17,10 @@ cross-domain score alike and bury the singer in it (model card, "Stage 4: domain
 And it may hold a nuisance projection (`NuisanceProjection`): the few directions of the fused
 space along which the same performance moves when accompaniment is added, removed from every
 fused segment vector (nuisance attribute projection; model card, "Stage 5").
+And the speaker encoder may have weights of its own for mixed segments (a copy tuned for
+finished songs, `model.training.speaker_tune`): they live in the checkpoint itself, under
+the payload's `SPEAKER_STATES` key, pinned by their digest in `meta["fusion"]["mixed_speaker"]`
+(`load_speaker` reads them from the checkpoint's file).
 Format version 2 (`FUSED_VERSION`): older readers refuse the file instead of serving half of it.
 """
 
@@ -46,6 +50,10 @@ CENTRES_KEY = "centres"
 #: key of the nuisance projection inside it (absent: none applied)
 NUISANCE_KEY = "nuisance"
 SPEAKER = "resemblyzer-ge2e"
+#: key of the tuned mixed-domain speaker weights' digest inside it (absent: the packaged ones)
+MIXED_SPEAKER_KEY = "mixed_speaker"
+#: payload key of the speaker encoder's per-domain weights ({domain: state dict})
+SPEAKER_STATES = "speaker_states"
 
 
 def unit_parts(cross: np.ndarray, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +157,7 @@ def fuse_checkpoint(
     weight: float,
     centres: DomainCentres | None = None,
     nuisance: NuisanceProjection | None = None,
+    mixed_speaker: str | Path | None = None,
 ) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
     CROSS weighing `weight` in [0, 1] of every cosine. A fused `cross` is re-weighted and keeps
@@ -157,6 +166,8 @@ def fuse_checkpoint(
     was fitted in, whose two parts a new weight scales differently (refit with
     `model.training.centres.centre_checkpoint`). `nuisance` sets a new one. Weight 1 writes
     the CROSS model alone, unfused (no speaker encoder, centres or projection).
+    `mixed_speaker`: a file of speaker-encoder weights (`{"model_state": ...}`) for mixed
+    segments, stored in the checkpoint; else a fused `cross` keeps its own, if any.
     Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
@@ -167,6 +178,7 @@ def fuse_checkpoint(
     old = meta.pop(FUSION_KEY, {})
     kept, kept_nuisance = old.get(CENTRES_KEY), old.get(NUISANCE_KEY)
     if weight == 1.0:
+        payload.pop(SPEAKER_STATES, None)
         payload.update(
             version=VERSION, features=replace(features, segment_audio=False).to_dict(), meta=meta
         )
@@ -176,6 +188,14 @@ def fuse_checkpoint(
     spec = {"speaker": SPEAKER, "sha256": weights_digest(), "weight": float(weight)}
     if centres is not None or kept is not None:
         spec[CENTRES_KEY] = centres.to_dict() if centres is not None else kept
+    if mixed_speaker is not None:
+        from model.speaker import model_state, state_digest
+
+        tuned = model_state(mixed_speaker)
+        payload[SPEAKER_STATES] = {"mixed": tuned}
+        spec[MIXED_SPEAKER_KEY] = {"sha256": state_digest(tuned)}
+    elif MIXED_SPEAKER_KEY in old and SPEAKER_STATES in payload:
+        spec[MIXED_SPEAKER_KEY] = old[MIXED_SPEAKER_KEY]
     if nuisance is not None:
         spec[NUISANCE_KEY] = nuisance.to_dict()
     elif kept_nuisance is not None:
@@ -192,17 +212,23 @@ def fuse_checkpoint(
     return save_payload(payload, out)
 
 
-def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, float]:
+def load_speaker(
+    spec: dict, device: torch.device, checkpoint: str | Path | None = None
+) -> tuple[SpeakerEncoder, float]:
     """The speaker encoder a fused checkpoint's `meta["fusion"]` names, on `device`, and the
-    CROSS weight. Raises CheckpointError when it is not installed or not the same weights."""
+    CROSS weight; with its mixed-domain weights, read from the `checkpoint` file, when the
+    spec names some. Raises CheckpointError when it is not installed or not the same
+    weights."""
     if spec.get("speaker") != SPEAKER:
         raise CheckpointError(f"unknown speaker encoder {spec.get('speaker')!r} in the fusion")
     try:
         path = weights_path()
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise CheckpointError(f"this checkpoint fuses a speaker encoder: {err}") from err
+    domain_states = _domain_states(spec, checkpoint)
     try:
-        encoder = SpeakerEncoder(device, path)  # reads the weights once, digest included
+        # reads the weights once, digest included
+        encoder = SpeakerEncoder(device, path, domain_states)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(
             f"the speaker encoder's weights at {path} are not readable ({type(err).__name__})"
@@ -216,6 +242,29 @@ def load_speaker(spec: dict, device: torch.device) -> tuple[SpeakerEncoder, floa
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
     return encoder, weight
+
+
+def _domain_states(spec: dict, checkpoint: str | Path | None) -> dict | None:
+    """{"mixed": state dict} when the fusion names tuned mixed-domain weights (checked
+    against their digest), else None. Raises CheckpointError."""
+    wanted = spec.get(MIXED_SPEAKER_KEY)
+    if wanted is None:
+        return None
+    if checkpoint is None:
+        raise CheckpointError(
+            "this checkpoint's speaker encoder has weights of its own for "
+            "mixed segments: load it from its file"
+        )
+    from model.speaker import state_digest
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = (payload.get(SPEAKER_STATES) or {}).get("mixed")
+    if not isinstance(state, dict) or state_digest(state) != wanted.get("sha256"):
+        raise CheckpointError(
+            f"{checkpoint}: the mixed-domain speaker weights are missing or not those its "
+            "fusion names"
+        )
+    return {"mixed": state}
 
 
 def load_centres(spec: dict, cross_dim: int) -> DomainCentres | None:

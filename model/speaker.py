@@ -181,15 +181,31 @@ def resampled_length(n_samples: int, orig_sr: int, sr: int = SAMPLE_RATE) -> int
 
 
 class SpeakerEncoder:
-    """GE2E with the packaged weights, on `device`, in eval mode."""
+    """GE2E with the packaged weights, on `device`, in eval mode; optionally other weights of
+    the same network for some domains (`domain_states`, e.g. {"mixed": a copy tuned for
+    finished songs, `model.training.speaker_tune`}), used by `embed_crops(..., domain=)`."""
 
-    def __init__(self, device: str | torch.device = "cpu", path: str | Path | None = None):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        path: str | Path | None = None,
+        domain_states: dict[str, dict[str, torch.Tensor]] | None = None,
+    ):
         state = model_state(path)
         self.digest = state_digest(state)  # the weights, read once (`weights_digest`)
         self.net = GE2E()
         self.net.load_state_dict(state)
         self.device = torch.device(device)
         self.net.to(self.device).eval()
+        self.domain_nets: dict[str, GE2E] = {}
+        for domain, weights in (domain_states or {}).items():
+            net = GE2E()
+            net.load_state_dict(weights)
+            self.domain_nets[domain] = net.to(self.device).eval()
+
+    def net_for(self, domain: str | None) -> GE2E:
+        """The network that embeds `domain`'s crops: its own weights, else the packaged."""
+        return self.domain_nets.get(domain, self.net) if domain else self.net
 
     def partial_mels(
         self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
@@ -233,11 +249,12 @@ class SpeakerEncoder:
         sr: int,
         rate: float = 1.3,
         batch_size: int | None = None,
+        domain: str | None = None,
     ) -> np.ndarray:
         """Equal-length crops (batch, samples) at `sr`, on the host or a device -> (batch, 256)
         float32 utterance embeddings, each as `embed` would give it. The whole front end runs
         on this encoder's device, `batch_size` crops per pass (default 64 on a CPU, 512 on a
-        GPU)."""
+        GPU). `domain`: the crops' domain, for weights of its own (`net_for`)."""
         crops = torch.as_tensor(crops)
         if len(crops) == 0:
             return np.zeros((0, EMBED_DIM), np.float32)
@@ -245,10 +262,11 @@ class SpeakerEncoder:
             batch_size = 64 if self.device.type == "cpu" else 512
         starts = partial_starts(resampled_length(crops.shape[1], sr), rate)
         stop = (starts[-1] + PARTIAL_FRAMES) * HOP
+        net = self.net_for(domain)
         out = []
         for i in range(0, len(crops), batch_size):
             mel = power_mel(front_end(crops[i : i + batch_size].to(self.device), sr, stop))
             parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
-            emb = self.net(parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(dim=1)
+            emb = net(parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(dim=1)
             out.append(nn.functional.normalize(emb, dim=1).cpu())
         return torch.cat(out).numpy().astype(np.float32)

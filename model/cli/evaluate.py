@@ -31,7 +31,7 @@ from model.cli.options import (
 
 log = logging.getLogger("model.evaluate")
 
-RECIPES = ("mir1k", "acappella")
+RECIPES = ("mir1k", "acappella", "studio")
 
 
 def _default_mir1k() -> Path:
@@ -53,7 +53,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=RECIPES,
         help="built-in split: mir1k (cross-song split); acappella (evaluate only: verification "
-        "EER on the held-out a cappella takes)",
+        "EER on the held-out a cappella takes); studio (held-out singers and takes as studio "
+        "mixes at -10, -5, 0 dB, model/evaluation/studio_eval.py)",
     )
     p.add_argument(
         "--data-root",
@@ -207,6 +208,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     add_open_set_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    from model.evaluation.studio_eval import add_studio_arguments
+
+    add_studio_arguments(p)
 
 
 def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
@@ -257,11 +261,11 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from model.errors import SingerRetrievalError
-    from model.evaluation.score_fusion import Fusion
     from model.evaluation.gmm_ubm import GmmUbmConfig
     from model.evaluation.openset import OpenSetConfig
     from model.evaluation.report import markdown, write_report
     from model.evaluation.runner import evaluate
+    from model.evaluation.score_fusion import Fusion
     from model.manifest import ManifestError
 
     if not args.checkpoint and not args.gmm:
@@ -277,6 +281,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.recipe == "acappella":
         return _acappella(args, fusions)
+    if args.recipe == "studio":
+        from model.evaluation.studio_eval import run_studio
+
+        return run_studio(args)
     try:
         clips, dataset = load_clips(args)
     except (FileNotFoundError, ManifestError) as err:

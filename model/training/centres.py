@@ -134,7 +134,7 @@ def embed_parts(
             continue
         assert selection.audio is not None  # a fused checkpoint keeps the segments' audio
         cross = embedder.embed_segments(selection.features, rec.domain)
-        voices = embedder.speaker.embed_crops(selection.audio, sr)
+        voices = embedder.speaker.embed_crops(selection.audio, sr, domain=rec.domain)
         out.append(RecordingParts(rec.performance, rec.domain, *unit_parts(cross, voices)))
     return out
 
