@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -30,7 +31,8 @@ from model.pyav_decoder import decode_av
 from model.sndfile_decoder import SndfileRefused, decode_sndfile
 from tests.support.corpus import pcm16, png_bytes, wav_bytes
 from tests.support.encoded import ENCODINGS, encode, encode_as
-from tests.support.synth import VOICES, sing
+from tests.support.live import ServiceProcess, free_port, service_env
+from tests.support.synth import VOICES, sing, write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,3 +227,31 @@ def test_m4a_and_webm_decode_with_no_ffmpeg_on_path(tmp_path):
 def test_decoded_rate_is_the_stream_rate():
     y, rate = decode(encode(two_tones(2.0, 44100), 44100, "webm"))
     assert rate == 48000 and abs(len(y) - 2 * 48000) < 48000 * 0.05
+
+
+@pytest.mark.e2e
+def test_service_without_ffmpeg_answers_m4a_and_webm(tmp_path, random_checkpoint):
+    """`python -m service` with no ffmpeg on PATH identifies an m4a (the README's first
+    example) and a browser-like WebM recording (Opus, no duration): 200, not 415."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    port = free_port()
+    env = service_env(random_checkpoint, tmp_path / "index", port)
+    env |= {"PATH": str(empty), "PYTHONPATH": str(REPO)}
+    take = np.stack([sing(VOICES[1], 8.0, sr=44100)] * 2, 1)
+    uploads = {
+        "take.m4a": encode(take, 44100, "m4a"),
+        "rec.webm": encode(take, 44100, "webm", live=True),
+    }
+    server = ServiceProcess([sys.executable, "-m", "service"], env, port, tmp_path).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            wav = write(tmp_path / "take.wav", take, 44100).read_bytes()
+            control = client.post("/identify", files={"file": ("take.wav", wav)})
+            assert control.status_code == 200, control.text
+            for name, data in uploads.items():
+                r = client.post("/identify", files={"file": (name, data)})
+                assert r.status_code == 200, (name, r.text)
+                assert abs(r.json()["duration_s"] - control.json()["duration_s"]) < 0.1
+    finally:
+        server.kill()
