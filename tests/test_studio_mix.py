@@ -47,8 +47,8 @@ def sources(shared_dir) -> list[VocalSource]:
 
 
 def _jobs(sources, seed=0, var_db=None):
-    # Held-out split: its one soundfont (TimGM6mb) loads in a fraction of a second.
-    return plan_jobs(sources, "heldout", seed=seed, var_db=var_db, n_bands=2, bars=2)
+    # Training split: its soundfonts (FluidR3, TimGM6mb) render two bars in a second.
+    return plan_jobs(sources, "train", seed=seed, var_db=var_db, n_bands=2, bars=2)
 
 
 def _audio(rows) -> list[np.ndarray]:
@@ -57,13 +57,13 @@ def _audio(rows) -> list[np.ndarray]:
 
 def test_the_same_seed_gives_the_same_mixes_and_another_seed_others(sources, tmp_path):
     a = make_studio_mixes(
-        _jobs(sources), tmp_path / "a", split="heldout", workers=2, progress=False
+        _jobs(sources), tmp_path / "a", split="train", workers=2, progress=False
     )
     b = make_studio_mixes(
-        _jobs(sources), tmp_path / "b", split="heldout", workers=1, progress=False
+        _jobs(sources), tmp_path / "b", split="train", workers=1, progress=False
     )
     c = make_studio_mixes(
-        _jobs(sources, seed=1), tmp_path / "c", split="heldout", workers=1, progress=False
+        _jobs(sources, seed=1), tmp_path / "c", split="train", workers=1, progress=False
     )
     assert len(a.rows) == len(sources) and not a.failures
     for x, y in zip(_audio(a.rows), _audio(b.rows), strict=True):
@@ -78,13 +78,13 @@ def test_the_same_seed_gives_the_same_mixes_and_another_seed_others(sources, tmp
 
 def test_a_rerun_reuses_finished_mixes_and_makes_the_missing_one(sources, tmp_path):
     jobs = _jobs(sources)
-    first = make_studio_mixes(jobs, tmp_path, split="heldout", workers=1, progress=False)
+    first = make_studio_mixes(jobs, tmp_path, split="train", workers=1, progress=False)
     assert (first.ran, first.reused) == (3, 0)
     before = _audio(first.rows)
     gone = Path(first.rows[1].path)
     gone.with_suffix(".json").unlink()  # as if killed before the record was written
     gone.unlink()
-    again = make_studio_mixes(jobs, tmp_path, split="heldout", workers=1, progress=False)
+    again = make_studio_mixes(jobs, tmp_path, split="train", workers=1, progress=False)
     assert (again.ran, again.reused) == (1, 2)
     for x, y in zip(before, _audio(again.rows), strict=True):
         np.testing.assert_array_equal(x, y)
@@ -97,7 +97,7 @@ def test_a_run_killed_with_sigkill_finishes_on_the_rerun(sources, tmp_path):
     script = (
         "import sys, pickle; from model.training.studio_generator import make_studio_mixes;"
         "jobs = pickle.load(open(sys.argv[1], 'rb'));"
-        "make_studio_mixes(jobs, sys.argv[2], split='heldout', workers=1, progress=False)"
+        "make_studio_mixes(jobs, sys.argv[2], split='train', workers=1, progress=False)"
     )
     import pickle
 
@@ -116,16 +116,16 @@ def test_a_run_killed_with_sigkill_finishes_on_the_rerun(sources, tmp_path):
     made = len(list((out / "mixes").glob("*.json")))
     assert 2 <= made < 9, "the kill should land part way"
     assert not (out / "manifest.csv").exists()
-    resumed = make_studio_mixes(jobs, out, split="heldout", workers=1, progress=False)
+    resumed = make_studio_mixes(jobs, out, split="train", workers=1, progress=False)
     assert resumed.reused == made and resumed.ran == 9 - made and len(resumed.rows) == 9
-    fresh = make_studio_mixes(jobs, tmp_path / "fresh", split="heldout", workers=1, progress=False)
+    fresh = make_studio_mixes(jobs, tmp_path / "fresh", split="train", workers=1, progress=False)
     for x, y in zip(_audio(resumed.rows), _audio(fresh.rows), strict=True):
         np.testing.assert_array_equal(x, y)
 
 
 def test_the_master_has_the_drawn_var_and_loudness(sources, tmp_path):
     jobs = _jobs(sources, var_db=[-10.0, -4.0, 2.0])
-    got = make_studio_mixes(jobs, tmp_path, split="heldout", stems=True, workers=2, progress=False)
+    got = make_studio_mixes(jobs, tmp_path, split="train", stems=True, workers=2, progress=False)
     assert len(got.rows) == 9
     for job, row in zip(jobs, got.rows, strict=True):
         mix, sr = sf.read(row.path, dtype="float32")
@@ -149,7 +149,7 @@ def test_the_dry_crop_is_the_source_span(sources, tmp_path):
     from model.audio import load_audio
 
     got = make_studio_mixes(
-        _jobs(sources[:1]), tmp_path, split="heldout", dry=True, workers=1, progress=False
+        _jobs(sources[:1]), tmp_path, split="train", dry=True, workers=1, progress=False
     )
     (row,) = got.rows
     dry, sr = sf.read(row.extra["dry_path"], dtype="float32")

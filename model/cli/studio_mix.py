@@ -4,7 +4,7 @@ bands and mastered like records (model.training.studio_generator), resumable.
   python -m model studio-mix --split train --per-source 3 --out data/studio/train
   python -m model studio-mix --split heldout --var-db=-10,-5,0 --dry --out data/studio/heldout
 
-Exit status 1 when some source or band failed (listed in OUT/report.json), else 0.
+Exit status 1 when some source or band failed (listed in OUT/manifest.report.json), else 0.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Each row gives Mono2Mix (a vocal take against finished songs, the product's main
 Mix2Mix and Mono2Mono top-1 with bootstrap 95 % intervals. And per voice detector and VAR,
 the share of the mixes the service's selection refuses as `mixed` (it holds singing, so
 every refusal is a false one) and flags `low_voice`: the mixes above, and the MIR-1K ones
-again at the ends of the training range, -12 and +3 dB (made under `<studio-dir>-extremes`).
+again at the ends of the training range, -12 and +3 dB (listed in `manifest-extremes.csv`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from model.manifest import ManifestRow
 
 log = logging.getLogger(__name__)
 
-#: the held-out mixes' seed (one fixed set for every run)
+#: the held-out mixes' seed and band tracks (one fixed set for every run)
 STUDIO_SEED = 0
+STUDIO_BANDS = 24
 #: VARs of the retrieval figures, and those the detector's refusals are counted at (dB)
 EVAL_VARS_DB = (-10.0, -5.0, 0.0)
 EXTREME_VARS_DB = (-12.0, 3.0)
@@ -49,20 +50,31 @@ def heldout_rows(
     limit: int = 0,
     workers: int = 2,
     progress: bool = True,
+    manifest_name: str = "manifest.csv",
 ) -> list[ManifestRow]:
     """The held-out studio mixes at each of `var_db` (made now where missing), of the first
     `limit` sources (0: all; the 271 MIR-1K clips come first): manifest rows with
     `extra["dry_path"]` (the take's crop) and `extra["var_db"]`. The same as `python -m model
-    studio-mix --split heldout --dry --var-db=... [--limit N]`."""
+    studio-mix --split heldout --dry --bands 24 --var-db=... [--limit N]`."""
     from model.training.studio_generator import make_studio_mixes, plan_jobs
     from model.training.studio_sources import studio_sources
 
     sources = studio_sources(data_dir, "heldout")
     jobs = plan_jobs(
-        sources[:limit] if limit else sources, "heldout", seed=STUDIO_SEED, var_db=list(var_db)
+        sources[:limit] if limit else sources,
+        "heldout",
+        seed=STUDIO_SEED,
+        var_db=list(var_db),
+        n_bands=STUDIO_BANDS,
     )
     done = make_studio_mixes(
-        jobs, mix_dir, split="heldout", dry=True, workers=workers, progress=progress
+        jobs,
+        mix_dir,
+        split="heldout",
+        dry=True,
+        workers=workers,
+        progress=progress,
+        manifest_name=manifest_name,
     )
     if done.failures:
         log.warning("%d held-out mixes failed: %s", len(done.failures), done.failures)
@@ -273,7 +285,12 @@ def run_studio(args: argparse.Namespace) -> int:
 
         n_mir1k = sum("#" not in src.name for src in studio_sources(data, "heldout"))
         extremes = heldout_rows(
-            f"{args.studio_dir}-extremes", data, EXTREME_VARS_DB, n_mir1k, max(1, args.workers)
+            args.studio_dir,
+            data,
+            EXTREME_VARS_DB,
+            n_mir1k,
+            max(1, args.workers),
+            manifest_name="manifest-extremes.csv",
         )
     names = args.name or _default_names(args.checkpoint)
     sets = [s for s in args.studio_sets.split(",") if s]

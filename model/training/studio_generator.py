@@ -24,7 +24,7 @@ the take's own crop `mixes/<key>.dry.flac`, with `--stems` `<key>.vocal.flac` an
 `<key>.band.flac`, the two parts of the master) and `mixes/<key>.json` written last, so a
 killed run (even kill -9) resumes where it was: finished jobs are read back, the others
 run. Jobs run in `workers` processes with a progress bar; a source that cannot be decoded
-is logged, skipped and listed in `report.json`. `manifest.csv` lists every mix (domain
+is logged, skipped and listed in `manifest.report.json`. `manifest.csv` lists every mix (domain
 mixed, `source` = the vocal file, offset and length of the crop, VAR, groove, soundfont,
 loudness); while a long run goes on, `manifest.partial.csv` lists the mixes made so far
 (they are made in a seeded random order, so it is a fair sample).
@@ -360,11 +360,14 @@ def make_studio_mixes(
     workers: int = 2,
     progress: bool = True,
     partial_every: int = 100,
+    manifest_name: str = "manifest.csv",
 ) -> StudioResult:
     """Render `jobs` (from `plan_jobs`) under `out_dir`, resuming a run killed part way, and
-    write `out_dir/manifest.csv` and `out_dir/report.json` (see the module docstring).
+    write `out_dir/manifest.csv` and `out_dir/manifest.report.json` (see the module docstring).
     Every `partial_every` mixes made (0: never), `manifest.partial.csv` lists those finished
-    so far, in job order (removed when the run ends)."""
+    so far, in job order (removed when the run ends). `manifest_name`: another name for the
+    manifest, for a second set of jobs sharing the folder's band tracks (its report is
+    `<name stem>.report.json`)."""
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -400,10 +403,10 @@ def make_studio_mixes(
             failures[jobs[i].source.name] = str(err)
         if partial_every and n % partial_every == 0 and n < len(runnable):
             rows = [_row(jobs[k], records[k], out, split) for k in sorted(records)]
-            write_manifest(out / "manifest.partial.csv", rows)
+            write_manifest(out / f"{Path(manifest_name).stem}.partial.csv", rows)
     rows = [_row(jobs[i], records[i], out, split) for i in sorted(records)]
-    manifest = write_manifest(out / "manifest.csv", rows)
-    (out / "manifest.partial.csv").unlink(missing_ok=True)
+    manifest = write_manifest(out / manifest_name, rows)
+    (out / f"{Path(manifest_name).stem}.partial.csv").unlink(missing_ok=True)
     report = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
@@ -413,5 +416,5 @@ def make_studio_mixes(
         "reused": reused,
         "failures": failures,
     }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out / f"{Path(manifest_name).stem}.report.json", json.dumps(report, indent=1))
     return StudioResult(rows, manifest, failures, len(records) - reused, reused)
