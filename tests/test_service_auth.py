@@ -104,3 +104,63 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SINGER_DEVICE", "tpu")
     with pytest.raises(ValidationError):
         Settings()
+
+
+LOCAL_OK = [
+    {},  # curl, scripts: no Origin
+    {"Origin": "{url}"},  # the service's own page
+    {"Origin": "{url}", "Sec-Fetch-Site": "same-origin"},
+    {"Host": "localhost:{port}", "Origin": "http://localhost:{port}"},
+    {"Host": "[::1]:{port}"},
+    {"Sec-Fetch-Site": "none"},  # typed into the address bar
+]
+LOCAL_REFUSED = [
+    {"Origin": "http://evil.example"},  # a cross-site form or fetch
+    {"Origin": "null"},  # a sandboxed frame, a file:// page
+    {"Origin": "http://127.0.0.1:1"},  # another port is another origin
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Host": "evil.example:{port}"},  # DNS rebinding: the name now points at 127.0.0.1
+    {"Host": "evil.example:{port}", "Origin": "http://evil.example:{port}"},
+    {"Host": "127.0.0.1.evil.example"},
+    {"Host": "192.168.1.20:{port}"},  # not loopback: a machine on the network
+]
+
+
+def _headers(template: dict, srv: LiveServer) -> dict:
+    return {k: v.format(url=srv.url, port=srv.port) for k, v in template.items()}
+
+
+def test_local_mode_accepts_only_local_same_origin_writes(tmp_path, random_checkpoint, clip):
+    """With SINGER_ALLOW_UNAUTHENTICATED_WRITES and no key, a write is accepted only when
+    addressed to a loopback Host from the same origin (or no browser page): a cross-site
+    POST /tracks got 201 and a DELETE with a rebound Host got 200 (issue 39, finding 9)."""
+    with (
+        start(tmp_path, random_checkpoint, allow_unauthenticated_writes=True) as srv,
+        srv.client() as client,
+    ):
+        for template in LOCAL_REFUSED:
+            headers = _headers(template, srv)
+            r = add(client, clip, headers)
+            assert r.status_code == 403, (headers, r.text)
+            assert r.json()["code"] == "local_only" and r.json()["errors"] == []
+        assert client.get("/singers").json()["total"] == 0  # nothing was written
+        ids = []
+        for template in LOCAL_OK:
+            r = add(client, clip, _headers(template, srv))
+            assert r.status_code in (200, 201), (template, r.text)
+            ids.append(r.json()["id"])
+        for template in LOCAL_REFUSED:
+            r = client.delete(f"/tracks/{ids[0]}", headers=_headers(template, srv))
+            assert r.status_code == 403, (template, r.text)
+        r = client.delete(f"/tracks/{ids[0]}", headers={"Origin": srv.url})
+        assert r.status_code == 200
+        # Reads stay open to anyone.
+        assert client.get("/singers", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_a_key_lets_any_host_and_origin_write(tmp_path, random_checkpoint, clip):
+    """Local mode's checks apply without a key only: with one, the key decides."""
+    with start(tmp_path, random_checkpoint, api_key=API_KEY) as srv, srv.client() as client:
+        headers = {"X-API-Key": API_KEY, "Host": "api.example", "Origin": "http://a.example"}
+        assert add(client, clip, headers).status_code == 201

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.audio import SUPPORTED_FORMATS
+from service.cursors import encode_cursor
 from tests.support.live import API_KEY, LiveServer, add_clip, live_settings, make_clip, upload
 from tests.support.synth import VOICES, sing, write
 
@@ -242,3 +246,186 @@ def test_no_request_above_ever_got_a_500(client):
     ]
     assert any('status="4' in ln for ln in lines)
     assert not [ln for ln in lines if 'status="5' in ln]
+
+
+# -- one error shape, on every route ----------------------------------------------------------
+FORM = {"singer": "someone", "domain": "mono"}  # required form fields of the write route
+
+
+def assert_error_shape(r) -> None:
+    """{detail: str, code: str, errors: [{loc, msg, type}, ...]} (+ fields of some codes)."""
+    body = r.json()
+    assert isinstance(body["detail"], str) and body["detail"], r.text
+    assert isinstance(body["code"], str) and body["code"], r.text
+    assert isinstance(body["errors"], list), r.text
+    for e in body["errors"]:
+        assert isinstance(e["loc"], list) and isinstance(e["msg"], str), r.text
+        assert isinstance(e["type"], str) and "<class" not in e["msg"], r.text
+
+
+def error_cases(path: str, method: str, op: dict, track_id: int, wav: bytes):
+    """(what, request kwargs) for each 4xx this operation can produce from its input."""
+    url = path.replace("{track_id}", str(track_id))
+    key = KEY if op.get("security") else {}
+    body: dict = {}
+    if "requestBody" in op:
+        fields = op["requestBody"]["content"]["multipart/form-data"]["schema"]
+        body = {"files": {"file": ("a.wav", wav)}, "data": FORM if "singer" in str(fields) else {}}
+    cases = [("unknown query parameter", {"url": url + "?zzz=1", "headers": key, **body})]
+    if "{track_id}" in path:
+        for bad in ("1.0", "abc", "0", str(2**64)):
+            cases.append(
+                (f"bad id {bad}", {"url": path.replace("{track_id}", bad), "headers": key})
+            )
+        cases.append(("unknown id", {"url": path.replace("{track_id}", "999999"), "headers": key}))
+    if body:
+        data = body["data"]
+        cases += [
+            (
+                "form field typo",
+                {"url": url, "headers": key, **body, "data": {**data, "domian": "x"}},
+            ),
+            (
+                "repeated form field",
+                {"url": url, "headers": key, **body, "data": {**data, "top_k": ["3", "4"]}},
+            ),
+            ("missing file", {"url": url, "headers": key, "data": {**data, "top_k": "3"}}),
+            ("file as a plain value", {"url": url, "headers": key, "data": {**data, "file": "0"}}),
+            (
+                "malformed multipart",
+                {
+                    "url": url,
+                    "content": b"garbage",
+                    "headers": {**key, "content-type": "multipart/form-data; boundary=X"},
+                },
+            ),
+            (
+                "too large",
+                {"url": url, "headers": key, "files": {"file": ("a.wav", bytes(LIMIT + 1))}},
+            ),
+            (
+                "not audio",
+                {"url": url, "headers": key, **body, "files": {"file": ("a.wav", b"x" * 4000)}},
+            ),
+        ]
+    if key:
+        cases.append(("no API key", {"url": url, **{k: v for k, v in body.items()}}))
+    return cases
+
+
+def test_every_route_answers_each_4xx_in_the_one_documented_shape(server, client, tmp_path):
+    """Walk every operation of the live schema (every API route), provoke each 4xx its input
+    can produce, and check the answer has the one shape and a status the operation
+    documents; 404 and 405 of the framework (no route, wrong method) have it too."""
+    schema = client.get("/openapi.json").json()
+    track_id = add_clip(client, make_clip(tmp_path, 2, "mono", 7))["id"]
+    wav = make_clip(tmp_path, 3, "mono", 8).path.read_bytes()
+    operations = [(p, m, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
+    assert len(operations) >= 11
+    seen = set()
+    for path, method, op in operations:
+        assert "ErrorOut" in str(op["responses"]["422"]), (method, path)
+        for what, kwargs in error_cases(path, method, op, track_id, wav):
+            r = client.request(method.upper(), **kwargs)
+            where = f"{method.upper()} {path} ({what}): {r.status_code} {r.text[:200]}"
+            assert 400 <= r.status_code < 500, where
+            assert str(r.status_code) in op["responses"], f"undocumented: {where}"
+            assert_error_shape(r)
+            seen.add(r.json()["code"])
+        others = {"get", "post", "delete", "put", "patch"} - set(schema["paths"][path])
+        r = client.request(sorted(others)[0].upper(), path.replace("{track_id}", "1"))
+        assert r.status_code == 405 and r.headers["allow"], (path, r.text)
+        assert_error_shape(r)
+    r = client.get("/no/such/route")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert_error_shape(r)
+    assert {
+        "invalid_parameters",
+        "track_not_found",
+        "malformed_body",
+        "upload_too_large",
+        "unsupported_format",
+        "unauthorized",
+    } <= seen, seen
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    ("field", "suggestion"), [("domian", "domain"), ("top-k", "top_k"), ("tilte", "title")]
+)
+def test_a_typo_in_a_form_field_is_422_naming_it_and_the_closest_field(
+    client, bad_files, endpoint, field, suggestion
+):
+    """#35: `-F domian=mixed` was answered 200, as mono. Every endpoint, generically."""
+    r = post(client, endpoint, bad_files / "ok.wav", **{field: "mixed"})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["code"] == "invalid_parameters"
+    [err] = body["errors"]
+    assert err["loc"] == ["body", field] and err["type"] == "unknown"
+    takes = {"/identify": {"domain", "top_k"}, "/search": {"domain", "top_k"}}
+    if suggestion not in takes.get(endpoint, {"domain", "title"}):
+        assert f"`{suggestion}`" not in err["msg"]  # never a field the endpoint lacks
+    else:
+        assert f"did you mean `{suggestion}`?" in err["msg"] and field in body["detail"]
+
+
+def test_a_field_another_endpoint_takes_is_422(client, bad_files):
+    """`-F target=mono` on /identify (a /search field) was ignored."""
+    r = post(client, "/identify", bad_files / "ok.wav", target="mono")
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "target"]
+    assert "it takes: domain, file, models, timeline, top_k" in r.json()["errors"][0]["msg"]
+
+
+def test_a_file_sent_as_a_plain_value_is_422_without_a_python_repr(client):
+    """`-F file=0` answered "Expected UploadFile, received: <class 'str'>"."""
+    for endpoint in ENDPOINTS:
+        headers = KEY if endpoint == "/tracks" else None
+        form = FORM if endpoint == "/tracks" else {}
+        # A multipart part named `file` without a file name, as curl -F file=0 sends it.
+        r = client.post(endpoint, files={"file": (None, "0")}, data=form, headers=headers)
+        assert r.status_code == 422, r.text
+        assert "<class" not in r.text and "UploadFile" not in r.text, r.text
+        [err] = r.json()["errors"]
+        assert err["loc"] == ["body", "file"] and "expected a file" in err["msg"]
+
+
+@pytest.mark.parametrize("path", ["/tracks/1.0/audio", "/tracks/1.0", "/tracks/+1", "/tracks/1e0"])
+def test_an_id_not_written_in_digits_is_422(client, path):
+    """/tracks/1.0/audio answered 200 (track 1)."""
+    r = client.get(path)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["path", "track_id"], r.text
+
+
+CURSORS = st.one_of(
+    st.text(max_size=300),
+    st.integers(0, 20_000).map(encode_cursor),
+    st.binary(max_size=200).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+    st.builds(
+        lambda n, c: base64.urlsafe_b64encode(c * n).decode(),
+        st.sampled_from([1_000, 100_000]),
+        st.sampled_from([b"[", b"{"]),
+    ),
+)
+SCALARS = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=20))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(
+    cursor=CURSORS,
+    top_k=st.one_of(st.integers(0, 120), SCALARS),
+    target=st.one_of(st.sampled_from(["mono", "mixed", "any"]), st.text(max_size=10)),
+    min_score=st.one_of(st.none(), SCALARS),
+)
+def test_no_cursor_or_parameter_gives_a_5xx(server, bad_files, cursor, top_k, target, min_score):
+    """POST /search with random cursors (base64 of 100,000 `[` once reset the connection,
+    1,000 answered 500) and parameters: a 200 or a 4xx in the one shape, never a 5xx."""
+    form = {"cursor": cursor, "top_k": str(top_k), "target": target}
+    if min_score is not None:
+        form["min_score"] = str(min_score)
+    with server.client() as client:
+        r = upload(client, "/search", bad_files / "ok.wav", **form)
+    assert r.status_code < 500, r.text
+    if r.status_code != 200:
+        assert 400 <= r.status_code < 500
+        assert_error_shape(r)
