@@ -1,7 +1,9 @@
 """A bounded schemathesis run against the live OpenAPI schema of a real uvicorn: whatever it
 generates, valid (positive) or not (negative), the answer is documented, matches its
-schema, is never a 5xx and discloses nothing. `make fuzz` runs the long version
-(tests/support/fuzz.py, at least 20k requests)."""
+schema, is never a 5xx and discloses nothing. Half the uploads are decodable audio
+(`tests.support.fuzz.flatmap_body`), so the decoding and embedding path is fuzzed too: the
+positive run must have embedded some. `make fuzz` runs the long version (tests/support/fuzz.py,
+at least 20k requests)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.support import fuzz  # registers its flatmap_body hook: decodable uploads
 from tests.support.corpus import LEAKS
 from tests.support.live import API_KEY, LiveServer, add_clip, live_settings, make_clip
 
@@ -45,6 +48,7 @@ def test_fuzzed_requests_get_documented_answers(live, mode):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     n_without_input = 0
+    uploads_answered: list[int] = []  # statuses of requests that carried a file
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -60,6 +64,8 @@ def test_fuzzed_requests_get_documented_answers(live, mode):
             case.validate_response(response, checks=CHECKS)
             if response.status_code >= 400:
                 assert not LEAKS.search(response.text), response.text
+            if isinstance(case.body, dict) and "file" in case.body:
+                uploads_answered.append(response.status_code)
 
         try:
             exchange()
@@ -67,3 +73,6 @@ def test_fuzzed_requests_get_documented_answers(live, mode):
             assert mode is GenerationMode.NEGATIVE  # nothing to break: it takes no input
             n_without_input += 1
     assert n_without_input < len(operations)
+    assert fuzz.flatmap_body  # (the hook is registered on import)
+    if mode is GenerationMode.POSITIVE:  # some decodable uploads were embedded and answered
+        assert any(200 <= s < 300 for s in uploads_answered), uploads_answered
