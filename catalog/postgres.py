@@ -36,35 +36,40 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import numpy as np
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from catalog.base import METADATA_FIELDS, CatalogBackend, TrackFilter, validated_item
+from catalog.base import (
+    METADATA_FIELDS,
+    CatalogBackend,
+    check_generation_name,
+    stored_item,
+    validated_item,
+)
 from catalog.errors import (
     CatalogError,
     CatalogUnavailableError,
     DuplicateTrackError,
     TrackNotFoundError,
 )
-from catalog.postgres_reads import SELECT, PostgresReads, scalar, search_sql
+from catalog.postgres_generations import PostgresGenerations, raise_id_floor
+from catalog.postgres_reads import EF_SEARCH, SELECT, PostgresReads
 from catalog.postgres_schema import (
+    connection_options,
+    generation_schema,
     prepare,
+    read_live,
     redacted,
     register_vector,
     split_dsn,
     vector_oid,
 )
-from catalog.records import Track, TrackHit
-from model.domains import DOMAINS
+from catalog.records import StoredTrack, Track
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EF_SEARCH = 100
-#: Up to this many tracks (the planner's estimate) a search scans every vector: exact.
-EXACT_MAX_TRACKS = 10_000
 POOL_SIZE = 8
 #: Seconds a call waits for a connection (the server down: then CatalogUnavailableError).
 POOL_TIMEOUT_S = 5.0
@@ -76,46 +81,53 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class PostgresCatalog(PostgresReads, CatalogBackend):
+class PostgresCatalog(PostgresGenerations, PostgresReads, CatalogBackend):
     """Catalogue in one PostgreSQL schema; see the module docstring."""
 
     kind = "postgres"
 
-    def __init__(self, pool: ConnectionPool, location: str, schema: str, dim: int, ef: int):
+    def __init__(self, pool: ConnectionPool, dsn: str, schema: str, generation: str, dim: int):
         """Use `PostgresCatalog.open`."""
         self._pool = pool
-        self.location = location
+        self._dsn = dsn  # with its password: `open_generation` connects with it
+        self.location = redacted(dsn)
+        self.base_schema = split_dsn(dsn)[1]
         self.schema = schema
+        self.generation_name = generation
         self.dim = dim
-        self.ef_search = ef
+        self.ef_search = int(split_dsn(dsn)[2].get("ef_search", EF_SEARCH))
         self._closed = False
         self._close_lock = threading.Lock()
 
     @classmethod
     def open(
-        cls, dsn: str, *, dim: int | None = 256, pool_size: int = POOL_SIZE
+        cls,
+        dsn: str,
+        *,
+        dim: int | None = 256,
+        pool_size: int = POOL_SIZE,
+        generation: str | None = None,
     ) -> PostgresCatalog:
-        """Open (creating or migrating) the catalogue at `dsn` (see the module docstring).
+        """Open (creating or migrating) the catalogue at `dsn` (see the module docstring):
+        its live generation, or `generation` ("" the catalogue's own schema).
 
         `dim` None: whatever the catalogue holds. Raises CatalogUnavailableError when the
         server cannot be reached, CatalogError for a catalogue of another dimension holding
         vectors, a newer schema, or a database without pgvector that we may not install.
         """
-        conninfo, schema, options = split_dsn(dsn)
-        kwargs: dict[str, Any] = {
-            "options": f"-c search_path={schema},public -c synchronous_commit=on -c jit=off",
-            "connect_timeout": 5,
-            "application_name": "singer-retrieval",
-        }
+        conninfo, base, _ = split_dsn(dsn)
+        kwargs: dict[str, Any] = {"connect_timeout": 5, "application_name": "singer-retrieval"}
         try:
             with psycopg.connect(conninfo, **kwargs) as conn:
+                name = read_live(conn, base) if generation is None else generation
+                schema = generation_schema(base, check_generation_name(name))
                 dim = prepare(conn, schema, dim)
                 oid = vector_oid(conn)
         except psycopg.OperationalError as err:
             raise CatalogUnavailableError(f"{redacted(dsn)}: {err}") from err
         pool = ConnectionPool(
             conninfo,
-            kwargs=kwargs,
+            kwargs={**kwargs, "options": connection_options(schema)},
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -133,8 +145,7 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
         except PoolTimeout as err:
             pool.close()
             raise CatalogUnavailableError(f"{redacted(dsn)}: no connection") from err
-        ef = int(options.get("ef_search", EF_SEARCH))
-        return cls(pool, redacted(dsn), schema, dim, ef)
+        return cls(pool, dsn, schema, name, dim)
 
     # -- transactions ------------------------------------------------------------------
     def _run(self, body: Callable[[psycopg.Cursor], T]) -> T:
@@ -155,11 +166,24 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
                 raise CatalogUnavailableError(f"{self.location}: {err}") from err
         raise AssertionError("unreachable")
 
-    def _singer_id(self, cur: psycopg.Cursor, name: str) -> int:
+    def _singer_id(self, cur: psycopg.Cursor, name: str, wanted: int | None = None) -> int:
+        """The id of singer `name`, registered now if new (as `wanted` where it is free)."""
         query = "SELECT id FROM singers WHERE name = %s"
         row = cur.execute(query, [name]).fetchone()
         if row is None:  # (an INSERT that conflicts would still use up an identity value)
-            cur.execute("INSERT INTO singers (name) VALUES (%s) ON CONFLICT DO NOTHING", [name])
+            free = (
+                wanted is not None
+                and not cur.execute("SELECT 1 FROM singers WHERE id = %s", [wanted]).fetchone()
+            )
+            if free:
+                raise_id_floor(cur, self.schema, "singers", int(wanted or 0))
+                cur.execute(
+                    "INSERT INTO singers (id, name) OVERRIDING SYSTEM VALUE VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [wanted, name],
+                )
+            else:
+                cur.execute("INSERT INTO singers (name) VALUES (%s) ON CONFLICT DO NOTHING", [name])
             row = cur.execute(query, [name]).fetchone()
         assert row is not None  # inserted now or by a committed writer (rows stay)
         return int(row[0])
@@ -196,6 +220,7 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
             return []
 
         def write(cur: psycopg.Cursor) -> list[Track]:
+            self._writable(cur)
             ids, touched = [], set()
             for item in items:
                 track_id, old = self._insert(cur, item, replace)
@@ -242,6 +267,43 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
             raise DuplicateTrackError(found.id if found else None, item["content_hash"])
         return int(row[0]), touched
 
+    _RESTORED = ("domain", "path", "title", "external_id", "duration_s", "n_segments",
+                 "content_hash", "checkpoint_id")  # fmt: skip
+
+    def restore_tracks(self, records: Iterable[StoredTrack]) -> list[Track]:
+        """Write tracks as given (id, singer, created_at, vector), in one transaction; an
+        existing track of the same id is overwritten. A singer keeps their id where it is
+        free. Raises DuplicateTrackError for content that another id holds."""
+        checked = [(r.track, validated_item(stored_item(r), self.dim)) for r in records]
+        if not checked:
+            return []
+
+        def write(cur: psycopg.Cursor) -> list[Track]:
+            self._writable(cur)
+            raise_id_floor(cur, self.schema, "tracks", max(t.id for t, _ in checked))
+            touched = set()
+            for track, item in checked:
+                cur.execute(
+                    "DELETE FROM tracks WHERE id = %s RETURNING singer_id, domain", [track.id]
+                )
+                touched |= {(int(s), str(d)) for s, d in cur.fetchall()}
+                singer_id = self._singer_id(cur, item["singer"], wanted=track.singer_id)
+                names = ", ".join(self._RESTORED)
+                values = [track.id, singer_id, *(item[c] for c in self._RESTORED)]
+                row = cur.execute(
+                    f"INSERT INTO tracks (id, singer_id, {names}, created_at, vector)"
+                    f" OVERRIDING SYSTEM VALUE VALUES ({', '.join(['%s'] * (len(values) + 2))})"
+                    " ON CONFLICT (content_hash, checkpoint_id, domain) DO NOTHING RETURNING id",
+                    [*values, track.created_at, item["vector"]],
+                ).fetchone()
+                if row is None:
+                    raise DuplicateTrackError(None, item["content_hash"])
+                touched.add((singer_id, item["domain"]))
+            self._refresh_models(cur, touched)
+            return self._tracks_by_id(cur, [t.id for t, _ in checked])
+
+        return self._run(write)
+
     def update_track(self, track_id: int, **changes: Any) -> Track:
         unknown = set(changes) - set(METADATA_FIELDS)
         if unknown:
@@ -253,6 +315,7 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
                 raise ValueError("singer must not be empty")
 
         def write(cur: psycopg.Cursor) -> Track:
+            self._writable(cur)
             old = self._get(cur, track_id, lock=True)
             for key, value in changes.items():
                 query = sql.SQL("UPDATE tracks SET {} = %s WHERE id = %s")
@@ -276,6 +339,7 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
             return []
 
         def write(cur: psycopg.Cursor) -> list[Track]:
+            self._writable(cur)
             cur.execute(f"{SELECT} WHERE t.id = ANY(%s) ORDER BY t.id FOR UPDATE OF t", [ids])
             found = {row[0]: self._track(row) for row in cur.fetchall()}
             missing = [i for i in ids if i not in found]
@@ -288,34 +352,6 @@ class PostgresCatalog(PostgresReads, CatalogBackend):
         return self._run(write)
 
     # -- search ------------------------------------------------------------------------
-    def _exact(self, cur: psycopg.Cursor, k: int) -> bool:
-        """Whether to scan every vector: a small catalogue (the planner's row estimate; a
-        table never analysed is counted up to the bound). Else sets up the HNSW scan."""
-        cur.execute(
-            "SELECT reltuples, set_config('hnsw.ef_search', %s, true),"
-            " set_config('hnsw.iterative_scan', 'strict_order', true)"
-            " FROM pg_class WHERE oid = 'tracks'::regclass",
-            [str(min(1000, max(self.ef_search, k)))],
-        )
-        row = cur.fetchone()
-        estimate = float(row[0]) if row else -1.0
-        if estimate < 0:
-            query = "SELECT count(*) FROM (SELECT FROM tracks LIMIT %s) t"
-            estimate = scalar(cur, query, [EXACT_MAX_TRACKS + 1])
-        return estimate <= EXACT_MAX_TRACKS
-
-    def _search_tracks(self, query: np.ndarray, k: int, where: TrackFilter) -> list[TrackHit]:
-        def read(cur: psycopg.Cursor) -> list[TrackHit]:
-            exact = where.singer is not None or self._exact(cur, k)
-            domains = [where.domain] if where.domain else list(DOMAINS)
-            statement = search_sql(domains, exact=exact, singer=where.singer is not None)
-            cur.execute(statement, {"q": query, "k": k, "singer": where.singer})
-            return [TrackHit(self._track(r), 1.0 - float(r[12])) for r in cur.fetchall()]
-
-        hits = self._run(read)
-        if where.min_score is not None:
-            hits = [h for h in hits if h.score >= where.min_score]
-        return hits
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """The PostgreSQL catalogue's reads (`PostgresReads`, a mixin of catalog/postgres.py's
-`PostgresCatalog`): tracks, singers, counts and the SQL of a track search.
+`PostgresCatalog`): tracks, singers, counts, and searches (the HNSW path and the exact one:
+see catalog/postgres.py's docstring).
 
 Each method is one transaction through `_run` (the catalogue's pool and error mapping); a
 read sees one consistent snapshot of committed writes.
@@ -7,20 +8,24 @@ read sees one consistent snapshot of committed writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from catalog.base import check_domain
+from catalog.base import TrackFilter, check_domain
 from catalog.errors import TrackNotFoundError
 from catalog.postgres_schema import SCHEMA_VERSION
-from catalog.records import Singer, SingerHit, Track
+from catalog.records import Singer, SingerHit, StoredTrack, Track, TrackHit
 from model.domains import DOMAINS
 
 T = TypeVar("T")
+
+EF_SEARCH = 100
+#: Up to this many tracks (the planner's estimate) a search scans every vector: exact.
+EXACT_MAX_TRACKS = 10_000
 
 COLUMNS = (
     "t.id, s.name, t.singer_id, t.domain, t.path, t.title, t.external_id, t.duration_s,"
@@ -133,6 +138,18 @@ class PostgresReads:
             lambda cur: [self._track(r) for r in cur.execute(query, [*params, limit]).fetchall()]
         )
 
+    def iter_stored(self) -> Iterator[StoredTrack]:
+        """Every track with its vector, by id, a page of 1000 per query."""
+        query = SELECT.replace(" FROM", ", t.vector FROM", 1) + " WHERE t.id > %s ORDER BY t.id"
+
+        def page(after: int) -> list[tuple]:
+            return self._run(lambda cur: cur.execute(f"{query} LIMIT 1000", [after]).fetchall())
+
+        after = 0
+        while rows := page(after):
+            yield from (StoredTrack(self._track(r), r[12]) for r in rows)
+            after = rows[-1][0]
+
     @staticmethod
     def _singers(cur: psycopg.Cursor, ids: list[int]) -> dict[int, Singer]:
         """Singers with at least one track, by id, with their track counts per domain."""
@@ -208,6 +225,35 @@ class PostgresReads:
 
     def __len__(self) -> int:
         return self._run(lambda cur: int(scalar(cur, "SELECT count(*) FROM tracks")))
+
+    def _exact(self, cur: psycopg.Cursor, k: int) -> bool:
+        """Whether to scan every vector: a small catalogue (the planner's row estimate; a
+        table never analysed is counted up to the bound). Else sets up the HNSW scan."""
+        cur.execute(
+            "SELECT reltuples, set_config('hnsw.ef_search', %s, true),"
+            " set_config('hnsw.iterative_scan', 'strict_order', true)"
+            " FROM pg_class WHERE oid = 'tracks'::regclass",
+            [str(min(1000, max(self.ef_search, k)))],
+        )
+        row = cur.fetchone()
+        estimate = float(row[0]) if row else -1.0
+        if estimate < 0:
+            query = "SELECT count(*) FROM (SELECT FROM tracks LIMIT %s) t"
+            estimate = scalar(cur, query, [EXACT_MAX_TRACKS + 1])
+        return estimate <= EXACT_MAX_TRACKS
+
+    def _search_tracks(self, query: np.ndarray, k: int, where: TrackFilter) -> list[TrackHit]:
+        def read(cur: psycopg.Cursor) -> list[TrackHit]:
+            exact = where.singer is not None or self._exact(cur, k)
+            domains = [where.domain] if where.domain else list(DOMAINS)
+            statement = search_sql(domains, exact=exact, singer=where.singer is not None)
+            cur.execute(statement, {"q": query, "k": k, "singer": where.singer})
+            return [TrackHit(self._track(r), 1.0 - float(r[12])) for r in cur.fetchall()]
+
+        hits = self._run(read)
+        if where.min_score is not None:
+            hits = [h for h in hits if h.score >= where.min_score]
+        return hits
 
     def _search_singers(self, query: np.ndarray, k: int, domain: str) -> list[SingerHit]:
         def read(cur: psycopg.Cursor) -> list[SingerHit]:

@@ -67,8 +67,48 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " vector vector({dim}) NOT NULL,"  # L2-normalised mean of the singer's track vectors
         " PRIMARY KEY (singer_id, domain))",
     ),
+    (  # 2: the folders the indexer indexed (the service plays files under them)
+        "CREATE TABLE roots (path text PRIMARY KEY, added_at text NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: Every table the migrations create (an empty catalogue of another dimension drops them).
+TABLES = ("singer_models", "tracks", "singers", "meta", "roots")
+#: In the catalogue's own schema, once a migration has switched: the live generation's name.
+LIVE_TABLE = "live_generation"
+
+
+def generation_schema(base: str, generation: str) -> str:
+    """The schema of generation `generation` ("" is the catalogue's own, `base`)."""
+    schema = f"{base}__{generation}" if generation else base
+    if len(schema.encode()) > 63:
+        raise CatalogError(f"schema {schema!r} is longer than PostgreSQL's 63 bytes")
+    return schema
+
+
+def read_live(conn: psycopg.Connection | psycopg.Cursor, base: str) -> str:
+    """The live generation of catalogue `base` ("" before any migration switched)."""
+    table = sql.Identifier(base, LIVE_TABLE)
+    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(conn)])
+    if found.fetchone() != (True,):
+        return ""
+    row = conn.execute(sql.SQL("SELECT name FROM {}").format(table)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def write_live(conn: psycopg.Connection | psycopg.Cursor, base: str, name: str) -> None:
+    """Point catalogue `base` at generation `name` (in the caller's transaction)."""
+    table = sql.Identifier(base, LIVE_TABLE)
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text NOT NULL)").format(table))
+    conn.execute(sql.SQL("DELETE FROM {}").format(table))
+    conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), [name])
+
+
+def connection_options(schema: str) -> str:
+    """libpq `options` of a catalogue connection: its schema first on the search path (then
+    `public`, pgvector's), commits that wait for the WAL flush, no JIT (it costs a query of
+    the HNSW index more than it saves)."""
+    return f'-c search_path="{schema}",public -c synchronous_commit=on -c jit=off'
 
 
 def split_dsn(dsn: str) -> tuple[str, str, dict[str, str]]:
@@ -125,7 +165,8 @@ def vector_oid(conn: psycopg.Connection) -> int:
 
 
 def prepare(conn: psycopg.Connection, schema: str, dim: int | None) -> int:
-    """Create or migrate catalogue `schema` (`conn` autocommit off); returns its dimension.
+    """Create or migrate catalogue `schema` (`conn` autocommit off, the server's default
+    search path, so that pgvector goes to `public`); returns its dimension.
 
     `dim` None: whatever the catalogue holds (DEFAULT_DIM if new). An empty catalogue of
     another dimension is re-created; one holding vectors is refused (CatalogError).
@@ -143,6 +184,7 @@ def prepare(conn: psycopg.Connection, schema: str, dim: int | None) -> int:
                 ) from err
         name = sql.Identifier(schema)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(name))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
@@ -162,12 +204,8 @@ def prepare(conn: psycopg.Connection, schema: str, dim: int | None) -> int:
                     f"catalogue {schema}: it holds {n[0]} vectors of dimension {stored}, the "
                     f"model makes {dim}; index into a new schema (?schema=NAME) or drop this one"
                 )
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(name))
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
-            conn.execute(
-                "CREATE TABLE schema_version (version integer PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
+            conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)} CASCADE")  # not the pointer
+            conn.execute("DELETE FROM schema_version")
             current, stored = 0, None
         dim = stored or dim or DEFAULT_DIM
         for version in range(current + 1, SCHEMA_VERSION + 1):

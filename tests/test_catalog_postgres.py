@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-import catalog.postgres as pg_catalog
+import catalog.postgres_reads as pg_reads
 from catalog import CatalogError, open_catalog
 from catalog.errors import CatalogUnavailableError
 from catalog.postgres_reads import search_sql
@@ -112,7 +112,7 @@ def test_the_planner_uses_each_domains_hnsw_index_unless_exact(postgres_dsn, rng
 @pytest.fixture
 def hnsw_only(monkeypatch):
     """Searches through the HNSW indexes, however small the catalogue."""
-    monkeypatch.setattr(pg_catalog, "EXACT_MAX_TRACKS", 0)
+    monkeypatch.setattr(pg_reads, "EXACT_MAX_TRACKS", 0)
 
 
 def test_hnsw_search_equals_brute_force_on_a_small_catalogue(postgres_dsn, rng, hnsw_only):
@@ -179,3 +179,47 @@ def test_indexer_commands_work_on_a_postgres_catalogue(postgres_dsn, tmp_path, r
         left = [t.id for t in tracks if t.singer != "singer 0" and t.id != tracks[1].id]
         assert [t.id for t in c.iter_tracks()] == left
         assert c.get_singer("singer 0") is None
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    from tests.support.synth import VOICES, backing, sing, write
+
+    root = tmp_path_factory.mktemp("music")
+    for v in range(3):
+        for take in range(2):
+            y = 0.7 * sing(VOICES[v], 7.0, seed=take) + backing(7.0, seed=take)
+            write(root / f"voice {v}" / f"take{take}.wav", y)
+    (root / "voice 1" / "broken.flac").write_bytes(b"fLaC but not really" * 50)
+    return root
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_the_indexer_fills_a_postgres_catalogue_as_an_sqlite_one(
+    engine, music, postgres_dsn, random_checkpoint, tmp_path, request
+):
+    """`python -m indexer --catalog postgresql://... --engine local|ray`: the tracks and
+    vectors of the same job into SQLite; a second run adds nothing."""
+    from indexer.__main__ import main
+
+    if engine == "ray":
+        ray = pytest.importorskip("ray")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        request.addfinalizer(ray.shutdown)
+    args = ["--checkpoint", str(random_checkpoint), "--device", "cpu", "--no-progress"]
+    assert main(["--index", str(tmp_path / "ref"), *args, str(music)]) == 1  # broken.flac
+    args += ["--engine", engine]
+    assert main(["--catalog", postgres_dsn, *args, str(music)]) == 1
+    assert main(["--catalog", postgres_dsn, *args, str(music)]) == 1  # resumed: all skipped
+    with open_catalog(str(tmp_path / "ref"), dim=None) as ref, open_catalog(postgres_dsn) as c:
+        key = lambda t: (t.content_hash, t.singer, t.domain, t.path, t.n_segments)
+        assert sorted(map(key, c.iter_tracks())) == sorted(map(key, ref.iter_tracks()))
+        vectors = {t.content_hash: ref.get_vector(t.id) for t in ref.iter_tracks()}
+        for t in c.iter_tracks():
+            np.testing.assert_allclose(c.get_vector(t.id), vectors[t.content_hash], atol=1e-5)
+        query = vectors[next(iter(vectors))]
+        assert [h.singer.name for h in c.search_singers(query, 3, "mixed")] == [
+            h.singer.name for h in ref.search_singers(query, 3, "mixed")
+        ]

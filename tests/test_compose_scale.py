@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -50,13 +51,27 @@ def test_docker_compose_config_accepts_the_scale_file():
     if compose is None:
         pytest.skip("no Compose CLI (scripts/system-deps.sh installs docker-compose)")
     args = [*compose, "-f", str(SCALE)]
-    for profile in ([], ["--profile", "ray"]):
+    pg_url = "postgresql://singer@postgres:5432/singer"
+    for profile, env in (
+        ([], {}),
+        (["--profile", "qdrant"], {}),
+        (["--profile", "postgres"], {"SINGER_CATALOG": pg_url, "POSTGRES_PASSWORD": "pw"}),
+        (["--profile", "ray"], {}),
+    ):
         done = subprocess.run(
-            [*args, *profile, "config"], capture_output=True, text=True, timeout=60, check=False
+            [*args, *profile, "config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **env},
         )
         assert done.returncode == 0, done.stderr
         services = yaml.safe_load(done.stdout)["services"]
-        assert {"qdrant", "api", "lb"} <= set(services)
+        assert {"qdrant", "postgres", "api", "lb"} <= set(services)
+        api = services["api"]["environment"]
+        assert api["SINGER_CATALOG"] == env.get("SINGER_CATALOG", "qdrant://qdrant:6333/singer")
+        assert api["PGPASSWORD"] == env.get("POSTGRES_PASSWORD", "")
 
 
 def test_the_scale_file_agrees_with_the_code(compose):
@@ -64,9 +79,22 @@ def test_the_scale_file_agrees_with_the_code(compose):
 
     api = compose["services"]["api"]
     env = api["environment"]
-    settings = Settings(catalog=env["SINGER_CATALOG"], _env_file=None)
+    default = re.fullmatch(r"\$\{SINGER_CATALOG:-(.+)\}", env["SINGER_CATALOG"]).group(1)
+    settings = Settings(catalog=default, _env_file=None)
     assert settings.catalog_target.startswith("qdrant://qdrant:6333/")
-    assert "qdrant" in api["depends_on"] and "ports" not in api  # only nginx is published
+    assert "ports" not in api  # only nginx is published
+    # Each backend behind a profile; the documented PostgreSQL URL names its service, user
+    # and database, and the password reaches libpq as PGPASSWORD.
+    qdrant, postgres = compose["services"]["qdrant"], compose["services"]["postgres"]
+    assert qdrant["profiles"] == ["qdrant"] and postgres["profiles"] == ["postgres"]
+    assert postgres["image"].startswith("pgvector/pgvector:")
+    url = re.search(r"SINGER_CATALOG=(postgresql://\S+)", SCALE.read_text()).group(1)
+    parts = urlsplit(url)
+    assert Settings(catalog=url, _env_file=None).catalog_target == url
+    assert (parts.hostname, parts.port) == ("postgres", int(postgres["expose"][0]))
+    db = postgres["environment"]
+    assert (parts.username, parts.path) == (db["POSTGRES_USER"], f"/{db['POSTGRES_DB']}")
+    assert env["PGPASSWORD"] == db["POSTGRES_PASSWORD"]
     assert api["build"]["args"]["EXTRAS"] == "scale"
     lb = compose["services"]["lb"]
     assert any(v.startswith("./nginx.conf:") for v in lb["volumes"])

@@ -4,7 +4,8 @@ bench/bench_postgres_faults.py 100.)
 
 A trial: writer threads share one PostgresCatalog (its pool) and add batches of tracks of a
 few singers, and now and then remove one of their acknowledged tracks, until the server's
-processes are all SIGKILLed at a random moment. After the restart, a fresh handle checks:
+processes are all SIGKILLed at a random moment, 0.2-1.2 s after the first acknowledged
+write. After the restart, a fresh handle checks:
 - every acknowledged batch is there, vectors and metadata as written (`lost` otherwise);
 - every acknowledged removal stays removed (`resurrected` otherwise);
 - a batch whose call failed is there whole or not at all (`torn` otherwise);
@@ -99,7 +100,10 @@ def crash_trial(
     threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(writers)]
     for t in threads:
         t.start()
-    time.sleep(float(rng.uniform(0.3, 1.5)))
+    deadline = time.monotonic() + 60
+    while not acked and time.monotonic() < deadline:  # the writers are under way
+        time.sleep(0.01)
+    time.sleep(float(rng.uniform(0.2, 1.2)))
     server.kill()
     for t in threads:
         t.join(60)
