@@ -6,14 +6,14 @@ import argparse
 import logging
 import sys
 
-from service.settings import Settings
+from service.settings import Settings, env_fields
 
 
 def _env_help() -> str:
     lines = ["environment variables:"]
-    for name, field in Settings.model_fields.items():
+    for name, field in env_fields():  # the performance sub-model's variables included
         default = field.default if field.default is not None else "(unset)"
-        lines.append(f"  SINGER_{name.upper():<30} {field.description or ''} [{default}]")
+        lines.append(f"  {name:<37} {field.description or ''} [{default}]")
     return "\n".join(lines)
 
 

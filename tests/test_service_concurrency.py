@@ -1,14 +1,13 @@
-"""Concurrency: bounded inference, and queries that stay correct while the catalogue changes."""
+"""Queries that stay correct while the catalogue changes, over real connections to a real
+uvicorn (the inference pool's bounds: tests/service/test_inference.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.inference import InferencePool, OverloadedError
 from tests.support.live import (
     API_KEY,
     LiveServer,
@@ -23,57 +22,6 @@ from tests.support.synth import VOICES
 pytestmark = pytest.mark.e2e
 
 KEY = {"X-API-Key": API_KEY}
-
-
-def test_inference_pool_bounds_running_and_waiting_jobs():
-    """At most `workers` jobs run; `max_pending` may wait; one more is refused at once."""
-
-    async def scenario():
-        pool = InferencePool(workers=2, max_pending=2)
-        gate = threading.Event()
-        peak = 0
-        lock = threading.Lock()
-        running = 0
-
-        def job(i):
-            nonlocal peak, running
-            with lock:
-                running += 1
-                peak = max(peak, running)
-            gate.wait(10)
-            with lock:
-                running -= 1
-            return i
-
-        tasks = [asyncio.create_task(pool.run(job, i)) for i in range(4)]
-        while pool.running < 2 or pool.waiting < 2:
-            await asyncio.sleep(0.01)
-        with pytest.raises(OverloadedError):
-            await pool.run(job, 99)
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        pool.shutdown()
-        return results, peak, pool.running, pool.waiting
-
-    results, peak, running, waiting = asyncio.run(scenario())
-    assert results == [0, 1, 2, 3] and peak == 2 and running == waiting == 0
-
-
-def test_inference_pool_warm_up_runs_once_in_every_thread():
-    """`warm_up` starts all `workers` threads and runs the function once in each; requests then
-    run in those threads (none starts cold later)."""
-    calls: list[int] = []
-    pool = InferencePool(workers=3, max_pending=16)
-    try:
-        warmed = pool.warm_up(lambda: calls.append(threading.get_ident()))
-        assert len(warmed) == 3 and sorted(calls) == sorted(warmed)
-
-        async def requests():
-            return await asyncio.gather(*(pool.run(threading.get_ident) for _ in range(12)))
-
-        assert set(asyncio.run(requests())) <= warmed
-    finally:
-        pool.shutdown()
 
 
 def same_singers(a: list[dict], b: list[dict]) -> bool:
@@ -180,18 +128,3 @@ def test_queries_stay_correct_while_tracks_come_and_go(server, tmp_path):
         assert same_singers(identify(client), baseline_singers)
         assert all(client.get(f"/tracks/{i}").status_code == 404 for i in created)
         assert client.get("/singers").json()["total"] == len(VOICES)
-
-
-def test_concurrent_uploads_of_one_file_add_one_track(server, tmp_path):
-    clip = make_clip(tmp_path, 3, "mixed", 11)
-    with ThreadPoolExecutor(4) as pool:
-
-        def post(_):
-            with server.client() as client:
-                return upload(
-                    client, "/tracks", clip.path, headers=KEY, singer="twin", domain="mixed"
-                )
-
-        responses = list(pool.map(post, range(4)))
-    assert sorted(r.status_code for r in responses) == [200, 200, 200, 201]
-    assert len({r.json()["id"] for r in responses}) == 1

@@ -3,6 +3,9 @@ of the runtime: loading, failed, ready."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from model.checkpoint import checkpoint_id
 from service.app import create_app
 from tests.service.conftest import TestClient, app_settings, post_audio, serving
@@ -53,6 +56,29 @@ def test_loading(tmp_path_factory, random_checkpoint, queries):
         assert r.status_code == 503 and r.json()["code"] == "not_ready"
         assert r.headers["Retry-After"] == "5"
     assert "singer_ready 0.0" in client.get("/metrics").text
+
+
+def test_the_service_answers_while_loading_is_held_up(tmp_path_factory, random_checkpoint, queries):
+    """Loading held up by another connection's lock on the catalogue file: meanwhile the app
+    is up, /readyz and the endpoints answer 503; once released, it becomes ready."""
+    settings = app_settings(tmp_path_factory, random_checkpoint)
+    settings.index_dir.mkdir(parents=True)
+    blocker = sqlite3.connect(settings.index_dir / "catalog.sqlite", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with serving(settings, wait_loaded=False) as client:
+        try:
+            assert client.get("/healthz").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
+            r = post_audio(client, "/identify", queries[0, "mono"].path)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
 
 
 def test_a_failed_load_keeps_the_service_up_but_not_ready(tmp_path_factory, tmp_path, queries):
