@@ -95,7 +95,7 @@ def test_the_scale_file_agrees_with_the_code(compose):
     db = postgres["environment"]
     assert (parts.username, parts.path) == (db["POSTGRES_USER"], f"/{db['POSTGRES_DB']}")
     assert env["PGPASSWORD"] == db["POSTGRES_PASSWORD"]
-    assert api["build"]["args"]["EXTRAS"] == "scale"
+    assert api["build"]["args"]["EXTRAS"] == "scale,postgres"
     lb = compose["services"]["lb"]
     assert any(v.startswith("./nginx.conf:") for v in lb["volumes"])
     upstream = re.search(r"server\s+(\w+):(\d+)", NGINX_CONF.read_text())
@@ -212,11 +212,12 @@ def test_nginx_spreads_requests_over_two_replicas(tmp_path, random_checkpoint):
 
 
 def test_the_image_installs_the_scale_extra():
-    """With EXTRAS=scale (the build argument compose.scale.yml passes) the image installs
-    pyproject's `scale` extra at the versions of the lock file, which pins them."""
+    """With EXTRAS=scale,postgres (the build argument compose.scale.yml passes) the image
+    installs pyproject's `scale` and `postgres` extras at the versions of the lock file."""
     from tests.test_docker import lock_names, parse_dockerfile
 
     stages = parse_dockerfile(REPO / "docker" / "Dockerfile")
     run = next(a for s in stages for a in s.all("RUN") if "EXTRAS" in a)
     assert 'pip install -c requirements/lock.txt ".[$EXTRAS]"' in run
-    assert {"qdrant-client", "ray"} <= lock_names(REPO / "requirements" / "lock.txt")
+    locked = lock_names(REPO / "requirements" / "lock.txt")
+    assert {"qdrant-client", "ray", "psycopg", "psycopg-binary", "psycopg-pool"} <= locked
