@@ -31,4 +31,4 @@ def test_the_docs_and_the_schema(client):
 
 def test_an_unknown_path_is_a_404(client):
     r = client.get("/nowhere")
-    assert r.status_code == 404 and "code" in r.json()
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
