@@ -357,9 +357,9 @@ class CatalogBackend(ABC):
         than `generation().name` once a migration has switched (cheap; polled)."""
         return self.generation().name
 
-    def open_generation(self, name: str, *, dim: int) -> CatalogBackend:
+    def open_generation(self, name: str, *, dim: int | None) -> CatalogBackend:
         """Open (creating if absent) generation `name` at this location: a catalogue of its
-        own, not live until `switch_to`."""
+        own, not live until `switch_to`. `dim` None: whatever it holds."""
         raise CatalogError(f"{type(self).__name__} does not support migrations")
 
     def record_build(self, checkpoint_id: str, checkpoint_file: str | None) -> None:

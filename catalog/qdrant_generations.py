@@ -62,7 +62,7 @@ class QdrantGenerations(QdrantCore):
     def live_generation(self) -> str:
         return read_live(self)
 
-    def open_generation(self, name: str, *, dim: int) -> CatalogBackend:
+    def open_generation(self, name: str, *, dim: int | None) -> CatalogBackend:
         from catalog.qdrant import QdrantCatalog
 
         return QdrantCatalog.open(

@@ -114,7 +114,7 @@ class SqliteGenerations(SqliteCore):
     def live_generation(self) -> str:
         return read_live(self.home)
 
-    def open_generation(self, name: str, *, dim: int) -> CatalogBackend:
+    def open_generation(self, name: str, *, dim: int | None) -> CatalogBackend:
         from catalog.store import Catalog
 
         device = "cpu" if self._gpu is None else f"cuda:{self._gpu}"

@@ -7,7 +7,7 @@
     python -m indexer export --index DIR [--format csv|json|archive] [--vectors] [-o FILE]
     python -m indexer import --index DIR ARCHIVE
     python -m indexer migrate --index DIR --to CKPT [--missing keep|drop]
-    python -m indexer snapshot --index DIR OUT
+    python -m indexer snapshot --index DIR --out OUT
     python -m indexer restore --index DIR SNAPSHOT
     python -m indexer generations --index DIR
 

@@ -4,7 +4,7 @@ catalog/snapshot.py; these handlers parse, call and print).
 
     python -m indexer migrate --index DIR --to CKPT [--missing keep|drop] [--uploads DIR]
     python -m indexer import  --index DIR ARCHIVE
-    python -m indexer snapshot --index DIR OUT
+    python -m indexer snapshot --index DIR --out OUT
     python -m indexer restore --index DIR SNAPSHOT
     python -m indexer generations --index DIR
 """
@@ -55,7 +55,9 @@ def add_arguments(parsers: dict[str, argparse.ArgumentParser]) -> None:
     add_embedding_options(p, MAX_TRACK_SECONDS)
 
     parsers["import"].add_argument("archive", type=Path, help="a catalogue archive (.tar[.gz])")
-    parsers["snapshot"].add_argument("output", type=Path, help="new folder for the snapshot")
+    parsers["snapshot"].add_argument(
+        "-o", "--out", type=Path, required=True, help="new folder for the snapshot"
+    )
     parsers["restore"].add_argument("snapshot", type=Path, help="a snapshot folder")
 
 
@@ -118,7 +120,7 @@ def snapshot_command(args: argparse.Namespace) -> int:
 
     if _needs_directory(args):
         return 2
-    summary = snapshot(args.index, args.output)
+    summary = snapshot(args.index, args.out)
     log.info(
         "snapshot of %d tracks (write %d) in %s (%.1f s)",
         summary.n_tracks,

@@ -37,9 +37,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(runtime.load_in_background(on_load_failure))
+        following = asyncio.create_task(runtime.follow_migrations())  # service/catalog_swap.py
         try:
             yield
         finally:
+            following.cancel()
             await loading  # the loader thread cannot be interrupted; let it finish first
             runtime.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,9 +19,11 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from catalog import CatalogBackend, open_catalog
+from catalog.records import GenerationInfo
 from model.calibration import Calibration, CalibrationError, calibration_path, find_calibration
 from model.embedding import Embedder
 from service.audio_files import AudioFiles
+from service.catalog_swap import GenerationFollower, Serving, ServingSlot
 from service.checkpoint_check import CheckpointCheck
 from service.errors import ApiError
 from service.settings import Settings
@@ -58,70 +60,124 @@ class Runtime:
         self.telemetry = telemetry
         self.state = "loading"
         self.error: str | None = None
-        self._embedder: Embedder | None = None
-        self._catalog: CatalogBackend | None = None
-        self._inference: UploadEmbedder | None = None
-        self._checkpoints: CheckpointCheck | None = None
-        # The loaded checkpoint's score calibration; None: answers carry no verdict.
-        self.calibration: Calibration | None = None
-        self.calibration_status = "not loaded"
+        # Model, catalogue and what derives from them; a migration swaps them together, and
+        # each request is pinned to the set it started with (service/catalog_swap.py).
+        self.serving = ServingSlot()
+        self.follower: GenerationFollower | None = None
         self.audio = AudioFiles(settings)
         self.content_locks = ContentLocks()
         self._register_gauges()
 
     # Routes reach these only once `ready_runtime` let them through.
     @property
+    def _serving(self) -> Serving:
+        return _loaded(self.serving.current, "the model and catalogue")
+
+    @property
     def embedder(self) -> Embedder:
-        return _loaded(self._embedder, "the model")
+        return self._serving.embedder
 
     @property
     def catalog(self) -> CatalogBackend:
-        return _loaded(self._catalog, "the catalogue")
+        return self._serving.catalog
 
     @property
     def inference(self) -> UploadEmbedder:
-        return _loaded(self._inference, "the inference pool")
+        return self._serving.inference
 
     @property
     def checkpoints(self) -> CheckpointCheck:
-        return _loaded(self._checkpoints, "the checkpoint check")
+        return self._serving.checkpoints
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The checkpoint's score calibration; None: answers carry no verdict."""
+        current = self.serving.current
+        return current.calibration if current else None
+
+    @property
+    def calibration_status(self) -> str:
+        current = self.serving.current
+        return current.calibration_status if current else "not loaded"
 
     # -- loading -----------------------------------------------------------------------
     def load(self) -> None:
         """Load model and catalogue (blocking). Raises what loading raises."""
-        from model import DEFAULT_CHECKPOINT
-
-        s = self.settings
         start = time.perf_counter()
-        embedder = Embedder.from_checkpoint(s.checkpoint, s.device)
-        catalog = open_catalog(
-            s.catalog_target,
-            dim=embedder.embed_dim,
-            index=s.index_kind,
-            device=s.device,
-            qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
+        serving = self.build_serving(None, None)
+        self.serving.install(serving)
+        self.audio.follow(serving.catalog.roots)  # the folders indexed may be played
+        self.follower = GenerationFollower(
+            self.serving, self._build_and_follow, self.settings.catalog_poll_s
         )
-        self._embedder, self._catalog = embedder, catalog
-        self.audio.follow(catalog.roots)  # the folders the indexer indexed may be played
-        self.calibration, self.calibration_status = load_calibration(
-            s.checkpoint or DEFAULT_CHECKPOINT, embedder.checkpoint_id
-        )
-        if self.calibration is None:
-            log.warning("calibration: %s", self.calibration_status)
-        self._inference = UploadEmbedder(embedder, s, self.telemetry.observe_embedding)
-        self._checkpoints = CheckpointCheck(catalog, embedder.checkpoint_id, self.catalog_call)
-        self._checkpoints.read()
-        if self._checkpoints.foreign:
-            log.warning("%s", self._checkpoints.message())
         log.info(
             "loaded checkpoint %s on %s (decoding in %s) and catalogue %s in %.1f s",
-            embedder.checkpoint_id,
-            embedder.device,
-            self._inference.describe(),
-            s.catalog_target,
+            serving.embedder.checkpoint_id,
+            serving.embedder.device,
+            serving.inference.describe(),
+            self.settings.catalog_target,
             time.perf_counter() - start,
         )
         self.state = "ready"
+
+    def build_serving(self, generation: str | None, current: Serving | None) -> Serving:
+        """Open a catalogue generation (None: the live one) and the model it was built with
+        (blocking). The checkpoint is SINGER_CHECKPOINT's unless a migration recorded
+        another in the generation; `current`'s model is shared when it is the same."""
+        from model import DEFAULT_CHECKPOINT
+
+        s = self.settings
+
+        def open_it(name: str | None, dim: int | None) -> CatalogBackend:
+            if current is not None:
+                return current.catalog.open_generation(name or "", dim=dim)
+            return open_catalog(
+                s.catalog_target,
+                dim=dim,
+                index=s.index_kind,
+                device=s.device,
+                qdrant_api_key=s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None,
+            )
+
+        catalog = open_it(generation, None)
+        try:
+            info = catalog.generation()
+            checkpoint = _built_with(info) or s.checkpoint or DEFAULT_CHECKPOINT
+            if current is not None and current.embedder.checkpoint_id == info.checkpoint_id:
+                embedder, inference, owns = current.embedder, current.inference, False
+            else:
+                embedder = Embedder.from_checkpoint(checkpoint, s.device)
+                inference, owns = None, True
+            if catalog.dim != embedder.embed_dim:  # an empty catalogue takes the model's
+                catalog.close()
+                catalog = open_it(info.name, embedder.embed_dim)
+        except BaseException:
+            catalog.close()
+            raise
+        calibration, status = load_calibration(Path(checkpoint), embedder.checkpoint_id)
+        if calibration is None:
+            log.warning("calibration: %s", status)
+        if inference is None:
+            inference = UploadEmbedder(embedder, s, self.telemetry.observe_embedding)
+        checkpoints = CheckpointCheck(catalog, embedder.checkpoint_id, self.catalog_call)
+        checkpoints.read()
+        if checkpoints.foreign:
+            log.warning("%s", checkpoints.message())
+        return Serving(
+            embedder, catalog, inference, checkpoints, calibration, status, info.name, owns
+        )
+
+    def _build_and_follow(self, generation: str, current: Serving) -> Serving:
+        serving = self.build_serving(generation, current)
+        self.audio.follow(serving.catalog.roots)
+        return serving
+
+    async def follow_migrations(self) -> None:
+        """Once loaded, follow the catalogue's live generation until cancelled."""
+        while self.state == "loading":
+            await asyncio.sleep(0.2)
+        if self.follower is not None:
+            await self.follower.run()
 
     async def load_in_background(self, on_failure: Callable[[BaseException], None] | None) -> None:
         try:
@@ -133,10 +189,7 @@ class Runtime:
                 on_failure(err)
 
     def close(self) -> None:
-        if self._inference is not None:
-            self._inference.close()
-        if self._catalog is not None:
-            self._catalog.close()
+        self.serving.close()
 
     # -- readiness ---------------------------------------------------------------------
     def require_ready(self) -> None:
@@ -192,18 +245,27 @@ class Runtime:
         return [({}, float(self.state == "ready"))]
 
     def _running(self) -> Iterable[tuple[dict[str, str], float]]:
-        return [({}, float(self._inference.pool.running if self._inference else 0))]
+        now = self.serving.now
+        return [({}, float(now.inference.pool.running if now else 0))]
 
     def _queue(self) -> Iterable[tuple[dict[str, str], float]]:
-        return [({}, float(self._inference.pool.waiting if self._inference else 0))]
+        now = self.serving.now
+        return [({}, float(now.inference.pool.waiting if now else 0))]
 
     def _tracks(self) -> Iterable[tuple[dict[str, str], float]]:
-        stats = self._catalog.stats() if self._catalog is not None else {}
+        now = self.serving.now
+        stats = now.catalog.stats() if now is not None else {}
         return [({"domain": d}, float(n)) for d, n in sorted(stats.get("n_tracks", {}).items())]
 
     def _singers(self) -> Iterable[tuple[dict[str, str], float]]:
-        stats = self._catalog.stats() if self._catalog is not None else {}
+        now = self.serving.now
+        stats = now.catalog.stats() if now is not None else {}
         return [({}, float(stats["n_singers"]))] if "n_singers" in stats else []
+
+
+def _built_with(info: GenerationInfo) -> Path | None:
+    """The checkpoint file a migration built this generation with, when it is recorded."""
+    return Path(info.checkpoint_file) if info.checkpoint_id and info.checkpoint_file else None
 
 
 def _loaded(value: T | None, what: str) -> T:
@@ -216,11 +278,13 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def ready_runtime(request: Request) -> Runtime:
-    """The runtime, or 503 while the model and catalogue are not loaded."""
+async def ready_runtime(request: Request) -> AsyncIterator[Runtime]:
+    """The runtime, or 503 while the model and catalogue are not loaded. The request is
+    pinned to the model and catalogue installed now, until it ends."""
     runtime = get_runtime(request)
     runtime.require_ready()
-    return runtime
+    with runtime.serving.pinned():
+        yield runtime
 
 
 # Dependency aliases the routes declare (as full-stack-fastapi-template's `SessionDep`).

@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     )
     audio_roots: Annotated[list[Path], NoDecode] = Field(
         [],
-        description="directories whose catalogued files GET /tracks/{id}/audio may serve "
-        f"('{os.pathsep}'-separated; symlinks leading out of them are refused)",
+        description="directories whose catalogued files GET /tracks/{id}/audio may serve, "
+        f"besides the folders the indexer indexed ('{os.pathsep}'-separated; a file's "
+        "recorded link counts, so a library of symlinks plays)",
     )
     store_uploads: bool = Field(
         True,
@@ -170,6 +171,13 @@ class Settings(BaseSettings):
         ge=0,
         description="upload slots kept for bodies that arrive fast (64 KiB within the grace "
         "period), so slow uploads cannot take every slot",
+    )
+    catalog_poll_s: float = Field(
+        2.0,
+        gt=0,
+        description="how often the service checks whether a migration (python -m indexer "
+        "migrate) made another catalogue generation live, seconds; it then loads that "
+        "generation's checkpoint and swaps model and catalogue without a restart",
     )
 
     @model_validator(mode="before")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from catalog import Track
 from catalog.hashing import content_hash
 from model.domains import DOMAINS
 from model.embedding import TrackEmbedding
+from service.catalog_swap import retry_after_swap
 from service.errors import ApiError
 
 if TYPE_CHECKING:
@@ -61,7 +63,33 @@ async def add_track(
 ) -> TrackAddition:
     """Embed an upload and file it under `singer` (idempotent for the same content, domain and
     singer). Raises ApiError 409 (`duplicate_track`, `checkpoint_mismatch`) and what
-    embedding raises."""
+    embedding raises. During a migration's switch it is run again with the new model and
+    catalogue (service/catalog_swap.py)."""
+
+    def attempt() -> Awaitable[TrackAddition]:
+        return _add_track(
+            runtime,
+            data,
+            singer=singer,
+            domain=domain,
+            title=title,
+            external_id=external_id,
+            filename=filename,
+        )
+
+    return await retry_after_swap(runtime.serving, runtime.follower, attempt)
+
+
+async def _add_track(
+    runtime: Runtime,
+    data: bytes,
+    *,
+    singer: str,
+    domain: str,
+    title: str | None,
+    external_id: str | None,
+    filename: str | None,
+) -> TrackAddition:
     await runtime.checkpoints.require_consistent()
     digest = content_hash(data)
     ckpt = runtime.embedder.checkpoint_id
@@ -108,7 +136,14 @@ class TrackRemoval:
 
 async def delete_track(runtime: Runtime, track_id: int) -> TrackRemoval:
     """Remove a track (its singer's models are updated; the singer goes with its last track)
-    and, with the last track of its content, the stored upload. Raises TrackNotFoundError."""
+    and, with the last track of its content, the stored upload. Raises TrackNotFoundError.
+    During a migration's switch it is run again on the new catalogue."""
+    return await retry_after_swap(
+        runtime.serving, runtime.follower, lambda: _delete_track(runtime, track_id)
+    )
+
+
+async def _delete_track(runtime: Runtime, track_id: int) -> TrackRemoval:
     catalog = runtime.catalog
     track = await runtime.catalog_call(catalog.remove_track, track_id)
     await runtime.checkpoints.track_removed(track)

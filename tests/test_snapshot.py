@@ -111,7 +111,9 @@ def test_snapshot_cli(tmp_path, capsys):
     rng = np.random.default_rng(6)
     with Catalog.open(tmp_path / "index", dim=DIM) as c:
         c.add_tracks([item(rng, i, "s") for i in range(3)])
-    assert main(["snapshot", "--index", str(tmp_path / "index"), str(tmp_path / "out")]) == 0
+    assert (
+        main(["snapshot", "--index", str(tmp_path / "index"), "--out", str(tmp_path / "out")]) == 0
+    )
     with Catalog.open(tmp_path / "out", dim=None) as snap:
         assert len(snap) == 3
-    assert main(["snapshot", "--catalog", "qdrant+memory://x", str(tmp_path / "o2")]) == 2
+    assert main(["snapshot", "--catalog", "qdrant+memory://x", "-o", str(tmp_path / "o2")]) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -427,3 +428,69 @@ def test_api_docs_render_without_internet(browser, service):
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
     paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
     assert {"/identify", "/search", "/tracks/{track_id}/audio"} <= paths
+
+
+@pytest.fixture(scope="module")
+def symlinked_service(tmp_path_factory, random_checkpoint):
+    """The README's first steps over a library of symlinks, as many people keep one: files
+    linked one by one, and a singer's whole folder linked, to two other disks. Indexed with
+    `python -m indexer --index DIR LIBRARY`, served as `make run` serves (local writes, no
+    SINGER_AUDIO_ROOTS)."""
+    root = tmp_path_factory.mktemp("symlinked")
+    library = root / "library"
+    for v in range(len(VOICES)):
+        disk = root / f"disk{v % 2}" / f"v{v}"
+        takes = [make_clip(disk, v, "mixed", seed) for seed in (0, 1)]
+        if v == len(VOICES) - 1:  # the whole singer folder is a link
+            library.mkdir(exist_ok=True)
+            (library / singer_name(v)).symlink_to(disk, target_is_directory=True)
+            continue
+        for take in takes:
+            link = library / singer_name(v) / take.path.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(take.path)
+    cwd = root / "run"
+    cwd.mkdir()
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    index = [sys.executable, "-m", "indexer", "--index", str(cwd / "data" / "index")]
+    index += ["--checkpoint", str(random_checkpoint), str(library)]
+    subprocess.run(index, cwd=cwd, env=env, check=True, capture_output=True)
+    port = free_port()
+    env |= {
+        "SINGER_PORT": str(port),
+        "SINGER_CHECKPOINT": str(random_checkpoint),
+        "SINGER_DEVICE": "cpu",
+        "SINGER_ALLOW_UNAUTHENTICATED_WRITES": "true",  # what `make run` sets
+        "SINGER_LOG_LEVEL": "warning",
+    }
+    env.pop("SINGER_AUDIO_ROOTS", None)
+    proc = ServiceProcess([sys.executable, "-m", "service"], env, port, cwd).start()
+    try:
+        yield proc, root
+    finally:
+        proc.kill()
+
+
+def test_every_similar_track_of_a_symlinked_library_plays(browser, symlinked_service):
+    service, root = symlinked_service
+    browser.set_window_size(*DESKTOP)
+    browser.get(service.url + "/")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#singers-table tbody tr"))
+    query(browser, make_clip(root / "query", QUERY_VOICE, "mixed", 5).path, domain="mixed")
+    assert ranked_singers(browser)[0] == singer_name(QUERY_VOICE)
+    items = browser.find_elements(By.CSS_SELECTOR, "#track-list li[data-track-id]")
+    assert len(items) == 2 * len(VOICES)  # every track of the library is similar to some degree
+    assert not browser.find_elements(By.CSS_SELECTOR, "#track-list .unplayable")
+    player = browser.find_element(By.ID, "player")
+    for item in items:
+        click(browser, item.find_element(By.CSS_SELECTOR, "button.play"))
+        wait(browser).until(
+            lambda d, item=item: d.execute_script(
+                "return arguments[0].src.endsWith(`/tracks/${arguments[1]}/audio`) "
+                "&& arguments[0].currentTime > 0",
+                player,
+                item.get_attribute("data-track-id"),
+            )
+        )
+        assert browser.execute_script("return arguments[0].error", player) is None

@@ -339,6 +339,12 @@ function renderSegments(who) {
 }
 
 // -- tracks and playing --------------------------------------------------------------------
+// Why a track cannot be played (the track's `audio_unavailable`, service/audio_files.py).
+const UNPLAYABLE = {
+  gone: "the file is no longer where it was indexed",
+  outside_roots: "the file lies outside the indexed folders (and SINGER_AUDIO_ROOTS)",
+  not_stored: "the uploaded audio was not kept",
+};
 function trackItem(t, withScore, onDelete) {
   const label = t.title || `track ${t.id}`;
   const kind = t.domain === "mono" ? "vocal take" : "song";
@@ -347,7 +353,8 @@ function trackItem(t, withScore, onDelete) {
     el("span", { class: "meta" }, `${t.singer} · ${kind} · ${t.duration_s.toFixed(1)} s`),
     withScore ? el("span", { class: "meta" }, `score ${t.score.toFixed(3)}`) : null);
   if (t.playable === false) {
-    item.append(el("span", { class: "unplayable" }, "audio not available"));
+    item.append(el("span", { class: "unplayable" },
+      `audio not available${UNPLAYABLE[t.audio_unavailable] ? `: ${UNPLAYABLE[t.audio_unavailable]}` : ""}`));
   } else {
     item.append(el("button", { type: "button", class: "play", ariaLabel: `Play ${label} by ${t.singer}`,
       onclick: () => play(t, label) }, "▶ Play"));
