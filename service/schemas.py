@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any, Literal, cast
 
@@ -18,12 +19,16 @@ QueryDomain = Literal["mono", "mixed", "auto"]
 MAX_TOP_K = 100
 
 
-def shown_path(path: str | None, expose_paths: bool = False) -> str | None:
-    """A track's file as answers show it: its name, never where it lies on the server
-    (issue 39); the full path only when the operator allows it (SINGER_EXPOSE_PATHS)."""
+def shown_path(
+    path: str | None, expose_paths: bool = False, display: Callable[[str], str] | None = None
+) -> str | None:
+    """A track's file as answers show it, never where it lies on the server (issue 39): its
+    path relative to the indexed folder holding it (`display`, e.g.
+    `AudioFiles.display_path`), else its name; the full path only when the operator allows
+    it (SINGER_EXPOSE_PATHS)."""
     if path is None or expose_paths:
         return path
-    return PurePath(path).name
+    return display(path) if display is not None else PurePath(path).name
 
 
 class TrackOut(BaseModel):
@@ -32,8 +37,8 @@ class TrackOut(BaseModel):
     singer_id: int
     domain: Domain
     path: str | None = Field(
-        description="the indexed file's name (its full server path only with "
-        "SINGER_EXPOSE_PATHS=true); null for an upload"
+        description="the indexed file: its path relative to the folder indexed (or its "
+        "name), the full server path only with SINGER_EXPOSE_PATHS=true; null for an upload"
     )
     title: str | None
     external_id: str | None
@@ -48,10 +53,15 @@ class TrackOut(BaseModel):
 
     @classmethod
     def of(
-        cls, track: Track, playable: bool | None = None, *, expose_paths: bool = False
+        cls,
+        track: Track,
+        playable: bool | None = None,
+        *,
+        expose_paths: bool = False,
+        display: Callable[[str], str] | None = None,
     ) -> TrackOut:
         fields = dataclasses.asdict(track)
-        fields["path"] = shown_path(track.path, expose_paths)
+        fields["path"] = shown_path(track.path, expose_paths, display)
         return cls(**fields, playable=playable)
 
 
@@ -66,10 +76,15 @@ class TrackHitOut(TrackOut):
 
     @classmethod
     def of_hit(
-        cls, hit: TrackHit, playable: bool | None = None, *, expose_paths: bool = False
+        cls,
+        hit: TrackHit,
+        playable: bool | None = None,
+        *,
+        expose_paths: bool = False,
+        display: Callable[[str], str] | None = None,
     ) -> TrackHitOut:
         fields = dataclasses.asdict(hit.track)
-        fields["path"] = shown_path(hit.track.path, expose_paths)
+        fields["path"] = shown_path(hit.track.path, expose_paths, display)
         return cls(**fields, score=hit.score, playable=playable)
 
 
@@ -205,12 +220,30 @@ class IdentifyResponse(QueryInfo):
         description="domain of the singer models ranked (None: the catalogue is empty)"
     )
     singers: list[SingerHitOut]
-    verdict: Literal["known", "unknown"] | None = Field(
+    verdict: Literal["known", "likely", "unknown"] | None = Field(
         None,
         description="'known': the best singer's score clears the threshold set for the target "
-        "false-alarm rate; 'unknown': the singer is probably not in the catalogue; null: no "
-        "calibration for this checkpoint (see `calibrated`) or an empty catalogue",
+        "false-alarm rate; 'likely': it clears the looser one (SINGER_LIKELY_FALSE_ALARM); "
+        "'unknown': the singer is probably not in the catalogue, or the query holds too little "
+        "singing to tell (see firm_answer_s); null: no calibration for this checkpoint (see "
+        "`calibrated`) or an empty catalogue",
         examples=["known"],
+    )
+    likely_threshold: float | None = Field(
+        None, description="score the best singer had to exceed for a 'likely' verdict"
+    )
+    likely_false_alarm: float | None = Field(
+        None, description="looser operating point (SINGER_LIKELY_FALSE_ALARM)", examples=[0.1]
+    )
+    singing_s: float = Field(
+        description="singing the answer rests on: embedded voiced segments x 3 s", examples=[24.0]
+    )
+    firm_answer_s: float | None = Field(
+        None,
+        description="about how much singing a firm answer needs: the length at which half of "
+        "the calibration's queries by catalogue singers were answered 'known' (null: not "
+        "calibrated, or never for this pair of domains)",
+        examples=[18.0],
     )
     calibrated: bool = Field(
         False, description="whether a calibration for the loaded checkpoint is in use"

@@ -46,6 +46,7 @@ def indexed(tmp_path_factory, random_checkpoint) -> tuple[Path, Path]:
     embedder = Embedder.from_checkpoint(random_checkpoint, "cpu")
     with Catalog.open(index, dim=embedder.embed_dim) as catalog:
         report = index_source(catalog, embedder, music, domain="mixed")
+        catalog.add_roots([str(music)])  # as `python -m indexer` records the folder it indexed
     assert report.n_added == 2
     return music, index
 
@@ -96,14 +97,14 @@ def walk(client, schema: dict, track_id: int, clip: Path) -> dict[tuple[str, str
 
 
 def test_no_route_answers_with_a_server_path(indexed, random_checkpoint, tmp_path):
-    music, _ = indexed
     clip = make_clip(tmp_path, 2, "mono", 5).path
-    settings = {"audio_roots": [music]}  # so that GET /tracks/{id}/audio serves the file
-    with serve(indexed, random_checkpoint, **settings) as server, server.client() as client:
+    with serve(indexed, random_checkpoint) as server, server.client() as client:
         schema = client.get("/openapi.json").json()
         tracks = client.get("/tracks").json()["tracks"]
         assert len(tracks) == 2
-        assert {t["path"] for t in tracks} == {"singer-0-mixed-0.wav", "singer-1-mixed-1.wav"}
+        # Relative to the indexed folder (the catalogue records it), never absolute.
+        shown = {"singer-0/singer-0-mixed-0.wav", "singer-1/singer-1-mixed-1.wav"}
+        assert {t["path"] for t in tracks} == shown
         hits = upload(client, "/search", clip, target="mixed").json()["tracks"]
         assert {h["path"] for h in hits} == {t["path"] for t in tracks}
         texts = walk(client, schema, tracks[0]["id"], clip)

@@ -74,7 +74,12 @@ async def search(
         searched=found.searched,
         note=found.note,
         tracks=[
-            TrackHitOut.of_hit(h, runtime.audio.playable(h.track), expose_paths=expose)
+            TrackHitOut.of_hit(
+                h,
+                runtime.audio.playable(h.track),
+                expose_paths=expose,
+                display=runtime.audio.display_path,
+            )
             for h in found.tracks
         ],
         next_cursor=None if found.next_offset is None else encode_cursor(found.next_offset),

@@ -53,7 +53,12 @@ def track_out(runtime: Runtime, track: Track, playable: bool | None = None) -> T
     settings allow."""
     if playable is None:
         playable = runtime.audio.playable(track)
-    return TrackOut.of(track, playable, expose_paths=runtime.settings.expose_paths)
+    return TrackOut.of(
+        track,
+        playable,
+        expose_paths=runtime.settings.expose_paths,
+        display=runtime.audio.display_path,
+    )
 
 
 def _stem(filename: str | None) -> str | None:
