@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
+from catalog.errors import CatalogUnavailableError
 from model.audio import SUPPORTED_FORMATS
 from model.errors import (
     AudioError,
@@ -187,6 +188,14 @@ def install_error_handlers(app: FastAPI) -> None:
         # Same content added concurrently by another process (the service itself serialises
         # its own uploads of one content).
         return error_response(409, "duplicate_track", str(err), track_id=err.track_id)
+
+    @app.exception_handler(CatalogUnavailableError)
+    async def _catalog_unavailable(request: Request, err: CatalogUnavailableError) -> JSONResponse:
+        # The catalogue's database is down or unreachable; the next call reconnects. Where it
+        # lives is the host's business: the log has it, the answer does not.
+        log.warning("catalogue unavailable: %s", err)
+        detail = "the catalogue's database cannot be reached now; retry shortly"
+        return error_response(503, "catalog_unavailable", detail, headers={"Retry-After": "2"})
 
     @app.exception_handler(CatalogError)
     async def _catalog_error(request: Request, err: CatalogError) -> JSONResponse:

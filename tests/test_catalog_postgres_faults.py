@@ -61,3 +61,41 @@ def test_kill_9_during_concurrent_writes_loses_no_acknowledged_write(server):
     for r in results:
         assert r.lost == [] and r.resurrected == [] and r.torn == [], r
         assert r.model_error < 1e-5, r
+
+
+@pytest.mark.e2e
+def test_the_service_answers_503_while_the_database_is_away_then_recovers(
+    server, tmp_path, random_checkpoint, monkeypatch
+):
+    """A real uvicorn on a PostgreSQL catalogue: kill -9 the server, and /identify, /tracks and
+    /readyz answer 503 `catalog_unavailable` (with Retry-After, no address of the database);
+    restart it, and the same process answers again."""
+    from service.settings import Settings
+    from tests.support.live import API_KEY, LiveServer, add_clip, make_clip, upload
+
+    monkeypatch.setattr(pg_catalog, "POOL_TIMEOUT_S", 1.0)
+    settings = Settings(
+        catalog=f"{server.dsn()}?schema=service",
+        checkpoint=random_checkpoint,
+        device="cpu",
+        api_key=API_KEY,
+        _env_file=None,
+    )
+    clips = [make_clip(tmp_path, v, "mono", 0) for v in range(2)]
+    with LiveServer(settings) as srv, srv.client() as client:
+        added = [add_clip(client, c) for c in clips]
+        assert upload(client, "/identify", clips[1].path).status_code == 200
+        server.kill()
+        for answer in (
+            upload(client, "/identify", clips[1].path),
+            client.get(f"/tracks/{added[0]['id']}"),
+            client.get("/readyz"),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["code"] == "catalog_unavailable"
+            assert "Retry-After" in answer.headers and str(server.port) not in answer.text
+        server.start()
+        r = upload(client, "/identify", clips[1].path)
+        assert r.status_code == 200, r.text
+        assert r.json()["singers"][0]["name"] == clips[1].singer
+        assert client.get("/readyz").status_code == 200

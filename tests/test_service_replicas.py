@@ -1,10 +1,11 @@
 """Two real `python -m service` processes on one catalogue answer /identify the same, right
 after a write through either of them.
 
-Backends: a shared SQLite directory (always), and a Qdrant server collection when
-SINGER_TEST_QDRANT_URL names one (e.g. qdrant://127.0.0.1:6333); no Qdrant server can be
-installed on the build machines (not in Debian or PyPI), so that case skips there.
-Qdrant's local mode cannot stand in: it locks its folder to one process.
+Backends: a shared SQLite directory and a real PostgreSQL + pgvector server (the
+`postgres_server` fixture), always; a Qdrant server collection when SINGER_TEST_QDRANT_URL
+names one (e.g. qdrant://127.0.0.1:6333); no Qdrant server can be installed on the build
+machines (not in Debian or PyPI), so that case skips there. Qdrant's local mode cannot stand
+in: it locks its folder to one process.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 QDRANT_URL = os.environ.get("SINGER_TEST_QDRANT_URL")
 
 
-def catalogue_env(backend: str, tmp_path) -> dict[str, str]:
+def catalogue_env(backend: str, tmp_path, request) -> dict[str, str]:
     if backend == "sqlite":
         return {"SINGER_INDEX_DIR": str(tmp_path / "index")}
+    if backend == "postgres":
+        return {"SINGER_CATALOG": request.getfixturevalue("postgres_dsn")}
     if not QDRANT_URL:
         pytest.skip("no Qdrant server: set SINGER_TEST_QDRANT_URL=qdrant://HOST:6333")
     return {"SINGER_CATALOG": f"{QDRANT_URL.rstrip('/')}/replicas_{uuid.uuid4().hex[:8]}"}
@@ -42,11 +45,13 @@ def ranking(answer: dict) -> list[tuple[str, float]]:
     return [(h["name"], round(h["score"], 5)) for h in answer["singers"]]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "qdrant"])
-def test_two_replicas_agree_after_writes_through_either(backend, tmp_path, random_checkpoint):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "qdrant"])
+def test_two_replicas_agree_after_writes_through_either(
+    backend, tmp_path, random_checkpoint, request
+):
     env = {
         **os.environ,
-        **catalogue_env(backend, tmp_path),
+        **catalogue_env(backend, tmp_path, request),
         "SINGER_CHECKPOINT": str(random_checkpoint),
         "SINGER_DEVICE": "cpu",
         "SINGER_API_KEY": API_KEY,
