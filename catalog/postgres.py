@@ -19,8 +19,8 @@ stored vectors. Deadlocks and serialisation failures roll back and are retried.
 Search. Cosine distance `<=>` on the HNSW graph of each domain (both: one query over the
 two, merged), `hnsw.ef_search` = max(ef_search, k) and iterative scans (`strict_order`), so
 tracks deleted but not yet vacuumed never leave a search with fewer than k hits. Small
-catalogues (up to EXACT_MAX_TRACKS, by the planner's row estimate) and searches of one
-singer's tracks are exact scans; singer models are always searched exactly, as in FAISS.
+catalogues (postgres_reads.EXACT_MAX_TRACKS, by the planner's row estimate) and searches of
+one singer's tracks are exact scans; singer models are always searched exactly, as in FAISS.
 
 Outages. Connections come from a pool that checks each before use and reconnects in the
 background: when the server goes away, calls raise CatalogUnavailableError (the service's
