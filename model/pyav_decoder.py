@@ -39,6 +39,7 @@ _SCALE = {"u8": 2.0**-7, "s16": 2.0**-15, "s32": 2.0**-31, "s64": 2.0**-63}
 # Containers whose duration FFmpeg estimates from the bit rate (no length field in the
 # header): not a declared length to refuse a file by; decoding still counts every sample.
 _ESTIMATED_LENGTH = frozenset({MP3.name, AAC.name})
+_FRAME_POINTERS = 8  # AV_NUM_DATA_POINTERS: plane pointers an AVFrame holds itself
 
 
 def _options(container: Container) -> dict[str, str]:
@@ -69,22 +70,36 @@ def decode_av(
         reason = unsupported_message(f"unreadable {container.name}")
         raise UnsupportedFormatError(reason, name) from err
     with opened:
-        stream = next(iter(opened.streams.audio), None)
-        if stream is None or stream.codec_context is None:
-            what = "no audio stream" if stream is None else "an audio codec not supported"
-            raise UnsupportedFormatError(unsupported_message(f"{container.name}, {what}"), name)
-        ctx = stream.codec_context
-        rate = int(ctx.sample_rate or 0)
-        check_stream_params(rate, int(ctx.channels or 0), name)
-        declared = None if container.name in _ESTIMATED_LENGTH else _declared_s(opened, stream)
-        check_declared(declared, max_seconds, name)
-        out = Collector(rate, sr, max_seconds, name, declared)
-        skipped = [0]
-        for block in _mono_blocks(opened, stream, rate, name, skipped):
-            out.add(block)
-        if out.n == 0 and skipped[0]:
-            raise UnsupportedFormatError(unsupported_message(f"undecodable {container.name}"), name)
-        return out.result(), sr or rate
+        try:
+            return _decode_stream(opened, container, sr, max_seconds, name)
+        except _AV_ERRORS as err:  # a frame PyAV cannot convert (an odd layout or format)
+            reason = unsupported_message(f"undecodable {container.name}")
+            raise UnsupportedFormatError(reason, name) from err
+
+
+def _decode_stream(
+    opened: av.container.InputContainer,
+    container: Container,
+    sr: int | None,
+    max_seconds: float | None,
+    name: str | None,
+) -> tuple[np.ndarray, int]:
+    stream = next(iter(opened.streams.audio), None)
+    if stream is None or stream.codec_context is None:
+        what = "no audio stream" if stream is None else "an audio codec not supported"
+        raise UnsupportedFormatError(unsupported_message(f"{container.name}, {what}"), name)
+    ctx = stream.codec_context
+    rate = int(ctx.sample_rate or 0)
+    check_stream_params(rate, int(ctx.channels or 0), name)
+    declared = None if container.name in _ESTIMATED_LENGTH else _declared_s(opened, stream)
+    check_declared(declared, max_seconds, name)
+    out = Collector(rate, sr, max_seconds, name, declared)
+    skipped = [0]
+    for block in _mono_blocks(opened, stream, rate, name, skipped):
+        out.add(block)
+    if out.n == 0 and skipped[0]:
+        raise UnsupportedFormatError(unsupported_message(f"undecodable {container.name}"), name)
+    return out.result(), sr or rate
 
 
 def _declared_s(opened: av.container.InputContainer, stream: av.audio.AudioStream) -> float | None:
@@ -110,7 +125,7 @@ def _mono_blocks(
     pending: list[np.ndarray] = []
     kind: tuple[str, bool, int] | None = None
     count = 0
-    for frame in _frames(opened, stream, skipped):
+    for frame in _planes_safe(_frames(opened, stream, skipped)):
         channels = frame.layout.nb_channels
         if frame.sample_rate != rate:
             raise UnsupportedAudioParamsError(
@@ -126,6 +141,33 @@ def _mono_blocks(
         count += frame.samples
     if pending and kind is not None:
         yield _to_mono(pending, *kind)
+
+
+def _planes_safe(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
+    """`frames`, those that PyAV cannot read safely first repacked into one interleaved
+    float plane by FFmpeg's converter (same rate and channels: the same samples).
+
+    Why: PyAV counts a frame's planes up to the first NULL in FFmpeg's `extended_data`, which
+    has no NULL after the last channel once a planar frame has 8 channels or more (the frame
+    itself holds 8 plane pointers), so `to_ndarray` read past the array: a mutated m4a whose
+    AAC stream switched to 32 channels crashed the process (tests/test_audio_containers.py).
+    """
+    converter, key = None, None
+    for frame in frames:
+        if frame.format.is_planar and frame.layout.nb_channels >= _FRAME_POINTERS:
+            this = (frame.layout.nb_channels, frame.layout.name, frame.sample_rate)
+            if converter is None or this != key:
+                if converter is not None:
+                    yield from converter.resample(None)
+                converter, key = av.AudioResampler("flt", frame.layout, frame.sample_rate), this
+            yield from converter.resample(frame)
+            continue
+        if converter is not None:  # keep the order: the converter's rest first
+            yield from converter.resample(None)
+            converter, key = None, None
+        yield frame
+    if converter is not None:
+        yield from converter.resample(None)
 
 
 def _frames(

@@ -109,6 +109,25 @@ def test_mp3_through_either_decoder_gives_about_the_same_samples():
     np.testing.assert_array_equal(decode(data)[0], ref)
 
 
+@pytest.mark.parametrize(
+    ("channels", "muxer", "codec", "options"),
+    [(8, "mp4", "aac", None), (12, "ogg", "libopus", {"mapping_family": "255"})],
+)
+def test_many_channels_are_all_in_the_mix(channels, muxer, codec, options):
+    """Planar frames of 8 or more channels (7.1 AAC; 12-channel Opus), which PyAV's own
+    plane reading gets wrong: every channel's tone at 1/channels of its level."""
+    t = np.arange(3 * 48000) / 48000
+    freqs = [50.0 + 6 * i for i in range(channels)]  # low: 7.1 AAC band-limits its LFE
+    y = np.stack([0.2 * np.sin(2 * np.pi * f * t) for f in freqs], 1).astype(np.float32)
+    data = encode_as(y, 48000, muxer, codec, 48000, 64_000 * channels, codec_options=options)
+    mono, rate = decode(data)
+    mono = mono[4800:-4800]  # away from codec delay and padding
+    spectrum = 2 * np.abs(np.fft.rfft(mono * np.hanning(len(mono)))) / (len(mono) / 2)
+    bins = np.fft.rfftfreq(len(mono), 1 / rate)
+    levels = [spectrum[np.argmin(np.abs(bins - f))] for f in freqs]
+    np.testing.assert_allclose(levels, 0.2 / channels, rtol=0.25)
+
+
 def _nan_wav() -> bytes:
     y = sing(VOICES[1], 4.0)
     y[30000:30100] = np.nan
@@ -181,6 +200,25 @@ def test_truncated_and_video_only_files():
         video.mux(stream.encode(None))
     with pytest.raises(UnsupportedFormatError, match="no audio stream"):
         load_audio(out.getvalue())
+
+
+@pytest.mark.parametrize("ext", ["m4a", "webm", "opus", "wma", "aac", "mka", "mp3", "flac"])
+def test_mutated_files_decode_or_raise_an_audio_error(ext):
+    """Flipped bytes, cut and spliced files: audio (finite, bounded) or an AudioError, never
+    another exception (which the service would answer with a 500)."""
+    data = encode(two_tones(3.0, 44100), 44100, ext)
+    rng = np.random.default_rng(sum(map(ord, ext)))
+    for _ in range(40):
+        mutant = np.frombuffer(data, np.uint8).copy()
+        at = rng.integers(0, len(mutant), size=rng.integers(1, 40))
+        mutant[at] = rng.integers(0, 256, size=len(at))
+        flipped, cut = mutant.tobytes(), int(rng.integers(len(data) // 4, len(data) + 1))
+        for candidate in (flipped, flipped[:cut], data[:cut] + data):
+            try:
+                y = load_audio(candidate, max_seconds=10.0)
+            except AudioError:
+                continue
+            assert y.dtype == np.float32 and np.isfinite(y).all() and len(y) <= 10 * 22050 + 1
 
 
 def test_sniffing_names_only_whitelisted_containers():

@@ -48,17 +48,21 @@ def encode_as(
     bit_rate: int = 128_000,
     *,
     live: bool = False,
+    codec_options: dict[str, str] | None = None,
 ) -> bytes:
     """`y` (float32 (samples,) or (samples, channels)) at `sr` Hz, encoded by `codec` at
     `rate` Hz (None: `sr`) in FFmpeg's `muxer`: the file's bytes."""
     samples = np.ascontiguousarray(np.atleast_2d(y.T if y.ndim == 2 else y), np.float32)
-    layout = "mono" if samples.shape[0] == 1 else "stereo"
+    layout = {1: "mono", 2: "stereo"}.get(len(samples), f"{len(samples)}c")  # 8c: 7.1
     out = io.BytesIO()
     options = {"live": "1"} if live and muxer in ("webm", "matroska") else {}
     with av.open(out, "w", format=muxer, container_options=options) as container:
         stream = container.add_stream(codec, rate=rate or sr, layout=layout)
         stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+        stream.codec_context.options = codec_options or {}
+        # Interleaved: PyAV misreads planar frames of 8 or more channels (model/pyav_decoder.py).
+        packed = np.ascontiguousarray(samples.T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
         frame.sample_rate = sr
         ctx = stream.codec_context
         resampler = av.AudioResampler(
