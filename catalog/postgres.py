@@ -271,9 +271,8 @@ class PostgresCatalog(PostgresGenerations, PostgresReads, CatalogBackend):
                  "content_hash", "checkpoint_id")  # fmt: skip
 
     def restore_tracks(self, records: Iterable[StoredTrack]) -> list[Track]:
-        """Write tracks as given (id, singer, created_at, vector), in one transaction; an
-        existing track of the same id is overwritten. A singer keeps their id where it is
-        free. Raises DuplicateTrackError for content that another id holds."""
+        """`CatalogBackend.restore_tracks` in one transaction (a singer keeps their id where
+        it is free; the id sequences move past the ids written)."""
         checked = [(r.track, validated_item(stored_item(r), self.dim)) for r in records]
         if not checked:
             return []

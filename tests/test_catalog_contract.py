@@ -171,15 +171,15 @@ def test_two_handles_writing_at_once_converge(catalog, second_handle, rng):
         assert_search_matches_numpy(handle, unit(rng))
 
 
-def test_qdrant_local_folder_persists_and_checks_its_dimension(tmp_path, rng):
-    url = f"qdrant+local://{tmp_path / 'q'}"
-    with open_catalog(url, dim=DIM) as c:
+@pytest.mark.parametrize("backend", ["qdrant-local", "postgres"])
+def test_a_catalogue_reopens_as_it_was_and_checks_its_dimension(target, rng):
+    with open_catalog(target, dim=DIM) as c:
         tracks = fill(c, rng, n=8)
-    with open_catalog(url, dim=None) as c:
+    with open_catalog(target, dim=None) as c:
         assert c.dim == DIM and list(c.iter_tracks()) == tracks
         assert_search_matches_numpy(c, unit(rng))
     with pytest.raises(CatalogError, match="dimension"):
-        open_catalog(url, dim=DIM * 2)
+        open_catalog(target, dim=DIM * 2)
 
 
 def test_an_unreachable_qdrant_server_is_a_catalog_error():

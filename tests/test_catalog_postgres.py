@@ -36,16 +36,6 @@ def sql_of(dsn: str, query: str, params: list | None = None) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
-def test_reopening_keeps_the_catalogue_and_checks_its_dimension(postgres_dsn, rng):
-    with open_catalog(postgres_dsn, dim=DIM) as c:
-        tracks = fill(c, rng, n=8)
-    with open_catalog(postgres_dsn, dim=None) as c:
-        assert c.dim == DIM and list(c.iter_tracks()) == tracks
-        assert_search_matches_numpy(c, unit(rng))
-    with pytest.raises(CatalogError, match="dimension"):
-        open_catalog(postgres_dsn, dim=DIM * 2)
-
-
 def test_an_empty_catalogue_of_another_dimension_is_recreated(postgres_dsn, rng):
     with open_catalog(postgres_dsn, dim=DIM) as c:
         c.remove_tracks([t.id for t in fill(c, rng, n=3)])
