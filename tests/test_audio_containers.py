@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from model.errors import (
 from model.pyav_decoder import decode_av
 from model.sndfile_decoder import SndfileRefused, decode_sndfile
 from tests.support.corpus import pcm16, png_bytes, wav_bytes
-from tests.support.encoded import ENCODINGS, encode, encode_as
+from tests.support.encoded import ENCODINGS, encode, encode_as, video_only_mp4
 from tests.support.live import ServiceProcess, free_port, service_env
 from tests.support.synth import VOICES, sing, write
 
@@ -190,16 +189,8 @@ def test_truncated_and_video_only_files():
     m4a = encode(two_tones(6.0, 44100), 44100, "m4a")  # the index (moov) is written last
     with pytest.raises(UnsupportedFormatError, match=r"\[unreadable mp4\]"):
         load_audio(m4a[: len(m4a) // 2])
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as video:
-        stream = video.add_stream("mpeg4", rate=10)
-        stream.width = stream.height = 64
-        for _ in range(10):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            video.mux(stream.encode(frame))
-        video.mux(stream.encode(None))
     with pytest.raises(UnsupportedFormatError, match="no audio stream"):
-        load_audio(out.getvalue())
+        load_audio(video_only_mp4())
 
 
 @pytest.mark.parametrize("ext", ["m4a", "webm", "opus", "wma", "aac", "mka", "mp3", "flac"])

@@ -81,3 +81,16 @@ def write_encoded(path: Path, y: np.ndarray, sr: int) -> Path:
     """`encode` into `path`, the container chosen by its extension."""
     path.write_bytes(encode(y, sr, path.suffix.lstrip(".")))
     return path
+
+
+def video_only_mp4(frames: int = 20, size: int = 64) -> bytes:
+    """An MP4 holding one MPEG-4 video stream (`frames` black frames at 10 fps), no audio."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = size
+        black = np.zeros((size, size, 3), np.uint8)
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(black, format="rgb24")))
+        container.mux(stream.encode(None))
+    return out.getvalue()
