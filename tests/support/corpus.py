@@ -12,16 +12,13 @@ client claims, and what the service may answer:
 - "voice": DC and a clipped square wave: not singing; the voice detector refuses them (422
   `no_voiced_segment`) on every endpoint, `POST /tracks` included.
 
-Generating needs ffmpeg for the m4a/mp4 entries (they are left out when it is missing, so
-that the callers can require it explicitly).
+The m4a and mp4 entries are encoded with PyAV (tests/support/encoded.py): no ffmpeg program.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import struct
-import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from tests.support.encoded import encode_as, video_only_mp4
 from tests.support.synth import VOICES, sing
 
 SR = 22050
@@ -110,13 +108,6 @@ def _silent_flac(path: Path, seconds: float, rate: int, unknown_length: bool = F
     return path
 
 
-def _ffmpeg(*args: str) -> bool:
-    if shutil.which("ffmpeg") is None:
-        return False
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", *args]
-    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
-
-
 def make_hostile_corpus(directory: Path) -> list[Hostile]:
     """Write the corpus into `directory`; see the module docstring."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -183,10 +174,8 @@ def make_hostile_corpus(directory: Path) -> list[Hostile]:
     add("silence-2h-48k.flac", _silent_flac(directory / "silence-2h-48k.flac", 7200, 48000), "bomb")
     bomb = _silent_flac(directory / "silence-1h-unknown-length.flac", 3600, 8000, True)
     add("silence-1h-unknown-length.flac", bomb, "bomb")
-    long_silence = directory / "silence-40min.m4a"
-    if _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "2400", "-c:a", "aac",
-               "-b:a", "8k", str(long_silence)):  # fmt: skip
-        add(long_silence.name, long_silence, "bomb")
+    silence = np.zeros(2400 * 8000, np.float32)  # 40 min at 8 kHz, AAC at 8 kbit/s
+    add("silence-40min.m4a", encode_as(silence, 8000, "mp4", "aac", bit_rate=8000), "bomb")
 
     # -- channels, sample formats, rates ---------------------------------------------------------
     add("channels-8.wav", written("channels-8.wav", np.tile(song[:, None], (1, 8)) * 0.5), "edge")
@@ -221,16 +210,12 @@ def make_hostile_corpus(directory: Path) -> list[Hostile]:
     ten_min = np.tile(voice(20.0, seed=3), 30)  # 600 s: the query limit, admitted
     add("10min.flac", written("10min.flac", ten_min, subtype="PCM_16"), "edge")
 
-    # -- containers through ffmpeg ------------------------------------------------------------
-    src = written("src.wav", song, subtype="PCM_16")
-    m4a = directory / "voice.m4a"
-    if _ffmpeg("-i", str(src), "-c:a", "aac", str(m4a)):
-        add(m4a.name, m4a, "edge")
-        add("voice-truncated.m4a", m4a.read_bytes()[: m4a.stat().st_size // 2], "edge")
-        add("m4a-named.wav", m4a.read_bytes(), "edge")
-    mp4 = directory / "video-only.mp4"
-    if _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:d=2", "-c:v", "mpeg4", str(mp4)):
-        add(mp4.name, mp4, "bad")
+    # -- containers PyAV encodes (the index, moov, last: a truncated m4a has none) ----------
+    m4a = encode_as(song, SR, "mp4", "aac")
+    add("voice.m4a", m4a, "edge")
+    add("voice-truncated.m4a", m4a[: len(m4a) // 2], "edge")
+    add("m4a-named.wav", m4a, "edge")
+    add("video-only.mp4", video_only_mp4(), "bad")
 
     # -- hostile file names (the bytes are a good recording) ------------------------------------
     for i, name in enumerate(
