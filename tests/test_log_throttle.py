@@ -40,7 +40,21 @@ def test_a_flood_of_one_warning_is_bounded_and_counted(monkeypatch):
     assert len(stream.getvalue()) < 10_000  # 100,000 tracebacks would be megabytes
     clock[0] += 61  # the next window: one line says how many were dropped
     log.warning("malformed body from %s", "late")
-    assert "99995 like this one dropped in the previous 60 s" in stream.getvalue().splitlines()[-1]
+    last = stream.getvalue().splitlines()[-1]
+    assert "99995 like this one dropped in the previous window" in last
+
+
+def test_messages_formatted_before_logging_are_bounded_per_logger():
+    """python-multipart formats the byte position into its message: each position would be
+    a kind of its own. A logger's records of a level are bounded whatever their kinds."""
+    stream = io.StringIO()
+    log = logger_with(stream, LogThrottle(burst=20, window_s=60, logger_burst=100), "parser")
+    for i in range(50_000):
+        log.warning(f"Found invalid character 32 in header at {i}")
+    other = logging.getLogger("another")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 100 and "further messages of this logger" in lines[-1]
+    assert other is not log
 
 
 def test_a_record_seen_by_two_handlers_is_counted_once():

@@ -54,7 +54,7 @@ class Siege:
     port: int
     n: int
     closed_after: dict = field(default_factory=dict)  # socket -> seconds it stayed open
-    polls: list = field(default_factory=list)  # (status or exception name, seconds)
+    polls: list = field(default_factory=list)  # (status or exception name, seconds, at)
 
     def run(self, limit_s: float) -> None:
         socks = []
@@ -94,13 +94,14 @@ class Siege:
                 s.close()
 
     def _poll(self, stop: threading.Event) -> None:
+        first = time.monotonic()
         while not stop.is_set():
             started = time.monotonic()
             try:
-                outcome: object = httpx.get(f"{self.url}/healthz", timeout=5).status_code
+                outcome: object = httpx.get(f"{self.url}/healthz", timeout=10).status_code
             except httpx.HTTPError as err:
                 outcome = type(err).__name__
-            self.polls.append((outcome, time.monotonic() - started))
+            self.polls.append((outcome, time.monotonic() - started, started - first))
             time.sleep(0.2)
 
 
@@ -135,8 +136,9 @@ def test_connections_past_the_open_file_limit_do_not_flood_the_log(tmp_path, ran
     """600 connections against a limit of 256 descriptors: accept() fails (CPython logged a
     traceback for each failed attempt, up to 2,048 per wake-up); the server sheds idle
     connections, logs a bounded number of lines, closes every connection within 30 s and
-    keeps answering /healthz (asyncio re-polls its listening socket 1 s after an accept()
-    failure, so an answer may take a little over a second while the limit is hit)."""
+    answers every /healthz. While the flood is being accepted a /healthz connection waits
+    in the kernel's queue behind the flood's (asyncio re-polls its listening socket 1 s
+    after an accept() failure), so only the polls after the first 5 s must take < 1 s."""
     service = limited_service(tmp_path, random_checkpoint)
     try:
         before = log_size(service)
@@ -149,7 +151,35 @@ def test_connections_past_the_open_file_limit_do_not_flood_the_log(tmp_path, ran
         service.kill()
     assert len(siege.closed_after) == 600
     assert max(siege.closed_after.values()) < CLOSED_WITHIN_S
-    assert all(p[0] == 200 and p[1] < 3.0 for p in siege.polls), siege.polls
+    assert all(p[0] == 200 for p in siege.polls), siege.polls
+    assert all(p[1] < 1.0 for p in siege.polls if p[2] > 5.0), siege.polls
     assert after.status_code == 200
     assert grown < LOG_BOUND, grown
     assert log.count("Traceback") <= 1, log[-3000:]
+
+
+def test_a_flood_of_malformed_requests_writes_a_bounded_log(tmp_path, random_checkpoint):
+    """Each malformed multipart body wrote a WARNING from the parser and each broken request
+    line one from uvicorn (issue 39, finding 10): 1,000 of them, the parser's error position
+    varied (each message a kind of its own), now write at most LOGGER_BURST lines per logger
+    and level (service/log_throttle.py)."""
+    from service.log_throttle import LOGGER_BURST
+
+    service = limited_service(tmp_path, random_checkpoint)
+    try:
+        before = log_size(service)
+        headers = {"content-type": "multipart/form-data; boundary=XYZ"}
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            for i in range(800):
+                body = b"--XYZ\r\n" + b"h" * (i % 200) + b" bad header\r\n\r\nab\r\n--XYZ--\r\n"
+                assert client.post("/identify", content=body, headers=headers).status_code == 400
+        for _ in range(200):
+            with socket.create_connection(("127.0.0.1", int(service.url.rsplit(":", 1)[1]))) as s:
+                s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert s.recv(100).startswith(b"HTTP/1.1 400")
+        log = service.output()[before:]
+    finally:
+        service.kill()
+    warnings = [ln for ln in log.splitlines() if "WARNING" in ln]
+    assert len(warnings) <= 3 * LOGGER_BURST, warnings[-5:]
+    assert any("dropped for" in ln for ln in warnings)
