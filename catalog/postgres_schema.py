@@ -10,6 +10,7 @@ A catalogue migrated by newer software (a higher version) is refused, never rewr
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -84,11 +85,12 @@ LIVE_TABLE = "live_generation"
 
 
 def generation_schema(base: str, generation: str) -> str:
-    """The schema of generation `generation` ("" is the catalogue's own, `base`)."""
+    """The schema of generation `generation` ("" is the catalogue's own, `base`): BASE__GEN, or
+    where that passes PostgreSQL's 63 bytes, BASE (cut) __ a hash of both."""
     schema = f"{base}__{generation}" if generation else base
-    if len(schema.encode()) > 63:
-        raise CatalogError(f"schema {schema!r} is longer than PostgreSQL's 63 bytes")
-    return schema
+    if len(schema.encode()) <= 63:
+        return schema
+    return f"{base[:40]}__{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
 
 def read_live(conn: psycopg.Connection | psycopg.Cursor, base: str) -> str:

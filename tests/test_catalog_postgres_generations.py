@@ -90,3 +90,48 @@ def test_a_schema_1_catalogue_is_upgraded_on_open(postgres_dsn, rng):
     with psycopg.connect(base) as conn:
         versions = conn.execute(f"SELECT version FROM {schema}.schema_version ORDER BY 1")
         assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_a_long_generation_name_gets_a_schema_within_postgres_limit(postgres_dsn, rng):
+    name = "g" * 100
+    with open_catalog(postgres_dsn, dim=DIM) as live, live.open_generation(name, dim=DIM) as gen:
+        assert len(gen.schema) <= 63 and gen.generation().name == name
+        gen.add_track(**item(rng, 1, "a"))
+        assert live.switch_to(gen, lambda: True)
+    with open_catalog(postgres_dsn, dim=None) as now:
+        assert now.generation().name == name and len(now) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_indexer_migrate_re_embeds_a_postgres_catalogue(postgres_dsn, tmp_path, random_checkpoint):
+    """`python -m indexer migrate --catalog postgresql://...` as on SQLite: same ids and
+    metadata, vectors of checkpoint B, the new generation live, the old one retired."""
+    from indexer.__main__ import main
+    from model.checkpoint import checkpoint_id, make_random_checkpoint
+    from model.embedding import Embedder
+    from tests.support.synth import VOICES, backing, sing, write
+
+    for i in range(4):
+        y = 0.7 * sing(VOICES[i % 2], 7.0, seed=i) + 0.3 * backing(7.0, seed=i)
+        write(tmp_path / "music" / f"voice {i % 2}" / f"take{i}.wav", y)
+    ckpt_a, ckpt_b = random_checkpoint, make_random_checkpoint(tmp_path / "b.pt", seed=1)
+    args = ["--catalog", postgres_dsn, "--device", "cpu", "--no-progress"]
+    assert main([*args, "--checkpoint", str(ckpt_a), str(tmp_path / "music")]) == 0
+    with open_catalog(postgres_dsn, dim=None) as c:
+        before = list(c.iter_tracks())
+    assert main(["migrate", "--catalog", postgres_dsn, "--to", str(ckpt_b)]) == 0
+    keep = ("id", "singer", "domain", "path", "title", "content_hash", "created_at")
+    embedder_b = Embedder.from_checkpoint(ckpt_b, device="cpu")
+    with open_catalog(postgres_dsn, dim=None) as c:
+        after = list(c.iter_tracks())
+        assert [[getattr(t, k) for k in keep] for t in after] == [
+            [getattr(t, k) for k in keep] for t in before
+        ]
+        assert c.checkpoint_ids() == {checkpoint_id(ckpt_b)}
+        assert c.generation().checkpoint_id == checkpoint_id(ckpt_b)
+        for t in after:
+            ref = embedder_b.embed_file(t.path, t.domain).vector
+            np.testing.assert_allclose(c.get_vector(t.id), ref, atol=1e-5)
+        with c.open_generation("", dim=None) as old:
+            assert old.generation().retired and len(old) == len(before)
