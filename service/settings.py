@@ -124,11 +124,13 @@ class Settings(BaseSettings):
     max_concurrent_uploads: int = Field(
         16,
         ge=1,
-        description="request bodies received at the same time (503 at once beyond)",
+        description="upload slots: request bodies past 64 KiB received at the same time; "
+        "others wait for a slot (503 too_many_uploads after 10 s)",
     )
     expose_paths: bool = Field(
         False,
-        description="show filesystem paths and load errors in /readyz (off: no disclosure)",
+        description="show full paths: track files in track answers, the catalogue directory and "
+        "full load errors in /readyz (off: file names only, no disclosure)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="logging level of the service and uvicorn"
@@ -164,7 +166,9 @@ class Settings(BaseSettings):
         "(408 and close below it); 0: no floor",
     )
     max_uploads_per_client: int = Field(
-        4, ge=1, description="upload slots one client address may hold at once (429 beyond)"
+        4,
+        ge=1,
+        description="upload slots one client address may hold at once (its other bodies wait)",
     )
     upload_reserve: int = Field(
         4,
