@@ -262,7 +262,12 @@ def main() -> None:
         help="HNSW efConstruction (default: %(default)s)",
     )
     p.add_argument("--pg-dsn", help="a PostgreSQL server with pgvector (default: start one)")
-    p.add_argument("--pg-dir", type=Path, help="data folder of the started server (default: tmp)")
+    p.add_argument(
+        "--pg-dir",
+        type=Path,
+        help="data folder of the started server, kept: a later run of the same --n only "
+        "searches (default: a temporary folder)",
+    )
     p.add_argument("--pg-maintenance-mem", default="8GB", help="(default: %(default)s)")
     p.add_argument("--pg-shared-buffers", default="4GB", help="(default: %(default)s)")
     p.add_argument("--only", nargs="*", help="index names to run (default: all)")
