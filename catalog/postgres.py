@@ -1,12 +1,13 @@
 """The catalogue in PostgreSQL with pgvector: shared by any number of service replicas and
 indexers, with transactions, backups and replication of the database's own.
 
-    SINGER_CATALOG=postgresql://USER:PASSWORD@HOST:5432/DB?schema=singer&ef_search=100
+    SINGER_CATALOG=postgresql://USER:PASSWORD@HOST:5432/DB?schema=singer&ef_search=100&pool_size=8
 
 Tables (catalog/postgres_schema.py, migrated on open): `singers` (name -> id, never deleted),
 `tracks` (metadata and `vector(dim)`, one HNSW graph with cosine ops per domain),
 `singer_models` (per singer and domain: the L2-normalised mean of its track vectors, and the
-number of tracks), `meta`, `schema_version`.
+number of tracks), `roots`, `meta`, `schema_version`; generations of the catalogue are
+schemas of their own (catalog/postgres_generations.py).
 
 Writes. Each call is one transaction at READ COMMITTED, committed with synchronous_commit
 on: when it returns, the write is in the WAL on disk (a crash of the server loses nothing
@@ -70,8 +71,10 @@ from catalog.records import StoredTrack, Track
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Connections per handle (`?pool_size=N`): a call beyond them waits for one.
 POOL_SIZE = 8
-#: Seconds a call waits for a connection (the server down: then CatalogUnavailableError).
+#: Seconds a call waits for a connection (the server down, or every connection busy that
+#: long: then CatalogUnavailableError).
 POOL_TIMEOUT_S = 5.0
 RECONNECT_S = 2.0
 _RETRIES = 5
@@ -105,7 +108,7 @@ class PostgresCatalog(PostgresGenerations, PostgresReads, CatalogBackend):
         dsn: str,
         *,
         dim: int | None = 256,
-        pool_size: int = POOL_SIZE,
+        pool_size: int | None = None,
         generation: str | None = None,
     ) -> PostgresCatalog:
         """Open (creating or migrating) the catalogue at `dsn` (see the module docstring):
@@ -115,7 +118,8 @@ class PostgresCatalog(PostgresGenerations, PostgresReads, CatalogBackend):
         server cannot be reached, CatalogError for a catalogue of another dimension holding
         vectors, a newer schema, or a database without pgvector that we may not install.
         """
-        conninfo, base, _ = split_dsn(dsn)
+        conninfo, base, options = split_dsn(dsn)
+        pool_size = pool_size or int(options.get("pool_size", POOL_SIZE))
         kwargs: dict[str, Any] = {"connect_timeout": 5, "application_name": "singer-retrieval"}
         try:
             with psycopg.connect(conninfo, **kwargs) as conn:
@@ -163,7 +167,7 @@ class PostgresCatalog(PostgresGenerations, PostgresReads, CatalogBackend):
                     raise CatalogError(f"the catalogue stayed busy: {err}") from err
                 log.info("catalogue transaction rolled back (%s); retrying", err.sqlstate)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as err:
-                raise CatalogUnavailableError(f"{self.location}: {err}") from err
+                raise CatalogUnavailableError(f"{self.location}: {err}") from err  # or all busy
         raise AssertionError("unreachable")
 
     def _singer_id(self, cur: psycopg.Cursor, name: str, wanted: int | None = None) -> int:

@@ -119,14 +119,15 @@ def connection_options(schema: str) -> str:
 
 
 def split_dsn(dsn: str) -> tuple[str, str, dict[str, str]]:
-    """(libpq DSN, catalogue schema, search options) of a catalogue URL: `schema` and
-    `ef_search` are ours, every other query parameter is libpq's."""
+    """(libpq DSN, catalogue schema, our options) of a catalogue URL: `schema`, `ef_search`
+    and `pool_size` are ours, every other query parameter is libpq's."""
     url = urlsplit(dsn)
     params = dict(parse_qsl(url.query))
     schema = params.pop("schema", DEFAULT_SCHEMA)
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
         raise CatalogError(f"schema must be a lower-case SQL name, got {schema!r}")
-    options = {k: params.pop(k) for k in ("ef_search",) if k in params}
+    ours: tuple[str, ...] = ("ef_search", "pool_size")
+    options = {k: params.pop(k) for k in ours if k in params}
     scheme = "postgresql" if url.scheme == "postgres" else url.scheme
     return urlunsplit((scheme, url.netloc, url.path, urlencode(params), "")), schema, options
 

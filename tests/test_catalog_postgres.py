@@ -74,6 +74,13 @@ def test_replicas_starting_together_migrate_once(postgres_dsn):
         c.close()
 
 
+def test_the_url_sets_the_search_breadth_and_the_pool(postgres_dsn):
+    url = f"{postgres_dsn}&ef_search=57&pool_size=3&connect_timeout=4"  # the last is libpq's
+    with open_catalog(url, dim=DIM) as c:
+        assert (c.ef_search, c._pool.max_size) == (57, 3)
+        assert c.stats()["index"] == "pgvector-hnsw (ef_search 57)"
+
+
 def test_an_unreachable_server_is_catalog_unavailable():
     with pytest.raises(CatalogUnavailableError):
         open_catalog(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", dim=DIM)
