@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SWAP_WAIT_S = 300.0  # longest a write on a retired generation waits for the swap
+MAX_BACKOFF_S = 60.0  # longest wait between two attempts to follow after failures
 
 
 @dataclass(eq=False)
@@ -156,17 +157,23 @@ class GenerationFollower:
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
-        """Follow until cancelled (a failed attempt is logged and tried again later)."""
+        """Follow until cancelled. A failed attempt (the new checkpoint file unreadable, the
+        catalogue server away) is logged and tried again, less often each time (at most
+        every `MAX_BACKOFF_S`), while the old pair keeps serving."""
+        failures = 0
         while True:
+            wait = min(MAX_BACKOFF_S, self.poll_s * 2**failures) if failures else self.poll_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
             try:
                 await self.check()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("following the catalogue's live generation failed; will retry")
+            except Exception as err:
+                failures += 1
+                log.error("following the catalogue's live generation failed (%s); retrying", err)
 
     async def check(self) -> bool:
         """Swap if another generation is live now. Returns whether it swapped."""

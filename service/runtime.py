@@ -264,8 +264,22 @@ class Runtime:
 
 
 def _built_with(info: GenerationInfo) -> Path | None:
-    """The checkpoint file a migration built this generation with, when it is recorded."""
-    return Path(info.checkpoint_file) if info.checkpoint_id and info.checkpoint_file else None
+    """The checkpoint file a migration built this generation with, when it is recorded and
+    readable here (else SINGER_CHECKPOINT is loaded: if it is another checkpoint, queries get
+    409 checkpoint_mismatch, which names both)."""
+    if not (info.checkpoint_id and info.checkpoint_file):
+        return None
+    path = Path(info.checkpoint_file)
+    if not path.is_file():
+        log.warning(
+            "generation %r was built with checkpoint %s from %s, which this machine cannot "
+            "read; mount it at that path",
+            info.name,
+            info.checkpoint_id,
+            path,
+        )
+        return None
+    return path
 
 
 def _loaded(value: T | None, what: str) -> T:
