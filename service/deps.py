@@ -49,10 +49,16 @@ def _declared(dependant: Dependant) -> tuple[set[str], set[str]]:
 
 def digits_only(value: object) -> object:
     """A path or query integer as written: ASCII digits only (`/tracks/1.0` or `/tracks/+1`
-    would otherwise be read as track 1). Use as `BeforeValidator(digits_only)`."""
+    would otherwise be read as track 1). Use as `BeforeValidator(digits_only)`; every
+    integer path parameter is checked so anyway (`checked_parameters`)."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise ValueError("must be a whole number written in digits, e.g. 42")
     return value
+
+
+def _integer_path_params(route: APIRoute) -> list[str]:
+    """Names of the route's integer path parameters."""
+    return [f.alias for f in route.dependant.path_params if f.field_info.annotation is int]
 
 
 def _unknown(where: str, name: str, valid: set[str], msg: str | None = None) -> dict:
@@ -90,17 +96,29 @@ def _problems(where: str, names: Counter, valid: set[str], elsewhere: set[str]) 
 async def checked_parameters(request: Request) -> None:
     """422 for a query parameter or form field that an API endpoint does not take, or takes
     once but was given more often, naming it and the closest valid name ("did you mean
-    `domain`?"). Ignoring it would answer another question than the client asked: `-F
-    domian=mixed` or `POST /identify?domain=mixed` would be read as mono, and keeping one of
-    `?offset=0&offset=10` hides a client's bug. Runs after the framework has parsed the form
-    (cached on the request) and before the fields are validated. The page routes (not in the
-    schema) accept any query, for links with tracking parameters."""
+    `domain`?"), and for an integer path parameter not written in digits. Ignoring any of
+    them would answer another question than the client asked: `-F domian=mixed` or `POST
+    /identify?domain=mixed` would be read as mono, `/tracks/1.0` as track 1, and keeping one
+    of `?offset=0&offset=10` hides a client's bug. Runs after the framework has parsed the
+    form (cached on the request) and before the fields are validated. The page routes (not
+    in the schema) accept any query, for links with tracking parameters."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return
     query, body = _declared(route.dependant)
     counts = Counter(k for k, _ in request.query_params.multi_items())  # thousands fit a URL
     errors = _problems("query", counts, query, body)
+    for name in _integer_path_params(route):  # `/tracks/1.0` would be read as track 1
+        value = request.path_params.get(name)
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+            errors.append(
+                {
+                    "type": "int_parsing",
+                    "loc": ["path", name],
+                    "msg": "must be a whole number written in digits, e.g. 42",
+                    "input": value[:100],
+                }
+            )
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if body and content_type in _FORM_TYPES:
         form = await request.form()  # parsed (and bounded) already: the framework's cached copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import threading
 import time
@@ -263,21 +264,28 @@ def assert_error_shape(r) -> None:
         assert isinstance(e["type"], str) and "<class" not in e["msg"], r.text
 
 
-def error_cases(path: str, method: str, op: dict, track_id: int, wav: bytes):
+def error_cases(path: str, method: str, op: dict, ids: dict[str, int], wav: bytes):
     """(what, request kwargs) for each 4xx this operation can produce from its input."""
-    url = path.replace("{track_id}", str(track_id))
+    names = re.findall(r"\{(\w+)\}", path)
+    assert set(names) <= ids.keys(), f"no id for {path}: add one to the walk"
+
+    def with_ids(**given: str) -> str:
+        url = path
+        for name in names:
+            url = url.replace(f"{{{name}}}", given.get(name, str(ids[name])))
+        return url
+
+    url = with_ids()
     key = KEY if op.get("security") else {}
     body: dict = {}
     if "requestBody" in op:
         fields = op["requestBody"]["content"]["multipart/form-data"]["schema"]
         body = {"files": {"file": ("a.wav", wav)}, "data": FORM if "singer" in str(fields) else {}}
     cases = [("unknown query parameter", {"url": url + "?zzz=1", "headers": key, **body})]
-    if "{track_id}" in path:
-        for bad in ("1.0", "abc", "0", str(2**64)):
-            cases.append(
-                (f"bad id {bad}", {"url": path.replace("{track_id}", bad), "headers": key})
-            )
-        cases.append(("unknown id", {"url": path.replace("{track_id}", "999999"), "headers": key}))
+    for name in names:  # an id not in digits, out of range, unknown
+        for bad in ("1.0", "abc", "0", "+1", str(2**64)):
+            cases.append((f"{name} {bad}", {"url": with_ids(**{name: bad}), "headers": key}))
+        cases.append((f"unknown {name}", {"url": with_ids(**{name: "999999"}), "headers": key}))
     if body:
         data = body["data"]
         cases += [
@@ -318,14 +326,15 @@ def test_every_route_answers_each_4xx_in_the_one_documented_shape(server, client
     can produce, and check the answer has the one shape and a status the operation
     documents; 404 and 405 of the framework (no route, wrong method) have it too."""
     schema = client.get("/openapi.json").json()
-    track_id = add_clip(client, make_clip(tmp_path, 2, "mono", 7))["id"]
+    added = add_clip(client, make_clip(tmp_path, 2, "mono", 7))
+    ids = {"track_id": added["id"], "singer_id": added["singer_id"]}
     wav = make_clip(tmp_path, 3, "mono", 8).path.read_bytes()
     operations = [(p, m, op) for p, ops in schema["paths"].items() for m, op in ops.items()]
     assert len(operations) >= 11
     seen = set()
     for path, method, op in operations:
         assert "ErrorOut" in str(op["responses"]["422"]), (method, path)
-        for what, kwargs in error_cases(path, method, op, track_id, wav):
+        for what, kwargs in error_cases(path, method, op, ids, wav):
             r = client.request(method.upper(), **kwargs)
             where = f"{method.upper()} {path} ({what}): {r.status_code} {r.text[:200]}"
             assert 400 <= r.status_code < 500, where
@@ -333,7 +342,7 @@ def test_every_route_answers_each_4xx_in_the_one_documented_shape(server, client
             assert_error_shape(r)
             seen.add(r.json()["code"])
         others = {"get", "post", "delete", "put", "patch"} - set(schema["paths"][path])
-        r = client.request(sorted(others)[0].upper(), path.replace("{track_id}", "1"))
+        r = client.request(sorted(others)[0].upper(), re.sub(r"\{\w+\}", "1", path))
         assert r.status_code == 405 and r.headers["allow"], (path, r.text)
         assert_error_shape(r)
     r = client.get("/no/such/route")

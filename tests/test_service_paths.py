@@ -73,14 +73,23 @@ def server_paths(indexed, checkpoint) -> list[str]:
     ]
 
 
-def walk(client, schema: dict, track_id: int, clip: Path) -> dict[tuple[str, str], str]:
+def fill(path: str, ids: dict[str, int]) -> str:
+    """`path` with its `{name}` parameters replaced by the ids given (each must be)."""
+    names = re.findall(r"\{(\w+)\}", path)
+    assert set(names) <= ids.keys(), f"no id for {path}: add one to the walk"
+    for name in names:
+        path = path.replace(f"{{{name}}}", str(ids[name]))
+    return path
+
+
+def walk(client, schema: dict, ids: dict[str, int], clip: Path) -> dict[tuple[str, str], str]:
     """Request every operation of the schema once with valid input (DELETE last, of an
     indexed track) and every page: the text of each answer, by (method, path)."""
     operations = [(m.upper(), p) for p, ops in schema["paths"].items() for m in ops]
     operations.sort(key=lambda op: op[0] == "DELETE")
     texts = {}
     for method, path in operations:
-        url = path.replace("{track_id}", str(track_id))
+        url = fill(path, ids)
         if method == "POST":
             form = {"singer": "uploader", "domain": "mono"} if path == "/tracks" else {}
             r = upload(client, url, clip, headers=KEY, **form)
@@ -107,7 +116,8 @@ def test_no_route_answers_with_a_server_path(indexed, random_checkpoint, tmp_pat
         assert {t["path"] for t in tracks} == shown
         hits = upload(client, "/search", clip, target="mixed").json()["tracks"]
         assert {h["path"] for h in hits} == {t["path"] for t in tracks}
-        texts = walk(client, schema, tracks[0]["id"], clip)
+        ids = {"track_id": tracks[0]["id"], "singer_id": tracks[0]["singer_id"]}
+        texts = walk(client, schema, ids, clip)
     assert len(texts) == sum(len(ops) for ops in schema["paths"].values()) + len(PAGES)
     forbidden = server_paths(indexed, random_checkpoint)
     for (method, path), text in texts.items():
