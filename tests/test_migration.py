@@ -197,3 +197,24 @@ def test_sigkill_mid_migration_resumes_to_the_uninterrupted_result(
     assert [t.n_segments for t in got] == [t.n_segments for t in want]
     for t in want:
         np.testing.assert_allclose(got_vectors[t.id], want_vectors[t.id], atol=1e-5)
+
+
+def test_migrate_a_qdrant_catalogue(tmp_path, random_checkpoint, checkpoint_b, embedder_b):
+    pytest.importorskip("qdrant_client")
+    from catalog import open_catalog
+
+    library = make_library(tmp_path / "music", 4)
+    url = f"qdrant+local://{tmp_path / 'qdrant'}?collection=songs"
+    index = ["--catalog", url, "--checkpoint", str(random_checkpoint), str(library)]
+    assert main(index) == 0
+    with open_catalog(url, dim=None) as c:
+        before = list(c.iter_tracks())
+    assert main(["migrate", "--catalog", url, "--to", str(checkpoint_b)]) == 0
+    with open_catalog(url, dim=None) as c:
+        after = list(c.iter_tracks())
+        assert c.generation().name == shadow_name(checkpoint_id(checkpoint_b), "")
+        assert [comparable(t) for t in after] == [comparable(t) for t in before]
+        for t in after:
+            ref = embedder_b.embed_file(t.path, t.domain)
+            np.testing.assert_allclose(c.get_vector(t.id), ref.vector, atol=1e-5)
+        assert c.roots() == [str(library.resolve())]
