@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,8 @@ def _audio(rows) -> list[np.ndarray]:
 
 
 def test_the_same_seed_gives_the_same_mixes_and_another_seed_others(sources, tmp_path):
-    a = make_studio_mixes(
-        _jobs(sources), tmp_path / "a", split="train", workers=2, progress=False
-    )
-    b = make_studio_mixes(
-        _jobs(sources), tmp_path / "b", split="train", workers=1, progress=False
-    )
+    a = make_studio_mixes(_jobs(sources), tmp_path / "a", split="train", workers=2, progress=False)
+    b = make_studio_mixes(_jobs(sources), tmp_path / "b", split="train", workers=1, progress=False)
     c = make_studio_mixes(
         _jobs(sources, seed=1), tmp_path / "c", split="train", workers=1, progress=False
     )
@@ -143,6 +140,22 @@ def test_the_master_has_the_drawn_var_and_loudness(sources, tmp_path):
         assert np.abs(mix).max() <= 10 ** (CEILING_DB / 20) + 1e-3
         record = json.loads(base.with_suffix(".json").read_text())
         assert float(row.extra["measured_var_db"]) == pytest.approx(record["measured_var_db"])
+
+
+def test_one_pass_mixes_put_the_drawn_var_into_the_master(sources, tmp_path):
+    exact = _jobs(sources[:1], var_db=[-6.0])
+    fast = plan_jobs(sources[:1], "train", var_db=[-6.0], n_bands=2, bars=2, var_passes=1)
+    assert exact[0].key != fast[0].key and exact[0].var_passes == 8
+    # a field at its default stays out of the key: mixes made before it keep their files
+    assert exact[0].key == replace(exact[0], var_passes=8).key
+    got = make_studio_mixes(fast, tmp_path, split="train", stems=True, workers=1, progress=False)
+    (row,) = got.rows
+    base = Path(row.path).with_suffix("")
+    vocal = sf.read(f"{base}.vocal.flac", dtype="float32")[0]
+    band = sf.read(f"{base}.band.flac", dtype="float32")[0]
+    measured = 20 * np.log10(rms(vocal) / rms(band))
+    assert float(row.extra["measured_var_db"]) == pytest.approx(measured, abs=0.05)
+    assert abs(measured + 6.0) < 2.0  # near the drawn VAR, not on it
 
 
 def test_the_dry_crop_is_the_source_span(sources, tmp_path):

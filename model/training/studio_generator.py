@@ -97,10 +97,21 @@ class MixJob:
     chain: VocalChain
     master: Master
     sample_rate: int
+    # masters tried while the vocal's gain is searched for the drawn VAR at the output; 1:
+    # the drawn VAR is the one into the master (the output's is measured and recorded), about
+    # 2.5 times cheaper, for training mixes whose VAR is random anyway
+    var_passes: int = 8
 
     @property
     def key(self) -> str:
-        return _digest({"v": GENERATOR_VERSION, **asdict(self)})
+        """Hash of the fields (those at their default left out, so that a field added later
+        keeps the keys of the mixes made before it) and GENERATOR_VERSION."""
+        fields = {k: v for k, v in asdict(self).items() if _DEFAULTS.get(k, _DEFAULTS) != v}
+        return _digest({"v": GENERATOR_VERSION, **fields})
+
+
+#: MixJob fields added after version 2, at their defaults (left out of the key)
+_DEFAULTS: dict = {"var_passes": 8}
 
 
 def _digest(obj: object) -> str:
@@ -142,11 +153,13 @@ def plan_jobs(
     n_bands: int = 48,
     bars: int = 32,
     sr: int = SAMPLE_RATE,
+    var_passes: int = 8,
 ) -> list[MixJob]:
     """The jobs of a run, drawn in order from `seed`: `n_bands` band tracks of `split`
     (`bars` bars each), then per source `per_source` mixes, each over a random band. With
     `var_db`, each of those mixes is rendered once per listed VAR with the same band,
-    crop, chain and master (only the balance changes); else its VAR is drawn (`draw_var`)."""
+    crop, chain and master (only the balance changes); else its VAR is drawn (`draw_var`).
+    `var_passes`: see `MixJob`."""
     rng = np.random.default_rng(seed)
     bands = [draw_band(rng, split, bars) for _ in range(n_bands)]
     jobs = []
@@ -158,7 +171,8 @@ def plan_jobs(
             mastering = draw_master(rng)
             drawn = draw_var(rng)
             for var in var_db if var_db is not None else (drawn,):
-                jobs.append(MixJob(src, float(var), band, position, chain, mastering, sr))
+                job = MixJob(src, float(var), band, position, chain, mastering, sr, var_passes)
+                jobs.append(job)
     return jobs
 
 
@@ -212,15 +226,20 @@ def _balanced(
     vocal: np.ndarray, band: np.ndarray, job: MixJob, sr: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(master, vocal part, band part) whose parts' VAR is within 0.8 VAR_TOLERANCE of
-    `job.var_db` where 8 passes reach it. The master lifts a quiet vocal (the limiter pulls
-    the loud moments down), so the VAR out moves more slowly than the vocal's gain in: the
-    gain is found by `solve_monotone`."""
+    `job.var_db` where `job.var_passes` masters reach it (with 1, the drawn VAR goes in).
+    The master lifts a quiet vocal (the limiter pulls the loud moments down), so the VAR out
+    moves more slowly than the vocal's gain in: the gain is found by `solve_monotone`."""
+
+    tried: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def var_out(gain: float) -> float:
-        return var_db(*mastered_stems(vocal * 10.0 ** (gain / 20.0), band, sr, job.master)[1:])
+        tried[gain] = mastered_stems(vocal * 10.0 ** (gain / 20.0), band, sr, job.master)
+        return var_db(*tried[gain][1:])
 
-    gain = solve_monotone(var_out, job.var_db, job.var_db, 0.8 * VAR_TOLERANCE, 8, (-40.0, 30.0))
-    return mastered_stems(vocal * 10.0 ** (gain / 20.0), band, sr, job.master)
+    gain = solve_monotone(
+        var_out, job.var_db, job.var_db, 0.8 * VAR_TOLERANCE, job.var_passes, (-40.0, 30.0)
+    )
+    return tried[gain]
 
 
 def render_mix(job: MixJob, out: Path, dry: bool = False, stems: bool = False) -> dict:
