@@ -196,10 +196,11 @@ class GenerationFollower:
             self._swapped.notify_all()
         return True
 
-    async def wait_for_swap(self, old: Serving, timeout_s: float = SWAP_WAIT_S) -> None:
+    async def wait_for_swap(self, old: Serving, timeout_s: float | None = None) -> None:
         """Return once `old` is no longer the installed `Serving` (checking at once rather
-        than at the next poll). Raises TimeoutError."""
-        async with asyncio.timeout(timeout_s), self._swapped:
+        than at the next poll); at most `timeout_s` (default SWAP_WAIT_S). Raises
+        TimeoutError."""
+        async with asyncio.timeout(SWAP_WAIT_S if timeout_s is None else timeout_s), self._swapped:
             self._wake.set()
             await self._swapped.wait_for(lambda: self.slot.now is not old)
 
@@ -211,10 +212,13 @@ async def retry_after_swap(
     for this service to serve the new one and run it once more with the new pair."""
     try:
         return await attempt()
-    except CatalogRetiredError:
+    except CatalogRetiredError as retired:
         pinned = slot.current
         if follower is None or pinned is None:
             raise
-        await follower.wait_for_swap(pinned)
+        try:
+            await follower.wait_for_swap(pinned)
+        except TimeoutError:
+            raise retired from None  # not followed in time: 503 catalog_switching
         slot.repin()
         return await attempt()

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from catalog import CatalogError, DuplicateTrackError, TrackNotFoundError
-from catalog.errors import CatalogUnavailableError
+from catalog.errors import CatalogRetiredError, CatalogUnavailableError
 from model.audio import SUPPORTED_FORMATS
 from model.errors import (
     AudioError,
@@ -196,6 +196,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("catalogue unavailable: %s", err)
         detail = "the catalogue's database cannot be reached now; retry shortly"
         return error_response(503, "catalog_unavailable", detail, headers={"Retry-After": "2"})
+
+    @app.exception_handler(CatalogRetiredError)
+    async def _catalog_retired(request: Request, err: CatalogRetiredError) -> JSONResponse:
+        # A write on a generation a migration retired, when this service did not follow the
+        # switch in time (it retries once it has: service/catalog_swap.py).
+        detail = "the catalogue is switching to a migrated generation; retry shortly"
+        return error_response(503, "catalog_switching", detail, headers={"Retry-After": "5"})
 
     @app.exception_handler(CatalogError)
     async def _catalog_error(request: Request, err: CatalogError) -> JSONResponse:

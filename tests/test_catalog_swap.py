@@ -99,3 +99,33 @@ def test_a_write_on_a_retired_generation_is_made_again_after_the_swap(tmp_path):
         slot.close()
 
     asyncio.run(scenario())
+
+
+def test_a_write_the_service_cannot_move_in_time_is_503_catalog_switching(
+    tmp_path_factory, random_checkpoint, monkeypatch
+):
+    """The generation a migration made live cannot be opened here (damaged): reads go on
+    from the retired one, a write waits for a swap that does not come, then 503."""
+    import service.catalog_swap as swap
+    from tests.service.conftest import KEY, app_settings, runtime_of, serving
+    from tests.support.live import make_clip
+
+    monkeypatch.setattr(swap, "SWAP_WAIT_S", 1.0)
+    settings = app_settings(tmp_path_factory, random_checkpoint, catalog_poll_s=0.2)
+    clip = make_clip(tmp_path_factory.mktemp("clip"), 0, "mono", 0)
+    with serving(settings) as client:
+        live = runtime_of(client).catalog
+        shadow = live.open_generation("damaged", dim=live.dim)
+        assert live.switch_to(shadow, lambda: True)
+        shadow.close()
+        (settings.index_dir / "generations" / "damaged" / "catalog.sqlite").write_bytes(
+            b"not a database" * 100
+        )
+        with open(clip.path, "rb") as fh:
+            files = {"file": (clip.path.name, fh, "audio/wav")}
+            r = client.post(
+                "/tracks", files=files, data={"singer": "s", "domain": "mono"}, headers=KEY
+            )
+        assert r.status_code == 503 and r.json()["code"] == "catalog_switching", r.text
+        assert r.headers["Retry-After"]
+        assert client.get("/singers").status_code == 200  # reads go on
