@@ -1,15 +1,15 @@
 """The voice detector's verdict per frame of the model's features, many recordings at once.
 
 `model.voice.VoiceDetector` classifies windows of its own log-mel frames; selection needs,
-for each frame of the model's log-mel, P(voice) and P(mixture | voice). When both use the
-same recipe the model's frames are reused, else the detector's are computed and mapped onto
-the model's by time.
+for each frame of the model's log-mel, P(voice), P(mixture | voice) and P(music: voice or
+instruments, not silence, noise or tones). When both use the same recipe the model's frames
+are reused, else the detector's are computed and mapped onto the model's by time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,15 @@ class FrameDetector(Protocol):
     def frame_probs_many(self, mels: Sequence[torch.Tensor]) -> list[np.ndarray]: ...
     def voice_probability(self, probs: np.ndarray) -> np.ndarray: ...
     def domain_probability(self, probs: np.ndarray) -> np.ndarray: ...
+    def music_probability(self, probs: np.ndarray) -> np.ndarray: ...
+
+
+class FrameVerdict(NamedTuple):
+    """The detector's verdict on each frame of a recording's log-mel: (frames,) float each."""
+
+    voice: np.ndarray  # P(singing voice, solo or in a mixture)
+    mixture: np.ndarray  # P(mixture | voice)
+    music: np.ndarray  # P(voice or instruments): 1 - P(none)
 
 
 _MEL_FIELDS = (
@@ -52,7 +61,8 @@ def detect_voice(
     Reuses `mel` when the detector's recipe is `cfg`'s, else computes the detector's own
     features and maps its frames onto `mel`'s by time.
     """
-    return detect_voice_many([y], [mel], cfg, detector, chunk_frames)[0]
+    verdict = detect_voice_many([y], [mel], cfg, detector, chunk_frames)[0]
+    return verdict.voice, verdict.mixture
 
 
 def detect_voice_many(
@@ -61,14 +71,12 @@ def detect_voice_many(
     cfg: FeatureConfig,
     detector: FrameDetector,
     chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`detect_voice` of several recordings, the detector run over all their windows at once."""
+) -> list[FrameVerdict]:
+    """The `FrameVerdict` of each of several recordings, on the frames of its log-mel in
+    `mels`, the detector run over all their windows at once."""
     dcfg = detector.features
     if all(getattr(dcfg, f) == getattr(cfg, f) for f in _MEL_FIELDS):
-        return [
-            (detector.voice_probability(p), detector.domain_probability(p))
-            for p in detector.frame_probs_many(mels)
-        ]
+        return [_verdict(detector, p) for p in detector.frame_probs_many(mels)]
     if dcfg.sample_rate != cfg.sample_rate:
         raise ValueError("the voice detector and the model need audio at the same sample rate")
     own = [
@@ -78,10 +86,13 @@ def detect_voice_many(
     for probs, mel in zip(detector.frame_probs_many(own), mels, strict=True):
         t_det = np.arange(len(probs)) * dcfg.hop_length
         t_mel = np.arange(mel.shape[-1]) * cfg.hop_length
-        out.append(
-            (
-                np.interp(t_mel, t_det, detector.voice_probability(probs)),
-                np.interp(t_mel, t_det, detector.domain_probability(probs)),
-            )
-        )
+        out.append(FrameVerdict(*(np.interp(t_mel, t_det, p) for p in _verdict(detector, probs))))
     return out
+
+
+def _verdict(detector: FrameDetector, probs: np.ndarray) -> FrameVerdict:
+    return FrameVerdict(
+        detector.voice_probability(probs),
+        detector.domain_probability(probs),
+        detector.music_probability(probs),
+    )

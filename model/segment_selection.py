@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.detector_frames import FrameDetector, detect_voice_many
+from model.detector_frames import FrameDetector, FrameVerdict, detect_voice_many
 from model.devices import as_tensor, as_tensors, to_device
 from model.domains import selection_domain
 from model.energy_vad import frame_voicing
 from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
 from model.features import DEFAULT_CHUNK_FRAMES, FeatureConfig, log_mel_chunked, segment_shares
 from model.quality_flags import clipped_shares, quality_flags
+from model.refusal import SignalStats, refusal, signal_stats
 
 
 @dataclass
@@ -71,9 +72,9 @@ def select_segments(
     With a `detector` (the service's pipeline): a frame is voiced when the detector's P(voice)
     passes its `threshold`. Segments with at least `vad_min_voiced` voiced frames are kept;
     when none has that much, the most voiced ones (at least half the best segment's share) are
-    kept and the selection is flagged `low_voice`. NoVoicedSegmentError only when the whole
-    recording holds less than `min_voice_s` of frames above the stricter
-    `singing_threshold`: no singing at all.
+    kept and the selection is flagged `low_voice`, as is a finished song with little singing.
+    NoVoicedSegmentError (NotMusicError for `mixed`) as `model.refusal` decides: a vocal take
+    without singing, a finished song that is not music, a steady tone or noise.
     Without a detector: the energy rule of `frame_voicing`, strict `vad_min_voiced`.
     `all_segments` keeps every full segment (the paper's protocol). `domain`: the declared
     one (mono, mixed; `auto` is chosen as mono), for the quality flags. Features are computed
@@ -128,18 +129,28 @@ def select_many(
             ok.append(i)
     on_device = as_tensors([ys[i] for i in ok], device)
     mels = [log_mel_chunked(y, cfg, None, chunk_frames) for y in on_device]
-    voicing = (
-        detect_voice_many(on_device, mels, cfg, detector, chunk_frames)
-        if detector is not None and ok
-        else [None] * len(ok)
-    )
+    voicing: Sequence[FrameVerdict | None] = [None] * len(ok)
+    stats: Sequence[SignalStats | None] = [None] * len(ok)
+    if detector is not None and ok:
+        voicing = detect_voice_many(on_device, mels, cfg, detector, chunk_frames)
+        stats = signal_stats(on_device)
     # The waveforms are on the device: their clipping shares are computed there too, with
     # one copy back for all (on CUDA, not one host pass per recording).
     clipped = clipped_shares(on_device)
-    for k, (i, y, mel, voice) in enumerate(zip(ok, on_device, mels, voicing, strict=True)):
+    for k, (i, y, mel) in enumerate(zip(ok, on_device, mels, strict=True)):
         try:
             out[i] = _choose(
-                y, mel, voice, clipped[k], cfg, all_segments, hop, detector, domains[i], paths[i]
+                y,
+                mel,
+                voicing[k],
+                stats[k],
+                clipped[k],
+                cfg,
+                all_segments,
+                hop,
+                detector,
+                domains[i],
+                paths[i],
             )
         except AudioError as err:
             out[i] = err
@@ -149,7 +160,8 @@ def select_many(
 def _choose(
     y: np.ndarray | torch.Tensor,
     mel: torch.Tensor,
-    voice: tuple[np.ndarray, np.ndarray] | None,
+    verdict: FrameVerdict | None,
+    stats: SignalStats | None,
     clipped: float,
     cfg: FeatureConfig,
     all_segments: bool,
@@ -159,33 +171,28 @@ def _choose(
     path: str | None,
 ) -> SegmentSelection:
     """One recording's selection from its log-mel (n_mels, frames), with a detector its
-    (P(voice), P(mixture | voice)) per frame, and its `clipped_share`; see `select_segments`.
+    `FrameVerdict` and `SignalStats`, and its `clipped_share`; see `select_segments`.
     Index arrays go to the device without waiting for it (`to_device`)."""
     n = int(y.shape[-1])
     frame_s = cfg.hop_length / cfg.sample_rate
     domain_score, low_voice = None, False
-    if detector is not None and voice is not None:
-        p_voice, p_mix = voice
-        voiced = p_voice > detector.rule.threshold
-        sung_s = float((p_voice > detector.rule.singing_threshold).sum()) * frame_s
+    if detector is not None and verdict is not None:
+        voiced = verdict.voice > detector.rule.threshold
         if voiced.any():
-            domain_score = float(np.mean(p_mix[voiced]))
+            domain_score = float(np.mean(verdict.mixture[voiced]))
     else:
         voiced = frame_voicing(y, cfg)[: mel.shape[-1]]
     starts, share = segment_shares(voiced, cfg, hop)
     if all_segments:
         keep = np.arange(len(starts))
-    elif detector is not None:
-        if sung_s < detector.rule.min_voice_s or share.max() <= 0:
-            raise NoVoicedSegmentError(
-                f"no singing voice detected: {sung_s:.1f} s of the {n / cfg.sample_rate:.1f}-s "
-                f"recording sound like singing, at least {detector.rule.min_voice_s:.1f} s is "
-                "needed (silence, tones, noise or instrumental music only)",
-                path,
-            )
+    elif detector is not None and verdict is not None and stats is not None:
+        refused = refusal(domain, verdict, stats, detector.rule, cfg, share.max() > 0, path)
+        if refused is not None:
+            raise refused
         keep = np.flatnonzero(share >= cfg.vad_min_voiced)
-        if keep.size == 0:
-            low_voice = True
+        sung_s = float((verdict.voice > detector.rule.singing_threshold).sum()) * frame_s
+        low_voice = keep.size == 0 or sung_s < detector.rule.min_voice_s
+        if keep.size == 0:  # the most voiced (a finished song with no voiced frame: all)
             keep = np.flatnonzero(share >= 0.5 * share.max())
     else:
         keep = np.flatnonzero(share >= cfg.vad_min_voiced)

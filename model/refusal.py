@@ -1,0 +1,151 @@
+"""When a recording is refused for holding no singing, and what the refusal says.
+
+- A vocal take (`mono`, and `auto`, chosen as mono): refused when the voice detector hears
+  under `min_voice_s` seconds of singing (frames with P(voice) above `singing_threshold`).
+- A finished song (`mixed`, the indexer's default): refused only when it is not music at all
+  (`NotMusicError`): silence or DC, or audio the detector hears as neither voice nor
+  instruments (P(none)) in most of its frames. Music in which it hears little voice is
+  embedded and flagged `low_voice` (`model.segment_selection`).
+- Either: a steady signal, whose loudness read every quarter second hardly changes over the
+  recording (a tone, a chord of tones, a sweep, white noise), is refused whatever the
+  detector hears.
+  The detector shipped before this rule hears some of these as instruments, or even as
+  singing (square waves and noise recorded at 16 kHz): this cheap guard catches them. Sung
+  notes and music move more (measured spreads in docs/refusal.md).
+
+Without a voice detector (the energy rule) a recording is refused when no segment is voiced
+enough; that is `model.segment_selection`'s, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.detector_frames import FrameVerdict
+from model.errors import NotMusicError, NoVoicedSegmentError
+from model.features import FeatureConfig
+
+#: RMS (the waveform less its mean, dBFS) below which a recording is silence or DC.
+SILENT_DB = -60.0
+#: Loudness spread (dB, see `signal_stats`) below which a finished song is a steady signal:
+#: tones, chords of tones, sweeps and white noise measured 0.02-0.34 dB, music from 0.93
+#: (a karaoke backing alone; songs from 3.0), docs/refusal.md.
+STEADY_SONG_DB = 0.6
+#: The same for a vocal take, lower: the steady signals the shipped detector hears as
+#: singing measured 0.02-0.34 dB (a square-wave sweep), sustained sung vowels from 0.6.
+STEADY_TAKE_DB = 0.4
+#: Samples per loudness block, and blocks averaged into one reading (about 0.26 s).
+BLOCK = 512
+BLOCKS_PER_READING = 11
+#: Readings this far (dB) under the loudest are left out of the spread (silences).
+LOUDNESS_RANGE_DB = 40.0
+
+
+@dataclass(frozen=True)
+class SignalStats:
+    """What the guard knows of a recording: rms_db, the RMS of the waveform less its mean
+    (dBFS); spread_db, the 10th-to-90th percentile range (dB) of its loudness, read as the
+    mean square of `BLOCKS_PER_READING` blocks of `BLOCK` samples, over the readings within
+    `LOUDNESS_RANGE_DB` of the loudest."""
+
+    rms_db: float
+    spread_db: float
+
+
+def signal_stats(ys: Sequence[torch.Tensor]) -> list[SignalStats]:
+    """`SignalStats` of each waveform (samples,), computed where it is (no copy of it), with
+    one copy to the host for all of them (on CUDA, a copy per recording stalls the thread
+    that chooses a batch's segments)."""
+    if not ys:
+        return []
+    rows = []
+    for y in ys:
+        y = y.float()
+        blocks = y[: len(y) - len(y) % BLOCK].view(-1, BLOCK)
+        energy = torch.linalg.vector_norm(blocks, dim=1).square() / BLOCK  # (blocks,)
+        if len(energy) >= BLOCKS_PER_READING:
+            energy = torch.nn.functional.avg_pool1d(energy[None, None], BLOCKS_PER_READING, 1)[0, 0]
+        db = 10.0 * torch.log10(energy + 1e-20)
+        kept = db[db >= db.max() - LOUDNESS_RANGE_DB]
+        q = torch.quantile(kept, torch.tensor([0.1, 0.9], device=kept.device))
+        rows.append(torch.stack([y.var(correction=0), q[1] - q[0]]))
+    host = torch.stack([r.to(rows[0].device) for r in rows]).cpu().numpy()
+    return [SignalStats(float(10.0 * np.log10(var + 1e-20)), float(spread)) for var, spread in host]
+
+
+def refusal(
+    domain: str | None,
+    verdict: FrameVerdict,
+    stats: SignalStats,
+    rule: Any,
+    cfg: FeatureConfig,
+    any_voiced: bool,
+    path: str | None = None,
+) -> NoVoicedSegmentError | None:
+    """Why a recording declared `domain` is refused (the error to raise), or None.
+
+    verdict: the detector's per-frame probabilities; rule: its `model.voice.DetectorRule`;
+    any_voiced: whether some segment holds a frame above the detector's `threshold`.
+    """
+    frame_s = cfg.hop_length / cfg.sample_rate
+    duration_s = len(verdict.voice) * frame_s
+    if domain == "mixed":
+        return _not_music(verdict, stats, rule, frame_s, duration_s, path)
+    if stats.rms_db < SILENT_DB or stats.spread_db < STEADY_TAKE_DB:
+        return NoVoicedSegmentError(
+            f"no singing voice: the {duration_s:.1f}-s recording is "
+            + ("silent" if stats.rms_db < SILENT_DB else "a steady tone or noise")
+            + f" ({_steadiness(stats)})",
+            path,
+        )
+    sung_s = float((verdict.voice > rule.singing_threshold).sum()) * frame_s
+    if sung_s < rule.min_voice_s or not any_voiced:
+        return NoVoicedSegmentError(
+            f"no singing voice detected: {sung_s:.1f} s of the {duration_s:.1f}-s recording "
+            f"sound like singing, at least {rule.min_voice_s:.1f} s is needed (silence, tones, "
+            "noise or instrumental music only)",
+            path,
+        )
+    return None
+
+
+def _not_music(
+    verdict: FrameVerdict,
+    stats: SignalStats,
+    rule: Any,
+    frame_s: float,
+    duration_s: float,
+    path: str | None,
+) -> NotMusicError | None:
+    if stats.rms_db < SILENT_DB:
+        return NotMusicError(
+            f"not music: the {duration_s:.1f}-s recording is silent or a constant (DC) signal "
+            f"({_steadiness(stats)})",
+            path,
+        )
+    if stats.spread_db < STEADY_SONG_DB:
+        return NotMusicError(
+            f"not music: the {duration_s:.1f}-s recording is a steady tone or noise "
+            f"({_steadiness(stats)})",
+            path,
+        )
+    music = verdict.music > rule.music_threshold
+    music_s = float(music.sum()) * frame_s
+    share = float(music.mean()) if len(music) else 0.0
+    if music_s < rule.min_music_s or share < rule.min_music_share:
+        return NotMusicError(
+            f"not music: {music_s:.1f} s of the {duration_s:.1f}-s recording ({share:.0%}) "
+            f"sound like voice or instruments, at least {rule.min_music_s:.1f} s and "
+            f"{rule.min_music_share:.0%} are needed (silence, noise or tones)",
+            path,
+        )
+    return None
+
+
+def _steadiness(stats: SignalStats) -> str:
+    return f"RMS {stats.rms_db:.0f} dBFS, loudness varies by {stats.spread_db:.1f} dB"

@@ -1,0 +1,179 @@
+"""The refusal rule (#33 item 3): a finished song is refused only when it is not music; a
+vocal take keeps its refusal of non-singing; steady signals are refused either way.
+
+Real decoding (16-bit WAV at 16, 22.05 and 44.1 kHz), the shipped voice detector, real
+MIR-1K music from ../shared/data; the rule itself against hand-made detector verdicts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.detector_frames import FrameVerdict
+from model.embedding import Embedder
+from model.errors import AudioError, NotMusicError, NoVoicedSegmentError
+from model.evaluation.refusal_rates import music_corpus, steady_corpus
+from model.features import FeatureConfig, segment_starts
+from model.refusal import (
+    BLOCK,
+    BLOCKS_PER_READING,
+    STEADY_SONG_DB,
+    STEADY_TAKE_DB,
+    SignalStats,
+    refusal,
+    signal_stats,
+)
+from model.segment_selection import select_many
+from model.track_embedding import TrackEmbedding
+from model.voice import DetectorRule, VoiceDetector
+from tests.support.synth import backing
+
+CFG = FeatureConfig()
+FRAME_S = CFG.hop_length / CFG.sample_rate
+RULE = DetectorRule()
+MUSIC = SignalStats(rms_db=-20.0, spread_db=5.0)  # loud enough, moving: the guard lets it be
+
+
+def _refused(result: object) -> bool:
+    return isinstance(result, AudioError)
+
+
+@pytest.fixture(scope="module")
+def detector() -> VoiceDetector:
+    return VoiceDetector.load()
+
+
+@pytest.fixture(scope="module")
+def steady() -> list[tuple[str, np.ndarray]]:
+    return list(steady_corpus(CFG.sample_rate))
+
+
+def verdict(seconds: float, voice: float, music: float) -> FrameVerdict:
+    """A recording of `seconds` whose first `voice` seconds are sung and first `music`
+    seconds are music (voice or instruments); the rest is silence to the detector."""
+    n = int(seconds / FRAME_S)
+    t = np.arange(n) * FRAME_S
+    return FrameVerdict(
+        voice=np.where(t < voice, 0.9, 0.05),
+        mixture=np.full(n, 0.5),
+        music=np.where(t < music, 0.95, 0.02),
+    )
+
+
+def test_old_detector_files_get_the_music_rule():
+    rule = DetectorRule.from_dict({"threshold": 0.5, "singing_threshold": 0.7})
+    assert (rule.music_threshold, rule.min_music_s, rule.min_music_share) == (0.5, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("domain", ["mono", "auto", None])
+def test_a_take_without_singing_is_refused_as_before(domain):
+    got = refusal(domain, verdict(10.0, voice=0.5, music=10.0), MUSIC, RULE, CFG, True)
+    assert type(got) is NoVoicedSegmentError and "0.5 s of the 10.0-s" in str(got)
+    assert refusal(domain, verdict(10.0, voice=1.2, music=10.0), MUSIC, RULE, CFG, True) is None
+
+
+def test_a_song_with_little_singing_is_music_and_kept():
+    assert refusal("mixed", verdict(10.0, voice=0.0, music=10.0), MUSIC, RULE, CFG, False) is None
+
+
+@pytest.mark.parametrize(
+    ("music_s", "refused"),
+    [(4.9, True), (5.1, False), (0.9, True)],  # 50 % of 10 s, and 1 s of a short one
+)
+def test_a_song_is_refused_when_the_detector_hears_too_little_music(music_s, refused):
+    seconds = 10.0 if music_s > 1 else 1.5
+    got = refusal("mixed", verdict(seconds, voice=0.0, music=music_s), MUSIC, RULE, CFG, False)
+    assert (type(got) is NotMusicError) == refused
+    if refused:
+        assert "not music" in str(got) and "microphone" not in str(got)
+
+
+@pytest.mark.parametrize(
+    ("stats", "song", "take"),
+    [
+        (SignalStats(-70.0, 3.0), True, True),  # DC less its mean: silent
+        (SignalStats(-10.0, STEADY_SONG_DB - 0.01), True, False),  # white-noise steady
+        (SignalStats(-10.0, STEADY_TAKE_DB - 0.01), True, True),  # tone steady
+        (SignalStats(-10.0, STEADY_SONG_DB + 0.01), False, False),
+    ],
+)
+def test_steady_or_silent_signals_are_refused_whatever_the_detector_hears(stats, song, take):
+    heard = verdict(10.0, voice=10.0, music=10.0)  # the detector fooled: singing throughout
+    assert (refusal("mixed", heard, stats, RULE, CFG, True) is not None) == song
+    assert (refusal("mono", heard, stats, RULE, CFG, True) is not None) == take
+
+
+def test_signal_stats_against_a_reference_and_batch_against_single():
+    rng = np.random.default_rng(0)
+    t = np.arange(5 * CFG.sample_rate) / CFG.sample_rate
+    ys = [
+        (0.5 * np.sin(2 * np.pi * 3 * t) * rng.standard_normal(len(t))).astype(np.float32),
+        np.full(3 * CFG.sample_rate + 77, 0.25, np.float32),
+        (0.1 * rng.standard_normal(4 * CFG.sample_rate)).astype(np.float32),
+    ]
+    together = signal_stats([torch.from_numpy(y) for y in ys])
+    for y, got in zip(ys, together, strict=True):
+        assert signal_stats([torch.from_numpy(y)]) == [got]
+        blocks = y[: len(y) - len(y) % BLOCK].astype(np.float64).reshape(-1, BLOCK)
+        energy = np.convolve((blocks**2).mean(1), np.ones(BLOCKS_PER_READING), "valid")
+        db = 10 * np.log10(energy / BLOCKS_PER_READING + 1e-20)
+        kept = db[db >= db.max() - 40.0]
+        spread = np.quantile(kept, 0.9) - np.quantile(kept, 0.1)
+        assert got.spread_db == pytest.approx(spread, abs=1e-3)
+        assert got.rms_db == pytest.approx(
+            10 * np.log10(np.var(y.astype(np.float64)) + 1e-20), abs=0.01
+        )
+
+
+@pytest.mark.parametrize("domain", ["mixed", "mono"])
+def test_steady_signals_at_every_rate_are_refused(detector, steady, domain):
+    """Silence, DC, sines, squares, sawtooth, chords, sweeps, white noise, each from 16, 22.05
+    and 44.1 kHz WAV files: the shipped detector hears some of these as music or singing."""
+    got = select_many(
+        [y for _, y in steady], CFG, detector=detector, domains=[domain] * len(steady)
+    )
+    kept = [name for (name, _), g in zip(steady, got, strict=True) if not _refused(g)]
+    assert kept == []
+    wanted = NotMusicError if domain == "mixed" else NoVoicedSegmentError
+    assert all(isinstance(g, wanted) for g in got)
+    assert len(steady) == 3 * (4 + 4 + 7)  # every kind and pitch at every rate was tried
+
+
+@pytest.mark.slow
+def test_music_is_never_refused_as_a_song_and_weak_singing_is_flagged(detector, shared_dir):
+    """MIR-1K 0 dB karaoke mixes, its accompaniments alone and crops of instrumental
+    tracks, as finished songs: every one embedded. Every backing track that a vocal take's
+    rule refuses (under 1 s of singing) is kept as a song, flagged `low_voice`."""
+    corpus = list(music_corpus(CFG.sample_rate, limit=30, shared=shared_dir))
+    ys = [y for *_, y in corpus]
+    as_song = select_many(ys, CFG, detector=detector, domains=["mixed"] * len(ys))
+    as_take = select_many(ys, CFG, detector=detector, domains=["mono"] * len(ys))
+    refused = [(n, str(s)) for (_, n, _), s in zip(corpus, as_song, strict=True) if _refused(s)]
+    assert refused == []
+    no_singing = [
+        song
+        for (group, *_), song, take in zip(corpus, as_song, as_take, strict=True)
+        if group == "accompaniment" and _refused(take)
+    ]
+    assert len(no_singing) >= 10  # most backing tracks hold no singing
+    assert all("low_voice" in s.flags and 0 <= s.voiced_fraction < 1 for s in no_singing)
+
+
+def test_a_song_without_singing_is_embedded_through_the_primitive(random_checkpoint):
+    """`embed_batch`: a band with no voice (generated backing) declared `mixed` is a track
+    flagged `low_voice` with the voiced share heard (none: every segment is embedded);
+    declared `mono`, the vocal take's refusal; a steady tone beside it, refused as not
+    music. One batch, each recording's own answer."""
+    emb = Embedder.from_checkpoint(random_checkpoint, device="cpu")
+    band = backing(8.0, seed=1).astype(np.float32)
+    tone = (0.5 * np.sign(np.sin(2 * np.pi * 220 * np.arange(8 * 22050) / 22050))).astype(
+        np.float32
+    )
+    song, take, beep = emb.embed_batch([band, band, tone], ["mixed", "mono", "mixed"])
+    assert isinstance(song, TrackEmbedding) and song.domain == "mixed"
+    assert "low_voice" in song.flags and song.voiced_fraction == 0.0
+    assert song.n_segments == len(segment_starts(1 + len(band) // CFG.hop_length, CFG))
+    assert isinstance(take, NoVoicedSegmentError) and not isinstance(take, NotMusicError)
+    assert isinstance(beep, NotMusicError)
