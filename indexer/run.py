@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -437,7 +437,7 @@ def index_source(
     source: str | Path,
     *,
     domain: str = "mixed",
-    **options,
+    **options: Any,
 ) -> IndexReport:
     """Index a folder or a CSV manifest (see indexer/sources.py) into `catalog`.
 

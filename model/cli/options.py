@@ -18,9 +18,12 @@ import textwrap
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-Config = TypeVar("Config")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Config = TypeVar("Config", bound="DataclassInstance")
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 #: The default model's MIR-1K validation and held-out singers: `model.training.recipe`'s
@@ -64,7 +67,8 @@ def _escaped(helps: dict[str, str]) -> dict[str, str]:
 def add_fields(parser: Parser, config: Any, names: Sequence[str]) -> None:
     """One `--field-name` option per field of `names`, typed, defaulted and documented from
     the dataclass instance `config`; booleans get `--x / --no-x`."""
-    helps = _escaped(field_comments(type(config)))
+    cls: type = type(config)
+    helps = _escaped(field_comments(cls))
     for name in names:
         default = getattr(config, name)
         flag = "--" + name.replace("_", "-")
@@ -79,7 +83,8 @@ def add_fields(parser: Parser, config: Any, names: Sequence[str]) -> None:
 def add_overrides(parser: Parser, config: Any, names: Sequence[str]) -> None:
     """Like `add_fields`, for options that override a configuration file: unset (None) unless
     given, their help naming the dataclass default that applies when the file does not."""
-    helps = _escaped(field_comments(type(config)))
+    cls: type = type(config)
+    helps = _escaped(field_comments(cls))
     for name in names:
         default = getattr(config, name)
         text = f"{helps.get(name) or name} (default: the --config file's, else {default})"

@@ -81,7 +81,7 @@ class ArrayCache:
         if self.dir is None:
             return
         with atomic_write(self._path(key)) as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: keyword arrays
 
     def get_json(self, key: str) -> dict | None:
         """A JSON record stored with `put_json`, or None."""

@@ -155,7 +155,9 @@ class GmmUbm:
             return self._score_exact(x, ubm_ll, delta_p, offset)
         return self._score_top_c(x, ubm_ll, delta_p, offset, top_c)
 
-    def _score_exact(self, x, ubm_ll, delta_p, offset) -> np.ndarray:
+    def _score_exact(
+        self, x: np.ndarray, ubm_ll: np.ndarray, delta_p: np.ndarray, offset: np.ndarray
+    ) -> np.ndarray:
         """Every component: one matrix product x @ (p * delta).T for a chunk of models."""
         base = _logsumexp(ubm_ll, axis=1).mean()
         shift = (delta_p * self.means[None]).sum(axis=2) + offset  # (S, K)
@@ -168,7 +170,14 @@ class GmmUbm:
             out[s0 : s0 + chunk] = _logsumexp(ll, axis=2).mean(axis=1) - base
         return out
 
-    def _score_top_c(self, x, ubm_ll, delta_p, offset, top_c: int) -> np.ndarray:
+    def _score_top_c(
+        self,
+        x: np.ndarray,
+        ubm_ll: np.ndarray,
+        delta_p: np.ndarray,
+        offset: np.ndarray,
+        top_c: int,
+    ) -> np.ndarray:
         """The C best UBM components of each frame, in both numerator and denominator."""
         top = np.argpartition(-ubm_ll, top_c - 1, axis=1)[:, :top_c]  # (T, C)
         ubm_top = np.take_along_axis(ubm_ll, top, axis=1)  # (T, C)

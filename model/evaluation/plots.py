@@ -8,6 +8,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def det_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pat
     return _save(fig, plt, path)
 
 
-def _save(fig, plt, path: str | Path) -> Path:
+def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")

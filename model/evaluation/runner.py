@@ -35,6 +35,7 @@ from model.evaluation import retrieval_metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
 from model.evaluation.openset import OpenSetConfig, open_set_curve, open_set_scenario
+from model.evaluation.openset_figures import reliability_diagram
 from model.evaluation.score_fusion import Fusion, fuse_stores
 from model.evaluation.splits import EvalClip, split_summary
 from model.mixing import mix_at_snr, nominal_mix
@@ -59,6 +60,12 @@ class View:
         return self.domain if self.snr_db is None else f"{self.domain}@{self.snr_db:+g}dB"
 
 
+# Per rendering, clip index -> an array (track vectors, segment embeddings, MFCC frames).
+Store = dict[View, dict[int, np.ndarray]]
+# (clip index, rendering label) -> why the rendering could not be used.
+Failures = dict[tuple[int, str], str]
+
+
 def _sources(clip: EvalClip, view: View) -> list[str]:
     """The files a rendering is made of: [file] or [vocals, accompaniment]."""
     if view.domain == "mono":
@@ -77,17 +84,16 @@ def _render(clip: EvalClip, views: Sequence[View], sr: int) -> dict[View, np.nda
     files: dict[str, np.ndarray | AudioError] = {}
     out: dict[View, np.ndarray | AudioError] = {}
     for view in views:
-        ys = []
         for path in _sources(clip, view):
             if path not in files:
                 try:
                     files[path] = load_audio(path, sr)
-                except AudioError as err:
-                    files[path] = err
-            ys.append(files[path])
-        err = next((y for y in ys if isinstance(y, AudioError)), None)
-        if err is not None:
-            out[view] = err
+                except AudioError as failed:
+                    files[path] = failed
+        got = [files[path] for path in _sources(clip, view)]
+        ys = [y for y in got if not isinstance(y, AudioError)]
+        if len(ys) < len(got):
+            out[view] = next(y for y in got if isinstance(y, AudioError))
         elif len(ys) == 1:
             out[view] = ys[0]
         elif view.snr_db is None:
@@ -97,7 +103,7 @@ def _render(clip: EvalClip, views: Sequence[View], sr: int) -> dict[View, np.nda
     return out
 
 
-def _cache_key(kind: str, clip: EvalClip, view: View, **extra) -> str:
+def _cache_key(kind: str, clip: EvalClip, view: View, **extra: object) -> str:
     """Cache key of one clip's rendering: its source files' identities, the view, `extra`."""
     return ArrayCache.key(
         {
@@ -114,7 +120,14 @@ def _cache_key(kind: str, clip: EvalClip, view: View, **extra) -> str:
 class _Model:
     """A checkpoint under evaluation: its embedder, cache and collected track vectors."""
 
-    def __init__(self, name: str, path: Path, embedder: Embedder, cache_root, all_segments: bool):
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        embedder: Embedder,
+        cache_root: str | Path | None,
+        all_segments: bool,
+    ):
         self.name = name
         self.path = path
         self.embedder = embedder
@@ -140,7 +153,7 @@ class _Model:
 class _Mfcc:
     """MFCC frames per clip and rendering for the GMM-UBM baseline, cached like embeddings."""
 
-    def __init__(self, cfg: GmmUbmConfig, sr: int, cache_root):
+    def __init__(self, cfg: GmmUbmConfig, sr: int, cache_root: str | Path | None):
         self.cfg = cfg
         self.sr = sr
         front_end = {
@@ -184,7 +197,8 @@ def evaluate(
     segment embedded; default False: the service's pipeline (`Embedder.embed_batch`: the
     voice detector's segment choice, a clip without singing fails like a refused upload).
     workers: decoding threads beside the inference thread (0: decode inline). open_set: add the
-    open-set figures of `model.evaluation.openset` (and `det-open-set.png` under plot_dir).
+    open-set figures of `model.evaluation.openset` (and `det-open-set.png`,
+    `reliability-open-set.png` under plot_dir).
     fusions: extra rows, each the track-level score fusion of two named checkpoints
     (`model.evaluation.score_fusion`). Returns the result dict that `report.write_report` turns into
     JSON and Markdown.
@@ -298,6 +312,8 @@ def evaluate(
             "impostors": list(open_set.impostors),
             "calibration_impostors": list(open_set.calibration_impostors),
             "target_fa": open_set.target_fa,
+            "likely_fa": open_set.likely_fa,
+            "prior_known": open_set.prior_known,
             "norm": open_set.norm,
         }
     if gmm_cached is not None:
@@ -315,6 +331,17 @@ def evaluate(
             from model.evaluation.plots import det_curves
 
             result["plots"]["det"] = str(det_curves(det, Path(plot_dir) / "det-open-set.png"))
+            result["plots"]["reliability"] = str(
+                reliability_diagram(
+                    {
+                        f"{m['name']} {s}": f["composed"]["reliability"]
+                        for m in result["models"]
+                        for s, f in (m.get("open_set") or {}).items()
+                        if f and "composed" in f
+                    },
+                    Path(plot_dir) / "reliability-open-set.png",
+                )
+            )
     result["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
     return result
 
@@ -330,7 +357,14 @@ def _header(m: _Model) -> dict:
 
 
 def _embedding_entry(
-    clips, name: str, header: dict, vectors, scenarios, snrs, snr_scenarios, k: int
+    clips: Sequence[EvalClip],
+    name: str,
+    header: dict,
+    vectors: Store,
+    scenarios: Sequence[str],
+    snrs: Sequence[float],
+    snr_scenarios: Sequence[str],
+    k: int,
 ) -> dict:
     """One row's figures (a checkpoint's or a fusion's): every scenario, and per SNR the
     scenarios with mixed audio. vectors: {view: {clip index: track vector}}."""
@@ -361,7 +395,7 @@ def _embedding_entry(
     return entry
 
 
-def _embedder(spec: str | Path, device: str | None):
+def _embedder(spec: str | Path, device: str | None) -> Embedder:
     """A checkpoint's Embedder, or the distillation teacher for `teacher_eval.TEACHER_SPEC`."""
     from model.evaluation.teacher_eval import TEACHER_SPEC, TeacherEmbedder
 
@@ -383,7 +417,14 @@ def _snr_view(domain: str, snr_db: float) -> View:
 
 
 def _iter_rendered(
-    clips, models, mfcc, emb_views, mfcc_views, sr, workers, progress
+    clips: Sequence[EvalClip],
+    models: Sequence[_Model],
+    mfcc: _Mfcc | None,
+    emb_views: Sequence[View],
+    mfcc_views: Sequence[View],
+    sr: int,
+    workers: int,
+    progress: bool,
 ) -> Iterator[tuple[int, EvalClip, dict]]:
     """Yield (index, clip, arrays) in completion order. arrays maps (model name or "mfcc",
     view) to the cached arrays or None, and each view that had to be rendered to its waveform
@@ -429,7 +470,14 @@ def _iter_rendered(
     bar.close()
 
 
-def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
+def _embed_clip(
+    i: int,
+    clip: EvalClip,
+    rendered: dict,
+    models: Sequence[_Model],
+    emb_views: Sequence[View],
+    failures: Failures,
+) -> None:
     """Store each model's segment embeddings and track vector per rendering: from the cache,
     else `embed_batch` of all this clip's renderings at once (one encoder pass per branch),
     cached (the segments only: the track vector is their normalised mean)."""
@@ -458,7 +506,7 @@ def _embed_clip(i, clip, rendered, models, emb_views, failures) -> None:
             m.cache.put(
                 m.key(clip, view),
                 segments=mine,
-                duration_s=np.float64(len(y) / m.embedder.features.sample_rate),
+                duration_s=np.asarray(len(y) / m.embedder.features.sample_rate, np.float64),
             )
 
 
@@ -468,7 +516,9 @@ def _keep(m: _Model, view: View, i: int, segments: np.ndarray) -> None:
     m.vectors.setdefault(view, {})[i] = track_vector(segments)
 
 
-def _mfcc_clip(i, clip, rendered, mfcc: _Mfcc, views, failures) -> None:
+def _mfcc_clip(
+    i: int, clip: EvalClip, rendered: dict, mfcc: _Mfcc, views: Sequence[View], failures: Failures
+) -> None:
     for view in views:
         hit = rendered.get(("mfcc", view))
         if hit is not None:
@@ -484,7 +534,9 @@ def _mfcc_clip(i, clip, rendered, mfcc: _Mfcc, views, failures) -> None:
         mfcc.frames.setdefault(view, {})[i] = frames
 
 
-def _split(clips, store: dict[View, dict[int, np.ndarray]], query: View, target: View):
+def _split(
+    clips: Sequence[EvalClip], store: Store, query: View, target: View
+) -> tuple[list[int], list[int]]:
     """Indices of query clips and model clips that have the renderings."""
     q = store.get(query, {})
     t = store.get(target, {})
@@ -493,10 +545,20 @@ def _split(clips, store: dict[View, dict[int, np.ndarray]], query: View, target:
     return q_idx, t_idx
 
 
-def _figures(q_singers, names, singer_scores, t_singers, track_scores, k, n_without) -> dict:
+def _figures(
+    q_singers: list[str],
+    names: list[str],
+    singer_scores: np.ndarray,
+    t_singers: list[str],
+    track_scores: np.ndarray,
+    k: int,
+    n_without: int,
+) -> dict:
     truth = np.array([names.index(s) for s in q_singers])
     relevant = np.asarray(q_singers)[:, None] == np.asarray(t_singers)[None, :]
-    singer_id = retrieval_metrics.singer_identification(singer_scores, truth, (1, 5))
+    singer_id: dict[str, object] = dict(
+        retrieval_metrics.singer_identification(singer_scores, truth, (1, 5))
+    )
     singer_id["top1_ci95"] = retrieval_metrics.bootstrap_ci(
         retrieval_metrics.topk_hits(singer_scores, truth, 1)
     )
@@ -507,7 +569,9 @@ def _figures(q_singers, names, singer_scores, t_singers, track_scores, k, n_with
     }
 
 
-def _embedding_scenario(clips, vectors, query: View, target: View, k: int) -> dict | None:
+def _embedding_scenario(
+    clips: Sequence[EvalClip], vectors: Store, query: View, target: View, k: int
+) -> dict | None:
     q_idx, t_idx = _split(clips, vectors, query, target)
     if not t_idx:
         return None
@@ -531,7 +595,7 @@ def _embedding_scenario(clips, vectors, query: View, target: View, k: int) -> di
     )
 
 
-def _gmm_key(clips, mfcc: _Mfcc, views: list[View], k: int) -> str:
+def _gmm_key(clips: Sequence[EvalClip], mfcc: _Mfcc, views: list[View], k: int) -> str:
     return ArrayCache.key(
         {
             "v": _CACHE_VERSION,
@@ -551,7 +615,9 @@ def _gmm_key(clips, mfcc: _Mfcc, views: list[View], k: int) -> str:
     )
 
 
-def _gmm_entry(clips, mfcc: _Mfcc, scenarios, k, progress) -> dict:
+def _gmm_entry(
+    clips: Sequence[EvalClip], mfcc: _Mfcc, scenarios: Sequence[str], k: int, progress: bool
+) -> dict:
     from tqdm import tqdm
 
     cfg = mfcc.cfg
@@ -621,7 +687,9 @@ def _gmm_entry(clips, mfcc: _Mfcc, scenarios, k, progress) -> dict:
     return entry
 
 
-def _plots(clips, models, result, plot_dir: Path, tsne: bool) -> dict[str, str]:
+def _plots(
+    clips: Sequence[EvalClip], models: Sequence[_Model], result: dict, plot_dir: Path, tsne: bool
+) -> dict[str, str]:
     from model.evaluation import plots
 
     out: dict[str, str] = {}

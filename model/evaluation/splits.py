@@ -133,6 +133,7 @@ def clips_from_rows(rows: list[ManifestRow], origin: str = "manifest") -> list[E
             or Path(first.path or first.vocal_path or f"row{key[-1]}").stem
         )
         songs = {r.song for r in group if r.song}
+        assert first.role is not None  # every row's role was checked above
         clips.append(
             EvalClip(
                 clip_id=clip_id,
