@@ -373,9 +373,9 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
     except FileNotFoundError as err:
         log.error("%s", err)
         return 2
-    backgrounds = None
+    backgrounds: list[str | Path] | None = None
     if args.cross_domain_snr is not None:
-        backgrounds = read_backgrounds(root.parent / "instrumental")
+        backgrounds = list(read_backgrounds(root.parent / "instrumental"))
         if not backgrounds:
             log.error("--cross-domain-snr: no instrumentals in %s", root.parent / "instrumental")
             return 2
