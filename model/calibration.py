@@ -1,35 +1,36 @@
-"""Open-set answers: adaptive s-norm of cosine scores, calibrated confidence and a verdict.
+"""Open-set calibration of a checkpoint: scores, a calibrated confidence, a graded verdict.
 
-A raw cosine score says little on its own: how high a "match" scores depends on the query (a
-breathy take scores low against everyone) and on the singer model (a generic voice scores high
-against everyone). Adaptive s-norm (Matejka et al., Interspeech 2017) rescales each score by
-both sides' scores against a cohort of other singers:
+The file `<checkpoint_id>.calibration.json` beside the checkpoint (fitted by `python -m model
+calibrate`) holds, per (query domain, model domain) pair:
 
-    s = ((c - mean_q) / std_q + (c - mean_m) / std_m) / 2
+- the score's kind (`norm`): raw cosine, or adaptive s-norm (`model.score_norm`) against a
+  cohort made of the catalogue's other singers *and* the voices of the cohort file shipped
+  beside it (`<checkpoint_id>.cohort.npz`: one unit vector per voice and domain, from the
+  training material), so that a catalogue of one singer has a cohort too;
+- `confidence`: P(the best singer is the one singing), a logistic regression on the best
+  singer's score s, the query's length l = log(segments) and s * l (a longer query's scores
+  separate better), fitted on calibration queries of known singers and of singers outside
+  the catalogue, each half of the weight (`prior_known`);
+- length tiers (by number of embedded segments): a track vector is the normalised mean of its
+  segments, and the longer the query, the less noise that mean carries and the higher *every*
+  cosine it scores, an unknown singer's best one included. Each tier stores the quantiles of
+  impostor queries' best scores: the verdict is "known" when the best singer's score exceeds
+  the quantile for the target false-alarm rate, "likely" for a looser one, else "unknown". A
+  query is read at the tier of the longest queries it is at least as long as;
+- `firm_answer_segments`: the query length beyond which more singing helps little: the
+  shortest tier whose known-singer queries were answered "known" (at the 1 % target) at
+  least 80 % as often as in the best tier; what the service tells a short query.
 
-where mean_q, std_q are over the top-K cosine scores of the query against the *other* singer
-models of the catalogue, and mean_m, std_m over the top-K scores of the singer model against
-the catalogue's tracks of *other* singers (same domain). The catalogue is the cohort: it is
-what a query competes against, and it needs nothing shipped with the checkpoint.
-
-A calibration file (fitted by `python -m model calibrate`, stored next to the checkpoint as
-`<checkpoint_id>.calibration.json`) holds, per (query domain, model domain) pair, a logistic
-regression from s to P(same singer) and the distribution of non-target s; the verdict is
-"known" when the best singer's s exceeds the threshold for the target false-alarm rate.
-
-Each pair is calibrated per query length (tiers by number of embedded segments): a track
-vector is the normalised mean of its segments, and the longer the query, the less noise that
-mean carries and the higher *every* cosine it scores, an unknown singer's best one included.
-Calibrated on MIR-1K clips (1-4 segments) alone, the verdict let through 4-20 % of unknown
-singers' queries of 12+ segments at a 1 % target (default model, README "Open set"). A query
-is read at the tier of the longest queries it is at least as long as.
+Per domain, `enrolment` holds the outlier bar of a singer's tracks (`model.enrolment`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -37,14 +38,10 @@ import numpy as np
 
 from model.errors import SingerRetrievalError
 
-CALIBRATION_VERSION = 2
-#: Versions `Calibration.from_dict` reads; version 1 had one tier per pair.
-READABLE_VERSIONS = (1, 2)
-#: Scores against the cohort averaged on each side (the K of adaptive s-norm).
-DEFAULT_COHORT_TOP_K = 50
-#: Fewest cohort scores a side needs for a standard deviation worth dividing by.
-MIN_COHORT = 2
+CALIBRATION_VERSION = 3
 NORMS = ("raw", "snorm")
+#: The target false-alarm rate at which `firm_answer_segments` is measured.
+FIRM_TARGET_FA = 0.01
 
 
 class CalibrationError(SingerRetrievalError):
@@ -60,180 +57,249 @@ def calibration_path(checkpoint_path: str | Path, checkpoint_id: str) -> Path:
     return Path(checkpoint_path).parent / f"{checkpoint_id}.calibration.json"
 
 
+def cohort_path(checkpoint_path: str | Path, checkpoint_id: str) -> Path:
+    """Where a checkpoint's s-norm cohort lives: beside it, named after its checkpoint id."""
+    return Path(checkpoint_path).parent / f"{checkpoint_id}.cohort.npz"
+
+
 def pair_key(query_domain: str, model_domain: str) -> str:
     return f"{query_domain}->{model_domain}"
 
 
-def cohort_moments(cohort_scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the `top_k` highest scores along the last axis.
-
-    cohort_scores: (..., n) cosine scores against the cohort (the candidate itself excluded;
-    NaN entries are ignored). Returns two (...,) arrays; std is NaN where fewer than MIN_COHORT
-    scores exist (s-norm is undefined there).
-    """
-    s = np.asarray(cohort_scores, dtype=np.float64)
-    s = np.where(np.isnan(s), -np.inf, s)
-    k = max(1, min(top_k, s.shape[-1]))
-    top = -np.sort(-s, axis=-1)[..., :k]
-    valid = np.isfinite(top)
-    n = valid.sum(axis=-1)
-    top = np.where(valid, top, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = top.sum(axis=-1) / n
-        var = (np.where(valid, top - mean[..., None], 0.0) ** 2).sum(axis=-1) / (n - 1)
-    std = np.sqrt(var)
-    return mean, np.where(n >= MIN_COHORT, np.maximum(std, 1e-6), np.nan)
-
-
-def snorm(
-    raw: np.ndarray | float,
-    query_mean: np.ndarray | float,
-    query_std: np.ndarray | float,
-    model_mean: np.ndarray | float,
-    model_std: np.ndarray | float,
-) -> np.ndarray:
-    """Adaptive s-norm of cosine scores `raw` given both sides' cohort moments (broadcast)."""
-    return 0.5 * (
-        (np.asarray(raw) - query_mean) / query_std + (np.asarray(raw) - model_mean) / model_std
-    )
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
 @dataclass(frozen=True)
-class PairCalibration:
-    """Calibration of one (query domain, model domain) pair for queries of at least
-    `min_segments` embedded segments (one length tier), on the calibrated kind of score.
+class Tier:
+    """Verdict thresholds of one pair for queries of at least `min_segments` segments.
 
-    confidence = sigmoid(slope * s + intercept); top1_quantiles[i] is the score below which a
-    fraction `quantile_levels[i]` of impostor queries' best scores fall, measured against
-    catalogues of `n_candidates` singers.
+    top1_quantiles[i] is the score below which a fraction `quantile_levels[i]` of impostor
+    queries' best scores fall, measured against catalogues of `n_candidates` singers;
+    identified: share of the calibration's known-singer queries of this tier answered "known"
+    and right at FIRM_TARGET_FA.
     """
 
-    slope: float
-    intercept: float
     quantile_levels: tuple[float, ...]
     top1_quantiles: tuple[float, ...]
     n_candidates: int
-    n_target: int
-    n_nontarget: int
+    n_known: int
+    n_impostor: int
     min_segments: int = 1
-
-    def confidence(self, s: np.ndarray | float) -> np.ndarray:
-        """P(same singer) for score(s) of the calibrated kind; NaN where s is NaN."""
-        z = self.slope * np.asarray(s, dtype=np.float64) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+    identified: float | None = None
 
     def threshold(self, target_fa: float, n_candidates: int) -> float:
-        """The s the best of `n_candidates` singers must exceed for a "known" verdict, so that a
-        query of a singer outside the catalogue is accepted with probability `target_fa`.
+        """The score the best of `n_candidates` singers must exceed so that a query of a
+        singer outside the catalogue passes with probability `target_fa`.
 
-        The threshold is the impostors' best-score quantile at 1 - target_fa, measured at the
-        calibration's catalogue size n0. For another size n, the best of n scores is taken as
-        the best of n / n0 independent draws of the best of n0: level (1 - target_fa)^(n0/n).
+        The impostors' best-score quantile at 1 - target_fa, measured at the calibration's
+        catalogue size n0. For another size n, the best of n scores is taken as the best of
+        n / n0 independent draws of the best of n0: level (1 - target_fa)^(n0/n).
         """
         level = (1.0 - target_fa) ** (self.n_candidates / max(1, n_candidates))
         return float(np.interp(level, self.quantile_levels, self.top1_quantiles))
 
     def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, p: dict) -> Tier:
+        return cls(
+            quantile_levels=tuple(float(x) for x in p["quantile_levels"]),
+            top1_quantiles=tuple(float(x) for x in p["top1_quantiles"]),
+            n_candidates=int(p["n_candidates"]),
+            n_known=int(p["n_known"]),
+            n_impostor=int(p["n_impostor"]),
+            min_segments=int(p.get("min_segments", 1)),
+            identified=None if p.get("identified") is None else float(p["identified"]),
+        )
+
+
+@dataclass(frozen=True)
+class PairCalibration:
+    """One (query domain, model domain) pair: the confidence model and the length tiers (by
+    increasing `min_segments`, the first at 1)."""
+
+    weights: tuple[float, float, float]  # on (score s, l = log segments, s * l)
+    intercept: float
+    tiers: tuple[Tier, ...]
+    firm_answer_segments: int | None = None
+
+    def __post_init__(self) -> None:
+        starts = [t.min_segments for t in self.tiers]
+        if not starts or starts[0] != 1 or any(b <= a for a, b in pairwise(starts)):
+            raise CalibrationError(f"length tiers must start at 1 and increase, got {starts}")
+
+    def confidence(self, scores: np.ndarray | float, n_segments: int) -> np.ndarray:
+        """P(same singer) of score(s) of the calibrated kind for a query of `n_segments`
+        segments; NaN where a score is NaN."""
+        s = np.asarray(scores, dtype=np.float64)
+        a, b, c = self.weights
+        length = np.log(max(1, n_segments))
+        return sigmoid((a + c * length) * s + b * length + self.intercept)
+
+    def tier(self, n_segments: int) -> Tier:
+        """The tier of a query of `n_segments` segments: the last one whose start it reaches."""
+        return tier_for(self.tiers, n_segments)
+
+    def to_dict(self) -> dict:
         return {
-            "slope": self.slope,
-            "intercept": self.intercept,
-            "quantile_levels": list(self.quantile_levels),
-            "top1_quantiles": list(self.top1_quantiles),
-            "n_candidates": self.n_candidates,
-            "n_target": self.n_target,
-            "n_nontarget": self.n_nontarget,
-            "min_segments": self.min_segments,
+            "confidence": {"weights": list(self.weights), "intercept": self.intercept},
+            "firm_answer_segments": self.firm_answer_segments,
+            "tiers": [t.to_dict() for t in self.tiers],
         }
 
     @classmethod
     def from_dict(cls, p: dict) -> PairCalibration:
+        w = [float(x) for x in p["confidence"]["weights"]]
+        if len(w) != 3:
+            raise ValueError(f"confidence weights: 3 expected, got {len(w)}")
+        firm = p.get("firm_answer_segments")
         return cls(
-            slope=float(p["slope"]),
-            intercept=float(p["intercept"]),
-            quantile_levels=tuple(float(x) for x in p["quantile_levels"]),
-            top1_quantiles=tuple(float(x) for x in p["top1_quantiles"]),
-            n_candidates=int(p["n_candidates"]),
-            n_target=int(p["n_target"]),
-            n_nontarget=int(p["n_nontarget"]),
-            min_segments=int(p.get("min_segments", 1)),
+            weights=(w[0], w[1], w[2]),
+            intercept=float(p["confidence"]["intercept"]),
+            tiers=tuple(Tier.from_dict(t) for t in p["tiers"]),
+            firm_answer_segments=None if firm is None else int(firm),
         )
 
 
-def tier_for(tiers: Sequence[PairCalibration], n_segments: int) -> PairCalibration:
+def tier_for(tiers: Sequence[Tier], n_segments: int) -> Tier:
     """The tier of a query of `n_segments` segments: the last of `tiers` (by increasing
     `min_segments`, the first at 1) whose `min_segments` it reaches."""
     return [t for t in tiers if t.min_segments <= max(1, n_segments)][-1]
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """A checkpoint's score calibration (see the module docstring).
+class EnrolmentCalibration:
+    """The outlier bar of one domain's singer models: a track whose leave-one-out score is
+    below `outlier_below` is flagged (`model.enrolment`); genuine tracks fell below it at a
+    rate `false_flag_rate`, other singers' tracks planted among them at `detection`."""
 
-    pairs: pair key -> length tiers, by increasing `min_segments`, the first at 1.
-    """
+    outlier_below: float
+    false_flag_rate: float
+    detection: float | None = None
+
+    @classmethod
+    def from_dict(cls, p: dict) -> EnrolmentCalibration:
+        det = p.get("detection")
+        return cls(
+            float(p["outlier_below"]),
+            float(p["false_flag_rate"]),
+            None if det is None else float(det),
+        )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A checkpoint's open-set calibration (see the module docstring).
+
+    cohort: domain -> (C, dim) float32 unit vectors of the shipped s-norm cohort (empty with
+    `norm` "raw" or when none ships); its file and SHA-256 are `cohort_file`."""
 
     checkpoint_id: str
     norm: str  # "raw" (cosine) or "snorm": the score the pairs are calibrated on
     cohort_top_k: int
-    pairs: dict[str, tuple[PairCalibration, ...]]
+    pairs: dict[str, PairCalibration]
     fitted_on: dict
+    prior_known: float = 0.5
+    enrolment: dict[str, EnrolmentCalibration] = field(default_factory=dict)
+    cohort: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    cohort_file: dict | None = field(default=None, compare=False)
 
-    def __post_init__(self) -> None:
-        for key, tiers in self.pairs.items():
-            starts = [t.min_segments for t in tiers]
-            if not starts or starts[0] != 1 or any(b <= a for a, b in pairwise(starts)):
-                raise CalibrationError(
-                    f"{key}: length tiers must start at 1 segment and increase, got {starts}"
-                )
+    def pair(self, query_domain: str, model_domain: str) -> PairCalibration | None:
+        return self.pairs.get(pair_key(query_domain, model_domain))
 
-    def pair(
-        self, query_domain: str, model_domain: str, n_segments: int = 1
-    ) -> PairCalibration | None:
-        """The calibration of a query of `n_segments` embedded segments against singer models
-        of `model_domain`: its pair's longest tier the query reaches; None without the pair."""
-        tiers = self.pairs.get(pair_key(query_domain, model_domain))
-        return tier_for(tiers, n_segments) if tiers else None
+    def cohort_of(self, domain: str) -> np.ndarray | None:
+        """The shipped cohort in `domain` (C, dim), or None."""
+        c = self.cohort.get(domain)
+        return c if c is not None and len(c) else None
 
     def to_dict(self) -> dict:
         return {
             "version": CALIBRATION_VERSION,
             "checkpoint_id": self.checkpoint_id,
-            "method": "logistic regression on the score; verdict on impostors' best score",
+            "method": "logistic confidence on (score, log segments, their product); verdict "
+            "on impostors' best-score quantiles per length tier",
             "norm": self.norm,
             "cohort_top_k": self.cohort_top_k,
-            "pairs": {k: [t.to_dict() for t in p] for k, p in sorted(self.pairs.items())},
+            "cohort": self.cohort_file,
+            "prior_known": self.prior_known,
+            "pairs": {k: p.to_dict() for k, p in sorted(self.pairs.items())},
+            "enrolment": {d: vars(e) for d, e in sorted(self.enrolment.items())},
             "fitted_on": self.fitted_on,
         }
 
     def save(self, path: str | Path) -> Path:
+        """Write the file (and the cohort beside it, when there is one) atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        data = self.to_dict()
+        if self.cohort:
+            buf = io.BytesIO()
+            arrays: dict[str, np.ndarray] = {"checkpoint_id": np.array(self.checkpoint_id)}
+            arrays.update({d: v.astype(np.float16) for d, v in sorted(self.cohort.items())})
+            np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+            blob = buf.getvalue()
+            name = f"{self.checkpoint_id}.cohort.npz"
+            _write_atomic(path.parent / name, blob)
+            data["cohort"] = {
+                "file": name,
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "voices": {d: len(v) for d, v in sorted(self.cohort.items())},
+            }
+        _write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
         return path
 
     @classmethod
-    def from_dict(cls, data: dict) -> Calibration:
-        if data.get("version") not in READABLE_VERSIONS:
+    def from_dict(cls, data: dict, folder: Path | None = None) -> Calibration:
+        """The calibration of a file's contents; `folder`: where to find its cohort file."""
+        if data.get("version") != CALIBRATION_VERSION:
             raise CalibrationError(
-                f"calibration version {data.get('version')!r}, expected one of {READABLE_VERSIONS}"
+                f"calibration version {data.get('version')!r}, expected {CALIBRATION_VERSION}: "
+                "refit it with `python -m model calibrate`"
             )
         try:
-            pairs = {
-                # version 1: one calibration per pair, for queries of any length
-                k: tuple(PairCalibration.from_dict(t) for t in ([p] if isinstance(p, dict) else p))
-                for k, p in data["pairs"].items()
-            }
-            return cls(
+            cal = cls(
                 checkpoint_id=str(data["checkpoint_id"]),
                 norm=_norm(data["norm"]),
                 cohort_top_k=int(data["cohort_top_k"]),
-                pairs=pairs,
+                pairs={k: PairCalibration.from_dict(p) for k, p in data["pairs"].items()},
                 fitted_on=dict(data.get("fitted_on", {})),
+                prior_known=float(data.get("prior_known", 0.5)),
+                enrolment={
+                    d: EnrolmentCalibration.from_dict(e)
+                    for d, e in data.get("enrolment", {}).items()
+                },
+                cohort_file=data.get("cohort"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CalibrationError(f"malformed calibration: {err!r}") from err
+        if cal.cohort_file and folder is not None:
+            cal = replace(cal, cohort=_read_cohort(folder, cal))
+        return cal
+
+
+def _write_atomic(path: Path, blob: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+
+
+def _read_cohort(folder: Path, cal: Calibration) -> dict[str, np.ndarray]:
+    """The cohort file a calibration names, checked against its SHA-256 and checkpoint."""
+    ref = cal.cohort_file or {}
+    path = folder / Path(str(ref.get("file", ""))).name  # never a path outside the folder
+    try:
+        blob = path.read_bytes()
+    except OSError as err:
+        raise CalibrationError(f"cohort file: {err}") from err
+    if hashlib.sha256(blob).hexdigest() != ref.get("sha256"):
+        raise CalibrationError(f"{path.name} is not the cohort the calibration was fitted with")
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        if str(z["checkpoint_id"]) != cal.checkpoint_id:
+            raise CalibrationMismatchError(f"{path.name} belongs to another checkpoint")
+        out = {d: np.asarray(z[d], dtype=np.float32) for d in z.files if d != "checkpoint_id"}
+    return {d: v / np.linalg.norm(v, axis=1, keepdims=True) for d, v in out.items()}
 
 
 def _norm(value: object) -> str:
@@ -243,22 +309,24 @@ def _norm(value: object) -> str:
 
 
 def load_calibration(path: str | Path, checkpoint_id: str) -> Calibration:
-    """Read a calibration file and check it belongs to `checkpoint_id`.
+    """Read a calibration file (and its cohort) and check it belongs to `checkpoint_id`.
 
     Raises CalibrationMismatchError when it was fitted for another checkpoint (its scores
     would be calibrated for other weights), CalibrationError when unreadable.
     """
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise CalibrationError(f"{path}: {err}") from err
-    calibration = Calibration.from_dict(data)
-    if calibration.checkpoint_id != checkpoint_id:
+    if isinstance(data, dict) and data.get("checkpoint_id") not in (None, checkpoint_id):
         raise CalibrationMismatchError(
-            f"{path} calibrates checkpoint {calibration.checkpoint_id}, not the loaded "
+            f"{path} calibrates checkpoint {data.get('checkpoint_id')}, not the loaded "
             f"checkpoint {checkpoint_id}; refit it with `python -m model calibrate`"
         )
-    return calibration
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{path}: not a calibration object")
+    return Calibration.from_dict(data, path.parent)
 
 
 def find_calibration(checkpoint_path: str | Path, checkpoint_id: str) -> Calibration | None:
@@ -267,42 +335,41 @@ def find_calibration(checkpoint_path: str | Path, checkpoint_id: str) -> Calibra
     return load_calibration(path, checkpoint_id) if path.is_file() else None
 
 
-def snorm_hits(
-    raw: np.ndarray,
-    query_cohort: list[np.ndarray],
-    model_cohort: list[np.ndarray],
-    top_k: int = DEFAULT_COHORT_TOP_K,
-) -> np.ndarray:
-    """S-norm of ranked hits: raw (n,) cosine scores; query_cohort[i] / model_cohort[i] the
-    cohort scores of hit i's query and singer model (hit i's own singer excluded)."""
-    out = np.full(len(raw), np.nan)
-    for i, (qc, mc) in enumerate(zip(query_cohort, model_cohort, strict=True)):
-        qm, qs = cohort_moments(np.asarray(qc, dtype=np.float64), top_k)
-        mm, ms = cohort_moments(np.asarray(mc, dtype=np.float64), top_k)
-        out[i] = snorm(float(raw[i]), qm, qs, mm, ms)
-    return out
-
-
 @dataclass(frozen=True)
 class Reading:
-    """Open-set reading of one ranked list of singers (best first)."""
+    """Open-set reading of one ranked list of singers (best first).
+
+    verdict: "known" (best score above `threshold`), "likely" (above `likely_threshold`),
+    "unknown", or None (score undefined)."""
 
     confidence: np.ndarray  # (n,) P(same singer)
-    verdict: str | None  # "known" | "unknown" | None (score undefined)
-    threshold: float  # score the best singer had to exceed
+    verdict: str | None
+    threshold: float
+    likely_threshold: float
 
 
 def read_scores(
-    scores: np.ndarray, n_candidates: int, pair: PairCalibration, target_fa: float
+    scores: np.ndarray,
+    n_candidates: int,
+    n_segments: int,
+    pair: PairCalibration,
+    target_fa: float,
+    likely_fa: float,
 ) -> Reading:
     """Confidence of each ranked hit and the verdict on the best one.
 
     scores: (n,) calibrated-kind scores (raw cosine or s-norm, as `Calibration.norm`), best
     first; n_candidates: singers the query competed against (the catalogue's singers in the
-    models' domain); target_fa: wanted rate of "known" verdicts for singers not in it.
+    models' domain); n_segments: the query's embedded segments; target_fa / likely_fa: wanted
+    rates of "known" / "known or likely" verdicts for singers not in the catalogue.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    t = pair.threshold(target_fa, n_candidates)
+    tier = pair.tier(n_segments)
+    known_t = tier.threshold(target_fa, n_candidates)
+    likely_t = min(known_t, tier.threshold(likely_fa, n_candidates))
+    confidence = pair.confidence(scores, n_segments)
     if len(scores) == 0 or not np.isfinite(scores[0]):
-        return Reading(pair.confidence(scores), None, t)
-    return Reading(pair.confidence(scores), "known" if scores[0] > t else "unknown", t)
+        return Reading(confidence, None, known_t, likely_t)
+    best = scores[0]
+    verdict = "known" if best > known_t else "likely" if best > likely_t else "unknown"
+    return Reading(confidence, verdict, known_t, likely_t)

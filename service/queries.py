@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from catalog import CatalogBackend, SingerHit, TrackHit
 from model.embedding import TrackEmbedding
-from service.openset import HitReading, SegmentEvidence, Span, read_hits, segment_evidence, timeline
+from service.openset import (
+    HitReading,
+    OpenSetPolicy,
+    SegmentEvidence,
+    Span,
+    identify_hits,
+    segment_evidence,
+    timeline,
+)
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -30,6 +38,17 @@ def domain_with_tracks(catalog: CatalogBackend, wanted: str) -> Domain | None:
         if catalog.n_singers(domain) > 0:
             return cast(Domain, domain)
     return None
+
+
+def open_set_policy(runtime: Runtime) -> OpenSetPolicy:
+    """The settings' operating points and outlier rule, and the model's segment length."""
+    s = runtime.settings
+    return OpenSetPolicy(
+        s.target_false_alarm,
+        s.likely_false_alarm,
+        s.exclude_outliers,
+        runtime.embedder.features.segment_seconds,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,17 +73,18 @@ async def identify(
     await runtime.checkpoints.require_consistent()
     emb = await runtime.inference.embed(data, domain)
     branch = emb.domain or domain  # with auto: the branch the voice detector chose
-    cal, target_fa = runtime.calibration, runtime.settings.target_false_alarm
+    cal, policy = runtime.calibration, open_set_policy(runtime)
     catalog = runtime.catalog
 
     def rank() -> Identification:
         wanted = domain_with_tracks(catalog, branch) if models == "auto" else cast(Domain, models)
-        hits = catalog.search_singers(emb.vector, top_k, wanted) if wanted else []
-        models_domain = wanted if hits else None
-        reading = read_hits(
-            catalog, emb.vector, hits, branch, models_domain, cal, target_fa, emb.n_segments
+        hits, reading = (
+            identify_hits(catalog, emb.vector, top_k, branch, wanted, cal, policy, emb.n_segments)
+            if wanted
+            else ([], HitReading([], None, None))
         )
-        segments = segment_evidence(catalog, emb, branch, models_domain, cal, target_fa)
+        models_domain = wanted if hits else None
+        segments = segment_evidence(catalog, emb, branch, models_domain, cal, policy)
         spans = timeline(segments) if with_timeline else None
         return Identification(emb, models_domain, hits, reading, segments, spans)
 

@@ -183,6 +183,19 @@ class Settings(BaseSettings):
         "migrate) made another catalogue generation live, seconds; it then loads that "
         "generation's checkpoint and swaps model and catalogue without a restart",
     )
+    likely_false_alarm: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="looser operating point of the /identify verdict: wanted share of queries "
+        "by singers outside the catalogue answered 'known' or 'likely' (docs/open-set.md)",
+    )
+    exclude_outliers: bool = Field(
+        False,
+        description="leave the tracks flagged as outliers of their singer (far from the "
+        "singer's other tracks: a wrong label, a featured artist) out of the singer models "
+        "that /identify ranks; GET /singers/{id} lists them either way",
+    )
 
     @model_validator(mode="before")
     @classmethod

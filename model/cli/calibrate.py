@@ -2,8 +2,9 @@
 
     python -m model calibrate --checkpoint model/weights/cross-default.pt --recipe mir1k
 
-Writes `<checkpoint_id>.calibration.json` next to the checkpoint (or --out), which the service
-loads with the checkpoint. Exit status 0 on success, 2 on bad input.
+Writes `<checkpoint_id>.calibration.json` and its s-norm cohort `<checkpoint_id>.cohort.npz`
+next to the checkpoint (or in --out's folder), which the service loads with the checkpoint
+(docs/open-set.md). Exit status 0 on success, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -36,11 +37,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_take_impostors(p)
     p.add_argument(
+        "--cohort-takes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ship the 225 training a cappella takes of the shared folder (both renderings) "
+        "as the s-norm cohort beside the checkpoint, joined to the catalogue's singers, so "
+        "that a small catalogue has a cohort too (default: %(default)s)",
+    )
+    p.add_argument(
         "--norm",
         choices=("raw", "snorm"),
-        default="raw",
-        help="score to calibrate: raw cosine or adaptive s-norm against the catalogue; raw "
-        "measured better for the default model (README, open set) (default: %(default)s)",
+        default="snorm",
+        help="score to calibrate: raw cosine or adaptive s-norm against the catalogue (and the "
+        "cohort); s-norm measured better for the default model (docs/open-set.md) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--prior-known",
+        type=float,
+        default=0.5,
+        help="share of queries by catalogue singers that the confidence assumes "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--false-flag-rate",
+        type=float,
+        default=0.02,
+        help="share of a singer's own tracks that the outlier bar may flag (default: %(default)s)",
     )
     p.add_argument(
         "--out",
@@ -73,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
             args.checkpoint,
             impostors=args.impostors,
             norm=args.norm,
+            prior_known=args.prior_known,
+            false_flag_rate=args.false_flag_rate,
             dataset=dataset,
             cache_dir=evaluation_cache(args.cache_dir),
             device=args.device,
@@ -84,17 +109,27 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = args.out or calibration_path(args.checkpoint, calibration.checkpoint_id)
     calibration.save(out)
-    for key, tiers in sorted(calibration.pairs.items()):
-        for pair in tiers:
+    for key, pair in sorted(calibration.pairs.items()):
+        for tier in pair.tiers:
             log.info(
                 "%s, queries of >= %d segments: threshold at 1%% false alarm %.3f (catalogue of "
-                "%d), %d target / %d non-target trials",
+                "%d), %d known / %d impostor queries, %.0f%% of the known identified",
                 key,
-                pair.min_segments,
-                pair.threshold(0.01, pair.n_candidates),
-                pair.n_candidates,
-                pair.n_target,
-                pair.n_nontarget,
+                tier.min_segments,
+                tier.threshold(0.01, tier.n_candidates),
+                tier.n_candidates,
+                tier.n_known,
+                tier.n_impostor,
+                100 * (tier.identified or 0.0),
             )
+    for domain, e in sorted(calibration.enrolment.items()):
+        log.info(
+            "%s singer models: outlier bar %.3f (%.0f%% of own tracks flagged, %.0f%% of "
+            "planted ones)",
+            domain,
+            e.outlier_below,
+            100 * e.false_flag_rate,
+            100 * (e.detection or 0.0),
+        )
     log.info("wrote %s", out)
     return 0

@@ -237,10 +237,11 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
     add_take_impostors(p)
     p.add_argument(
         "--cohort-takes",
-        action="store_true",
-        help="s-norm against a fixed cohort, the 225 training a cappella takes in both "
-        "renderings (a cohort that could ship with the checkpoint), instead of the catalogue "
-        "(default: off)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="s-norm against the catalogue joined by a fixed cohort, the 225 training a "
+        "cappella takes in both renderings (what `model calibrate` ships with the checkpoint) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--target-fa",
@@ -249,11 +250,23 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
         help="operating point: wanted false-alarm rate (default: %(default)s)",
     )
     p.add_argument(
+        "--likely-fa",
+        type=float,
+        default=0.1,
+        help="looser operating point, of 'known or likely' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prior-known",
+        type=float,
+        default=0.5,
+        help="share of queries by catalogue singers the confidence assumes (default: %(default)s)",
+    )
+    p.add_argument(
         "--norm",
         choices=("raw", "snorm"),
-        default="raw",
-        help="score calibrated: raw cosine or adaptive s-norm against the catalogue "
-        "(default: %(default)s)",
+        default="snorm",
+        help="score calibrated: raw cosine or adaptive s-norm against the catalogue and the "
+        "cohort (default: %(default)s)",
     )
 
 
@@ -334,6 +347,8 @@ def main(args: argparse.Namespace) -> int:
                 tuple(args.calibration_impostors),
                 args.target_fa,
                 args.norm,
+                likely_fa=args.likely_fa,
+                prior_known=args.prior_known,
             )
             if args.open_set
             else None,

@@ -69,6 +69,8 @@ def compose_queries(
     return out
 
 
-def tier_members(n_segments: Sequence[int], tiers: Sequence[int] = LENGTH_TIERS) -> np.ndarray:
+def tier_members(
+    n_segments: Sequence[int] | np.ndarray, tiers: Sequence[int] = LENGTH_TIERS
+) -> np.ndarray:
     """(Q,) index into `tiers` of each query: the last tier start it reaches."""
     return np.searchsorted(np.asarray(tiers), np.asarray(n_segments), side="right") - 1

@@ -1,27 +1,29 @@
-"""Open-set identification: score normalisation trials, calibration fit, and figures.
+"""Open-set identification: the calibration fit (`python -m model calibrate`) and its figures.
 
 Protocol (`open_set_scenario`). Some singers are held out of the catalogue as impostors; every
 clip of theirs is an impostor query. The remaining ("known") singers' model clips form the
 catalogue; their query clips are split by song into a calibration half and an evaluation half
 (alternate songs), so the calibration never sees an evaluation query nor an impostor singer.
-The calibration is fitted on the calibration half with the calibration impostors' clips, or,
-without any, with leave-one-singer-out rotations over the known singers: each known singer in
-turn leaves the catalogue and its queries play impostor.
+The calibration is fitted on the calibration half with the calibration impostors' clips and,
+always, leave-one-singer-out rotations: each known singer in turn leaves the catalogue and
+its calibration queries play impostor (a dataset singer unknown to the catalogue, the kind
+of impostor the evaluation meets).
 
-Figures per scoring ("raw" cosine, "snorm"):
-- trial level (verification of (query, singer) pairs): EER and normalised minDCF (P_target
-  0.01, C_miss = C_fa = 1), from sklearn's ROC;
-- query level (open-set identification): the detection-and-identification rate (known query,
-  top-1 correct and above threshold) at 1 % and 5 % false alarm (impostor queries whose top-1
-  is above threshold), thresholds set on the evaluation queries themselves (oracle);
-- operating point of the calibration (on the configured score): the threshold the service
-  uses for a target false-alarm rate, applied to the evaluation queries: measured false-alarm
-  rate, detection rate of known singers (top-1 accepted) and identification rate (accepted
-  and correct);
-- the same by query length (`length_operating_points`): the evaluation recordings cut into
-  runs of segments, read with a calibration fitted on clips and with length tiers.
+The fit (`fit_pair`), on queries of several lengths (`model.evaluation.lengths`):
+- scores: raw cosine or adaptive s-norm against the catalogue's other singers plus a fixed
+  cohort (recordings of role "cohort", the training takes: what ships with the checkpoint);
+- per length tier, the quantiles of impostor queries' best scores, per kind of impostor (the
+  stored quantile is the highest of the kinds', so the false-alarm rate holds for each);
+- the confidence: P(best singer right) by logistic regression on (best score, log segments,
+  their product), known queries weighted to `prior_known`, impostors to the rest, each kind
+  alike; recordings from outside the dataset (role "impostor") are left out of it when
+  singers are there: they are easy to reject, and with them the confidence was too sure on
+  unknown singers (docs/open-set.md).
 
-The shipped calibration (`fit_calibration`) has a tier per query length (`fit_tiers`).
+Figures per scenario (`openset_figures`): trial EER and minDCF, oracle DIR at 1 % / 5 % false
+alarm (raw and s-norm), the shipped-style calibration's operating points ("known" at the
+target, "known or likely" at the looser rate) on clips, by query length and on queries of at
+least LONG_QUERY_SEGMENTS segments, and the reliability (ECE) of the confidence.
 """
 
 from __future__ import annotations
@@ -32,44 +34,47 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from model.calibration import (
-    DEFAULT_COHORT_TOP_K,
+    FIRM_TARGET_FA,
     Calibration,
+    EnrolmentCalibration,
     PairCalibration,
-    cohort_moments,
+    Tier,
     pair_key,
-    snorm,
-    tier_for,
 )
 from model.evaluation.lengths import LENGTH_TIERS, Query, compose_queries, tier_members
+from model.evaluation.openset_figures import (
+    FA_POINTS,
+    Scores,
+    dir_at_fa,
+    eer_min_dcf,
+    open_set_curve,
+    operating_point,
+    prior_weights,
+    reliability,
+    trial_scores,
+)
 from model.evaluation.retrieval_metrics import cosine_scores, singer_models
-from model.evaluation.splits import impostor_group
-from model.vectors import normalized_mean
+from model.evaluation.splits import EvalClip, impostor_group
+from model.score_norm import DEFAULT_COHORT_TOP_K, cohort_moments, snorm
 
-#: Quantile levels of the non-target distribution stored in a calibration (dense in the tail).
+#: Quantile levels of the impostors' best scores stored in a calibration (dense in the tail).
 QUANTILE_LEVELS = tuple(
     sorted(set(np.round(np.concatenate([np.linspace(0, 0.9, 10), 1 - np.logspace(-1, -5, 41)]), 8)))
 )
-DCF_P_TARGET = 0.01
-#: Fewest impostor queries a length tier needs for its own calibration (else merged below).
+#: Fewest impostor queries a length tier needs for its own thresholds (else merged below).
 MIN_TIER_IMPOSTORS = 20
-FA_POINTS = (0.01, 0.05)
+#: A query with 10 s of singing or more: 4 segments of 3 s (issue #34's measure).
+LONG_QUERY_SEGMENTS = 4
+#: A firm answer: the shortest tier whose known queries are identified at least this share
+#: of the best tier's rate (more singing helps little beyond it), if that best rate is at
+#: least FIRM_MIN_RATE (else no length gives a firm answer).
+FIRM_SHARE_OF_BEST = 0.8
+FIRM_MIN_RATE = 0.25
+#: Impostor kinds: a singer of the data, a recording from outside it, a rotated-out singer.
+ROTATION = "rotation"
+KNOWN = "known"
 
-
-@dataclass
-class Scores:
-    """Scores of queries against the singer models of one catalogue.
-
-    names: (N,) singer names; raw / snormed: (Q, N); truth: (Q,) index of each query's singer
-    in names, -1 for an impostor.
-    """
-
-    names: list[str]
-    raw: np.ndarray
-    snormed: np.ndarray
-    truth: np.ndarray
-
-    def get(self, norm: str) -> np.ndarray:
-        return self.snormed if norm == "snorm" else self.raw
+Cohort = tuple[np.ndarray, np.ndarray]
 
 
 def score_queries(
@@ -78,261 +83,249 @@ def score_queries(
     t_vecs: np.ndarray,
     t_singers: Sequence[str],
     top_k: int = DEFAULT_COHORT_TOP_K,
-    cohort: tuple[np.ndarray, np.ndarray] | None = None,
+    cohort: Cohort | None = None,
 ) -> Scores:
     """Raw and s-normed scores of queries (Q, D) against the singer models built from the
-    catalogue tracks (T, D). The cohort is the catalogue (as the service does), or, given
-    `cohort` = (vectors in the catalogue's domain (C, D), vectors in the queries' domain
-    (C, D)) of voices outside it, that fixed set: the query side is scored against the first,
-    the singer models against the second."""
+    catalogue tracks (T, D), as the service computes them: the query side's cohort is the
+    catalogue's other singer models, the model side's the other singers' tracks, each joined
+    by `cohort` = (voices in the catalogue's domain (C, D), the same in the queries' domain)
+    when given (the shipped cohort)."""
     names, models = singer_models(t_vecs, list(t_singers))
     raw = cosine_scores(q_vecs, models)  # (Q, N)
-    if cohort is not None:
-        qm, qs = cohort_moments(cosine_scores(q_vecs, cohort[0]), top_k)  # (Q,)
-        mm, ms = cohort_moments(cosine_scores(models, cohort[1]), top_k)  # (N,)
-        s = snorm(raw, qm[:, None], qs[:, None], mm[None, :], ms[None, :])
-    else:
-        s = np.full_like(raw, np.nan)
-        model_vs_tracks = cosine_scores(models, t_vecs)  # (N, T)
-        t_idx = np.array([names.index(x) for x in t_singers])
-        for j in range(len(names)):
-            others = np.arange(len(names)) != j
-            qm, qs = cohort_moments(raw[:, others], top_k)
-            mm, ms = cohort_moments(model_vs_tracks[j, t_idx != j], top_k)
-            s[:, j] = snorm(raw[:, j], qm, qs, mm, ms)
+    model_vs_tracks = cosine_scores(models, t_vecs)  # (N, T)
+    fixed_q = cosine_scores(q_vecs, cohort[0]) if cohort is not None else raw[:, :0]
+    fixed_m = cosine_scores(models, cohort[1]) if cohort is not None else raw[:0].T
+    t_idx = np.array([names.index(x) for x in t_singers])
+    s = np.full_like(raw, np.nan)
+    for j in range(len(names)):
+        others = np.arange(len(names)) != j
+        qm, qs = cohort_moments(np.concatenate([raw[:, others], fixed_q], axis=1), top_k)
+        mm, ms = cohort_moments(np.concatenate([model_vs_tracks[j, t_idx != j], fixed_m[j]]), top_k)
+        s[:, j] = snorm(raw[:, j], qm, qs, mm, ms)
     truth = np.array([names.index(x) if x in names else -1 for x in q_singers])
     return Scores(names, raw, s, truth)
 
 
-def trial_scores(sc: Scores, norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(target scores, non-target scores of known queries, non-target scores of impostors)."""
-    m = sc.get(norm)
-    known = sc.truth >= 0
-    target_mask = np.zeros_like(m, dtype=bool)
-    target_mask[np.flatnonzero(known), sc.truth[known]] = True
-    target = m[target_mask]
-    nontarget_known = m[known][~target_mask[known]]
-    impostor = m[~known].ravel()
-    return target, nontarget_known, impostor
+@dataclass(frozen=True)
+class ScoredQueries:
+    """Queries scored against one catalogue: n_segments (Q,), kinds (Q,) "known" or the
+    impostor's kind (`impostor_group`, or "rotation")."""
+
+    scores: Scores
+    n_segments: np.ndarray
+    kinds: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> ScoredQueries:
+        return ScoredQueries(self.scores.subset(mask), self.n_segments[mask], self.kinds[mask])
 
 
-def fit_pair(
-    target: np.ndarray,
-    nontarget: np.ndarray,
-    impostor_top1: Sequence[np.ndarray],
-    n_candidates: int,
-) -> PairCalibration:
-    """Logistic regression of score on same-singer (sklearn) and the quantiles of impostor
-    queries' best scores against catalogues of `n_candidates` singers.
+def scored_calibration_queries(
+    queries: Sequence[Query],
+    t_vecs: np.ndarray,
+    t_singers: Sequence[str],
+    top_k: int = DEFAULT_COHORT_TOP_K,
+    cohort: Cohort | None = None,
+) -> list[ScoredQueries]:
+    """Every query against the catalogue, then each catalogue singer's queries against the
+    catalogue without that singer (leave-one-singer-out: "rotation" impostors)."""
+    q_vecs = np.stack([q.vector for q in queries])
+    singers = [q.singer for q in queries]
+    n = np.array([q.n_segments for q in queries])
+    catalogue = set(t_singers)
+    kinds = np.array([KNOWN if s in catalogue else impostor_group(s) for s in singers])
+    out = [
+        ScoredQueries(score_queries(q_vecs, singers, t_vecs, t_singers, top_k, cohort), n, kinds)
+    ]
+    t_singers_arr = np.asarray(t_singers)
+    if len(catalogue) < 3:  # a rotation would leave one singer: no s-norm cohort
+        return out
+    for left_out in sorted(catalogue):
+        mine = np.array([s == left_out for s in singers])
+        if not mine.any():
+            continue
+        keep = t_singers_arr != left_out
+        sc = score_queries(
+            q_vecs[mine],
+            [singers[i] for i in np.flatnonzero(mine)],
+            t_vecs[keep],
+            t_singers_arr[keep].tolist(),
+            top_k,
+            cohort,
+        )
+        out.append(ScoredQueries(sc, n[mine], np.full(mine.sum(), ROTATION)))
+    return out
 
-    impostor_top1: the best scores of each kind of impostor apart (`impostor_group`); the
-    stored quantile at each level is the highest of the kinds', so the verdict's false-alarm
-    rate holds for every kind the calibration saw, not only on average over them."""
+
+def _pooled(sets: Sequence[ScoredQueries], norm: str) -> tuple[np.ndarray, ...]:
+    """(best score, right, n_segments, kind) of every query of `sets`, concatenated."""
+    parts = [(*q.scores.best(norm), q.n_segments, q.kinds) for q in sets]
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+
+def confidence_kinds(kinds: np.ndarray) -> list[str]:
+    """The impostor kinds the confidence is fitted on: every kind of `kinds` but "known",
+    less the recordings from outside the data when another kind is there."""
+    impostor_kinds = sorted(set(kinds.tolist()) - {KNOWN})
+    if len(impostor_kinds) > 1 and "impostor" in impostor_kinds:
+        impostor_kinds.remove("impostor")
+    return impostor_kinds
+
+
+def kind_weights(kinds: np.ndarray, prior_known: float) -> np.ndarray:
+    """(Q,) weights, mean 1: the "known" queries `prior_known` in all, the rest shared alike
+    by the other kinds present."""
+    others = sorted(set(kinds.tolist()) - {KNOWN})
+    w = np.zeros(len(kinds))
+    for kind in set(kinds.tolist()):
+        m = kinds == kind
+        w[m] = (prior_known if kind == KNOWN else (1 - prior_known) / len(others)) / m.sum()
+    return w / w.sum() * len(w)
+
+
+def confidence_queries(
+    sets: Sequence[ScoredQueries], norm: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(best score, right, n_segments, kind) of the queries of `sets` that the confidence is
+    fitted (or checked) on (`confidence_kinds`, defined scores)."""
+    top, right, n, kinds = _pooled(sets, norm)
+    use = np.isin(kinds, [KNOWN, *confidence_kinds(kinds)]) & np.isfinite(top)
+    return top[use], right[use], n[use], kinds[use]
+
+
+def fit_confidence(
+    sets: Sequence[ScoredQueries], norm: str, prior_known: float = 0.5
+) -> tuple[tuple[float, float, float], float]:
+    """Logistic regression of "the best singer is right" on (best score s, l = log segments,
+    s * l) of `confidence_queries`, weighted by `kind_weights` (module docstring).
+    Returns ((weights of s, l, s * l), intercept)."""
     from sklearn.linear_model import LogisticRegression
 
-    target, nontarget = (x[np.isfinite(x)] for x in (target, nontarget))
-    groups = [g[np.isfinite(g)] for g in impostor_top1]
+    top, right, n, kinds = confidence_queries(sets, norm)
+    if right.sum() < 2 or (~right).sum() < 2:
+        raise ValueError("too few queries to fit the confidence (need right and wrong answers)")
+    length = np.log(np.maximum(n, 1))
+    x = np.column_stack([top, length, top * length])
+    lr = LogisticRegression(C=1e3, max_iter=5000).fit(
+        x, right, sample_weight=kind_weights(kinds, prior_known)
+    )
+    a, b, c = (float(v) for v in lr.coef_[0])
+    return (a, b, c), float(lr.intercept_[0])
+
+
+def fit_tier(sets: Sequence[ScoredQueries], norm: str, n_candidates: int) -> Tier:
+    """Quantiles of the impostors' best scores of `sets`, the highest of each kind's, and the
+    share of known queries identified at FIRM_TARGET_FA. Raises ValueError without at least
+    two impostor queries of some kind."""
+    top, _, _, kinds = _pooled(sets, norm)
+    groups = [top[(kinds == k) & np.isfinite(top)] for k in sorted(set(kinds) - {KNOWN})]
     groups = [g for g in groups if len(g) >= 2]
-    if len(target) < 2 or not groups:
-        raise ValueError("too few trials to calibrate (need target and impostor queries)")
-    x = np.concatenate([target, nontarget])[:, None]
-    y = np.concatenate([np.ones(len(target)), np.zeros(len(nontarget))])
-    lr = LogisticRegression(C=1e6).fit(x, y)
-    return PairCalibration(
-        slope=float(lr.coef_[0, 0]),
-        intercept=float(lr.intercept_[0]),
+    if not groups:
+        raise ValueError("too few impostor queries to calibrate")
+    return Tier(
         quantile_levels=QUANTILE_LEVELS,
         top1_quantiles=tuple(
             float(v) for v in np.max([np.quantile(g, QUANTILE_LEVELS) for g in groups], axis=0)
         ),
         n_candidates=int(n_candidates),
-        n_target=len(target),
-        n_nontarget=len(nontarget),
+        n_known=int((kinds == KNOWN).sum()),
+        n_impostor=int(sum(len(g) for g in groups)),
     )
 
 
-def calibration_trials(
-    q_vecs: np.ndarray,
-    q_singers: Sequence[str],
-    t_vecs: np.ndarray,
-    t_singers: Sequence[str],
-    norm: str = "raw",
-    top_k: int = DEFAULT_COHORT_TOP_K,
-    cohort: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Trials to fit a calibration on. Queries of singers absent from the catalogue tracks
-    are the impostors; without any, leave-one-singer-out rotations make them: each catalogue
-    singer in turn leaves the catalogue and its queries play impostor.
-
-    Returns, pooled: target trial scores, non-target trial scores (wrong singer, known or
-    impostor query), impostor queries' best scores per kind of impostor (`impostor_group`,
-    in sorted order of kinds); and the catalogue size they were met at.
-    """
-    t_singers_arr = np.asarray(t_singers)
-    catalogue = sorted(set(t_singers))
-    if not set(q_singers) - set(catalogue):
-        rotations = [t_singers_arr != left_out for left_out in catalogue]
-    else:
-        rotations = [np.ones(len(t_singers_arr), dtype=bool)]
-    kinds = np.array([impostor_group(s) for s in q_singers])
-    parts: list[list[np.ndarray]] = [[], []]
-    top1: dict[str, list[np.ndarray]] = {}
-    for keep in rotations:
-        sc = score_queries(
-            q_vecs, q_singers, t_vecs[keep], t_singers_arr[keep].tolist(), top_k, cohort
-        )
-        target, nontarget, impostor = trial_scores(sc, norm)
-        parts[0].append(target)
-        parts[1].append(np.concatenate([nontarget, impostor]))
-        best = sc.get(norm)[sc.truth < 0].max(axis=1)
-        for kind in np.unique(kinds[sc.truth < 0]):
-            top1.setdefault(kind, []).append(best[kinds[sc.truth < 0] == kind])
-    target, nontarget = (np.concatenate(p) for p in parts)
-    return target, nontarget, [np.concatenate(top1[k]) for k in sorted(top1)], len(sc.names)
+def _identified(sets: Sequence[ScoredQueries], norm: str, tier: Tier) -> float | None:
+    top, right, _, kinds = _pooled(sets, norm)
+    known = kinds == KNOWN
+    if not known.any():
+        return None
+    return float((right & (top > tier.threshold(FIRM_TARGET_FA, tier.n_candidates)))[known].mean())
 
 
-def fit_tiers(
+def fit_pair(
     queries: Sequence[Query],
     t_vecs: np.ndarray,
     t_singers: Sequence[str],
-    norm: str = "raw",
+    norm: str = "snorm",
     top_k: int = DEFAULT_COHORT_TOP_K,
+    cohort: Cohort | None = None,
     tiers: Sequence[int] = LENGTH_TIERS,
-    cohort: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[PairCalibration, ...]:
-    """One pair's calibration per query length tier (`model.calibration`), each fitted on the
-    queries of its tier by leave-one-singer-out rotations (`calibration_trials`).
+    prior_known: float = 0.5,
+) -> PairCalibration:
+    """One pair's calibration from queries of several lengths against a catalogue.
 
     A tier with fewer than MIN_TIER_IMPOSTORS impostor queries is merged into the one below.
     A longer query's best score only rises (a less noisy mean), so each tier's impostor
     quantiles are kept at least those of the tier below: a small top tier cannot lower the bar.
-    Raises ValueError when the first tier has too few trials.
-    """
-    tier = tier_members([q.n_segments for q in queries], tiers)
-    catalogue = set(t_singers)
-    impostor = np.array([q.singer not in catalogue for q in queries])
-    starts = [0] + [
-        j for j in range(1, len(tiers)) if (impostor & (tier == j)).sum() >= MIN_TIER_IMPOSTORS
-    ]
-    fitted: list[PairCalibration] = []
+    Raises ValueError when the first tier has too few queries."""
+    sets = scored_calibration_queries(queries, t_vecs, t_singers, top_k, cohort)
+    n_candidates = len(sets[0].scores.names)
+    weights, intercept = fit_confidence(sets, norm, prior_known)
+    bands = [tier_members(q.n_segments, tiers) for q in sets]
+    n_impostors = np.bincount(
+        np.concatenate([b[q.kinds != KNOWN] for q, b in zip(sets, bands, strict=True)]),
+        minlength=len(tiers),
+    )
+    starts = [0] + [j for j in range(1, len(tiers)) if n_impostors[j] >= MIN_TIER_IMPOSTORS]
+    fitted: list[Tier] = []
     for j, start in enumerate(starts):
         end = starts[j + 1] if j + 1 < len(starts) else len(tiers)
-        mine = [q for q, t in zip(queries, tier, strict=True) if start <= t < end]
-        if not mine:
-            continue
-        pair = fit_pair(
-            *calibration_trials(
-                np.stack([q.vector for q in mine]),
-                [q.singer for q in mine],
-                t_vecs,
-                t_singers,
-                norm,
-                top_k,
-                cohort,
-            )
-        )
+        mine = [q.subset((b >= start) & (b < end)) for q, b in zip(sets, bands, strict=True)]
+        tier = fit_tier(mine, norm, n_candidates)
         if fitted:
             floor = fitted[-1].top1_quantiles
-            pair = replace(
-                pair, top1_quantiles=tuple(max(a, b) for a, b in zip(pair.top1_quantiles, floor))
+            tier = replace(
+                tier, top1_quantiles=tuple(max(a, b) for a, b in zip(tier.top1_quantiles, floor))
             )
-        fitted.append(replace(pair, min_segments=tiers[start] if fitted else 1))
-    return tuple(fitted)
+        tier = replace(tier, min_segments=tiers[start] if fitted else 1)
+        fitted.append(replace(tier, identified=_identified(mine, norm, tier)))
+    return PairCalibration(weights, intercept, tuple(fitted), firm_answer_segments(fitted))
+
+
+def firm_answer_segments(tiers: Sequence[Tier]) -> int | None:
+    """The shortest tier identifying FIRM_SHARE_OF_BEST of the best tier's rate, or None
+    when no tier reaches FIRM_MIN_RATE."""
+    rates = [t.identified or 0.0 for t in tiers]
+    if not rates or max(rates) < FIRM_MIN_RATE:
+        return None
+    return next(
+        t.min_segments
+        for t, r in zip(tiers, rates, strict=True)
+        if r >= FIRM_SHARE_OF_BEST * max(rates)
+    )
 
 
 def fit_calibration(
     pairs: dict[tuple[str, str], tuple[list[Query], np.ndarray, list[str]]],
     checkpoint_id: str,
     fitted_on: dict,
-    norm: str = "raw",
+    norm: str = "snorm",
     top_k: int = DEFAULT_COHORT_TOP_K,
+    cohort: dict[str, np.ndarray] | None = None,
+    enrolment: dict[str, EnrolmentCalibration] | None = None,
+    prior_known: float = 0.5,
 ) -> Calibration:
     """A Calibration from, per (query domain, model domain): (queries of several lengths,
-    catalogue track vectors, their singers), per length tier (`fit_tiers`)."""
-    fitted = {
-        pair_key(qd, md): fit_tiers(queries, tv, ts, norm, top_k)
-        for (qd, md), (queries, tv, ts) in pairs.items()
-    }
-    return Calibration(checkpoint_id, norm, top_k, fitted, dict(fitted_on))
-
-
-# -- figures ---------------------------------------------------------------------------------
-def eer_min_dcf(target: np.ndarray, nontarget: np.ndarray) -> dict[str, float]:
-    """Equal error rate and normalised minimum detection cost (P_target 0.01) of trials."""
-    from sklearn.metrics import roc_curve
-
-    y = np.concatenate([np.ones(len(target)), np.zeros(len(nontarget))])
-    fpr, tpr, _ = roc_curve(y, np.concatenate([target, nontarget]))
-    fnr = 1.0 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
-    dcf = DCF_P_TARGET * fnr + (1 - DCF_P_TARGET) * fpr
-    norm = min(DCF_P_TARGET, 1 - DCF_P_TARGET)
-    return {"eer": float((fnr[i] + fpr[i]) / 2), "min_dcf": float(dcf.min() / norm)}
-
-
-def open_set_curve(sc: Scores, norm: str) -> tuple[np.ndarray, np.ndarray]:
-    """(false-alarm rate, detection-and-identification rate) over every top-1 threshold."""
-    m = sc.get(norm)
-    top = m.max(axis=1)
-    known = sc.truth >= 0
-    correct = known & (m.argmax(axis=1) == np.where(known, sc.truth, 0))
-    imp = np.sort(top[~known])
-    thresholds = np.unique(np.concatenate([top, [np.inf]]))
-    fa = 1.0 - np.searchsorted(imp, thresholds, side="right") / max(1, len(imp))
-    dir_ = np.array([(correct & (top > t)).sum() for t in thresholds]) / max(1, known.sum())
-    # threshold t accepts scores strictly above t; also allow accepting everything
-    return np.concatenate([[1.0], fa]), np.concatenate(
-        [[correct.sum() / max(1, known.sum())], dir_]
+    catalogue track vectors, their singers); `cohort`: domain -> (C, dim) shipped voices
+    (used with s-norm only)."""
+    cohort = cohort if norm == "snorm" and cohort else {}
+    fitted = {}
+    for (qd, md), (queries, tv, ts) in pairs.items():
+        c = (cohort[md], cohort[qd]) if md in cohort and qd in cohort else None
+        fitted[pair_key(qd, md)] = fit_pair(
+            queries, tv, ts, norm, top_k, c, prior_known=prior_known
+        )
+    return Calibration(
+        checkpoint_id,
+        norm,
+        top_k,
+        fitted,
+        dict(fitted_on),
+        prior_known,
+        dict(enrolment or {}),
+        dict(cohort),
     )
 
 
-def dir_at_fa(fa: np.ndarray, dir_: np.ndarray, target: float) -> float:
-    """Best detection-and-identification rate with a false-alarm rate at most `target`."""
-    ok = fa <= target + 1e-12
-    return float(dir_[ok].max()) if ok.any() else 0.0
-
-
-def operating_point(sc: Scores, pair: PairCalibration, norm: str, target_fa: float) -> dict:
-    """The calibration's verdict threshold applied to the evaluation queries."""
-    t = pair.threshold(target_fa, len(sc.names))
-    m = sc.get(norm)
-    top = m.max(axis=1)
-    known = sc.truth >= 0
-    accepted = top > t
-    correct = known & (m.argmax(axis=1) == np.where(known, sc.truth, 0))
-    return {
-        "target_fa": target_fa,
-        "threshold": float(t),
-        "false_alarm_rate": float(accepted[~known].mean()),
-        "detection_rate": float(accepted[known].mean()),
-        "identification_rate": float((accepted & correct)[known].mean()),
-    }
-
-
-def figures(
-    sc: Scores, calibration_pair: PairCalibration | None, norm: str, target_fa: float
-) -> dict:
-    """Every figure of the module docstring for one scenario."""
-    out: dict = {
-        "n_singers": len(sc.names),
-        "n_known_queries": int((sc.truth >= 0).sum()),
-        "n_impostor_queries": int((sc.truth < 0).sum()),
-    }
-    for kind in ("raw", "snorm"):
-        target, nontarget, impostor = trial_scores(sc, kind)
-        fa, dir_ = open_set_curve(sc, kind)
-        out[kind] = {
-            **eer_min_dcf(target, np.concatenate([nontarget, impostor])),
-            **{f"dir@{x:g}": dir_at_fa(fa, dir_, x) for x in FA_POINTS},
-        }
-    if calibration_pair is not None:
-        out["operating_point"] = {
-            "norm": norm,
-            **operating_point(sc, calibration_pair, norm, target_fa),
-        }
-    return out
-
-
+# -- the evaluation protocol -----------------------------------------------------------------
 def split_queries_by_song(songs: Sequence[str | None]) -> np.ndarray:
     """Boolean (n,) mask of the calibration half: alternate distinct songs (sorted) of the
     clips given (one singer's query clips); clips without a song alternate by position."""
@@ -345,18 +338,42 @@ def split_queries_by_song(songs: Sequence[str | None]) -> np.ndarray:
 class OpenSetConfig:
     """impostors: singers left out of the catalogue, whose every clip is an evaluation query;
     calibration_impostors: singers left out too, whose clips are the calibration's impostors
-    (empty: leave-one-singer-out rotations over the known singers); target_fa: the operating
-    point; norm: the score calibrated ("raw" cosine or "snorm")."""
+    (with leave-one-singer-out rotations, always); target_fa / likely_fa: the operating
+    points; norm: the score calibrated ("raw" cosine or "snorm"); prior_known: the share of
+    known-singer queries the confidence assumes."""
 
     impostors: tuple[str, ...]
     calibration_impostors: tuple[str, ...] = ()
     target_fa: float = 0.01
-    norm: str = "raw"
+    norm: str = "snorm"
     cohort_top_k: int = DEFAULT_COHORT_TOP_K
+    likely_fa: float = 0.1
+    prior_known: float = 0.5
+
+
+def scenario_figures(
+    sc: Scores, n_segments: np.ndarray, pair: PairCalibration, cfg: OpenSetConfig
+) -> dict:
+    """Trial and oracle figures (raw and s-norm), operating points and reliability of one
+    set of evaluation queries."""
+    out: dict = {"n_known": int((sc.truth >= 0).sum()), "n_impostor": int((sc.truth < 0).sum())}
+    for kind in ("raw", "snorm"):
+        target, nontarget, impostor = trial_scores(sc, kind)
+        fa, dir_ = open_set_curve(sc, kind)
+        out[kind] = {
+            **eer_min_dcf(target, np.concatenate([nontarget, impostor])),
+            **{f"dir@{x:g}": dir_at_fa(fa, dir_, x) for x in FA_POINTS},
+        }
+    out["operating_point"] = operating_point(sc, n_segments, pair, cfg.norm, cfg.target_fa)
+    out["likely_point"] = operating_point(sc, n_segments, pair, cfg.norm, cfg.likely_fa)
+    top, right = sc.best(cfg.norm)
+    conf = np.array([pair.confidence(s, int(k)) for s, k in zip(top, n_segments, strict=True)])
+    out["reliability"] = reliability(conf, right, prior_weights(sc.truth >= 0, cfg.prior_known))
+    return out
 
 
 def open_set_scenario(
-    clips,
+    clips: Sequence[EvalClip],
     q_vecs: dict[int, np.ndarray],
     t_vecs: dict[int, np.ndarray],
     cfg: OpenSetConfig,
@@ -365,12 +382,11 @@ def open_set_scenario(
     """Figures of one scenario under the protocol of the module docstring.
 
     clips: EvalClip list; q_vecs / t_vecs: clip index -> track vector in the query / target
-    rendering; q_segments: clip index -> segment embeddings in the query rendering, for the
-    operating points by query length (`by_length`). Returns (figures, evaluation scores) or
-    None when a side is empty.
+    rendering; q_segments: clip index -> segment embeddings in the query rendering, which make
+    queries of several lengths (without: each clip is a one-segment query). Returns (figures,
+    scores of the evaluation clips) or None when a side is empty.
     """
-    imp = set(cfg.impostors)
-    cal_imp = set(cfg.calibration_impostors)
+    imp, cal_imp = set(cfg.impostors), set(cfg.calibration_impostors)
     if imp & cal_imp:
         raise ValueError(f"singers both impostors and calibration impostors: {imp & cal_imp}")
     t_idx = [
@@ -385,92 +401,70 @@ def open_set_scenario(
         half = split_queries_by_song([clips[i].song for i in mine])
         cal += [i for i, h in zip(mine, half, strict=True) if h]
         ev += [i for i, h in zip(mine, half, strict=True) if not h]
-    imp_q = [i for i in sorted(q_vecs) if clips[i].singer in imp]
-    # a fixed s-norm cohort: voices outside the data, in both renderings (role "cohort")
+    ev += [i for i in sorted(q_vecs) if clips[i].singer in imp]
+    # the shipped s-norm cohort: voices outside the data, in both renderings (role "cohort")
     c_idx = [i for i in sorted(q_vecs) if clips[i].role == "cohort" and i in t_vecs]
     cohort = (
         (np.stack([t_vecs[i] for i in c_idx]), np.stack([q_vecs[i] for i in c_idx]))
-        if c_idx
+        if c_idx and cfg.norm == "snorm"
         else None
     )
     cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp or clips[i].role == "impostor"]
-    if len(known) < 3 or not cal or not ev or not imp_q:
+    if len(known) < 3 or not cal or not any(clips[i].singer in imp for i in ev):
         return None
     tv = np.stack([t_vecs[i] for i in t_idx])
     ts = [clips[i].singer for i in t_idx]
 
-    def side(idx: list[int]) -> tuple[np.ndarray, list[str]]:
-        return np.stack([q_vecs[i] for i in idx]), [clips[i].singer for i in idx]
+    def queries(idx: list[int]) -> list[Query]:
+        if q_segments is None:
+            return [Query(q_vecs[i], clips[i].singer, 1) for i in idx]
+        return compose_queries(clips, q_segments, idx)
 
-    trials = calibration_trials(*side(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort)
-    pair = fit_pair(*trials)
-    sc = score_queries(*side(ev + imp_q), tv, ts, cfg.cohort_top_k, cohort)
-    out = figures(sc, pair, cfg.norm, cfg.target_fa)
-    out["n_calibration_queries"] = len(cal)
-    if q_segments is not None:
-        out["by_length"] = length_operating_points(
-            clips, q_segments, cal, ev + imp_q, tv, ts, cfg, cohort
-        )
-    out["snorm_cohort"] = f"{len(c_idx)} fixed recordings" if c_idx else "the catalogue"
-    out["impostors"] = sorted(imp)
-    extra = len({clips[i].singer for i in cal if clips[i].role == "impostor"})
-    out["calibration_impostors"] = (sorted(cal_imp) or ["leave-one-singer-out"]) + (
-        [f"{extra} impostor recordings"] if extra else []
+    pair = fit_pair(
+        queries(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort, prior_known=cfg.prior_known
     )
-    return out, sc
-
-
-def length_operating_points(
-    clips,
-    segments: dict[int, np.ndarray],
-    cal_idx: Sequence[int],
-    eval_idx: Sequence[int],
-    t_vecs: np.ndarray,
-    t_singers: Sequence[str],
-    cfg: OpenSetConfig,
-    cohort: tuple[np.ndarray, np.ndarray] | None = None,
-    tiers: Sequence[int] = LENGTH_TIERS,
-) -> dict[str, dict]:
-    """Operating points per query length band (`LENGTH_TIERS`): the evaluation recordings cut
-    into runs of segments (`compose_queries`), read with a calibration fitted on the
-    calibration clips as they are ("clips", one tier) and with length tiers fitted on runs of
-    their segments ("tiers", what `python -m model calibrate` ships).
-
-    Returns {">=<first segment of the band>": {n_known, n_impostor, clips: operating point,
-    tiers: operating point}}, bands without known or impostor queries left out.
-    """
-
-    args = (t_vecs, t_singers, cfg.norm, cfg.cohort_top_k)
-    whole = [
-        Query(normalized_mean(segments[i]), clips[i].singer, len(segments[i]))
-        for i in cal_idx
-        if i in segments and len(segments[i])
-    ]
-    by_clip = fit_tiers(whole, *args, tiers=(1,), cohort=cohort)
-    tiered = fit_tiers(compose_queries(clips, segments, cal_idx), *args, tiers, cohort)
-    ev = compose_queries(clips, segments, eval_idx)
-    if not ev:
-        return {}
+    ev_clips = [i for i in ev if q_segments is None or i in q_segments]
+    n_clip = np.array([len(q_segments[i]) if q_segments is not None else 1 for i in ev_clips])
     sc = score_queries(
-        np.stack([q.vector for q in ev]),
-        [q.singer for q in ev],
-        t_vecs,
-        t_singers,
+        np.stack([q_vecs[i] for i in ev_clips]),
+        [clips[i].singer for i in ev_clips],
+        tv,
+        ts,
         cfg.cohort_top_k,
         cohort,
     )
-    band = tier_members([q.n_segments for q in ev], tiers)
-    out = {}
-    for j, start in enumerate(tiers):
-        mine = band == j
-        sub = Scores(sc.names, sc.raw[mine], sc.snormed[mine], sc.truth[mine])
-        n_known = int((sub.truth >= 0).sum())
-        n_imp = int((sub.truth < 0).sum())
-        if n_known and n_imp:
-            out[f">={start}"] = {
-                "n_known": n_known,
-                "n_impostor": n_imp,
-                "clips": operating_point(sub, tier_for(by_clip, start), cfg.norm, cfg.target_fa),
-                "tiers": operating_point(sub, tier_for(tiered, start), cfg.norm, cfg.target_fa),
-            }
-    return out
+    out: dict = {"clips": scenario_figures(sc, n_clip, pair, cfg), "calibration": pair.to_dict()}
+    if q_segments is not None:
+        composed = compose_queries(clips, q_segments, ev_clips)
+        n = np.array([q.n_segments for q in composed])
+        csc = score_queries(
+            np.stack([q.vector for q in composed]),
+            [q.singer for q in composed],
+            tv,
+            ts,
+            cfg.cohort_top_k,
+            cohort,
+        )
+        out["composed"] = scenario_figures(csc, n, pair, cfg)
+        long = n >= LONG_QUERY_SEGMENTS
+        out["long"] = scenario_figures(csc.subset(long), n[long], pair, cfg)
+        band = tier_members(n)
+        out["by_length"] = {
+            f">={start}": operating_point(
+                csc.subset(band == j), n[band == j], pair, cfg.norm, cfg.target_fa
+            )
+            for j, start in enumerate(LENGTH_TIERS)
+            if (band == j).any()
+        }
+    out["n_calibration_queries"] = len(cal)
+    out["snorm_cohort"] = (
+        f"the catalogue + {len(c_idx)} fixed recordings" if cohort is not None else "the catalogue"
+    )
+    out["impostors"] = sorted(imp)
+    extra = len({clips[i].singer for i in cal if clips[i].role == "impostor"})
+    out["calibration_impostors"] = (
+        sorted(cal_imp)
+        + ["leave-one-singer-out"]
+        + ([f"{extra} impostor recordings"] if extra else [])
+    )
+    return out, sc

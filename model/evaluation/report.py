@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from model.domains import SCENARIO_TITLES
+from model.evaluation.openset_figures import openset_markdown
 from model.files import atomic_write_text
 
 
@@ -90,7 +91,7 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | " + " | ".join(cells) + " |"
                 )
-    lines += _open_set_table(result)
+    lines += openset_markdown(result)
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in result["plots"].values())]
     if result["failures"]:
@@ -101,70 +102,6 @@ def markdown(result: dict) -> str:
         if len(result["failures"]) > 50:
             lines.append(f"- ... and {len(result['failures']) - 50} more (see results.json)")
     return "\n".join(lines) + "\n"
-
-
-def _open_set_table(result: dict) -> list[str]:
-    """Open-set figures per model and scenario (empty when not evaluated)."""
-    rows = []
-    for m in result["models"]:
-        for s, f in (m.get("open_set") or {}).items():
-            if not f:
-                continue
-            op = f.get("operating_point", {})
-            rows.append(
-                f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | {_fmt(f['raw']['eer'])} / "
-                f"{_fmt(f['snorm']['eer'])} | {_fmt(f['raw']['min_dcf'])} / "
-                f"{_fmt(f['snorm']['min_dcf'])} | {_fmt(f['raw']['dir@0.01'])} / "
-                f"{_fmt(f['snorm']['dir@0.01'])} | {_fmt(f['raw']['dir@0.05'])} / "
-                f"{_fmt(f['snorm']['dir@0.05'])} | {_fmt(op.get('false_alarm_rate'))} | "
-                f"{_fmt(op.get('detection_rate'))} | {_fmt(op.get('identification_rate'))} |"
-            )
-    if not rows:
-        return []
-    cfg = result["settings"]["open_set"]
-    by_length = [
-        f"| {m['name']} | {SCENARIO_TITLES.get(s, s)} | {band} | {b['n_impostor']} / "
-        f"{b['n_known']} | {_fmt(b['clips']['false_alarm_rate'])} / "
-        f"{_fmt(b['tiers']['false_alarm_rate'])} | {_fmt(b['clips']['identification_rate'])} / "
-        f"{_fmt(b['tiers']['identification_rate'])} |"
-        for m in result["models"]
-        for s, f in (m.get("open_set") or {}).items()
-        if f
-        for band, b in (f.get("by_length") or {}).items()
-    ]
-    if by_length:
-        by_length = [
-            "",
-            "By query length (segments of 3 s; the evaluation recordings cut into runs of "
-            "segments): the operating point of a calibration fitted on clips as they are / of "
-            "one with length tiers (what `python -m model calibrate` fits).",
-            "",
-            "| model | scenario | segments | queries impostor / known | FA at op. | "
-            "identified at op. |",
-            "|---|---|---|---:|---:|---:|",
-            *by_length,
-        ]
-    return [
-        "",
-        f"Open set: impostors {', '.join(cfg['impostors'])} (every clip); calibration "
-        f"impostors {', '.join(cfg['calibration_impostors']) or 'leave-one-singer-out'}"
-        # counted once, in the data set summary (splits.split_summary)
-        + (
-            f" + {n} other recordings"
-            if (n := result["dataset"].get("n_calibration_impostor_clips"))
-            else ""
-        )
-        + "; "
-        f"operating point: {cfg['norm']} score, target false alarm {cfg['target_fa']:g}. "
-        "Pairs are raw / s-norm; DIR = detection and identification rate at that false alarm "
-        "(oracle threshold).",
-        "",
-        "| model | scenario | EER | minDCF | DIR@1% | DIR@5% | FA at op. | detection at op. "
-        "| identified at op. |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        *by_length,
-    ]
 
 
 def write_report(result: dict, out_dir: str | Path) -> tuple[Path, Path]:

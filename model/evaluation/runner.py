@@ -35,6 +35,7 @@ from model.evaluation import retrieval_metrics
 from model.evaluation.cache import ArrayCache, file_identity, namespace_for
 from model.evaluation.gmm_ubm import GmmUbm, GmmUbmConfig, mfcc_frames
 from model.evaluation.openset import OpenSetConfig, open_set_curve, open_set_scenario
+from model.evaluation.openset_figures import reliability_diagram
 from model.evaluation.score_fusion import Fusion, fuse_stores
 from model.evaluation.splits import EvalClip, split_summary
 from model.mixing import mix_at_snr, nominal_mix
@@ -196,7 +197,8 @@ def evaluate(
     segment embedded; default False: the service's pipeline (`Embedder.embed_batch`: the
     voice detector's segment choice, a clip without singing fails like a refused upload).
     workers: decoding threads beside the inference thread (0: decode inline). open_set: add the
-    open-set figures of `model.evaluation.openset` (and `det-open-set.png` under plot_dir).
+    open-set figures of `model.evaluation.openset` (and `det-open-set.png`,
+    `reliability-open-set.png` under plot_dir).
     fusions: extra rows, each the track-level score fusion of two named checkpoints
     (`model.evaluation.score_fusion`). Returns the result dict that `report.write_report` turns into
     JSON and Markdown.
@@ -310,6 +312,8 @@ def evaluate(
             "impostors": list(open_set.impostors),
             "calibration_impostors": list(open_set.calibration_impostors),
             "target_fa": open_set.target_fa,
+            "likely_fa": open_set.likely_fa,
+            "prior_known": open_set.prior_known,
             "norm": open_set.norm,
         }
     if gmm_cached is not None:
@@ -327,6 +331,17 @@ def evaluate(
             from model.evaluation.plots import det_curves
 
             result["plots"]["det"] = str(det_curves(det, Path(plot_dir) / "det-open-set.png"))
+            result["plots"]["reliability"] = str(
+                reliability_diagram(
+                    {
+                        f"{m['name']} {s}": f["composed"]["reliability"]
+                        for m in result["models"]
+                        for s, f in (m.get("open_set") or {}).items()
+                        if f and "composed" in f
+                    },
+                    Path(plot_dir) / "reliability-open-set.png",
+                )
+            )
     result["timing_s"]["total"] = round(time.perf_counter() - t_start, 2)
     return result
 

@@ -54,7 +54,8 @@ async def identify(
     """Rank the catalogue's singers by cosine similarity of their singer model to the upload.
 
     With a calibration for the loaded checkpoint, each hit carries a `confidence` and the
-    answer a `verdict` ("known" / "unknown" at the SINGER_TARGET_FALSE_ALARM operating point);
+    answer a `verdict` ("known" at the SINGER_TARGET_FALSE_ALARM operating point, "likely" at
+    SINGER_LIKELY_FALSE_ALARM, else "unknown") with the singing it rests on;
     `segments` show which seconds matched whom."""
     found = await queries.identify(
         runtime,
@@ -75,6 +76,10 @@ async def identify(
         calibrated=runtime.calibration is not None,
         threshold=reading.threshold,
         target_false_alarm=runtime.settings.target_false_alarm,
+        likely_threshold=reading.likely_threshold,
+        likely_false_alarm=runtime.settings.likely_false_alarm,
+        singing_s=emb.n_segments * runtime.embedder.features.segment_seconds,
+        firm_answer_s=reading.firm_answer_s,
         voiced_fraction=emb.voiced_fraction,
         segments=[
             SegmentOut(start_s=g.start_s, end_s=g.end_s, singer=g.singer, score=g.score)

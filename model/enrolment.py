@@ -1,0 +1,118 @@
+"""Enrolment quality: how much a singer model rests on, and which of its tracks do not fit.
+
+A singer model is the normalised mean of the singer's track vectors in one domain. A track of
+someone else filed under the singer (a wrong label, a featured artist's song) pulls the model
+towards that voice, silently. The outlier statistic is each track's cosine to the normalised
+mean of the singer's *other* tracks (leave-one-out): a track of the singer scores like a query
+of the singer against their model, another voice like an impostor. A track is flagged below
+the threshold that the calibration fits per domain on genuine tracks for a stated false-flag
+rate (`model.calibration.EnrolmentCalibration`); with fewer than MIN_TRACKS tracks no track
+is flagged, since two disagreeing tracks do not say which one is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from model.vectors import l2_normalize
+
+#: Fewest tracks of a singer (in one domain) before a track can be called an outlier.
+MIN_TRACKS = 3
+
+
+def leave_one_out_scores(vectors: np.ndarray) -> np.ndarray:
+    """(n,) cosine of each unit track vector (n, dim) to the normalised mean of the others;
+    NaN for a singer with one track."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if len(v) < 2:
+        return np.full(len(v), np.nan)
+    others = l2_normalize(v.sum(axis=0, keepdims=True) - v)
+    return np.einsum("ij,ij->i", v, others)
+
+
+def outlier_flags(loo_scores: np.ndarray, threshold: float | None) -> np.ndarray:
+    """(n,) bool: tracks whose leave-one-out score is below `threshold` (None: no threshold,
+    nothing flagged), once the singer has MIN_TRACKS tracks."""
+    s = np.asarray(loo_scores, dtype=np.float64)
+    if threshold is None or len(s) < MIN_TRACKS:
+        return np.zeros(len(s), dtype=bool)
+    return s < threshold
+
+
+def model_without(vectors: np.ndarray, leave_out: np.ndarray) -> np.ndarray | None:
+    """The singer model (float32 (dim,), unit) of the tracks not in the `leave_out` mask;
+    None when every track is left out."""
+    keep = np.asarray(vectors, dtype=np.float64)[~np.asarray(leave_out, dtype=bool)]
+    if not len(keep):
+        return None
+    return l2_normalize(keep.sum(axis=0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SingerReliability:
+    """How much a singer model (one domain) rests on.
+
+    n_tracks: tracks averaged; voiced_s: embedded singing, seconds (segments x segment
+    length); spread: mean of 1 - cosine of each track to the model (0: identical tracks);
+    loo_scores: (n,) leave-one-out score per track (NaN with one track); outliers: (n,) bool.
+    """
+
+    n_tracks: int
+    voiced_s: float
+    spread: float
+    loo_scores: np.ndarray
+    outliers: np.ndarray
+
+
+def reliability(
+    vectors: np.ndarray,
+    n_segments: Sequence[int],
+    segment_s: float,
+    threshold: float | None,
+) -> SingerReliability:
+    """The reliability of the model of tracks `vectors` (n, dim), unit, each of `n_segments`
+    embedded segments of `segment_s` seconds; `threshold`: the outlier bar (None: none)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if not len(v):
+        raise ValueError("a singer model needs at least one track")
+    model = l2_normalize(v.sum(axis=0))
+    loo = leave_one_out_scores(v)
+    return SingerReliability(
+        n_tracks=len(v),
+        voiced_s=float(np.sum(n_segments) * segment_s),
+        spread=float(np.mean(1.0 - v @ model)),
+        loo_scores=loo,
+        outliers=outlier_flags(loo, threshold),
+    )
+
+
+class TrackStore(Protocol):
+    """What `singer_tracks` reads: a catalogue backend's public methods (`catalog.base`)."""
+
+    def track_ids(
+        self,
+        *,
+        singer: str | None = None,
+        checkpoint_id: str | None = None,
+        domain: str | None = None,
+    ) -> list[int]: ...
+
+    def get_track(self, track_id: int) -> Any: ...
+
+    def get_vector(self, track_id: int) -> np.ndarray: ...
+
+
+def singer_tracks(
+    store: TrackStore, singer: str, domain: str
+) -> tuple[list[int], np.ndarray, list[int]]:
+    """A singer's tracks in one domain: (ids ascending, unit vectors (n, dim), embedded
+    segments of each), read through the catalogue's public methods."""
+    ids = store.track_ids(singer=singer, domain=domain)
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32), []
+    vectors = np.stack([store.get_vector(i) for i in ids])
+    return ids, vectors, [int(store.get_track(i).n_segments) for i in ids]
