@@ -50,6 +50,13 @@ class TrackOut(BaseModel):
     playable: bool | None = Field(
         None, description="GET /tracks/{id}/audio can serve the track's audio now"
     )
+    audio_unavailable: Literal["gone", "outside_roots", "not_stored"] | None = Field(
+        None,
+        description="why GET /tracks/{id}/audio cannot serve it: gone (the file is no longer "
+        "where it was indexed), outside_roots (it lies outside the indexed folders and "
+        "SINGER_AUDIO_ROOTS), not_stored (an upload whose audio was not kept); null when it "
+        "can, or when not known",
+    )
 
     @classmethod
     def of(
@@ -57,12 +64,14 @@ class TrackOut(BaseModel):
         track: Track,
         playable: bool | None = None,
         *,
+        unavailable: str | None = None,
         expose_paths: bool = False,
         display: Callable[[str], str] | None = None,
     ) -> TrackOut:
+        """`unavailable`: why it cannot be played (`AudioFiles.unavailable`)."""
         fields = dataclasses.asdict(track)
         fields["path"] = shown_path(track.path, expose_paths, display)
-        return cls(**fields, playable=playable)
+        return cls(**fields, playable=playable, audio_unavailable=unavailable)
 
 
 class TrackAdded(TrackOut):
@@ -80,12 +89,13 @@ class TrackHitOut(TrackOut):
         hit: TrackHit,
         playable: bool | None = None,
         *,
+        unavailable: str | None = None,
         expose_paths: bool = False,
         display: Callable[[str], str] | None = None,
     ) -> TrackHitOut:
         fields = dataclasses.asdict(hit.track)
         fields["path"] = shown_path(hit.track.path, expose_paths, display)
-        return cls(**fields, score=hit.score, playable=playable)
+        return cls(**fields, score=hit.score, playable=playable, audio_unavailable=unavailable)
 
 
 class SingerOut(BaseModel):
@@ -220,30 +230,12 @@ class IdentifyResponse(QueryInfo):
         description="domain of the singer models ranked (None: the catalogue is empty)"
     )
     singers: list[SingerHitOut]
-    verdict: Literal["known", "likely", "unknown"] | None = Field(
+    verdict: Literal["known", "unknown"] | None = Field(
         None,
         description="'known': the best singer's score clears the threshold set for the target "
-        "false-alarm rate; 'likely': it clears the looser one (SINGER_LIKELY_FALSE_ALARM); "
-        "'unknown': the singer is probably not in the catalogue, or the query holds too little "
-        "singing to tell (see firm_answer_s); null: no calibration for this checkpoint (see "
-        "`calibrated`) or an empty catalogue",
+        "false-alarm rate; 'unknown': the singer is probably not in the catalogue; null: no "
+        "calibration for this checkpoint (see `calibrated`) or an empty catalogue",
         examples=["known"],
-    )
-    likely_threshold: float | None = Field(
-        None, description="score the best singer had to exceed for a 'likely' verdict"
-    )
-    likely_false_alarm: float | None = Field(
-        None, description="looser operating point (SINGER_LIKELY_FALSE_ALARM)", examples=[0.1]
-    )
-    singing_s: float = Field(
-        description="singing the answer rests on: embedded voiced segments x 3 s", examples=[24.0]
-    )
-    firm_answer_s: float | None = Field(
-        None,
-        description="about how much singing a firm answer needs: the query length beyond "
-        "which the calibration's queries by catalogue singers were hardly more often answered "
-        "'known' (null: not calibrated, or no length gives firm answers for these domains)",
-        examples=[18.0],
     )
     calibrated: bool = Field(
         False, description="whether a calibration for the loaded checkpoint is in use"

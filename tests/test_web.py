@@ -259,7 +259,7 @@ def test_catalogue_shows_a_gone_file_without_play_button(page):
     }
     gone = items.pop("singer-3-mixed-9")
     assert not gone.find_elements(By.CSS_SELECTOR, "button.play")
-    assert "audio not available" in gone.text
+    assert "audio not available: the uploaded audio was not kept" in gone.text
     assert all(li.find_elements(By.CSS_SELECTOR, "button.play") for li in items.values())
 
 

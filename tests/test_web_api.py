@@ -120,3 +120,38 @@ def test_opus_as_browsers_record_it_decodes(tmp_path, container):
     n = min(len(y), len(decoded))
     corr = np.corrcoef(y[:n], decoded[:n])[0, 1]
     assert corr > 0.9
+
+
+@pytest.mark.e2e
+def test_a_track_says_why_it_cannot_play(server, client, tmp_path):
+    """`audio_unavailable` in track answers, and the audio endpoint's `reason`, as the page
+    shows them: not_stored, outside_roots, gone (service/audio_files.py)."""
+    upload = add_clip(client, make_clip(tmp_path, 1, "mono", 40, seconds=3.5))
+    assert upload["playable"] and upload["audio_unavailable"] is None
+    for kept in (server.app.state.runtime.settings.upload_store).glob(
+        f"{upload['content_hash']}.*"
+    ):
+        kept.unlink()
+    track = client.get(f"/tracks/{upload['id']}").json()
+    assert (track["playable"], track["audio_unavailable"]) == (False, "not_stored")
+    r = client.get(f"/tracks/{upload['id']}/audio")
+    assert r.status_code == 404 and r.json()["reason"] == "not_stored"
+
+    runtime = server.app.state.runtime
+    music = tmp_path / "music"
+    clip = make_clip(music / "Ann", 2, "mono", 41, seconds=3.5)
+    vector = np.ones(runtime.catalog.dim, np.float32)
+    indexed = runtime.catalog.add_track(
+        vector, singer="Ann", domain="mono", duration_s=3.5, n_segments=1,
+        content_hash="f" * 64, checkpoint_id=runtime.embedder.checkpoint_id, path=str(clip.path),
+    )  # fmt: skip
+    body = client.get(f"/tracks/{indexed.id}").json()
+    assert body["audio_unavailable"] == "outside_roots"
+    assert client.get(f"/tracks/{indexed.id}/audio").json()["reason"] == "outside_roots"
+    runtime.catalog.add_roots([str(music)])  # what indexing the folder records
+    runtime.audio.follow(runtime.catalog.roots)
+    assert client.get(f"/tracks/{indexed.id}").json()["playable"] is True
+    assert client.get(f"/tracks/{indexed.id}/audio").content == clip.path.read_bytes()
+    clip.path.unlink()
+    assert client.get(f"/tracks/{indexed.id}").json()["audio_unavailable"] == "gone"
+    runtime.catalog.remove_tracks([indexed.id])

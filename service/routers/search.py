@@ -68,6 +68,7 @@ async def search(
         min_score=min_score,
     )
     expose = runtime.settings.expose_paths
+    unavailable = [runtime.audio.unavailable(h.track) for h in found.tracks]
     return SearchResponse(
         **QueryInfo.of(found.embedding, domain, runtime.embedder.checkpoint_id),
         target=target,
@@ -76,11 +77,12 @@ async def search(
         tracks=[
             TrackHitOut.of_hit(
                 h,
-                runtime.audio.playable(h.track),
+                why is None,
+                unavailable=why,
                 expose_paths=expose,
                 display=runtime.audio.display_path,
             )
-            for h in found.tracks
+            for h, why in zip(found.tracks, unavailable, strict=True)
         ],
         next_cursor=None if found.next_offset is None else encode_cursor(found.next_offset),
     )

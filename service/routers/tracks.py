@@ -49,13 +49,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def track_out(runtime: Runtime, track: Track, playable: bool | None = None) -> TrackOut:
-    """A track as answers show it: whether it plays now (unless given), its path as the
-    settings allow."""
+    """A track as answers show it: whether it plays now and why not (unless given), its
+    path as the settings allow."""
+    unavailable = None
     if playable is None:
-        playable = runtime.audio.playable(track)
+        unavailable = runtime.audio.unavailable(track)
+        playable = unavailable is None
     return TrackOut.of(
         track,
         playable,
+        unavailable=unavailable,
         expose_paths=runtime.settings.expose_paths,
         display=runtime.audio.display_path,
     )
