@@ -230,12 +230,30 @@ class IdentifyResponse(QueryInfo):
         description="domain of the singer models ranked (None: the catalogue is empty)"
     )
     singers: list[SingerHitOut]
-    verdict: Literal["known", "unknown"] | None = Field(
+    verdict: Literal["known", "likely", "unknown"] | None = Field(
         None,
         description="'known': the best singer's score clears the threshold set for the target "
-        "false-alarm rate; 'unknown': the singer is probably not in the catalogue; null: no "
-        "calibration for this checkpoint (see `calibrated`) or an empty catalogue",
+        "false-alarm rate; 'likely': it clears the looser one (SINGER_LIKELY_FALSE_ALARM); "
+        "'unknown': the singer is probably not in the catalogue, or the query holds too little "
+        "singing to tell (see firm_answer_s); null: no calibration for this checkpoint (see "
+        "`calibrated`) or an empty catalogue",
         examples=["known"],
+    )
+    likely_threshold: float | None = Field(
+        None, description="score the best singer had to exceed for a 'likely' verdict"
+    )
+    likely_false_alarm: float | None = Field(
+        None, description="looser operating point (SINGER_LIKELY_FALSE_ALARM)", examples=[0.1]
+    )
+    singing_s: float = Field(
+        description="singing the answer rests on: embedded voiced segments x 3 s", examples=[24.0]
+    )
+    firm_answer_s: float | None = Field(
+        None,
+        description="about how much singing a firm answer needs: the query length beyond "
+        "which the calibration's queries by catalogue singers were hardly more often answered "
+        "'known' (null: not calibrated, or no length gives firm answers for these domains)",
+        examples=[18.0],
     )
     calibrated: bool = Field(
         False, description="whether a calibration for the loaded checkpoint is in use"
