@@ -14,11 +14,18 @@ its defaults. Then:
 2. N concurrent clients per `--concurrency` level. Server-side embedding time per level comes
    from the service's own /metrics.
 
+With `--against CHECKOUT` a second server runs the same settings from another checkout (a
+`git worktree` of the commit before a change), and both are measured alternately: request
+by request at one client, level by level above, so a slow spell of the (shared) machine hits
+both.
+
 Reported ratios, all from this one run (targets of issue 15):
 - `overhead_1_client`: 1-client p50 over embedding-only p50, both decoding in the same
   pieces (target <= 1.10);
 - `throughput_4_clients_x_serial`: 4-client requests/s over the serial embedding rate,
-  1 / embedding-only mean with uploads decoded whole, one core's work (target >= 1.5).
+  1 / embedding-only mean with uploads decoded whole, one core's work (target >= 1.5);
+- with `--against`: `against_1_client` (1-client p50, this checkout over the other) and
+  `against_4_clients` (4-client requests/s, this over the other): ~1.0 is no change.
 (Cross-request batching, measured here until 2026-12 as `batching_1_client`, was removed:
 docs/performance.md.)
 Not part of the test suite.
@@ -57,7 +64,8 @@ from model.cli.options import add_device
 from model.devices import inference_threads
 from model.embedding import Embedder, TrackEmbedding
 
-SERVER = "defaults"  # the one server measured: the service's default settings
+SERVER = "defaults"  # the server measured: the service's default settings, this checkout
+AGAINST = "against"  # with --against: the same settings, served from another checkout
 
 
 def build_catalog(index_dir: Path, embedder: Embedder, n_tracks: int, n_singers: int) -> None:
@@ -307,10 +315,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def start_service(
-    index: Path, checkpoint: Path, device: str, workers: int, log: IO[str], **env: str
+    index: Path,
+    checkpoint: Path,
+    device: str,
+    workers: int,
+    log: IO[str],
+    checkout: Path = REPO,
+    **env: str,
 ) -> tuple[subprocess.Popen, str]:
-    """Start `python -m service` on a free port over `index`, its output to `log` (a file: a
-    pipe nobody reads would stall a chatty server): (process, URL), not yet ready."""
+    """Start `python -m service` of `checkout` (this one, or another: a `git worktree` of
+    an earlier commit) on a free port over `index`, its output to `log` (a file: a pipe
+    nobody reads would stall a chatty server): (process, URL), not yet ready."""
     port = free_port()
     settings = {
         "SINGER_INDEX_DIR": str(index),
@@ -326,8 +341,8 @@ def start_service(
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "service"],
-        env={**os.environ, **settings},
-        cwd=REPO,
+        env={**os.environ, **settings, "PYTHONPATH": str(checkout)},
+        cwd=checkout,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
@@ -342,14 +357,24 @@ def services(
     device: str,
     workers: int,
     servers: Mapping[str, Mapping[str, str]],
+    checkouts: Mapping[str, Path] | None = None,
 ) -> Iterator[dict[str, str]]:
     """One server per entry of `servers` (name -> its SINGER_* settings, lower case) over
-    `index`, started together; yields {name: URL} once all are ready. An error while they
-    run carries the end of each server's output."""
+    `index`, started together, each from its checkout in `checkouts` (default: this one);
+    yields {name: URL} once all are ready. An error while they run carries the end of each
+    server's output."""
     with ExitStack() as files:
         logs = {name: files.enter_context(tempfile.TemporaryFile("w+")) for name in servers}
         started = {
-            name: start_service(index, checkpoint, device, workers, logs[name], **env)
+            name: start_service(
+                index,
+                checkpoint,
+                device,
+                workers,
+                logs[name],
+                (checkouts or {}).get(name, REPO),
+                **env,
+            )
             for name, env in servers.items()
         }
         try:
@@ -370,17 +395,29 @@ def services(
 
 
 def ratios(results: dict) -> dict:
-    """The issue's targets, from one run's figures."""
+    """The issue's targets, from one run's figures (a level given more than once, e.g.
+    `--concurrency 4 4 4`, counts by its median)."""
     emb, one = results["embedding_only"], results["one_client"]
-    level = {(lv["server"], lv["concurrency"]): lv for lv in results["identify"]}
+
+    def rps(server: str, clients: int) -> float | None:
+        runs = [
+            lv["throughput_rps"]
+            for lv in results["identify"]
+            if lv["server"] == server and lv["concurrency"] == clients
+        ]
+        return float(np.median(runs)) if runs else None
+
     out = {}
     if SERVER in one:
         out["overhead_1_client"] = one[SERVER]["p50_s"] / emb["p50_s"]
-    if (SERVER, 4) in level:
+    if (this := rps(SERVER, 4)) is not None:
         out["throughput_4_clients_x_serial"] = (
-            level[SERVER, 4]["throughput_rps"]
-            / results["embedding_only_whole"]["serial_rate_per_s"]
+            this / results["embedding_only_whole"]["serial_rate_per_s"]
         )
+    if AGAINST in one:  # this checkout against another, paired request by request
+        out["against_1_client"] = one[SERVER]["p50_s"] / one[AGAINST]["p50_s"]
+    if (this := rps(SERVER, 4)) is not None and (that := rps(AGAINST, 4)) is not None:
+        out["against_4_clients"] = this / that
     return out
 
 
@@ -399,7 +436,7 @@ def main() -> int:
         nargs="+",
         default=[4, 16],
         help="client counts measured as free-running levels (1 client is always measured, "
-        "paired with embedding only)",
+        "paired with embedding only); repeat one (4 4 4) to take its median",
     )
     p.add_argument(
         "--requests", type=int, default=0, help="requests per level (0: max(48, 8 x clients))"
@@ -415,6 +452,13 @@ def main() -> int:
         "decodes in as many pieces as the service does for one client on an idle machine",
     )
     p.add_argument("--embed-repeats", type=int, default=8, help="1-client rounds over the uploads")
+    p.add_argument(
+        "--against",
+        type=Path,
+        help="also serve from this checkout (e.g. `git worktree add /tmp/before HEAD~1`), "
+        "measured alternately with this one: ratios against_1_client (p50, this / that) "
+        "and against_4_clients (req/s, this / that)",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
 
@@ -436,8 +480,14 @@ def main() -> int:
         build_catalog(index, embedder, args.tracks, args.singers)
         levels = []
         servers = {SERVER: {"decode_parts": str(args.decode_parts)}}
+        checkouts = {}
+        if args.against:
+            servers[AGAINST] = servers[SERVER]
+            checkouts[AGAINST] = args.against.resolve()
         parts = min(args.decode_parts, os.cpu_count() or 1)  # performance.decode_parts, 1 client
-        with services(index, args.checkpoint, args.device, args.workers, servers) as urls:
+        with services(
+            index, args.checkpoint, args.device, args.workers, servers, checkouts
+        ) as urls:
             one = one_client(embedder, urls, data, args.embed_repeats, threads, parts)
             results["embedding_only"] = one["embedding_only"]
             results["embedding_only_whole"] = one["embedding_only_whole"]
@@ -499,6 +549,8 @@ def main() -> int:
     targets = {
         "overhead_1_client": "<= 1.10",
         "throughput_4_clients_x_serial": ">= 1.5",
+        "against_1_client": "~1.0: no slower than the other checkout",
+        "against_4_clients": "~1.0: no less throughput",
     }
     for name, value in results["ratios"].items():
         print(f"{name}: {value:.3f} (target {targets[name]})")
