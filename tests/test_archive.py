@@ -136,3 +136,57 @@ def test_cli_export_and_import(source, tmp_path, capsys):
         Catalog.open(tmp_path / "source", dim=None) as orig,
     ):
         assert copy.dim == DIM and list(copy.iter_tracks()) == list(orig.iter_tracks())
+
+
+def strip_ids(answer: dict) -> dict:
+    """An answer without what one backend assigns differently: singer ids (Qdrant derives
+    them from names) and the time spent."""
+    out = {k: v for k, v in answer.items() if k not in ("elapsed_s",)}
+    for hit in out.get("singers", []):
+        hit.pop("id", None)
+    for hit in out.get("tracks", []):
+        hit.pop("singer_id", None)
+    return out
+
+
+def rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+@pytest.mark.e2e
+def test_identify_answers_the_same_after_moving_to_qdrant(tmp_path, random_checkpoint):
+    """SQLite catalogue -> archive -> Qdrant: two real services, the same uploads, the same
+    /identify and /search answers."""
+    from service.settings import Settings
+    from tests.support.live import API_KEY, LiveServer, make_clip, upload
+
+    library = tmp_path / "music"
+    for v in range(3):
+        for seed in (0, 1):
+            make_clip(library / f"singer-{v}", v, "mixed", seed)
+    index = tmp_path / "index"
+    assert main(["--index", str(index), "--checkpoint", str(random_checkpoint), str(library)]) == 0
+    archive = tmp_path / "catalogue.tar"
+    assert main(["export", "--index", str(index), "-o", str(archive)]) == 0
+    url = f"qdrant+local://{tmp_path / 'qdrant'}?collection=moved"
+    assert main(["import", "--catalog", url, str(archive)]) == 0
+    queries = [make_clip(tmp_path / "q", v, "mixed", 9).path for v in range(3)]
+    answers = []
+    for where in ({"index_dir": index}, {"index_dir": tmp_path / "other", "catalog": url}):
+        settings = Settings(checkpoint=random_checkpoint, device="cpu", api_key=API_KEY, **where)
+        with LiveServer(settings) as server, server.client() as client:
+            got = []
+            for q in queries:
+                for endpoint in ("/identify", "/search"):
+                    r = upload(client, endpoint, q, domain="mixed")
+                    assert r.status_code == 200, r.text
+                    got.append(rounded(strip_ids(r.json())))
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[0][0]["singers"][0]["name"] == "singer-0"
