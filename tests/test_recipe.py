@@ -4,6 +4,7 @@ the fused result, and a rerun that trains nothing again."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,18 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
-from model.training.recipe import Stage, default_stages, finished, recipe_rows, train_default
+from model.fusion import FUSION_KEY, MIXED_SPEAKER_KEY
+from model.training.recipe import (
+    Stage,
+    StudioPlan,
+    default_stages,
+    finished,
+    recipe_rows,
+    train_default,
+)
+from model.training.speaker_tune import TuneConfig
+from model.training.voice import VoiceTrainConfig
+from model.voice import VoiceDetector
 from tests.support.shared_layout import tiny_config, write_shared_layout
 from tests.support.synth import VOICES, sing
 
@@ -34,13 +46,26 @@ def test_recipe_rows_hold_out_singers_and_add_the_takes_for_the_teacher(data, tm
         recipe_rows("nope", data, tmp_path)
 
 
+TINY = {
+    "studio_plan": StudioPlan(per_source=1, bands=2, bars=2),
+    "tune": TuneConfig(steps=2, batch_size=4),
+    "detector": VoiceTrainConfig(
+        steps=3, batch_size=16, n_nonvoice=18, instrumental_crops=1, band_crops=1
+    ),
+}
+
+
+@pytest.mark.skipif(
+    not (shutil.which("mma") and shutil.which("fluidsynth")),
+    reason="the studio mixes need mma and fluidsynth (scripts/system-deps.sh installs them)",
+)
 def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path):
     stages = [
         Stage("stage1", "shared", tiny_config()),
         Stage("stage2", "teacher", tiny_config(distill_weight=1.0)),
     ]
     out = tmp_path / "run"
-    fused = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[])
+    fused = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[], **TINY)
     assert fused == out / "default.pt"
     stage1, stage2 = out / "stage1" / "last.pt", out / "stage2" / "last.pt"
     _, _, meta = load_checkpoint(stage2)
@@ -49,16 +74,23 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
     assert embedder.speaker is not None and embedder.fusion_weight == pytest.approx(0.1)
     # estimated on the layout's training material
     assert embedder.centres is not None and embedder.nuisance is not None
+    # the speaker encoder's own weights for mixed segments, tuned on the studio mixes
+    assert MIXED_SPEAKER_KEY in load_checkpoint(fused)[2][FUSION_KEY]
+    assert "mixed" in embedder.speaker.domain_nets
+    studio = (out / "studio" / "manifest.csv").read_text()
+    assert "s3_" not in studio and "s0_1_01" in studio  # held-out singers never mixed
+    assert VoiceDetector.load(out / "voice-detector.pt").meta["train_config"]["studio_manifest"]
     net, _, _ = load_checkpoint(fused)
     for name, tensor in load_checkpoint(stage2)[0].state_dict().items():
         torch.testing.assert_close(net.state_dict()[name], tensor, rtol=0, atol=0)
     assert finished(out / "stage1", stages[0].config)
     assert not finished(out / "stage1", tiny_config(epochs=2))
 
-    stamps = [p.stat().st_mtime_ns for p in (stage1, stage2)]
+    done = (stage1, stage2, out / "speaker" / "speaker-mixed.pt", out / "voice-detector.pt")
+    stamps = [p.stat().st_mtime_ns for p in done]
     vector = embedder.embed_audio(sing(VOICES[0], 4.0, 5), "mono").vector
-    again = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[])
-    assert [p.stat().st_mtime_ns for p in (stage1, stage2)] == stamps  # nothing retrained
+    again = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[], **TINY)
+    assert [p.stat().st_mtime_ns for p in done] == stamps  # nothing retrained
     np.testing.assert_allclose(
         Embedder.from_checkpoint(again, "cpu").embed_audio(sing(VOICES[0], 4.0, 5), "mono").vector,
         vector,

@@ -53,6 +53,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="for --centres: nuisance directions to estimate and remove after fusion (0: "
         "none; default: model.training.centres.NUISANCE_DIMS, 5)",
     )
+    p.add_argument(
+        "--studio",
+        metavar="MANIFEST",
+        type=Path,
+        help="for --centres: also the studio mixes of this manifest (`python -m model "
+        "studio-mix --split train`), each take heard clean and mixed",
+    )
+    p.add_argument(
+        "--mixed-speaker",
+        metavar="WEIGHTS",
+        type=Path,
+        help="speaker-encoder weights for mixed segments (`python -m model tune-speaker`), "
+        "stored in the checkpoint (default: the fused checkpoint's own, if any)",
+    )
     add_device(p)
 
 
@@ -61,13 +75,23 @@ def main(args: argparse.Namespace) -> int:
     from model.fusion import fuse_checkpoint
 
     try:
-        out = fuse_checkpoint(args.checkpoint, args.out, args.weight)
+        out = fuse_checkpoint(
+            args.checkpoint, args.out, args.weight, mixed_speaker=args.mixed_speaker
+        )
         if args.centres is not None:
             from model.training.centres import NUISANCE_DIMS, centre_checkpoint
 
             k = NUISANCE_DIMS if args.nuisance_dims is None else args.nuisance_dims
             out = centre_checkpoint(
-                out, args.centres, out, args.holdout, args.val_singers, args.device, True, k
+                out,
+                args.centres,
+                out,
+                args.holdout,
+                args.val_singers,
+                args.device,
+                True,
+                k,
+                studio=args.studio,
             )
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)

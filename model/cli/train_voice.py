@@ -22,6 +22,9 @@ TRAIN_OPTIONS = (
     "mir1k_every",
     "instrumental_crops",
     "n_nonvoice",
+    "studio_manifest",
+    "studio_every",
+    "band_crops",
 )
 RULE_OPTIONS = ("threshold", "singing_threshold", "min_voice_s")
 

@@ -8,6 +8,10 @@ of every segment the service's own selection keeps from that domain's training r
 - mixed: those stems' 0 dB karaoke mixes, and each take over an instrumental track at a
   vocal-to-background ratio drawn from -5..+10 dB (the training mixes' range).
 
+- with a studio-mix manifest (`python -m model studio-mix --split train`, issue 33): each
+  training take's clean crop (mono) and its first studio mix (mixed): the finished songs
+  the service meets, a voice under a dense, mastered band.
+
 Every performance is thus heard in both domains. The nuisance directions are the top
 principal axes of the differences between a performance's two track vectors (centred and
 fused as the service computes them): what the accompaniment moves, the same for every voice
@@ -74,15 +78,44 @@ class RecordingParts:
     speaker: np.ndarray
 
 
+def studio_recordings(manifest: str | Path, sr: int) -> list[Recording]:
+    """Each source take of a training studio-mix manifest heard twice: its clean crop (mono)
+    and its first mix (mixed), performance `studio:<take>`."""
+    from model.training.speaker_tune import studio_rows
+
+    out: list[Recording] = []
+    seen: set[str] = set()
+    for row in studio_rows(manifest):
+        take = row.extra.get("take", "")
+        if take in seen:
+            continue
+        seen.add(take)
+        crop = (str(row.source), float(row.extra.get("offset_s") or 0.0), str(row.path))
+        out.append(Recording(partial(_clean_crop, *crop, sr), "mono", f"studio:{take}"))
+        out.append(Recording(partial(load_audio, str(row.path), sr), "mixed", f"studio:{take}"))
+    return out
+
+
+def _clean_crop(source: str, offset_s: float, mix: str, sr: int) -> np.ndarray:
+    """The clean take under a studio mix: `source` from `offset_s`, as long as `mix`."""
+    import soundfile as sf
+
+    start = round(offset_s * sr)
+    frames = round(sf.info(mix).duration * sr)
+    return load_audio(source, sr)[start : start + frames]
+
+
 def training_recordings(
     data_dir: str | Path,
     sr: int,
     holdout: Sequence[str] = (),
     val_singers: Sequence[str] = (),
     seed: int = 0,
+    studio: str | Path | None = None,
 ) -> list[Recording]:
     """The centres' material under a `../shared/data` layout (module docstring), each
-    decoded to float32 (samples,) at `sr` only when called."""
+    decoded to float32 (samples,) at `sr` only when called; `studio`: a training studio-mix
+    manifest whose pairs join it."""
     data = Path(data_dir)
     rows, _ = split_singers(mir1k_rows(data / "mir1k"), [*holdout, *val_singers])
     takes = split_acappella(acappella_rows(data / "acappella"))[0]
@@ -95,6 +128,8 @@ def training_recordings(
     out += [
         Recording(partial(load_audio, str(take.path), sr), "mono", take.singer) for take in takes
     ]
+    if studio is not None:
+        out += studio_recordings(studio, sr)
     if not backgrounds:
         return out
     # Each background decoded once (about 1 s for a 4-min track): the mixed renderings go
@@ -185,13 +220,16 @@ def centre_checkpoint(
     device: str | None = None,
     progress: bool = False,
     nuisance_dims: int = NUISANCE_DIMS,
+    studio: str | Path | None = None,
 ) -> Path:
     """Write `out`: the fused `checkpoint` with its domain centres and `nuisance_dims`
     nuisance directions (0: none) estimated on the training material of `data_dir`
-    (`training_recordings`); its weights, fusion weight and everything else unchanged.
-    Raises CheckpointError, ValueError."""
+    (`training_recordings`, with the studio-mix manifest `studio` if given); its weights,
+    fusion weight and everything else unchanged. Raises CheckpointError, ValueError."""
     embedder = Embedder.from_checkpoint(checkpoint, device)
-    material = training_recordings(data_dir, embedder.features.sample_rate, holdout, val_singers)
+    material = training_recordings(
+        data_dir, embedder.features.sample_rate, holdout, val_singers, studio=studio
+    )
     parts = embed_parts(embedder, material, progress)
     centres = centres_of(parts)
     weight = embedder.fusion_weight

@@ -1,12 +1,17 @@
 """Named training recipes over `../shared/data`, and the shipped default end to end.
 
 `recipe_rows` gives the rows of the `shared` and `teacher` recipes. `train_default`
-(`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`:
-stage 1 (`shared`, `cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`,
-started from stage 1's last weights), then fusion with the speaker encoder at
-`FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance projection
-(`model.training.centres`). Each stage is a run folder of its own, so a killed chain resumes
-inside the stage it was in, and a finished stage is not loaded again.
+(`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`
+and `model/weights/voice-detector.pt`: the studio mixes of the training takes
+(`model.training.studio_generator`, `STUDIO_MIXES`), stage 1 (`shared`,
+`cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`, started from
+stage 1's last weights), the speaker encoder's copy for mixed segments
+(`model.training.speaker_tune`, `speaker-tune.train.json`), then fusion with the speaker
+encoder at `FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance projection
+estimated with the studio mixes too (`model.training.centres`), and the voice detector
+(`model.training.voice`, `voice-detector.train.json`). Each stage is a folder (or file) of
+its own, so a killed chain resumes inside the stage it was in, and a finished stage is not
+done again.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from model.training.datasets import (
     vowel_rows,
 )
 from model.training.mashup import read_backgrounds
+from model.training.speaker_tune import TuneConfig
 from model.training.train import TrainConfig, train
+from model.training.voice import VoiceTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,18 @@ VAL_SINGERS = ("ariel", "stool")
 #: (model/weights/MODEL_CARD.md).
 FUSION_WEIGHT = 0.1
 WEIGHTS = DEFAULT_CHECKPOINT.parent
+
+
+@dataclass(frozen=True)
+class StudioPlan:
+    """The training takes' studio mixes of the default: `plan_jobs`' seed, mixes per take,
+    band tracks and bars per band track."""
+
+    seed: int = 0
+    per_source: int = 1
+    bands: int = 48
+    bars: int = 32
+    var_passes: int = 1  # the drawn VAR goes into the master (`MixJob.var_passes`)
 
 
 @dataclass(frozen=True)
@@ -114,12 +133,21 @@ def train_default(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     teacher_cache_dir: str | Path | None = None,
+    studio_plan: StudioPlan = StudioPlan(),
+    tune: TuneConfig | None = None,
+    detector: VoiceTrainConfig | None = None,
 ) -> Path:
-    """Train the default's stages in `out_dir/<stage>/`, each from the last weights of the one
-    before, and write `out_dir/default.pt` (fused). Returns that path.
+    """Make the studio mixes in `out_dir/studio`, train the default's stages in
+    `out_dir/<stage>/`, each from the last weights of the one before, tune the mixed-domain
+    speaker encoder in `out_dir/speaker`, write `out_dir/default.pt` (fused, with its centres
+    and nuisance projection) and the voice detector `out_dir/voice-detector.pt`. Returns the
+    fused checkpoint's path.
 
-    stages: default `default_stages()`; device: overrides the stages' own ("auto")."""
+    stages: default `default_stages()`; tune, detector: default the shipped options
+    (`speaker-tune.train.json`, `voice-detector.train.json`); device: overrides the stages'
+    own ("auto")."""
     out = Path(out_dir)
+    studio = studio_mixes(data_dir, out / "studio", studio_plan, holdout, val_singers, progress)
     previous: Path | None = None
     for stage in stages if stages is not None else default_stages():
         config = stage.config
@@ -155,8 +183,87 @@ def train_default(
         previous = run_dir / "last.pt"
     if previous is None:
         raise ValueError("no stages to train")
-    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight)
+    speaker = tune_mixed_speaker(
+        data_dir, studio, out / "speaker", tune, [*holdout, *val_singers], progress
+    )
+    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight, mixed_speaker=speaker)
     log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
-    fused = centre_checkpoint(fused, data_dir, fused, holdout, val_singers, device, progress)
+    fused = centre_checkpoint(
+        fused, data_dir, fused, holdout, val_singers, device, progress, studio=studio
+    )
     log.info("domain centres and nuisance directions estimated on training material -> %s", fused)
+    voice = train_detector(data_dir, studio, out / "voice-detector.pt", detector)
+    log.info("voice detector -> %s", voice)
     return fused
+
+
+def studio_mixes(
+    data_dir: str | Path,
+    out_dir: Path,
+    plan: StudioPlan = StudioPlan(),
+    holdout: Sequence[str] = HOLDOUT,
+    val_singers: Sequence[str] = VAL_SINGERS,
+    progress: bool = False,
+) -> Path:
+    """The training takes' studio mixes (`plan`) in `out_dir`, made where missing (the same
+    as `python -m model studio-mix --split train --var-passes 1`); returns their manifest."""
+    from model.training.studio_generator import make_studio_mixes, plan_jobs
+    from model.training.studio_sources import studio_sources
+
+    sources = studio_sources(data_dir, "train", holdout, val_singers)
+    jobs = plan_jobs(
+        sources,
+        "train",
+        seed=plan.seed,
+        per_source=plan.per_source,
+        n_bands=plan.bands,
+        bars=plan.bars,
+        var_passes=plan.var_passes,
+    )
+    done = make_studio_mixes(jobs, out_dir, split="train", progress=progress)
+    if done.failures:
+        log.warning("%d studio mixes failed: %s", len(done.failures), done.failures)
+    return done.manifest
+
+
+def tune_mixed_speaker(
+    data_dir: str | Path,
+    studio: Path,
+    out_dir: Path,
+    cfg: TuneConfig | None = None,
+    leave_out: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Path:
+    """The speaker encoder's copy for mixed segments (`cfg`, default
+    `speaker-tune.train.json`) tuned in `out_dir` (resumed, or read back when finished), on
+    the studio mixes and the karaoke mixes of the MIR-1K singers but `leave_out`."""
+    from model.training.speaker_tune import TunePairs, karaoke_files, studio_rows, tune_speaker
+
+    if cfg is None:
+        cfg = TuneConfig(**json.loads((WEIGHTS / "speaker-tune.train.json").read_text()))
+    weights = out_dir / "speaker-mixed.pt"
+    if weights.is_file():
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+        if saved.get("tune_config") == cfg.to_dict():
+            return weights
+    karaoke = karaoke_files(data_dir, leave_out)
+    pairs = TunePairs(cfg.min_voiced).load(studio_rows(studio), karaoke, progress)
+    return tune_speaker(pairs, cfg, out_dir, progress)
+
+
+def train_detector(
+    data_dir: str | Path, studio: Path, out: Path, tc: VoiceTrainConfig | None = None
+) -> Path:
+    """The voice detector (`tc`, default `voice-detector.train.json`) trained with the studio
+    mixes of `studio`, unless `out` holds one trained with those options."""
+    from model.training.voice import run
+
+    if tc is None:
+        tc = VoiceTrainConfig(**json.loads((WEIGHTS / "voice-detector.train.json").read_text()))
+    tc = replace(tc, studio_manifest=str(studio))
+    if out.is_file():
+        saved = torch.load(out, map_location="cpu", weights_only=True)
+        if saved.get("meta", {}).get("train_config") == tc.to_dict():
+            return out
+    run(Path(data_dir), out, tc)
+    return out

@@ -232,13 +232,16 @@ def studio_rows(manifest: str | Path) -> list[ManifestRow]:
     return rows
 
 
-def karaoke_files(data_dir: str | Path) -> list[tuple[str, str]]:
-    """(vocal, accompaniment) files of the MIR-1K clips of the default's training singers
-    (neither its held-out nor its validation singers)."""
+def karaoke_files(
+    data_dir: str | Path, leave_out: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(vocal, accompaniment) files of the MIR-1K clips of the training singers: all but
+    `leave_out` (default: the default's held-out and validation singers)."""
     from model.training.studio_sources import HOLDOUT, VAL_SINGERS, mir1k_sources
 
     out = []
-    for src in mir1k_sources(data_dir, None, (*HOLDOUT, *VAL_SINGERS)):
+    left = (*HOLDOUT, *VAL_SINGERS) if leave_out is None else tuple(leave_out)
+    for src in mir1k_sources(data_dir, None, left):
         out.append((src.path, src.path.replace("/vocals/", "/accompaniment/")))
     return out
 

@@ -89,12 +89,18 @@ def take_pieces(data_dir: str | Path, held_out: bool, halves: bool = False) -> l
     return out
 
 
-def studio_sources(data_dir: str | Path, split: str) -> list[VocalSource]:
-    """The vocal sources of `split` ('train' or 'heldout'; module docstring)."""
+def studio_sources(
+    data_dir: str | Path,
+    split: str,
+    holdout: Sequence[str] = HOLDOUT,
+    val_singers: Sequence[str] = VAL_SINGERS,
+) -> list[VocalSource]:
+    """The vocal sources of `split` ('train' or 'heldout'; module docstring); `holdout` and
+    `val_singers`: the MIR-1K singers training leaves out (the held-out split is `holdout`'s)."""
     if split == "train":
-        return mir1k_sources(data_dir, None, (*HOLDOUT, *VAL_SINGERS)) + take_pieces(
+        return mir1k_sources(data_dir, None, (*holdout, *val_singers)) + take_pieces(
             data_dir, held_out=False
         )
     if split == "heldout":
-        return mir1k_sources(data_dir, HOLDOUT) + take_pieces(data_dir, True, halves=True)
+        return mir1k_sources(data_dir, holdout) + take_pieces(data_dir, True, halves=True)
     raise ValueError(f"split: train or heldout, not {split!r}")

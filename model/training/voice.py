@@ -8,7 +8,12 @@ training:
   tracks, at vocal-to-background ratios of -6..+6 dB;
 - instrumental: MIR-1K accompaniments and the instrumental tracks alone;
 - no voice: generated silence, DC, sine tones (steady, gliding, with vibrato), square and
-  sawtooth waves, chords of sines, white/pink/brown noise, mains hum, click trains.
+  sawtooth waves (also synthesised at other rates and resampled), sweeps, sustained harmonic
+  tones with vibrato, FM tones, chords of sines, white/pink/brown noise, mains hum, click
+  trains (`model.training.nonvoice`);
+- with `studio_manifest` (issue 33): studio mixes of the training takes (voice in a mixture
+  where the take is voiced, else instrumental), and their mastered band tracks alone
+  (instrumental), at record levels (up to -6 dBFS RMS).
 
 Frame labels come from the clean stems: a frame of a vocal stem is voice where its energy
 passes `FeatureConfig`'s voice-activity rule (35 dB below the take's loudest frame, above
@@ -29,7 +34,9 @@ import torch
 
 from model.audio import load_audio
 from model.features import FeatureConfig, frame_voicing, log_mel
+from model.manifest import ManifestRow, read_manifest
 from model.mixing import mix_at_snr, mix_segment
+from model.training.nonvoice import NONVOICE_KINDS, nonvoice
 from model.voice import (
     CLASSES,
     INSTRUMENTAL,
@@ -47,22 +54,6 @@ log = logging.getLogger(__name__)
 
 HOLDOUT_MIR1K = ("abjones", "bobon", "geniusturtle", "khair", "yifen")
 HOLDOUT_VOWELS = ("Baritone2", "Mezzo4", "Soprano3")
-NONVOICE_KINDS = (
-    "silence",
-    "dc",
-    "sine",
-    "glide",
-    "vibrato_sine",
-    "square",
-    "clipped_sine",
-    "sawtooth",
-    "chord",
-    "white",
-    "pink",
-    "brown",
-    "hum",
-    "clicks",
-)
 
 
 @dataclass
@@ -80,6 +71,10 @@ class VoiceTrainConfig:
     instrumental_crops: int = 6  # 10-s crops per training instrumental track
     n_nonvoice: int = 600  # generated non-voice examples
     mir1k_every: int = 1  # use every n-th MIR-1K training clip (larger: faster, fewer clips)
+    # manifest.csv of `python -m model studio-mix --split train` ("": no studio mixes)
+    studio_manifest: str = ""
+    studio_every: int = 2  # use every n-th studio mix
+    band_crops: int = 3  # mastered 10-s crops per band track of the studio mixes' folder
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,61 +90,6 @@ class Example:
     labels: np.ndarray
     source: str
     kind: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Generated non-voice
-
-
-def nonvoice(kind: str, seconds: float, rng: np.random.Generator, sr: int) -> np.ndarray:
-    """One generated non-voice signal of `kind` (see NONVOICE_KINDS): float32 (samples,)."""
-    n = int(seconds * sr)
-    t = np.arange(n) / sr
-    f = float(np.exp(rng.uniform(np.log(40.0), np.log(6000.0))))
-    if kind == "silence":
-        y = np.zeros(n)
-    elif kind == "dc":
-        y = np.full(n, rng.choice([-1, 1]) * rng.uniform(0.01, 0.9))
-    elif kind == "sine":
-        y = np.sin(2 * np.pi * f * t)
-    elif kind == "glide":
-        f1 = f * 2 ** rng.uniform(-2, 2)
-        y = np.sin(2 * np.pi * np.cumsum(np.geomspace(f, f1, n)) / sr)
-    elif kind == "vibrato_sine":
-        inst = f * (1 + rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
-        y = np.sin(2 * np.pi * np.cumsum(inst) / sr)
-    elif kind == "square":
-        y = np.sign(np.sin(2 * np.pi * min(f, 3000.0) * t))
-    elif kind == "clipped_sine":
-        y = np.clip(rng.uniform(2, 20) * np.sin(2 * np.pi * min(f, 3000.0) * t), -1, 1)
-    elif kind == "sawtooth":
-        y = 2 * ((t * min(f, 3000.0)) % 1.0) - 1
-    elif kind == "chord":
-        y = sum(np.sin(2 * np.pi * f * 2 ** (rng.integers(0, 13) / 12) * t) for _ in range(3))
-    elif kind in ("white", "pink", "brown"):
-        w = rng.standard_normal(n)
-        if kind != "white":
-            spec = np.fft.rfft(w)
-            freqs = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
-            spec /= freqs ** (0.5 if kind == "pink" else 1.0)
-            w = np.fft.irfft(spec, n)
-        y = w
-    elif kind == "hum":
-        base = rng.choice([50.0, 60.0])
-        y = sum(rng.uniform(0.1, 1) * np.sin(2 * np.pi * base * h * t) for h in range(1, 8))
-    elif kind == "clicks":
-        y = np.zeros(n)
-        period = int(sr / rng.uniform(1, 20))
-        y[::period] = 1.0
-    else:
-        raise ValueError(f"unknown non-voice kind {kind!r}")
-    y = np.asarray(y, dtype=np.float64)
-    peak = np.abs(y).max()
-    y = y / peak if peak > 0 else y
-    y = y * 10 ** (rng.uniform(-30, 0) / 20) + rng.standard_normal(n) * 10 ** (
-        rng.uniform(-100, -60) / 20
-    )
-    return np.clip(y, -1, 1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,19 +141,24 @@ def _rows(path: Path) -> list[dict]:
 
 def split_material(data: Path) -> dict[str, dict[str, list]]:
     """{'train' | 'test': {'mir1k': clips, 'acappella': files, 'vowels': rows,
-    'instrumental': files}}: held-out singers, every 4th a cappella take and every 4th
-    instrumental track (sorted by name) go to 'test'."""
+    'instrumental': files}}: held-out singers, the held-out a cappella takes of the embedding
+    model (`split_acappella`: its evaluations and the studio mixes' held-out split use them)
+    and every 4th instrumental track (sorted by name) go to 'test'."""
+    from model.training.datasets import acappella_rows, split_acappella
+    from model.training.mashup import read_backgrounds
+
     mir = _rows(data / "mir1k" / "index.csv")
-    aca = sorted(r["file"] for r in _rows(data / "acappella" / "index.csv"))
+    held_takes = {
+        Path(str(r.path)).name for r in split_acappella(acappella_rows(data / "acappella"))[1]
+    }
+    aca = sorted({r["file"] for r in _rows(data / "acappella" / "index.csv")})
     vow = _rows(data / "vowels" / "index.csv")
-    ins = sorted(r["file"] for r in _rows(data / "instrumental" / "index.csv"))
+    ins = sorted(p.name for p in read_backgrounds(data / "instrumental"))
     out: dict[str, dict[str, list]] = {"train": {}, "test": {}}
     out["test"]["mir1k"] = [r["clip"] for r in mir if r["singer"] in HOLDOUT_MIR1K]
     out["train"]["mir1k"] = [r["clip"] for r in mir if r["singer"] not in HOLDOUT_MIR1K]
-    out["test"]["acappella"], out["train"]["acappella"] = (
-        aca[::4],
-        [a for i, a in enumerate(aca) if i % 4],
-    )
+    out["test"]["acappella"] = [a for a in aca if a in held_takes]
+    out["train"]["acappella"] = [a for a in aca if a not in held_takes]
     out["test"]["vowels"] = [r for r in vow if r["singer"] in HOLDOUT_VOWELS]
     out["train"]["vowels"] = [r for r in vow if r["singer"] not in HOLDOUT_VOWELS]
     out["test"]["instrumental"], out["train"]["instrumental"] = (
@@ -294,6 +239,51 @@ def build_examples(
         kind = NONVOICE_KINDS[i % len(NONVOICE_KINDS)]
         y = nonvoice(kind, rng.uniform(1.0, 4.0), rng, sr)
         out.append(add(y, np.full(1 + len(y) // cfg.hop_length, NONE, np.int8), kind, "nonvoice"))
+    return out
+
+
+def studio_examples(
+    rows: list[ManifestRow], cfg: FeatureConfig, tc: VoiceTrainConfig, seed: int
+) -> list[Example]:
+    """Examples of studio mixes (every `studio_every`-th row of a studio-mix manifest):
+    voice in a mixture where the clean take is voiced (25 dB below its peak: the quieter
+    frames are buried under the band), else instrumental; and `band_crops` mastered 10-s
+    crops of each band track of the manifest's folder, instrumental. Levels up to -6 dBFS
+    RMS, as records are mastered."""
+    from model.training.mastering import band_bus, draw_master, master
+
+    rng = np.random.default_rng(seed)
+    sr = cfg.sample_rate
+    out: list[Example] = []
+    takes: dict[str, np.ndarray] = {}
+    for r in rows[:: tc.studio_every]:
+        mix = load_audio(str(r.path), sr)
+        source = str(r.source)
+        if source not in takes:
+            takes.clear()  # rows come source by source
+            takes[source] = load_audio(source, sr)
+        start = round(float(r.extra.get("offset_s") or 0.0) * sr)
+        dry = takes[source][start : start + len(mix)]
+        n = min(len(dry), len(mix))
+        if n < cfg.n_fft:
+            continue
+        lab = _labels_for(dry[:n], None, cfg, strict=True)
+        lab[lab == NONE] = INSTRUMENTAL  # the band plays throughout
+        lab[lab == SOLO] = MIXTURE
+        out.append(
+            _example(
+                _at_level(mix[:n], rng, -30, -6), lab, cfg, r.extra.get("take", ""), "studio-mix"
+            )
+        )
+    bands = sorted((Path(str(rows[0].path)).parent.parent / "bands").glob("*.flac")) if rows else []
+    for f in bands:
+        y = load_audio(f, sr)
+        for _ in range(tc.band_crops):
+            c = _crop(y, 10 * sr, rng)
+            m = draw_master(rng)
+            c = master(band_bus(c, sr, m), sr, m)
+            lab = _labels_for(None, c, cfg)
+            out.append(_example(_at_level(c, rng, -30, -6), lab, cfg, f.stem, "studio-band"))
     return out
 
 
@@ -422,6 +412,11 @@ def run(
     t0 = time.perf_counter()
     parts = split_material(data)
     train = build_examples(data, parts["train"], cfg, tc, tc.seed)
+    if tc.studio_manifest:
+        rows = read_manifest(tc.studio_manifest)
+        if any(r.extra.get("split") != "train" for r in rows):
+            raise ValueError(f"{tc.studio_manifest}: not a training split of studio mixes")
+        train += studio_examples(rows, cfg, tc, tc.seed + 2)
     test = build_examples(data, parts["test"], cfg, tc, tc.seed + 1)
     build_s = time.perf_counter() - t0
     log.info("built %d training and %d held-out examples in %.0f s", len(train), len(test), build_s)
@@ -431,7 +426,8 @@ def run(
         "holdout": {
             "mir1k_singers": list(HOLDOUT_MIR1K),
             "vowel_singers": list(HOLDOUT_VOWELS),
-            "acappella": "every 4th take by sorted file name",
+            "acappella": "the held-out takes of split_acappella",
+            "studio": "held-out grooves and soundfont never rendered for training",
             "instrumental": "every 4th track by sorted file name",
         },
         "train_log": train_log,
