@@ -36,9 +36,9 @@ from catalog import CatalogBackend
 from indexer.run import (
     IndexOptions,
     IndexReport,
-    _domain_mismatch,
     _fail,
     _Job,
+    _note_quality,
     finish_report,
     start_run,
 )
@@ -107,6 +107,7 @@ class _EmbedActor:
         n = len(batch)
         vectors, n_segments, durations = [b""] * n, [0] * n, [0.0] * n
         flags, scores, errors = [""] * n, [float("nan")] * n, list(batch["error"])
+        voiced = [0.0] * n
         rows = [r for r in range(n) if not errors[r]]
         results = self.embedder.embed_batch(
             [pickle.loads(batch["item"].iat[r]) for r in rows],
@@ -121,7 +122,7 @@ class _EmbedActor:
                 continue
             vectors[r] = result.vector.astype(np.float32).tobytes()
             n_segments[r], durations[r] = result.n_segments, result.duration_s
-            flags[r] = ",".join(result.flags)
+            flags[r], voiced[r] = ",".join(result.flags), result.voiced_fraction
             if result.domain_score is not None:
                 scores[r] = result.domain_score
         return batch.drop(columns=["item"]).assign(
@@ -130,6 +131,7 @@ class _EmbedActor:
             duration_s=durations,
             flags=flags,
             domain_score=scores,
+            voiced_fraction=voiced,
             error=errors,
         )
 
@@ -172,11 +174,11 @@ def index_listing_ray(
                     float(row["duration_s"]),
                     flags=tuple(f for f in row["flags"].split(",") if f),
                     domain_score=None if np.isnan(score) else score,
+                    voiced_fraction=float(row["voiced_fraction"]),
                 )
                 writer.add(job, emb)
                 report.audio_s += emb.duration_s
-                if "domain_mismatch" in emb.flags:
-                    _domain_mismatch(report, job.item, emb.domain_score)
+                _note_quality(report, job.item, emb)
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("interrupted: committing what was embedded")
@@ -196,8 +198,8 @@ def _pipeline(
     files_per_batch: int,
     o: IndexOptions,
 ) -> Iterator[dict[str, Any]]:
-    """Rows {job, error, vector, n_segments, duration_s, flags, domain_score} in the order
-    of `todo`."""
+    """Rows {job, error, vector, n_segments, duration_s, flags, domain_score,
+    voiced_fraction} in the order of `todo`."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # commit in listing order: same ids as local
     gpus = ray.cluster_resources().get("GPU", 0)

@@ -59,6 +59,8 @@ class IndexReport:
     failures: list[Failure] = field(default_factory=list)
     # (path, declared domain, domain_score): indexed, but the audio sounds like the other domain
     domain_mismatches: list[tuple[str, str, float]] = field(default_factory=list)
+    # (path, voiced_fraction): indexed, but the detector heard little singing (`low_voice`)
+    low_voice: list[tuple[str, float]] = field(default_factory=list)
     audio_s: float = 0.0  # audio embedded
     embed_s: float = 0.0  # wall time of the embedding phase
     wall_s: float = 0.0
@@ -95,6 +97,12 @@ class IndexReport:
             lines += [
                 f"  {p}: declared {d}, domain_score {s:.2f}" for p, d, s in self.domain_mismatches
             ]
+        if self.low_voice:
+            lines.append(
+                f"{len(self.low_voice)} indexed files hold little singing (flag low_voice): "
+                "their vectors lean on the accompaniment (share of frames heard as voiced):"
+            )
+            lines += [f"  {p}: {v:.0%}" for p, v in self.low_voice]
         for path, first in self.duplicates:
             lines.append(f"  duplicate: {path} (same audio as {first})")
         if self.failures:
@@ -214,6 +222,14 @@ def _domain_mismatch(report: IndexReport, item: SourceItem, score: float | None)
         score if score is not None else float("nan"),
     )
     report.domain_mismatches.append((str(item.path), item.domain, score or 0.0))
+
+
+def _note_quality(report: IndexReport, item: SourceItem, emb: TrackEmbedding) -> None:
+    """Report an indexed track the detector heard as the other domain, or as little singing."""
+    if "domain_mismatch" in emb.flags:
+        _domain_mismatch(report, item, emb.domain_score)
+    if "low_voice" in emb.flags:
+        report.low_voice.append((str(item.path), emb.voiced_fraction))
 
 
 def _hash_all(
@@ -395,8 +411,7 @@ def index_listing(
                 else:
                     writer.add(batch[i], result)
                     report.audio_s += result.duration_s
-                    if "domain_mismatch" in result.flags:
-                        _domain_mismatch(report, batch[i].item, result.domain_score)
+                    _note_quality(report, batch[i].item, result)
                 bar.update(1)
                 elapsed = time.perf_counter() - embed_start
                 bar.set_postfix_str(

@@ -28,7 +28,7 @@ from model.refusal import (
 from model.segment_selection import select_many
 from model.track_embedding import TrackEmbedding
 from model.voice import DetectorRule, VoiceDetector
-from tests.support.synth import backing
+from tests.support.synth import backing, write
 
 CFG = FeatureConfig()
 FRAME_S = CFG.hop_length / CFG.sample_rate
@@ -177,3 +177,23 @@ def test_a_song_without_singing_is_embedded_through_the_primitive(random_checkpo
     assert song.n_segments == len(segment_starts(1 + len(band) // CFG.hop_length, CFG))
     assert isinstance(take, NoVoicedSegmentError) and not isinstance(take, NotMusicError)
     assert isinstance(beep, NotMusicError)
+
+
+def test_the_indexer_keeps_a_song_without_singing_and_says_so(random_checkpoint, tmp_path):
+    """A finished song with no voice is indexed, and the run's report lists it as
+    `low_voice` with its voiced share; a steady tone beside it is refused as not music."""
+    from catalog import Catalog
+    from indexer.run import index_source
+
+    emb = Embedder.from_checkpoint(random_checkpoint, device="cpu")
+    band = write(tmp_path / "songs" / "a band" / "instrumental.wav", backing(8.0, seed=2))
+    t = np.arange(8 * CFG.sample_rate) / CFG.sample_rate
+    write(tmp_path / "songs" / "a band" / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t))
+    with Catalog.open(tmp_path / "index", dim=emb.embed_dim) as catalog:
+        report = index_source(catalog, emb, tmp_path / "songs", domain="mixed")
+        assert [t.path for t in catalog.iter_tracks()] == [str(band)]
+    assert report.low_voice == [(str(band), 0.0)]
+    assert [f.path.endswith("tone.wav") and "not music" in f.reason for f in report.failures] == [
+        True
+    ]
+    assert "1 indexed files hold little singing" in report.summary()
