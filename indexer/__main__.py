@@ -183,12 +183,25 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
+def _outlier_bars(checkpoint: Path | None, checkpoint_id: str) -> dict[str, float]:
+    """The calibration's outlier bars of the checkpoint (none without a usable calibration)."""
+    from model import DEFAULT_CHECKPOINT
+    from model.calibration import CalibrationError, find_calibration
+
+    try:
+        cal = find_calibration(checkpoint or DEFAULT_CHECKPOINT, checkpoint_id)
+    except CalibrationError as err:
+        log.warning("no outlier check of the singers: %s", err)
+        return {}
+    return cal.outlier_bars() if cal is not None else {}
+
+
 def _index(args: argparse.Namespace) -> int:
     """Embed the audio of a folder or CSV manifest into the catalogue (the default)."""
     import torch
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from indexer.run import index_source
+    from indexer.run import check_enrolment, index_source
     from indexer.sources import source_root
     from model.devices import inference_threads
     from model.embedding import Embedder
@@ -261,6 +274,7 @@ def _index(args: argparse.Namespace) -> int:
         except (ManifestError, FileNotFoundError) as err:
             log.error("%s", err)
             return 2
+        check_enrolment(catalog, report, _outlier_bars(args.checkpoint, embedder.checkpoint_id))
     print(report.summary(), file=sys.stderr)
     if report.interrupted:
         return INTERRUPTED

@@ -20,7 +20,7 @@ import concurrent.futures as cf
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from indexer.sources import Listing, SourceItem, read_source
 from model.audio import MAX_TRACK_SECONDS
 from model.decode_pool import DecodePool
 from model.embedding import Embedder, TrackEmbedding
+from model.enrolment import flagged_tracks
 from model.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class IndexReport:
     interrupted: bool = False
     other_checkpoints: dict[str, int] = field(default_factory=dict)  # id -> tracks
     advice: str | None = None  # e.g. a better index kind for the catalogue's size
+    singers: set[str] = field(default_factory=set)  # of the tracks embedded in this run
+    # singer -> ids of tracks far from the singer's others (`check_enrolment`)
+    outliers: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -119,6 +123,15 @@ class IndexReport:
             )
         if self.advice:
             lines.append(f"note: {self.advice}")
+        if self.outliers:
+            lines.append(
+                f"{len(self.outliers)} singers have tracks far from their other tracks (a wrong "
+                "label or a featured artist?); see GET /singers/{id}:"
+            )
+            lines += [
+                f"  {s}: track{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+                for s, ids in sorted(self.outliers.items())
+            ]
         return "\n".join(lines)
 
 
@@ -164,6 +177,7 @@ class _Writer:
 
     def add(self, job: _Job, emb: TrackEmbedding) -> None:
         item = job.item
+        self.report.singers.add(item.singer)
         self.pending.append(
             (
                 job,
@@ -444,6 +458,14 @@ def finish_report(catalog: CatalogBackend, report: IndexReport, ckpt: str, start
             f"{FLAT_MAX_VECTORS} tracks, see README 'Scale-out')"
         )
     report.wall_s = time.perf_counter() - start
+
+
+def check_enrolment(
+    catalog: CatalogBackend, report: IndexReport, bars: Mapping[str, float]
+) -> None:
+    """Flag the outlier tracks of the singers this run embedded (`bars`: domain -> the
+    calibration's outlier bar, `model.enrolment`) into `report.outliers`."""
+    report.outliers = flagged_tracks(catalog, sorted(report.singers), bars)
 
 
 def index_source(

@@ -209,6 +209,10 @@ class Calibration:
     def pair(self, query_domain: str, model_domain: str) -> PairCalibration | None:
         return self.pairs.get(pair_key(query_domain, model_domain))
 
+    def outlier_bars(self) -> dict[str, float]:
+        """domain -> the outlier bar of its singer models (`model.enrolment`)."""
+        return {d: e.outlier_below for d, e in self.enrolment.items()}
+
     def cohort_of(self, domain: str) -> np.ndarray | None:
         """The shipped cohort in `domain` (C, dim), or None."""
         c = self.cohort.get(domain)

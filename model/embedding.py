@@ -315,16 +315,3 @@ class Embedder:
         return embed_many(
             self, sources, domain, all_segments, workers, batch_size, progress, max_seconds, pool
         )
-
-
-# Names that lived here before the inference core was split by job (issue #40), for the
-# importers not yet moved to their new homes. Remove once `grep` finds none.
-_MOVED = {"inference_threads": "model.devices", "track_vector": "model.track_embedding"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'model.embedding' has no attribute {name!r}")

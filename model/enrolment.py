@@ -12,7 +12,7 @@ is flagged, since two disagreeing tracks do not say which one is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -116,3 +116,17 @@ def singer_tracks(
         return [], np.zeros((0, 0), dtype=np.float32), []
     vectors = np.stack([store.get_vector(i) for i in ids])
     return ids, vectors, [int(store.get_track(i).n_segments) for i in ids]
+
+
+def flagged_tracks(
+    store: TrackStore, singers: Iterable[str], bars: Mapping[str, float]
+) -> dict[str, list[int]]:
+    """singer -> ids of their tracks flagged as outliers, in each domain with a bar
+    (`bars`: domain -> outlier bar); singers without any are left out."""
+    out: dict[str, list[int]] = {}
+    for singer in singers:
+        for domain, bar in sorted(bars.items()):
+            ids, vectors, _ = singer_tracks(store, singer, domain)
+            flags = outlier_flags(leave_one_out_scores(vectors), bar) if ids else []
+            out.setdefault(singer, []).extend(i for i, f in zip(ids, flags, strict=True) if f)
+    return {s: ids for s, ids in out.items() if ids}

@@ -166,35 +166,3 @@ def segment(mel: torch.Tensor, cfg: FeatureConfig, hop: int | None = None) -> to
     if mel.shape[-1] < cfg.segment_frames:
         return mel.new_zeros((0, mel.shape[0], cfg.segment_frames))
     return mel.unfold(-1, cfg.segment_frames, hop).permute(1, 0, 2).contiguous()
-
-
-# Names that lived here before the inference core was split by job (issue #40), for the
-# importers not yet moved to their new homes. Remove once `grep` finds none.
-_MOVED = {
-    "SegmentSelection": "model.segment_selection",
-    "select_segments": "model.segment_selection",
-    "select_many": "model.segment_selection",
-    "extract_segments": "model.segment_selection",
-    "frame_voicing": "model.energy_vad",
-    "voiced_shares": "model.energy_vad",
-    "voiced_segment_starts": "model.energy_vad",
-    "FrameDetector": "model.detector_frames",
-    "detect_voice": "model.detector_frames",
-    "detect_voice_many": "model.detector_frames",
-    "QUALITY_FLAGS": "model.quality_flags",
-    "CLIPPED_SHARE": "model.quality_flags",
-    "clipped_share": "model.quality_flags",
-    "clipped_shares": "model.quality_flags",
-    "quality_flags": "model.quality_flags",
-    "selection_domain": "model.domains",
-    "choose_branch": "model.domains",
-    "to_device": "model.devices",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'model.features' has no attribute {name!r}")

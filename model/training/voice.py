@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from model.audio import load_audio
-from model.features import FeatureConfig, frame_voicing, log_mel
+from model.energy_vad import frame_voicing
+from model.features import FeatureConfig, log_mel
 from model.manifest import ManifestRow, read_manifest
 from model.mixing import mix_at_snr, mix_segment
 from model.training.nonvoice import NONVOICE_KINDS, nonvoice
@@ -461,9 +462,11 @@ def file_decisions(
     `sweep`: answered count per group for each (threshold, min_voice_s) pair. Positives are
     the sung recordings; precision/recall of 'answered' over all groups.
     """
+    from model.detector_frames import detect_voice
     from model.errors import NoVoicedSegmentError
-    from model.features import detect_voice, log_mel_chunked, select_segments
+    from model.features import log_mel_chunked
     from model.mixing import nominal_mix
+    from model.segment_selection import select_segments
 
     cfg = detector.features
     sr = cfg.sample_rate

@@ -20,6 +20,7 @@ def test_the_docs_and_the_schema(client):
         "/identify",
         "/search",
         "/singers",
+        "/singers/{singer_id}",
         "/tracks",
         "/tracks/{track_id}",
         "/tracks/{track_id}/audio",

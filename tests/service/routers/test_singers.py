@@ -1,9 +1,11 @@
-"""`GET /singers` (service/routers/singers.py): the catalogue's singers, in pages."""
+"""`GET /singers` and `GET /singers/{id}` (service/routers/singers.py): the catalogue's
+singers, in pages, and one singer's models."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.service.conftest import runtime_of
 from tests.support.live import singer_name
 from tests.support.synth import VOICES
 
@@ -26,3 +28,38 @@ def test_singers_come_in_pages(client, catalog):
 def test_a_bad_page_is_a_422(client, params):
     r = client.get("/singers", params=params)
     assert r.status_code == 422 and r.json()["code"] == "invalid_parameters", r.text
+
+
+def test_a_singer_s_models_and_how_well_each_track_fits(client, catalog):
+    """Per domain, the model's tracks and each track's fit: the cosine of its vector to the
+    model made of the singer's other tracks there (two tracks: each fits the other)."""
+    runtime = runtime_of(client)
+    singers = client.get("/singers").json()["singers"]
+    singer = next(s for s in singers if s["name"] == singer_name(2))
+    r = client.get(f"/singers/{singer['id']}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["id"], body["name"], body["n_tracks"]) == (
+        singer["id"],
+        singer_name(2),
+        singer["n_tracks"],
+    )
+    assert {m["domain"] for m in body["models"]} == {"mono", "mixed"}
+    for model in body["models"]:
+        ids = {t["id"] for t in model["tracks"]}
+        mine = {
+            t["id"]
+            for clip, t in catalog.items()
+            if clip.singer == singer_name(2) and clip.domain == model["domain"]
+        }
+        assert ids == mine and model["n_tracks"] == 2
+        a, b = (runtime.catalog.get_vector(i) for i in sorted(ids))
+        for track in model["tracks"]:
+            assert track["fit"] == pytest.approx(float(a @ b), abs=1e-4)
+
+
+def test_an_unknown_singer_is_a_404(client, catalog):
+    r = client.get("/singers/2147483647")
+    assert r.status_code == 404 and r.json()["code"] == "singer_not_found", r.text
+    r = client.get("/singers/0")
+    assert r.status_code == 422 and r.json()["code"] == "invalid_parameters"
