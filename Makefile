@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(LOCK) requirements/no-deps.txt requirements/speaker.t
 run: $(STAMP)
 	SINGER_ALLOW_UNAUTHENTICATED_WRITES=$${SINGER_ALLOW_UNAUTHENTICATED_WRITES:-true} $(PY) -m service
 
-# System packages first (ffmpeg, Chromium: installed when running as root, else reported).
+# System packages first (Chromium, nginx: installed when running as root, else reported).
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

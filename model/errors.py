@@ -37,10 +37,6 @@ class UnsupportedFormatError(AudioError):
     """The bytes are not audio that any available decoder reads."""
 
 
-class DecoderMissingError(UnsupportedFormatError):
-    """The container needs a decoder that is not installed (ffmpeg for m4a/aac/mp4)."""
-
-
 class UnsupportedAudioParamsError(AudioError):
     """The stream declares a sample rate or channel count outside what the decoder accepts."""
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System packages the test suite exercises: ffmpeg (m4a/mp4/webm decoding), Chromium with
-# its driver (the web page's browser tests), nginx (the scale-out load balancer's config,
+# System packages the test suite exercises (no ffmpeg: PyAV decodes in-process): Chromium
+# with its driver (the web page's browser tests), nginx (the scale-out load balancer's config,
 # and two replicas behind it) and a Compose CLI (the scale-out file's `config` check;
 # docker-compose, unless the docker client has its compose plugin), and the studio-mix
 # generator's band (mma, fluidsynth and three General MIDI soundfonts: the tests render a few
@@ -10,7 +10,6 @@
 set -euo pipefail
 
 missing=()
-command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)

@@ -27,7 +27,6 @@ from model.errors import (
     AudioError,
     AudioTooLongError,
     AudioTooShortError,
-    DecoderMissingError,
     NoVoicedSegmentError,
     UnsupportedAudioParamsError,
     UnsupportedFormatError,
@@ -67,7 +66,6 @@ def pool() -> DecodePool:
     [
         AudioError("bad", "x.wav"),
         UnsupportedFormatError("not audio"),
-        DecoderMissingError("no ffmpeg"),
         UnsupportedAudioParamsError("1 Hz"),
         AudioTooLongError(31.0, 30.0, "x.flac", from_header=True),
         AudioTooShortError(1.0, 3.0),

@@ -221,7 +221,7 @@ def test_recording_through_the_fake_microphone(page, shots):
     page.find_element(By.ID, "record-button").click()
     ready = page.find_element(By.ID, "query-ready")
     wait(page, 20).until(lambda d: "Recording ready" in ready.text)
-    assert "audio/webm" in ready.text  # what Chromium records: webm/Opus, decoded with ffmpeg
+    assert "audio/webm" in ready.text  # what Chromium records: webm/Opus, decoded by PyAV
     submit(page)
     singers = ranked_singers(page)
     assert sorted(singers) == [singer_name(v) for v in range(len(VOICES))]
