@@ -183,3 +183,27 @@ def test_held_out_grooves_and_soundfont_never_reach_training():
     assert {band_mod.draw_band(rng, "heldout").soundfont for _ in range(20)} == {
         band_mod.HELDOUT_SOUNDFONT
     }
+
+
+def test_the_manifest_names_its_mixes_relative_to_its_folder(sources, tmp_path, monkeypatch):
+    """A run into a relative folder (as `--out data/studio/train`), its manifest read from
+    another working directory: every mix, dry take and tuning pair is found (the bug of the
+    first tuning run: `data/studio/data/studio/train/mixes/...`)."""
+    from model.manifest import read_manifest
+    from model.training.speaker_tune import TunePairs, studio_rows
+
+    monkeypatch.chdir(tmp_path)
+    done = make_studio_mixes(
+        _jobs(sources[:2]), Path("data/studio/train"), split="train", dry=True, progress=False
+    )
+    assert all(Path(r.path).is_absolute() and Path(r.path).is_file() for r in done.rows)
+    monkeypatch.chdir(REPO)
+    rows = read_manifest(tmp_path / done.manifest)
+    assert [r.path for r in rows] == [r.path for r in done.rows]
+    for row, made in zip(rows, done.rows, strict=True):
+        assert Path(row.path).is_file()
+        dry = Path(row.extra["dry_path"])
+        assert not dry.is_absolute() and (tmp_path / done.manifest).parent.joinpath(dry).is_file()
+        assert made.extra["dry_path"] == str((tmp_path / done.manifest).parent / dry)
+    pairs = TunePairs(min_voiced=0.3).load(studio_rows(tmp_path / done.manifest))
+    assert len(pairs.studio) == len(rows)

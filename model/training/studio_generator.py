@@ -39,7 +39,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +290,10 @@ def _done(job: MixJob, out: Path, dry: bool, stems: bool) -> dict | None:
 
 
 def _row(job: MixJob, record: dict, out: Path, split: str) -> ManifestRow:
+    """The mix's manifest row, its files named relative to `out` (the manifest's folder, as
+    `read_manifest` resolves them); `_absolute` makes them usable from anywhere."""
     src = job.source
-    base = out / "mixes" / job.key
+    base = Path("mixes") / job.key
     extra = {
         "offset_s": f"{src.offset_s:g}",
         "crop_s": f"{record['seconds']:g}",
@@ -316,6 +318,15 @@ def _row(job: MixJob, record: dict, out: Path, split: str) -> ManifestRow:
         source=src.path,
         extra=extra,
     )
+
+
+def _absolute(row: ManifestRow, out: Path) -> ManifestRow:
+    """`row` with its mix and dry take named by absolute paths under `out`."""
+    root = out.resolve()
+    extra = dict(row.extra)
+    if "dry_path" in extra:
+        extra["dry_path"] = str(root / extra["dry_path"])
+    return replace(row, path=str(root / str(row.path)), extra=extra)
 
 
 def _render_bands(jobs: Sequence[MixJob], out: Path, workers: int, progress: bool) -> dict:
@@ -426,6 +437,7 @@ def make_studio_mixes(
     rows = [_row(jobs[i], records[i], out, split) for i in sorted(records)]
     manifest = write_manifest(out / manifest_name, rows)
     (out / f"{Path(manifest_name).stem}.partial.csv").unlink(missing_ok=True)
+    rows = [_absolute(r, out) for r in rows]
     report = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
