@@ -1,6 +1,7 @@
 """`GET /tracks/{id}/audio` on a real uvicorn: Range answers compared byte for byte with the
-file, 416, 404 for a file that is gone, 403 for a recorded path outside SINGER_AUDIO_ROOTS
-(directly or through a symlink), the upload store of POST /tracks, and `playable`."""
+file, 416, 404 for a file that is gone, 403 for a recorded path outside the allowed folders
+(SINGER_AUDIO_ROOTS here), 200 for a link inside them whatever its target (a library of
+symlinks plays; service/audio_files.py), the upload store of POST /tracks, and `playable`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def files(tmp_path_factory):
         "secret": make_clip(outside, 3, "mono", 1).path,
         "behind_dir": make_clip(outside, 2, "mono", 3).path,
         "target": make_clip(inside / "sub", 3, "mono", 2).path,
+        "hidden": make_clip(outside, 1, "mono", 4).path,
     }
     files["link_out"] = inside / "link-out.wav"
     files["link_out"].symlink_to(files["secret"])
@@ -34,6 +36,8 @@ def files(tmp_path_factory):
     files["link_in"].symlink_to(files["target"])
     (inside / "dir-out").symlink_to(outside, target_is_directory=True)
     files["dir_out"] = inside / "dir-out" / files["behind_dir"].name
+    # Recorded through `..`: the link's text starts in the root, its location does not.
+    files["dotdot_out"] = inside / ".." / outside.name / files["hidden"].name
     return inside, files
 
 
@@ -46,7 +50,7 @@ def server(tmp_path_factory, random_checkpoint, files):
     # Tracks recorded with a path, as the batch indexer files them.
     with Catalog.open(settings.index_dir, dim=embedder.embed_dim) as catalog:
         for name, path in paths.items():
-            if name in ("secret", "target", "behind_dir"):  # reached only through the symlinks
+            if name in ("secret", "target", "behind_dir", "hidden"):  # reached through links
                 continue
             data = path.read_bytes()
             emb = embedder.embed_file(data, "mono")
@@ -105,12 +109,25 @@ def test_missing_file_and_unknown_track_are_404(client, server):
     assert client.get(f"/tracks/{server.ids['gone']}").json()["playable"] is False
 
 
-@pytest.mark.parametrize("name", ["outside", "link_out", "dir_out"])
+@pytest.mark.parametrize("name", ["outside", "dotdot_out"])
 def test_paths_outside_the_roots_are_refused(client, server, name):
     r = client.get(f"/tracks/{server.ids[name]}/audio")
     assert r.status_code == 403 and r.json()["code"] == "audio_not_allowed"
+    assert r.json()["reason"] == "outside_roots"
     assert str(server.ids[name]) in r.json()["detail"] and "/" not in r.json()["detail"]
-    assert client.get(f"/tracks/{server.ids[name]}").json()["playable"] is False
+    track = client.get(f"/tracks/{server.ids[name]}").json()
+    assert (track["playable"], track["audio_unavailable"]) == (False, "outside_roots")
+
+
+@pytest.mark.parametrize(("name", "target"), [("link_out", "secret"), ("dir_out", "behind_dir")])
+def test_links_inside_the_roots_play_wherever_they_point(client, server, files, name, target):
+    """The catalogue recorded the link in an indexed folder (an operator's choice), so its
+    target plays, as a library of symlinks does; no request path is involved."""
+    r = client.get(f"/tracks/{server.ids[name]}/audio")
+    assert r.status_code == 200 and r.content == files[1][target].read_bytes()
+    r = client.get(f"/tracks/{server.ids[name]}/audio", headers={"Range": "bytes=44-99"})
+    assert r.status_code == 206 and r.content == files[1][target].read_bytes()[44:100]
+    assert client.get(f"/tracks/{server.ids[name]}").json()["playable"] is True
 
 
 def test_symlink_within_the_roots_is_served(client, server, files):
