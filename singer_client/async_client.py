@@ -22,6 +22,7 @@ from singer_client.models import (
     Readiness,
     SearchPage,
     Singer,
+    SingerDetail,
     SingersPage,
     Track,
     TracksPage,
@@ -163,6 +164,9 @@ class AsyncClient(ClientBase):
             if (found.id if isinstance(key, int) else found.name) == key:
                 return found
         raise NotFoundError(404, "singer_not_found", f"no singer {key!r} in the catalogue")
+
+    async def singer_detail(self, singer_id: int) -> SingerDetail:
+        return await self._send(calls.singer_detail(singer_id))
 
     async def health(self) -> bool:
         return await self._send(calls.health())

@@ -17,6 +17,7 @@ from singer_client.models import (
     Identification,
     Readiness,
     SearchPage,
+    SingerDetail,
     SingersPage,
     Track,
     TracksPage,
@@ -148,6 +149,11 @@ def track_audio(track_id: int) -> Call[bytes]:
 def singers(offset: int = 0, limit: int = 50) -> Call[SingersPage]:
     params = {"offset": offset, "limit": limit}
     return Call("GET", "/singers", lambda r: SingersPage.model_validate(r.json()), params=params)
+
+
+def singer_detail(singer_id: int) -> Call[SingerDetail]:
+    parse = lambda r: SingerDetail.model_validate(r.json())
+    return Call("GET", f"/singers/{int(singer_id)}", parse)
 
 
 def health() -> Call[bool]:

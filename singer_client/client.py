@@ -23,6 +23,7 @@ from singer_client.models import (
     Readiness,
     SearchPage,
     Singer,
+    SingerDetail,
     SingersPage,
     Track,
     TracksPage,
@@ -176,6 +177,11 @@ class Client(ClientBase):
             if (found.id if isinstance(key, int) else found.name) == key:
                 return found
         raise NotFoundError(404, "singer_not_found", f"no singer {key!r} in the catalogue")
+
+    def singer_detail(self, singer_id: int) -> SingerDetail:
+        """A singer and the reliability of their models: tracks, voiced minutes, spread, the
+        tracks that do not fit (GET /singers/{id}); NotFoundError if none has this id."""
+        return self._send(calls.singer_detail(singer_id))
 
     # -- service --------------------------------------------------------------------------
     def health(self) -> bool:

@@ -98,10 +98,15 @@ class Identification(_Query):
 
     models_domain: str | None = None
     singers: list[SingerHit]
-    verdict: str | None = None  # "known", "unknown", or None (uncalibrated)
+    # "known", "likely" (at the looser operating point), "unknown", or None (uncalibrated)
+    verdict: str | None = None
     calibrated: bool = False
-    threshold: float | None = None
+    threshold: float | None = None  # score the best singer had to exceed for "known"
+    likely_threshold: float | None = None  # ... and for "likely"
     target_false_alarm: float
+    likely_false_alarm: float | None = None
+    singing_s: float | None = None  # singing the answer rests on, seconds
+    firm_answer_s: float | None = None  # about how much singing a firm answer needs, seconds
     voiced_fraction: float
     segments: list[Segment] = Field(default_factory=list)
     timeline: list[Span] | None = None
@@ -116,6 +121,36 @@ class SearchPage(_Query):
     note: str | None = None
     tracks: list[TrackHit]
     next_cursor: str | None = None
+
+
+class TrackFit(_Answer):
+    """How one track fits the singer's other tracks (GET /singers/{id})."""
+
+    id: int
+    title: str | None = None
+    path: str | None = None
+    n_segments: int
+    fit: float | None = None  # cosine to the model of the other tracks; None: the only one
+    outlier: bool  # fit below the calibration's bar: a wrong label, a featured artist
+
+
+class SingerModel(_Answer):
+    """The reliability of one domain's singer model."""
+
+    domain: str
+    n_tracks: int
+    voiced_minutes: float
+    spread: float  # mean of 1 - cosine of each track to the model
+    outlier_bar: float | None = None  # None: uncalibrated, nothing flagged
+    n_outliers: int
+    outliers_excluded: bool  # whether /identify ranks the singer without them
+    tracks: list[TrackFit] = Field(default_factory=list)
+
+
+class SingerDetail(Singer):
+    """GET /singers/{id}: a singer and the reliability of their models, one per domain."""
+
+    models: list[SingerModel] = Field(default_factory=list)
 
 
 class SingersPage(_Answer):

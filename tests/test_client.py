@@ -76,6 +76,9 @@ def test_identify_is_the_raw_answer_typed(server, clips, added):
         (s["name"], s["score"]) for s in raw["singers"]
     ]
     assert answer.timeline is not None and answer.segments
+    # the open-set fields are typed, not extras
+    assert answer.singing_s == raw["singing_s"] > 0 and not answer.model_extra
+    assert (answer.verdict, answer.firm_answer_s) == (raw["verdict"], raw["firm_answer_s"])
 
 
 def test_search_pages_equal_one_whole_page(server, clips, added):
@@ -103,6 +106,13 @@ def test_tracks_audio_singers_and_delete(server, clips, added, tmp_path):
         assert sorted(s.name for s in singers) == ["singer-0", "singer-1", "singer-2"]
         by_name = api.singer("singer-2")
         assert by_name == api.singer(by_name.id) and by_name.n_tracks["mono"] == 2
+        detail = api.singer_detail(by_name.id)
+        raw = httpx.get(f"{server.url}/singers/{by_name.id}", timeout=30).json()
+        assert detail.model_dump() == raw and not detail.model_extra
+        assert (detail.name, [m.domain for m in detail.models]) == ("singer-2", ["mono"])
+        assert detail.models[0].n_tracks == 2 and len(detail.models[0].tracks) == 2
+        with pytest.raises(NotFoundError):
+            api.singer_detail(10**6)
         with pytest.raises(NotFoundError) as missing_singer:
             api.singer("nobody")
         assert missing_singer.value.code == "singer_not_found"
@@ -145,6 +155,8 @@ def test_async_client_answers_as_the_sync_one(server, clips, added):
             tracks = [t async for t in api.iter_tracks(page_size=2)]
             pages = [p async for p in api.search_pages(clips[0].path, top_k=4, target="mono")]
             singer = await api.singer("singer-0")
+            detail = await api.singer_detail(singer.id)
+            assert detail.name == "singer-0" and detail.models[0].n_tracks == 2
             ready = await api.ready()
             with pytest.raises(NotFoundError):
                 await api.track(10**9)
