@@ -1,5 +1,6 @@
-"""FastAPI dependencies: parameter checks, the runtime, readiness, and write access
-(X-API-Key, or local mode: a loopback Host and a same-origin request)."""
+"""FastAPI dependencies: parameter checks and write access (X-API-Key, or local mode: a
+loopback Host and a same-origin request). The runtime and readiness dependencies are
+service.runtime's (`RuntimeDep`, `AnyRuntimeDep`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
 from service.errors import ApiError, summarize
-from service.runtime import Runtime
+from service.runtime import Runtime, get_runtime
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -130,17 +131,6 @@ async def checked_parameters(request: Request) -> None:
         raise ApiError(422, "invalid_parameters", summarize(errors), errors=errors)
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-def ready_runtime(request: Request) -> Runtime:
-    """The runtime, or 503 while the model and catalogue are not loaded."""
-    runtime = get_runtime(request)
-    runtime.require_ready()
-    return runtime
-
-
 def _host_port(authority: str, default_port: int | None) -> tuple[str, int | None] | None:
     """('127.0.0.1', 8000) from '127.0.0.1:8000', ('::1', None) from '[::1]'; None when it
     does not parse."""
@@ -230,7 +220,3 @@ class WriteRoute(APIRoute):
             return await handler(request)
 
         return guarded
-
-
-# The name app.py used before form fields were checked too.
-checked_query = checked_parameters

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -90,11 +92,26 @@ class Telemetry:
         return generate_latest(self.registry)
 
 
+def route_template(routes: list[BaseRoute], scope: Scope) -> str:
+    """The template of the route `scope` goes to (`/tracks/{track_id}`, `/static/{path}`),
+    found as the router finds it: the first full match, else the first partial one (a
+    known path with another method: 405); `OTHER` when none matches. Routes of included
+    routers and mounts count as the app's own, with their full paths."""
+    partial = None
+    for route in iter_route_contexts(routes):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route.path_format or OTHER
+        if match is Match.PARTIAL and partial is None:
+            partial = route.path_format
+    return partial or OTHER
+
+
 class RequestMetrics:
     """Pure ASGI middleware: counts and times every HTTP request by method, route template
-    and status, each mapped to the fixed label set. The route is the template of the route
-    the router matched (one of the app's own, `/tracks/{track_id}`), never the request's
-    path: an unmatched path is `other`."""
+    and status, each mapped to the fixed label set. The route is the template of one of the
+    app's own routes (`route_template`), never the request's path: an unmatched path is
+    `other`."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry):
         self.app = app
@@ -102,8 +119,9 @@ class RequestMetrics:
 
     @staticmethod
     def _route(scope: Scope) -> str:
-        path = getattr(scope.get("route"), "path", None)
-        return path if isinstance(path, str) else OTHER
+        app = scope.get("app")  # the Starlette app, set before its middleware runs
+        routes = getattr(app, "routes", None)
+        return route_template(routes, scope) if routes else OTHER
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,6 +129,7 @@ class RequestMetrics:
             return
         status = 500
         start = time.perf_counter()
+        route = self._route(scope)  # before the router rewrites the scope for a mount
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -122,7 +141,6 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             method = scope["method"] if scope["method"] in METHODS else OTHER
-            route = self._route(scope)
             code = str(status) if str(status) in STATUSES else OTHER
             self.telemetry.request_seconds.labels(method, route).observe(
                 time.perf_counter() - start

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import string
 
 from fastapi.routing import iter_route_contexts
@@ -79,7 +80,7 @@ def test_random_methods_and_paths_leave_metrics_small(tmp_path_factory, random_c
     app = create_app(app_settings(tmp_path_factory, random_checkpoint))
     text = drive(app, requests)
     assert len(text.encode()) < 100_000, len(text.encode())
-    routes = {c.path for c in iter_route_contexts(app.routes)} | {OTHER}
+    routes = {c.path_format for c in iter_route_contexts(app.routes)} | {OTHER}
     http = families(text)
     counted = 0
     for name in ("singer_http_requests", "singer_http_request_duration_seconds"):
@@ -108,3 +109,27 @@ def test_counts_and_latencies_match_the_requests(tmp_path_factory, random_checkp
     assert value("singer_http_requests_total", method="GET", route=OTHER, status="404") == 1
     assert value("singer_http_request_duration_seconds_count", method="GET", route="/healthz") == 7
     assert value("singer_ready") == 0.0  # not loaded: the lifespan did not run
+
+
+def test_every_route_is_labelled_with_its_own_template(tmp_path_factory, random_checkpoint):
+    """Routes of included routers, the write router, mounts (`/static/{path}`) and the
+    framework's own (`/openapi.json`) count under their template, not `other`; a path that
+    no route takes is `other`."""
+    app = create_app(app_settings(tmp_path_factory, random_checkpoint))
+    wanted = {}
+    for route in iter_route_contexts(app.routes):
+        template = route.path_format
+        method = sorted(route.methods or {"GET"})[0]
+        concrete = re.sub(r"\{path\}", "app.js", re.sub(r"\{\w+\}", "7", template))
+        wanted.setdefault((method, concrete), template)
+    assert {"/tracks/{track_id}/audio", "/singers/{singer_id}", "/static/{path}"} <= set(
+        wanted.values()
+    )
+    text = drive(app, [*wanted, ("GET", "/tracks/7/nowhere")])
+    counted = {}
+    for sample in families(text)["singer_http_requests"].samples:
+        key = (sample.labels["method"], sample.labels["route"])
+        counted[key] = counted.get(key, 0) + sample.value
+    for (method, _), template in wanted.items():
+        assert counted.get((method, template), 0) >= 1, (method, template, counted)
+    assert counted[("GET", OTHER)] == 1  # only the unknown path
