@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from torch import nn
 
 from model.features import hann_window, mel_basis
@@ -41,21 +42,34 @@ EMBED_DIM = 256
 TARGET_DBFS = -30.0  # volume normalisation (increase only), as resemblyzer.preprocess_wav
 
 
-#: Environment variable naming a file of the encoder's weights alone (`{"model_state": ...}`,
-#: as `export_weights` writes it, 5.7 MB) to use instead of the package's `pretrained.pt`
-#: (16 MB with the optimiser state): what a machine without the package carries.
-WEIGHTS_ENV = "SINGER_SPEAKER_WEIGHTS"
+WEIGHTS_ENV = "SINGER_SPEAKER_WEIGHTS"  # SpeakerSettings.weights
+
+
+class SpeakerSettings(BaseSettings):
+    """Where the encoder's weights come from, read from the environment when a checkpoint
+    is loaded (service, indexer and CLI alike)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SINGER_SPEAKER_", env_ignore_empty=True, extra="ignore"
+    )
+
+    weights: Path | None = Field(
+        None,
+        description="SINGER_SPEAKER_WEIGHTS: a file of the encoder's weights alone "
+        '(`{"model_state": ...}`, as `export_weights` writes it, 5.7 MB) instead of the '
+        "resemblyzer package's `pretrained.pt` (16 MB with the optimiser state): what a "
+        "machine without the package carries",
+    )
 
 
 def weights_path() -> Path:
-    """The weights file: $SINGER_SPEAKER_WEIGHTS, else `pretrained.pt` inside the installed
-    resemblyzer package (the package is not imported)."""
-    override = os.environ.get(WEIGHTS_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
+    """The weights file: `SpeakerSettings().weights` ($SINGER_SPEAKER_WEIGHTS), else
+    `pretrained.pt` inside the installed resemblyzer package (the package is not imported)."""
+    override = SpeakerSettings().weights
+    if override is not None:
+        if not override.is_file():
             raise FileNotFoundError(f"{WEIGHTS_ENV}={override}: no such file")
-        return path
+        return override
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
