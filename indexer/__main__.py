@@ -43,9 +43,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--catalog",
         metavar="URL",
-        help="catalogue URL instead of a directory: qdrant://HOST:6333/NAME, "
-        "qdrant+local:///DIR, qdrant+memory://NAME (see catalog/factory.py); the Qdrant "
-        "API key is read from SINGER_QDRANT_API_KEY",
+        help="catalogue URL instead of a directory: postgresql://USER@HOST:5432/DB, "
+        "qdrant://HOST:6333/NAME, qdrant+local:///DIR, qdrant+memory://NAME (see "
+        "catalog/factory.py); the Qdrant API key is read from SINGER_QDRANT_API_KEY, "
+        "PostgreSQL's password from the URL or PGPASSWORD",
     )
     p.add_argument(
         "--index-kind",
