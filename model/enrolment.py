@@ -127,6 +127,8 @@ def flagged_tracks(
     for singer in singers:
         for domain, bar in sorted(bars.items()):
             ids, vectors, _ = singer_tracks(store, singer, domain)
-            flags = outlier_flags(leave_one_out_scores(vectors), bar) if ids else []
+            flags: Sequence[bool] | np.ndarray = (
+                outlier_flags(leave_one_out_scores(vectors), bar) if ids else []
+            )
             out.setdefault(singer, []).extend(i for i, f in zip(ids, flags, strict=True) if f)
     return {s: ids for s, ids in out.items() if ids}

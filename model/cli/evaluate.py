@@ -89,7 +89,8 @@ def _takes(held_out: bool) -> tuple[list[str], list[Path]] | None:
         log.warning("no a cappella takes under %s", data)
         return None
     train, held = split_acappella(acappella_rows(data / "acappella"))
-    takes = [r.path for r in (held if held_out else train)]
+    # (acappella_rows gives every row a path; the test only narrows the type)
+    takes = [r.path for r in (held if held_out else train) if r.path is not None]
     return takes, read_backgrounds(data / "instrumental")
 
 
@@ -413,7 +414,10 @@ def _acappella(args: argparse.Namespace, fusions: list) -> int:
             f.check(names)
         embedders = [_embedder(spec, args.device) for spec in args.checkpoint]
         per_system = take_halves_many(
-            embedders, [r.path for r in held], backgrounds, args.cross_domain_snr or 0.0
+            embedders,
+            [r.path for r in held if r.path is not None],  # every a cappella row has one
+            backgrounds,
+            args.cross_domain_snr or 0.0,
         )
         for name, spec, (got, skipped) in zip(names, args.checkpoint, per_system, strict=True):
             halves[name] = got

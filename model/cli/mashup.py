@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from model.cli.options import add_fields, replace_fields
+
+if TYPE_CHECKING:
+    from model.training.mashup import MashupResult
 
 log = logging.getLogger("model.training.mashup")
 
@@ -82,7 +86,7 @@ def _config(args):
     return replace_fields(config, args, MIX_OPTIONS)
 
 
-def _summary(result) -> None:
+def _summary(result: MashupResult) -> None:
     print(
         f"{result.n_vocals} vocals, {result.n_voiced_segments} voiced segments, "
         f"{result.n_mashed_segments} mashable, {len(result.rows)} mixes "

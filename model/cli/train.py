@@ -7,9 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.cli.options import add_device, add_overrides, name_list
 from model.shared import shared_dir
+
+if TYPE_CHECKING:
+    from model.manifest import ManifestRow
+    from model.training.train import TrainConfig
 
 log = logging.getLogger("model.training.train")
 
@@ -116,7 +121,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> TrainConfig:
     from model.training.train import TrainConfig
 
     base = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -137,7 +142,9 @@ def export(checkpoint: str | Path, dest: str | None) -> None:
         log.info("exported %s", dest)
 
 
-def load_rows(args: argparse.Namespace):
+def load_rows(
+    args: argparse.Namespace,
+) -> tuple[list[ManifestRow], list[ManifestRow], list[str]]:
     """(train rows, validation rows, background paths) of --recipe or --manifest."""
     from model.manifest import read_manifest
     from model.training.datasets import split_singers

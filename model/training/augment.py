@@ -32,7 +32,9 @@ def telephone(y: np.ndarray, sr: int) -> np.ndarray:
     return signal.sosfiltfilt(sos, y).astype(np.float32)
 
 
-def reverb(y: np.ndarray, sr: int, rt60_s: float, wet: float, rng: np.random.Generator):
+def reverb(
+    y: np.ndarray, sr: int, rt60_s: float, wet: float, rng: np.random.Generator
+) -> np.ndarray:
     """Convolution with exponentially decaying white noise (RT60 `rt60_s`), mixed `wet`."""
     n = int(rt60_s * sr)
     ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)  # -60 dB at rt60

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +31,9 @@ import soundfile as sf
 from model.audio import SAMPLE_RATE, load_audio
 from model.manifest import ManifestRow, write_manifest
 from model.mixing import nominal_mix
+
+if TYPE_CHECKING:
+    from model.training.mashup import MashupConfig, MashupResult
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ def load_row_audio(row: ManifestRow, sr: int = SAMPLE_RATE) -> np.ndarray:
     """
     if row.path:
         return load_audio(row.path, sr)
+    # read_manifest's rule: a row without `path` has both stems
+    assert row.vocal_path is not None and row.accompaniment_path is not None, row
     return nominal_mix(load_audio(row.vocal_path, sr), load_audio(row.accompaniment_path, sr))
 
 
@@ -300,7 +306,9 @@ def acappella_rows(acappella_dir: str | Path) -> list[ManifestRow]:
 ACAPPELLA_HELDOUT = 0.2
 
 
-def split_acappella(rows: list[ManifestRow], seed: int = 0):
+def split_acappella(
+    rows: list[ManifestRow], seed: int = 0
+) -> tuple[list[ManifestRow], list[ManifestRow]]:
     """(training takes, held-out takes): a seeded 20 % of the takes (rounded up) held out."""
     return split_singers(rows, math.ceil(ACAPPELLA_HELDOUT * len(rows)), seed=seed)
 
@@ -311,7 +319,7 @@ class RecipeResult:
 
     rows: list[ManifestRow]
     manifest: Path
-    mashup: object | None = None  # model.training.mashup.MashupResult when mashups were made
+    mashup: MashupResult | None = None  # when mashups were made
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -321,7 +329,7 @@ def shared_data_recipe(
     *,
     mashups: bool = True,
     mashup_vowels: bool = False,
-    mashup_config=None,
+    mashup_config: MashupConfig | None = None,
     seed: int = 0,
     workers: int = 2,
     progress: bool = True,

@@ -92,7 +92,8 @@ def crop_target(
         return None
     span = round(PARTIAL_FRAMES * HOP * sr / TEACHER_RATE)
     starts = rec.teacher_starts
-    inside = (starts >= start) & (starts + span <= start + length)
+    assert starts is not None  # set together with rec.teacher
+    inside: np.ndarray = (starts >= start) & (starts + span <= start + length)
     if not inside.any():
         inside[:] = True
     return l2_normalize(rec.teacher[inside].mean(axis=0)).astype(np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,20 +20,24 @@ import torch
 from model.checkpoint import save_checkpoint
 from model.errors import CheckpointError
 from model.features import FeatureConfig
-from model.network import EncoderDims, SingerNet
+from model.network import Encoder, EncoderDims, SingerNet
 
 # The authors' global input statistics per domain (from their training data), NOTES.md.
 AUTHORS_NORMALIZATION = {"mono": (0.10185046, 0.21093594), "mixed": (0.22986141, 0.27396998)}
 
 # One conv layer + its batch norm: kernel (k, in, out), bias, gamma, beta, mean, var.
 LayerWeights = dict[str, np.ndarray]
+# h5py's File/Group (h5py comes with the `eval` extra, imported when reading).
+H5Group = Any
 
 
 def _index(name: str) -> int:
-    return int(re.match(r"[a-z_0-9]*?_(\d+)", name.split("/")[0]).group(1))
+    found = re.match(r"[a-z_0-9]*?_(\d+)", name.split("/")[0])
+    assert found is not None, name  # Keras names its layers and sub-models <kind>_<N>
+    return int(found.group(1))
 
 
-def _read_submodel(group) -> list[tuple[LayerWeights, LayerWeights]]:
+def _read_submodel(group: H5Group) -> list[tuple[LayerWeights, LayerWeights]]:
     """Conv/BN pairs of one Keras sub-model group, in layer order."""
     names = [n.decode() for n in group.attrs["weight_names"]]
     convs = sorted({n.split("/")[0] for n in names if n.startswith("conv1d")}, key=_index)
@@ -42,14 +47,14 @@ def _read_submodel(group) -> list[tuple[LayerWeights, LayerWeights]]:
     return [(_layer(group, c), _layer(group, b)) for c, b in zip(convs, bns, strict=True)]
 
 
-def _layer(group, layer: str) -> LayerWeights:
+def _layer(group: H5Group, layer: str) -> LayerWeights:
     g = group[layer]
     if layer in g and isinstance(g[layer], type(group)):  # flat files nest layer/layer/...
         g = g[layer]
     return {k.split(":")[0]: np.asarray(v) for k, v in g.items()}
 
 
-def _read_flat(weights) -> list[list[tuple[LayerWeights, LayerWeights]]]:
+def _read_flat(weights: H5Group) -> list[list[tuple[LayerWeights, LayerWeights]]]:
     convs = sorted((n for n in weights if n.startswith("conv1d")), key=_index)
     bns = sorted((n for n in weights if n.startswith("batch_normalization")), key=_index)
     pairs = [(_layer(weights, c), _layer(weights, b)) for c, b in zip(convs, bns, strict=True)]
@@ -76,7 +81,7 @@ def read_keras_branches(path: str | Path) -> list[list[tuple[LayerWeights, Layer
     raise CheckpointError(f"{path}: no conv1d layers or model_N sub-models found")
 
 
-def _check_flat_inputs(fh) -> None:
+def _check_flat_inputs(fh: H5Group) -> None:
     """In flat files the first conv must read the anchor input (the monophonic branch)."""
     if "model_config" not in fh.attrs:
         return
@@ -87,7 +92,7 @@ def _check_flat_inputs(fh) -> None:
         raise CheckpointError("unexpected flat layout: the first Conv1D does not read input_1")
 
 
-def _load_branch(encoder, pairs: list[tuple[LayerWeights, LayerWeights]]) -> None:
+def _load_branch(encoder: Encoder, pairs: list[tuple[LayerWeights, LayerWeights]]) -> None:
     convs = [m for m in encoder.layers if isinstance(m, torch.nn.Conv1d)]
     bns = [m for m in encoder.layers if isinstance(m, torch.nn.BatchNorm1d)]
     if len(pairs) != len(convs):
@@ -100,6 +105,8 @@ def _load_branch(encoder, pairs: list[tuple[LayerWeights, LayerWeights]]) -> Non
                     f"kernel shape {tuple(kernel.shape)} != {tuple(conv.weight.shape)}"
                 )
             conv.weight.copy_(kernel)
+            assert conv.bias is not None and bn.running_mean is not None  # the net's layers
+            assert bn.running_var is not None
             conv.bias.copy_(torch.from_numpy(conv_w["bias"]))
             bn.weight.copy_(torch.from_numpy(bn_w["gamma"]))
             bn.bias.copy_(torch.from_numpy(bn_w["beta"]))
