@@ -347,6 +347,26 @@ def test_evidence_fields_are_rendered_when_present(page, shots):
     answer["n_segments"] = 12
     page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
     assert page.find_element(By.ID, "verdict").text == "Probably none of the catalogue's singers."
+    # A service that says how much singing it heard and how much a firm answer needs
+    # (singing_s, firm_answer_s) and answers "likely" at its looser operating point.
+    answer.update(verdict="likely", singing_s=9.0, firm_answer_s=18.0, n_segments=3)
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    verdict = page.find_element(By.ID, "verdict")
+    assert verdict.text == (
+        "Perhaps singer-2 (confidence 87%), not certain. Heard 9 s of singing; a firm answer "
+        "needs about 18 s: a longer recording may settle it."
+    )
+    assert verdict.get_attribute("data-verdict") == "likely"
+    screenshot(page, shots, "verdict-likely", full_page=False)
+    answer.update(verdict="known", singing_s=24.0)
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    assert verdict.text == (
+        "Most likely singer-2 (confidence 87%). Heard 24 s of singing (a firm answer needs "
+        "about 18 s)."
+    )
+    answer.update(verdict="unknown", firm_answer_s=None)
+    page.execute_script("renderAnswer(arguments[0], {tracks: []})", answer)
+    assert verdict.text == "Probably none of the catalogue's singers. Heard 24 s of singing."
 
 
 def test_a_domain_mismatch_offers_to_ask_again_as_the_other_kind(page, clips, shots):

@@ -228,25 +228,46 @@ function colourOf(name) {
   return state.colours.get(name);
 }
 
-// Segments (3 s each) below which an "unknown" verdict suggests recording longer.
+// Segments (3 s each) below which an "unknown" verdict suggests recording longer (older
+// services, whose answers do not say how much singing a firm answer needs).
 const SURE_SEGMENTS = 4;
 
 function pct(x) { return `${Math.round(100 * x)}%`; }
 
+// How much singing the answer rests on, and about how much a firm answer needs
+// (singing_s, firm_answer_s: docs/open-set.md); "" when the service does not say.
+function singingNote(who) {
+  if (who.singing_s == null) return "";
+  const heard = `Heard ${Math.round(who.singing_s)} s of singing`;
+  if (who.firm_answer_s == null) return ` ${heard}.`;
+  const need = Math.round(who.firm_answer_s);
+  return who.singing_s < who.firm_answer_s && who.verdict !== "known"
+    ? ` ${heard}; a firm answer needs about ${need} s: a longer recording may settle it.`
+    : ` ${heard} (a firm answer needs about ${need} s).`;
+}
+
+function verdictText(who) {
+  const top = who.singers[0];
+  const conf = top && top.confidence != null ? ` (confidence ${pct(top.confidence)})` : "";
+  if (who.verdict === "known" && top) return `Most likely ${top.name}${conf}.` + singingNote(who);
+  if (who.verdict === "likely" && top) {
+    return `Perhaps ${top.name}${conf}, not certain.` + singingNote(who);
+  }
+  // A short take's mean vector is noisy: the service's bar is set for its length, so an
+  // "unknown" there often means "not enough singing" (docs/open-set.md).
+  const short = who.singing_s == null && who.n_segments != null && who.n_segments < SURE_SEGMENTS;
+  return "Probably none of the catalogue's singers." +
+    (short ? " A longer recording (30 s of singing or more) would give a surer answer." : "") +
+    singingNote(who);
+}
+
 function renderAnswer(who, similar) {
   state.colours.clear();
   $("results").hidden = false;
-  // Verdict and calibrated confidence, when the service provides them.
+  // Verdict, calibrated confidence and how much singing it rests on, when the service says.
   const verdict = $("verdict");
   if (who.verdict) {
-    const top = who.singers[0];
-    // A short take's mean vector is noisy: the service's bar is set for its length, so an
-    // "unknown" there often means "not enough singing" (README, Open set).
-    const short = who.n_segments != null && who.n_segments < SURE_SEGMENTS;
-    verdict.textContent = who.verdict === "unknown" || !top
-      ? "Probably none of the catalogue's singers." +
-        (short ? " A longer recording (30 s of singing or more) would give a surer answer." : "")
-      : `Most likely ${top.name}${top.confidence != null ? ` (confidence ${pct(top.confidence)})` : ""}.`;
+    verdict.textContent = verdictText(who);
     verdict.dataset.verdict = who.verdict;
     verdict.hidden = false;
   } else {
