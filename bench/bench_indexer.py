@@ -19,7 +19,12 @@ The two passes alternate for `--rounds` rounds (a fresh catalogue each time). Re
 median files/s and realtime factor (audio seconds per wall second) of each, and their
 ratio (target: indexing keeps >= 75 % of decode-only throughput). Without a checkpoint (and
 no default one) a random-weight model of the same architecture is used: same compute.
-Not part of the test suite.
+
+`--against CHECKOUT` (e.g. `git worktree add /tmp/base HEAD~1`) also indexes the same files
+with another checkout's code and default model, in each round beside this one's, the order
+alternating: both run in `bench/checkout_runner.py` workers (threads only, the same torch
+threads), and `against` reports each side's median files/s and the median of the rounds'
+ratios (this over that; issue 38's target: >= 2.0). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.checkout_runner import CheckoutRunner
 from catalog import Catalog
 from indexer.run import IndexOptions, index_listing
 from indexer.sources import Listing, SourceItem, read_source
@@ -117,6 +123,12 @@ def main() -> int:
     p.add_argument("--checkpoint", type=Path, help="default: the project's, else random weights")
     p.add_argument("--rounds", type=int, default=3, help="decode/index rounds (median)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout (a worktree of the commit before a change): its indexing of "
+        "the same files, alternated with this checkout's, both in worker processes",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -147,10 +159,32 @@ def main() -> int:
         decode_pass(paths[: 2 * args.workers], args.workers, sr, decoders)  # first-call costs
         warm = paths[: max(4, 2 * args.processes)]
         list(embedder.embed_many(warm, listing.items[0].domain, pool=index_pool))
+        runners = {}
+        if args.against:  # this checkout and the other, each in a worker process
+            if args.processes:
+                p.error("--against indexes in threads: leave out --processes")
+            for side, checkout in (("this", REPO), ("that", args.against)):
+                runners[side] = CheckoutRunner(checkout, torch.get_num_threads(), args.checkpoint)
+            files = [(str(it.path), it.singer) for it in listing.items]
+            job = {
+                "domain": listing.items[0].domain,
+                "workers": args.workers,
+                "batch_size": args.batch_size,
+            }
+            for runner in runners.values():  # first-call costs
+                runner.call("index", files=files[:8], **job)
         decode_s, index_s = [], []
+        paired: dict[str, list[float]] = {side: [] for side in runners}
         for r in range(args.rounds):  # alternated, so a slow spell of the machine hits both
             seconds, audio_s = decode_pass(paths, args.workers, sr, decoders)
             decode_s.append(seconds)
+            if runners:
+                order = ("this", "that") if r % 2 == 0 else ("that", "this")
+                for side in order:
+                    got = runners[side].call("index", files=files, **job)
+                    paired[side].append(got["seconds"])
+                index_s.append(paired["this"][-1])
+                continue
             with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
                 start = time.perf_counter()
                 options = IndexOptions(
@@ -164,6 +198,8 @@ def main() -> int:
         for pool in (decoders, index_pool):
             if pool is not None:
                 pool.close()
+        for runner in runners.values():
+            runner.close()
 
     n, dec, idx = len(paths), statistics.median(decode_s), statistics.median(index_s)
     result = {
@@ -188,11 +224,21 @@ def main() -> int:
             "all_s": [round(x, 2) for x in index_s],
             "files_per_s": round(n / idx, 1),
             "realtime_x": round(audio_s / idx),
-            "indexed": report.n_added,
-            "failed": len(report.failures),
+            "indexed": got["added"] if runners else report.n_added,
+            "failed": got["failed"] if runners else len(report.failures),
         },
         "ratio": round(dec / idx, 3),
     }
+    if runners:
+        ratios = [b / a for a, b in zip(paired["this"], paired["that"], strict=True)]
+        result["against"] = {
+            "checkout": str(args.against.resolve()),
+            "loaded": {side: runner.loaded for side, runner in runners.items()},
+            "this_files_per_s": round(n / statistics.median(paired["this"]), 1),
+            "that_files_per_s": round(n / statistics.median(paired["that"]), 1),
+            "all_s": {side: [round(x, 2) for x in t] for side, t in paired.items()},
+            "ratio": round(statistics.median(ratios), 3),  # this over that, files/s
+        }
     print(json.dumps(result, indent=2))
     print(
         f"indexing keeps {100 * result['ratio']:.0f} % of decode-only throughput (target >= 75 %)",

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from scipy.fft import next_fast_len
 from torch import nn
 
 from model.features import hann_window, mel_basis
@@ -153,19 +154,23 @@ def fft_resample(wav: torch.Tensor, orig_sr: int, sr: int = SAMPLE_RATE) -> torc
     """(..., n) at orig_sr -> (..., ceil(n * sr / orig_sr)) at sr, on wav's device.
 
     Band-limited by truncating the spectrum. The signal is zero-extended first (to a multiple
-    of the rates' ratio, plus ten periods of it) so the FFT's wrap-around falls into silence,
-    as a streaming resampler assumes silence beyond the ends. Why not soxr: it runs on the
-    host only, in the thread that feeds the GPU; on an H100 the fused default's indexing kept
-    16-22 % of its decode floor with it and 42-59 % with this (README, GPU figures). Against
-    soxr_hq the speaker embeddings keep a cosine above 0.99999, at half its time on a CPU
-    core."""
+    of the rates' ratio, plus at least ten periods of it) so the FFT's wrap-around falls into
+    silence, as a streaming resampler assumes silence beyond the ends. The number of periods
+    is rounded up to one with no prime factor above 5 (`scipy.fft.next_fast_len`): both FFT
+    lengths are then products of small primes (3-s crops at 22.05 kHz: 70,560 and 51,200
+    points, not 70,119 = 3^3 7^2 53), which made the resampling 14 times faster on a CPU core
+    and moves the speaker vectors by under 1e-5 cosine (docs/benchmarks/indexing.md). Why not
+    soxr: it runs on the host only, in the thread that feeds the GPU; on an H100 the fused
+    default's indexing kept 16-22 % of its decode floor with it and 42-59 % with this
+    (README, GPU figures). Against soxr_hq the speaker embeddings keep a cosine above 0.99999.
+    """
     if orig_sr == sr:
         return wav
     g = math.gcd(orig_sr, sr)
     down, up = orig_sr // g, sr // g
     n = wav.shape[-1]
-    padded = n + (-n) % down + 10 * down
-    out = padded * up // down
+    periods = next_fast_len(-(-n // down) + 10, real=True)
+    padded, out = periods * down, periods * up
     spectrum = torch.fft.rfft(wav, n=padded)[..., : out // 2 + 1]
     y = torch.fft.irfft(spectrum, n=out) * (out / padded)
     return y[..., : resampled_length(n, orig_sr, sr)]
