@@ -40,7 +40,7 @@ def _checkout_files() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built offline from a copy of the checkout (the build writes
     build/ and *.egg-info beside the sources, which must not land in the shared tree)."""
     root = tmp_path_factory.mktemp("wheel")
@@ -70,7 +70,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(wheel) -> Path:
+def installed(wheel: Path) -> Path:
     """The interpreter of a fresh virtual environment with the wheel installed by pip and the
     test environment's dependencies behind it (a .pth line), but not the checkout: the
     editable install's finder, which would reach model/training in the checkout, stays out."""
