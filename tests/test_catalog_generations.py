@@ -1,5 +1,6 @@
-"""Indexed roots, whole-record restores and generation switches, on every backend that has
-them (SQLite + FAISS, Qdrant in local mode): what exports, imports and migrations build on."""
+"""Indexed roots, whole-record restores and generation switches, on every backend (SQLite +
+FAISS, Qdrant in local mode, PostgreSQL on a real server): what exports, imports and
+migrations build on."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from catalog.records import StoredTrack
 from catalog.sqlite_schema import CATALOG_FILE, SCHEMA_VERSION, UPGRADES
 from tests.test_catalog import DIM, assert_search_matches_numpy, fill, item, reference_singers, unit
 
-BACKENDS = ("sqlite", "qdrant-local")
+BACKENDS = ("sqlite", "qdrant-local", "postgres")
 
 
 @pytest.fixture
@@ -26,6 +27,8 @@ def rng():
 
 @pytest.fixture(params=BACKENDS)
 def target(request, tmp_path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_dsn")  # a schema of its own
     return {
         "sqlite": str(tmp_path / "index"),
         "qdrant-local": f"qdrant+local://{tmp_path / 'qdrant'}?collection=gen",
@@ -129,10 +132,14 @@ def test_switch_makes_the_shadow_live_and_retires_the_old(target, rng):
 
 def test_an_interrupted_switch_is_finished_on_open(target, rng, monkeypatch):
     """A crash after the old generation was retired but before the pointer moved: opening
-    the catalogue finishes the switch instead of leaving it unwritable."""
+    the catalogue finishes the switch instead of leaving it unwritable. PostgreSQL switches
+    in one transaction: the crash rolls it back, the old generation stays live and writable,
+    and the switch can be made again."""
+    import catalog.postgres_generations as postgres_gen
     import catalog.qdrant_generations as qdrant_gen
     import catalog.sqlite_generations as sqlite_gen
 
+    one_transaction = target.startswith("postgresql://")
     with open_catalog(target, dim=DIM) as live:
         fill(live, rng, n=4)
         shadow = live.open_generation("next", dim=DIM)
@@ -141,12 +148,16 @@ def test_an_interrupted_switch_is_finished_on_open(target, rng, monkeypatch):
         def crash(*_):
             raise OSError("power cut")
 
-        for module in (qdrant_gen, sqlite_gen):
+        for module in (qdrant_gen, sqlite_gen, postgres_gen):
             monkeypatch.setattr(module, "write_live", crash)
         with pytest.raises(OSError):
             live.switch_to(shadow, lambda: True)
         monkeypatch.undo()
-        assert live.live_generation() == "" and live.generation().retired
+        assert live.live_generation() == ""
+        assert live.generation().retired is not one_transaction
+        if one_transaction:
+            live.add_track(**item(rng, 49, "before", "mono"))  # still the live one
+            assert live.switch_to(shadow, lambda: True) is True
         shadow.close()
     with open_catalog(target, dim=DIM) as c:
         assert c.generation().name == "next" and c.live_generation() == "next"
