@@ -2,7 +2,8 @@
 # Container entry point.
 #   serve            the HTTP service (python -m service, configured by SINGER_* variables)
 #   index ARGS...    the batch indexer (python -m indexer ARGS...)
-#   anything else    run as a command (e.g. `bash`, `python -m model evaluate ...`)
+#   anything else    run as a command (e.g. `bash`, `python -m model embed ...`; the image
+#                    has no research code, so `train` and `evaluate` are not there)
 set -eu
 cmd="${1:-serve}"
 [ $# -gt 0 ] && shift
