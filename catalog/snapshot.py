@@ -96,6 +96,8 @@ def restore(snapshot_dir: str | Path, index_dir: str | Path, name: str | None = 
         raise CatalogError(f"generation {name} exists in {home}")
     target.mkdir(parents=True)
     _backup(snap / CATALOG_FILE, target / CATALOG_FILE)
+    for faiss_file in sorted(snap.glob("faiss-*.npz")):  # a large HNSW takes long to rebuild
+        _copy_atomic(faiss_file, target / faiss_file.name)  # checked on open, rebuilt if stale
     with Catalog.open(home, dim=None) as live, Catalog.open(home, generation=name, dim=None) as new:
         # A snapshot of a once-retired generation must take writes again.
         new._db.execute("DELETE FROM meta WHERE key = 'retired_by'")

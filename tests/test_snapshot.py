@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from catalog import Catalog
 from catalog.errors import CatalogError, CatalogRetiredError
-from catalog.snapshot import snapshot
+from catalog.snapshot import restore, snapshot
 from indexer.__main__ import main
 from tests.support import REPO
 from tests.test_catalog import DIM, assert_search_matches_numpy, item, unit
@@ -105,6 +106,26 @@ def test_restore_makes_a_snapshot_live_and_retires_the_current(tmp_path):
         assert len(now) == 6 and "after" not in {t.singer for t in now.iter_tracks()}
         now.add_track(**item(rng, 60, "writes again"))
     assert main(["generations", "--index", str(index)]) == 0
+
+
+def test_restore_takes_the_snapshots_faiss_file(tmp_path, caplog):
+    """The restored generation opens with the snapshot's FAISS file (an HNSW over a large
+    catalogue takes long to rebuild), and answers as the snapshot does."""
+    rng = np.random.default_rng(8)
+    index = tmp_path / "index"
+    with Catalog.open(index, dim=DIM) as live:
+        live.add_tracks([item(rng, i, f"s{i % 4}") for i in range(40)])
+    snapshot(index, tmp_path / "snap")
+    with caplog.at_level(logging.DEBUG, logger="catalog"):
+        name = restore(tmp_path / "snap", index)
+        with Catalog.open(index, dim=None) as now:
+            assert now.generation().name == name and len(now) == 40
+            query = unit(rng)
+            with Catalog.open(tmp_path / "snap", dim=None) as snap:
+                assert [h.track.id for h in now.search_tracks(query, 5)] == [
+                    h.track.id for h in snap.search_tracks(query, 5)
+                ]
+    assert not [r.getMessage() for r in caplog.records if "build" in r.getMessage()]
 
 
 def test_snapshot_cli(tmp_path, capsys):
