@@ -4,9 +4,8 @@ model/evaluation) and the command-line front ends (model/cli) are not held to it
 
 from __future__ import annotations
 
-import subprocess
-
 from tests.support import REPO
+from tests.support.checkout import checkout_files
 
 LIMIT = 400
 HELD = ("service/", "catalog/", "model/")
@@ -14,18 +13,7 @@ NOT_HELD = ("model/training/", "model/evaluation/", "model/cli/")
 
 
 def test_no_core_file_is_over_400_lines():
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *HELD],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    files = [
-        f
-        for f in listed
-        if f.endswith(".py") and not f.startswith(NOT_HELD) and (REPO / f).is_file()
-    ]
+    files = [f for f in checkout_files(*HELD) if f.endswith(".py") and not f.startswith(NOT_HELD)]
     assert "service/app.py" in files and "model/embedding.py" in files
     lengths = {f: len((REPO / f).read_text().splitlines()) for f in files}
     assert {f: n for f, n in lengths.items() if n > LIMIT} == {}

@@ -20,6 +20,7 @@ import pytest
 
 from model.__main__ import COMMANDS, RESEARCH_PACKAGES
 from tests.support import REPO
+from tests.support.checkout import checkout_files
 from tests.test_docker import DOCKERFILES, dockerignore_patterns, is_ignored, parse_dockerfile
 
 LEFT_OUT = ("model/training/", "model/evaluation/", "bench/", "tests/", "data/")
@@ -28,24 +29,13 @@ PACKAGES = ("model", "catalog", "indexer", "service", "singer_client")
 ENTRY_POINTS = "import service.app, service.__main__, service.healthcheck, indexer.__main__"
 
 
-def _checkout_files() -> list[str]:
-    """The checkout's files as git sees them (tracked, and untracked ones not ignored)."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    )
-    return [f for f in out.stdout.decode().split("\0") if f and (REPO / f).is_file()]
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built offline from a copy of the checkout (the build writes
     build/ and *.egg-info beside the sources, which must not land in the shared tree)."""
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"
-    for name in _checkout_files():
+    for name in checkout_files():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, src / name)
     subprocess.run(
@@ -112,7 +102,7 @@ def test_wheel_leaves_out_research_code_benchmarks_tests_and_data(wheel):
     names = _names(wheel)
     assert sorted(n for n in names if n.startswith(LEFT_OUT)) == []
     # ... while the checkout it was built from has them
-    files = _checkout_files()
+    files = checkout_files()
     assert any(f.startswith("model/training/") for f in files)
     assert any(f.startswith("model/evaluation/") for f in files)
 

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import tomllib
 
 from tests.support import REPO
+from tests.support.checkout import checkout_files
 
 PACKAGES = ("catalog", "service", "indexer", "model", "singer_client")
 
 
 def test_mypy_covers_nine_tenths_of_the_packages():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *PACKAGES],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    files = [f for f in listed if f.endswith(".py") and (REPO / f).is_file()]
+    files = [f for f in checkout_files(*PACKAGES) if f.endswith(".py")]
     excluded = [re.compile(p) for p in config.get("exclude", [])]
     checked = [
         f
