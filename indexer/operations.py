@@ -153,8 +153,10 @@ def generations_command(args: argparse.Namespace) -> int:
     for name in generation_names(args.index):
         with Catalog.open(args.index, generation=name, dim=None) as c:
             info, n = c.generation(), len(c)
+            # A generation filled by the indexer records no build: name its tracks' models.
+            built = info.checkpoint_id or ", ".join(sorted(c.stats()["checkpoint_ids"])) or "-"
         state = "live" if name == live else ("retired" if info.retired else "not live")
-        print(f"{name or '(first)'}: {state}, {n} tracks, built with {info.checkpoint_id or '?'}")
+        print(f"{name or '(first)'}: {state}, {n} tracks, built with {built}")
     return 0
 
 

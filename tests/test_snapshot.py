@@ -89,7 +89,7 @@ def test_snapshots_during_writes_hold_every_acknowledged_write(tmp_path):
         writer.stop()
 
 
-def test_restore_makes_a_snapshot_live_and_retires_the_current(tmp_path):
+def test_restore_makes_a_snapshot_live_and_retires_the_current(tmp_path, capsys):
     rng = np.random.default_rng(5)
     index = tmp_path / "index"
     with Catalog.open(index, dim=DIM) as live:
@@ -105,7 +105,13 @@ def test_restore_makes_a_snapshot_live_and_retires_the_current(tmp_path):
     with Catalog.open(index, dim=None) as now:
         assert len(now) == 6 and "after" not in {t.singer for t in now.iter_tracks()}
         now.add_track(**item(rng, 60, "writes again"))
+    capsys.readouterr()
     assert main(["generations", "--index", str(index)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0] == "(first): retired, 9 tracks, built with ckpt-a"  # its tracks' model
+    assert listed[1].startswith("restored-") and listed[1].endswith(
+        ": live, 7 tracks, built with ckpt-a"
+    )
 
 
 def test_restore_takes_the_snapshots_faiss_file(tmp_path, caplog):
