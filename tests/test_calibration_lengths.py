@@ -361,9 +361,18 @@ def test_calibrate_cli_fits_the_pairs_of_its_segments(tmp_path, random_checkpoin
     q = [i for i, c in enumerate(clips) if c.role == "query" or c.singer == impostor]
     queries = compose_queries(clips, segs, q)
     assert {x.n_segments for x in queries} >= {1, 2, 4}
-    want = fit_pair(
-        queries, np.stack([normalized_mean(segs[i]) for i in t]), [clips[i].singer for i in t]
-    )
+    # the catalogue as the service holds it: one track per song, its clips' segments joined
+    songs = sorted({(clips[i].singer, clips[i].song or clips[i].clip_id) for i in t})
+    tracks = [
+        normalized_mean(
+            np.concatenate(
+                [segs[i] for i in t if (clips[i].singer, clips[i].song or clips[i].clip_id) == k]
+            )
+        )
+        for k in songs
+    ]
+    assert len(songs) < len(t)  # songs of several clips: not the same as one track per clip
+    want = fit_pair(queries, np.stack(tracks), [s for s, _ in songs])
     got = cal.pairs["mono->mono"]
     assert [p.min_segments for p in got.tiers] == [p.min_segments for p in want.tiers]
     for a, b in zip(got.tiers, want.tiers, strict=True):

@@ -1,8 +1,9 @@
 """Fit a checkpoint's open-set calibration (`python -m model calibrate`): research code.
 
-Data: an evaluation set (MIR-1K recipe or manifest). Known singers' model clips are the
-catalogue, their query clips the target queries; every clip of the `impostors` is an impostor
-query, and leave-one-singer-out rotations add the known singers' own (see
+Data: an evaluation set (MIR-1K recipe or manifest). Known singers' model clips, joined per
+song (one track per song, as the service's catalogue holds whole songs), are the catalogue,
+their query clips the target queries; every clip of the `impostors` is an impostor query,
+and leave-one-singer-out rotations add the known singers' own (see
 `model.evaluation.openset`). Queries are runs of consecutive segments of a recording
 (`model.evaluation.lengths`), so that each length tier is calibrated on queries of its
 length. Clips of role "cohort" (the training takes) become the s-norm cohort shipped beside
@@ -23,7 +24,7 @@ from model.calibration import Calibration
 from model.domains import DOMAINS
 from model.evaluation.enrolment_fit import DEFAULT_FALSE_FLAG_RATE, fit_enrolment
 from model.evaluation.lengths import compose_queries
-from model.evaluation.openset import fit_calibration
+from model.evaluation.openset import fit_calibration, song_tracks
 from model.evaluation.runner import collect_segments
 from model.evaluation.splits import ROLES, EvalClip
 from model.score_norm import DEFAULT_COHORT_TOP_K
@@ -110,10 +111,10 @@ def calibrate(
             ]
             if len(known) < 3 or not q:
                 continue
+            # The catalogue as the service holds it: one track per song (joined clips).
             pairs[(qd, md)] = (
                 compose_queries(clips, segments[qd], q),
-                np.stack([normalized_mean(segments[md][i]) for i in t]),
-                [clips[i].singer for i in t],
+                *song_tracks(clips, segments[md], t),
             )
     enrolment = {}
     for d in DOMAINS:

@@ -56,6 +56,7 @@ from model.evaluation.openset_figures import (
 from model.evaluation.retrieval_metrics import cosine_scores, singer_models
 from model.evaluation.splits import EvalClip, impostor_group
 from model.score_norm import DEFAULT_COHORT_TOP_K, cohort_moments, snorm
+from model.vectors import normalized_mean
 
 #: Quantile levels of the impostors' best scores stored in a calibration (dense in the tail).
 QUANTILE_LEVELS = tuple(
@@ -326,6 +327,22 @@ def fit_calibration(
 
 
 # -- the evaluation protocol -----------------------------------------------------------------
+def song_tracks(
+    clips: Sequence[EvalClip], segments: dict[int, np.ndarray], idx: Sequence[int]
+) -> tuple[np.ndarray, list[str]]:
+    """The catalogue as the service holds it: one track per song, the normalised mean of the
+    segments of the song's clips among `idx` (a clip without a song alone). Returns (track
+    vectors (T, D), their singers)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in idx:
+        if i in segments and len(segments[i]):
+            c = clips[i]
+            groups.setdefault((c.singer, c.song or c.clip_id), []).append(i)
+    keys = sorted(groups)
+    vecs = [normalized_mean(np.concatenate([segments[i] for i in sorted(groups[k])])) for k in keys]
+    return np.stack(vecs), [s for s, _ in keys]
+
+
 def split_queries_by_song(songs: Sequence[str | None]) -> np.ndarray:
     """Boolean (n,) mask of the calibration half: alternate distinct songs (sorted) of the
     clips given (one singer's query clips); clips without a song alternate by position."""
@@ -378,12 +395,18 @@ def open_set_scenario(
     t_vecs: dict[int, np.ndarray],
     cfg: OpenSetConfig,
     q_segments: dict[int, np.ndarray] | None = None,
+    pair: PairCalibration | None = None,
+    t_segments: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict, Scores] | None:
     """Figures of one scenario under the protocol of the module docstring.
 
     clips: EvalClip list; q_vecs / t_vecs: clip index -> track vector in the query / target
     rendering; q_segments: clip index -> segment embeddings in the query rendering, which make
-    queries of several lengths (without: each clip is a one-segment query). Returns (figures,
+    queries of several lengths (without: each clip is a one-segment query); pair: a fitted
+    calibration of this pair (a shipped file's) to apply instead of fitting one on the
+    calibration half; t_segments: clip index -> segment embeddings in the target rendering,
+    which make the catalogue one track per song, as the service holds it (`song_tracks`;
+    without: one track per model clip). Returns (figures,
     scores of the evaluation clips) or None when a side is empty.
     """
     imp, cal_imp = set(cfg.impostors), set(cfg.calibration_impostors)
@@ -412,17 +435,21 @@ def open_set_scenario(
     cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp or clips[i].role == "impostor"]
     if len(known) < 3 or not cal or not any(clips[i].singer in imp for i in ev):
         return None
-    tv = np.stack([t_vecs[i] for i in t_idx])
-    ts = [clips[i].singer for i in t_idx]
+    if t_segments is not None:
+        tv, ts = song_tracks(clips, t_segments, t_idx)
+    else:
+        tv = np.stack([t_vecs[i] for i in t_idx])
+        ts = [clips[i].singer for i in t_idx]
 
     def queries(idx: list[int]) -> list[Query]:
         if q_segments is None:
             return [Query(q_vecs[i], clips[i].singer, 1) for i in idx]
         return compose_queries(clips, q_segments, idx)
 
-    pair = fit_pair(
-        queries(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort, prior_known=cfg.prior_known
-    )
+    if pair is None:
+        pair = fit_pair(
+            queries(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort, prior_known=cfg.prior_known
+        )
     ev_clips = [i for i in ev if q_segments is None or i in q_segments]
     n_clip = np.array([len(q_segments[i]) if q_segments is not None else 1 for i in ev_clips])
     sc = score_queries(
