@@ -24,7 +24,9 @@ no default one) a random-weight model of the same architecture is used: same com
 with another checkout's code and default model, in each round beside this one's, the order
 alternating: both run in `bench/checkout_runner.py` workers (threads only, the same torch
 threads), and `against` reports each side's median files/s and the median of the rounds'
-ratios (this over that; issue 38's target: >= 2.0). Not part of the test suite.
+ratios (this over that; issue 38's target: >= 2.0), and `cpu_ratio`, the same for the
+workers' CPU seconds (that over this), which the load of other jobs moves much less.
+Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ def main() -> int:
                 runner.call("index", files=files[:8], **job)
         decode_s, index_s = [], []
         paired: dict[str, list[float]] = {side: [] for side in runners}
+        paired_cpu: dict[str, list[float]] = {side: [] for side in runners}
         for r in range(args.rounds):  # alternated, so a slow spell of the machine hits both
             seconds, audio_s = decode_pass(paths, args.workers, sr, decoders)
             decode_s.append(seconds)
@@ -183,6 +186,7 @@ def main() -> int:
                 for side in order:
                     got = runners[side].call("index", files=files, **job)
                     paired[side].append(got["seconds"])
+                    paired_cpu[side].append(got["cpu_s"])
                 index_s.append(paired["this"][-1])
                 continue
             with Catalog.open(Path(tmp) / f"index-{r}", dim=embedder.embed_dim) as catalog:
@@ -238,6 +242,15 @@ def main() -> int:
             "that_files_per_s": round(n / statistics.median(paired["that"]), 1),
             "all_s": {side: [round(x, 2) for x in t] for side, t in paired.items()},
             "ratio": round(statistics.median(ratios), 3),  # this over that, files/s
+            # CPU seconds of each pass (all the worker's threads): what a loaded machine
+            # swings least; the ratio is that over this, as for files/s.
+            "cpu_s": {side: [round(x, 2) for x in t] for side, t in paired_cpu.items()},
+            "cpu_ratio": round(
+                statistics.median(
+                    b / a for a, b in zip(paired_cpu["this"], paired_cpu["that"], strict=True)
+                ),
+                3,
+            ),
         }
     print(json.dumps(result, indent=2))
     print(

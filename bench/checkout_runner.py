@@ -8,13 +8,15 @@ checkout itself) with this interpreter, loads the default checkpoint there, and 
 what it is asked, one request at a time:
 
 - `index`: `indexer.run.index_listing` of some files into a fresh catalogue (as
-  `bench/bench_indexer.py` times it), wall seconds;
+  `bench/bench_indexer.py` times it);
 - `embed`: one upload's bytes decoded and embedded in the worker (`load_audio` then
-  `embed_audio`, mono), wall seconds;
+  `embed_audio`, mono);
 - `vectors`: the track vectors of some files, to compare two checkouts' answers.
 
-Both sides of a comparison run in such workers, with the same torch thread count, so a
-ratio compares the code and nothing else (`bench_indexer.py --against`,
+Each reply gives wall seconds and the worker's CPU seconds (user + system, all its
+threads): on a machine loaded by other jobs the wall time swings with their load, the CPU
+time much less. Both sides of a comparison run in such workers, with the same torch thread
+count, so a ratio compares the code and nothing else (`bench_indexer.py --against`,
 `request_stages.py --against`). Not part of the test suite.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,25 +113,36 @@ class _Worker:
         self.rounds += 1
         path = Path(self.tmp.name) / f"index-{self.rounds}"
         with Catalog.open(path, dim=self.embedder.embed_dim) as catalog:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_s()
             options = IndexOptions(workers=workers, processes=0, batch_size=batch_size)
             report = index_listing(catalog, self.embedder, listing, options)
-            seconds = time.perf_counter() - start
-        return {"seconds": seconds, "added": report.n_added, "failed": len(report.failures)}
+            seconds, cpu = time.perf_counter() - start, _cpu_s() - cpu
+        return {
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "added": report.n_added,
+            "failed": len(report.failures),
+        }
 
     def embed(self, upload: str) -> dict:
         from model.audio import load_audio
 
         data = Path(upload).read_bytes()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_s()
         y = load_audio(data, self.embedder.features.sample_rate)
         self.embedder.embed_audio(y, "mono")
-        return {"seconds": time.perf_counter() - start}
+        return {"seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu}
 
     def vectors(self, files: list[str], domain: str, out: str) -> dict:
         rows = [self.embedder.embed_file(f, domain).vector for f in files]
         np.save(out, np.stack(rows).astype(np.float32))
         return {"n": len(rows)}
+
+
+def _cpu_s() -> float:
+    """This process's CPU seconds so far, user and system, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _module_root() -> str:

@@ -7,7 +7,16 @@ decoding in the calling thread; decoding through a `DecodePool` (the round trip 
 waveforms handed back as files (the default) and through the executor's pipe; choosing
 segments (`Embedder.select`: features and voice detector on the model's device); the
 encoder; each alone, then the same stages run by 8 threads at once (wall time for the 8).
-Not part of the test suite.
+
+    python bench/request_stages.py --against CHECKOUT [--uploads 4] [--repeat 10]
+
+instead times one upload's embedding alone (decoding whole in the calling thread, segment
+choice, encoders; 1 torch thread, as the service gives each of its 2 inference workers on
+2 cores) with this checkout's code and another's (e.g. a worktree of the commit before a
+change), in `bench/checkout_runner.py` workers, the order alternating upload by upload:
+`p50_ratio` is this p50 over that p50 (issue 38's target: <= 0.5), `cpu_p50_ratio` the
+same for CPU seconds. Real MIR-1K uploads
+(voice left, accompaniment right) when the data set is there. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import concurrent.futures as cf
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.checkout_runner import CheckoutRunner
 from bench.workload import uploads
 from model.audio import load_audio
 from model.decode_pool import DecodePool
@@ -57,6 +68,43 @@ def together(fn: Callable[[int], object], n: int, repeat: int) -> float:
     return statistics.median(walls)
 
 
+def against(checkout: Path, seconds: float, n: int, repeat: int, threads: int) -> dict:
+    """Embedding-only seconds of `n` uploads, `repeat` times each, by this checkout and
+    `checkout` in turn (the order alternating): medians and their ratio."""
+    data, source = uploads(n, seconds)
+    times: dict[str, list[float]] = {"this": [], "that": []}
+    cpu: dict[str, list[float]] = {"this": [], "that": []}
+    with tempfile.TemporaryDirectory(prefix="request-stages-") as tmp:
+        files = []
+        for i, d in enumerate(data):
+            files.append(Path(tmp) / f"upload-{i}.flac")
+            files[-1].write_bytes(d)
+        with CheckoutRunner(REPO, threads) as this, CheckoutRunner(checkout, threads) as that:
+            runners = {"this": this, "that": that}
+            for runner in runners.values():  # first-call costs
+                runner.call("embed", upload=str(files[0]))
+            for i in range(repeat * n):
+                order = ("this", "that") if i % 2 == 0 else ("that", "this")
+                for side in order:
+                    got = runners[side].call("embed", upload=str(files[i % n]))
+                    times[side].append(got["seconds"])
+                    cpu[side].append(got["cpu_s"])
+            loaded = {side: runner.loaded for side, runner in runners.items()}
+    p50 = {side: statistics.median(t) for side, t in times.items()}
+    return {
+        "upload_s": seconds,
+        "source": source,
+        "torch_threads": threads,
+        "requests_per_side": len(times["this"]),
+        "loaded": loaded,
+        "this_p50_ms": round(1e3 * p50["this"], 1),
+        "that_p50_ms": round(1e3 * p50["that"], 1),
+        "p50_ratio": round(p50["this"] / p50["that"], 3),
+        # CPU seconds per embedding: what the load of other jobs moves least
+        "cpu_p50_ratio": round(statistics.median(cpu["this"]) / statistics.median(cpu["that"]), 3),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -64,7 +112,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--json", type=Path)
+    p.add_argument("--against", type=Path, help="another checkout: paired embedding-only p50")
+    p.add_argument("--uploads", type=int, default=4, help="with --against: distinct uploads")
     args = p.parse_args()
+    if args.against:
+        out = against(args.against, args.seconds, args.uploads, args.repeat, 1)
+        print(json.dumps(out, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     embedder = Embedder.from_checkpoint(None, args.device)
     dev, sr, n = embedder.device, embedder.features.sample_rate, args.threads
     data, source = uploads(n, args.seconds, real=False)
