@@ -109,19 +109,34 @@ def route_template(routes: list[BaseRoute], scope: Scope) -> str:
 
 class RequestMetrics:
     """Pure ASGI middleware: counts and times every HTTP request by method, route template
-    and status, each mapped to the fixed label set. The route is the template of one of the
-    app's own routes (`route_template`), never the request's path: an unmatched path is
-    `other`."""
+    and status, each mapped to the fixed label set. The route is the full template of one of
+    the app's own routes, never the request's path: an unmatched path is `other`. The route
+    the router chose (`scope["route"]`) is looked up in a table of templates made once;
+    requests that leave none (mounts, the framework's /openapi.json, unknown paths) are
+    matched again by `route_template` (tens of microseconds)."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry):
         self.app = app
         self.telemetry = telemetry
+        self._templates: dict[int, str | None] = {}  # id(route) -> template; None: ambiguous
+        self._n_routes = -1
 
-    @staticmethod
-    def _route(scope: Scope) -> str:
-        app = scope.get("app")  # the Starlette app, set before its middleware runs
-        routes = getattr(app, "routes", None)
-        return route_template(routes, scope) if routes else OTHER
+    def _template_of(self, routes: list[BaseRoute], route: object) -> str | None:
+        if len(routes) != self._n_routes:  # routes are added before serving; once, then
+            table: dict[int, str | None] = {}
+            for context in iter_route_contexts(routes):
+                key = id(context.original_route)  # a router included twice: ambiguous
+                table[key] = None if key in table else context.path_format
+            self._templates, self._n_routes = table, len(routes)
+        return self._templates.get(id(route))
+
+    def _route(self, scope: Scope, request_scope: Scope) -> str:
+        """`scope` as the app left it; `request_scope`: its path as it came in."""
+        routes = getattr(scope.get("app"), "routes", None)  # the Starlette app's
+        if not routes:
+            return OTHER
+        template = self._template_of(routes, scope.get("route"))
+        return template or route_template(routes, request_scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +144,9 @@ class RequestMetrics:
             return
         status = 500
         start = time.perf_counter()
-        route = self._route(scope)  # before the router rewrites the scope for a mount
+        # The path as it came in: a mount rewrites the scope's root_path.
+        request_scope = {k: scope.get(k) for k in ("type", "path", "method")}
+        request_scope["root_path"] = scope.get("root_path", "")
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -141,6 +158,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             method = scope["method"] if scope["method"] in METHODS else OTHER
+            route = self._route(scope, request_scope)
             code = str(status) if str(status) in STATUSES else OTHER
             self.telemetry.request_seconds.labels(method, route).observe(
                 time.perf_counter() - start
