@@ -93,7 +93,11 @@ class Readme:
         self.ran.append(code.splitlines()[0])
 
     def make_run(self) -> None:
-        """The Makefile's `run` recipe: `python -m service`, local writes allowed."""
+        """The Makefile's `run` recipe: `python -m service`, local writes allowed. The README
+        gives it twice (the two commands, then the tour): the second finds it serving."""
+        if self.server is not None:
+            assert self.server.proc is not None and self.server.proc.poll() is None
+            return
         recipe = subprocess.run(
             ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
