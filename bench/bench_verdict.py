@@ -31,6 +31,9 @@ fits with the 5 held-out singers among its impostors (so (b) measures it on sing
    10th and 90th percentile over trials) and the share of trials meeting both targets
    (>= 12 of 24, <= 3 of 15).
 
+5. Planted outliers: a held-out singer's songs with another held-out singer's song planted
+   (1,000 draws per domain): share flagged by the shipped outlier bar, and of own songs.
+
 Writes JSON (--json) and prints a summary. Not part of the test suite.
 """
 
@@ -61,6 +64,8 @@ from model.cli.evaluate import take_impostors
 from model.cli.options import HELD_OUT_SINGERS, VALIDATION_SINGERS
 from model.domains import SCENARIO_TITLES, SCENARIOS
 from model.evaluation.cache import default_cache_dir
+from model.evaluation.calibrate import recordings_by_singer
+from model.evaluation.enrolment_fit import planted_trials
 from model.evaluation.openset import OpenSetConfig, open_set_scenario, score_queries
 from model.evaluation.runner import collect_segments
 from model.evaluation.splits import EvalClip, mir1k_split
@@ -198,6 +203,25 @@ def issue_test(
     return out
 
 
+def planted_outliers(
+    clips: list[EvalClip], segments: dict[str, dict[int, np.ndarray]], shipped: Calibration
+) -> dict:
+    """Per domain: one held-out singer's songs with a song of another held-out singer planted
+    (singers the calibration's outlier bar was not fitted on), 1000 draws: share of planted
+    songs flagged by the shipped bar, and of the singer's own songs."""
+    out = {}
+    for domain, bar in shipped.outlier_bars().items():
+        songs = recordings_by_singer(clips, segments[domain], set(HELD_OUT_SINGERS))
+        genuine, planted = planted_trials(songs)
+        out[domain] = {
+            "outlier_bar": bar,
+            "planted_flagged": float(np.mean(planted < bar)),
+            "own_flagged": float(np.mean(genuine < bar)),
+            "trials": len(planted),
+        }
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=REPO / "model/weights/cross-default.pt")
@@ -209,6 +233,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=200, help="draws of the issue's test")
     p.add_argument("--workers", type=int, default=1, help="decoding threads when embedding")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--markdown", action="store_true", help="also print docs/open-set.md's tables")
     args = p.parse_args()
 
     ns = argparse.Namespace(calibration_takes=True, cohort_takes=True)
@@ -277,10 +302,13 @@ def main() -> int:
         {"protocol_calibration": protocol, "shipped_calibration": shipped},
         args.trials,
     )
+    result["planted_outliers"] = planted_outliers(clips, segments, shipped)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     print_summary(result)
+    if args.markdown:
+        print(markdown(result))
     return 0
 
 
@@ -299,6 +327,11 @@ def print_summary(result: dict) -> None:
                 f"{ll['identification_rate']:.3f} | ECE clips {f['ece_clips']:.3f} all "
                 f"{f['ece_all_lengths']:.3f} >=10 s {f['ece_long']:.3f}"
             )
+    for domain, f in result["planted_outliers"].items():
+        print(
+            f"planted outlier ({domain}, held-out singers): {100 * f['planted_flagged']:.0f}% "
+            f"flagged, own songs {100 * f['own_flagged']:.1f}% (bar {f['outlier_bar']:.3f})"
+        )
     for cal, f in result["issue_test"].items():
         r, m = f["right_accepted_of_24"], f["impostors_accepted_of_15"]
         print(
@@ -307,6 +340,51 @@ def print_summary(result: dict) -> None:
             f"(p10 {m['p10']:.0f}, p90 {m['p90']:.0f}); both targets met in "
             f"{100 * f['share_of_trials_meeting_both']:.0f}% of trials"
         )
+
+
+def markdown(result: dict) -> str:
+    """The figures as the tables of docs/open-set.md."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f} %"
+
+    rows = [
+        "| scenario | calibration | DIR@1 % clips, raw / AS-norm | >= 10 s: known, FA / "
+        "identified | >= 10 s: known or likely, FA / identified | ECE clips / all lengths / "
+        ">= 10 s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    names = {
+        "clip_catalogue": "protocol, catalogue of clips (the old table's)",
+        "protocol_calibration": "protocol, catalogue of songs",
+        "shipped_calibration": "shipped file, catalogue of songs",
+    }
+    for title, by_cal in result["scenarios"].items():
+        for cal, f in by_cal.items():
+            if f is None:
+                continue
+            lk, ll = f["long_known"], f["long_known_or_likely"]
+            rows.append(
+                f"| {title} | {names[cal]} | {f['dir@1%_clips_raw']:.3f} / "
+                f"{f['dir@1%_clips_snorm']:.3f} | {pct(lk['false_alarm_rate'])} / "
+                f"{lk['identification_rate']:.3f} | {pct(ll['false_alarm_rate'])} / "
+                f"{ll['identification_rate']:.3f} | {f['ece_clips']:.3f} / "
+                f"{f['ece_all_lengths']:.3f} / {f['ece_long']:.3f} |"
+            )
+    rows += [
+        "",
+        "| issue test | right singer accepted (of 24) | impostors accepted (of 15) | "
+        "draws meeting both |",
+        "|---|---:|---:|---:|",
+    ]
+    for cal, f in result["issue_test"].items():
+        r, m = f["right_accepted_of_24"], f["impostors_accepted_of_15"]
+        rows.append(
+            f"| {names[cal]} | {r['mean']:.1f} ({r['p10']:.0f}-{r['p90']:.0f}) | "
+            f"{m['mean']:.2f} ({m['p10']:.0f}-{m['p90']:.0f}) | "
+            f"{100 * f['share_of_trials_meeting_both']:.0f} % of {f['trials']} |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
