@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from model.audio import load_audio
+from model.embedding import Embedder
 from model.errors import AudioError
 from model.mixing import mix_over_middle
 from model.track_embedding import track_vector
@@ -40,7 +41,7 @@ def equal_error_rate(target: np.ndarray, nontarget: np.ndarray) -> float:
 
 
 def half_vectors(
-    embedder, y: np.ndarray, background: np.ndarray | None = None, snr_db: float = 0.0
+    embedder: Embedder, y: np.ndarray, background: np.ndarray | None = None, snr_db: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Track vectors (dim,) of the first half (mono) and second half of a recording: mono too,
     or mixed over the middle of `background` (same rate) at `snr_db` dB through the mixed
@@ -57,7 +58,7 @@ def half_vectors(
 
 
 def take_halves(
-    embedder,
+    embedder: Embedder,
     paths: list[str | Path],
     backgrounds: list[str | Path] | None = None,
     snr_db: float = 0.0,
@@ -68,7 +69,7 @@ def take_halves(
 
 
 def take_halves_many(
-    embedders: list,
+    embedders: list[Embedder],
     paths: list[str | Path],
     backgrounds: list[str | Path] | None = None,
     snr_db: float = 0.0,
@@ -116,7 +117,7 @@ def halves_eer(halves: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 
 def acappella_eer(
-    embedder,
+    embedder: Embedder,
     paths: list[str | Path],
     backgrounds: list[str | Path] | None = None,
     snr_db: float = 0.0,

@@ -18,8 +18,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -110,6 +112,7 @@ def _recordings(rows: list[ManifestRow]) -> dict[tuple[str, str | None, bool], M
     for r in rows:
         premixed = bool(r.path) and r.domain == "mixed"
         vocal = r.path or r.vocal_path
+        assert vocal is not None, r  # read_manifest: a row has `path` or `vocal_path`
         if not premixed and vocal in seen:
             continue
         seen.add(vocal)
@@ -142,11 +145,11 @@ class TrainingPool:
     def load(
         self,
         rows: list[ManifestRow],
-        backgrounds: list = (),
+        backgrounds: Sequence[str | Path] = (),
         workers: int = 2,
         progress: bool = False,
         cache_dir: str | Path | None = None,
-    ):
+    ) -> Self:
         """Decode the rows' recordings (see `_recordings`) and the background files.
         Unusable files and takes with no voiced crop are logged and skipped."""
         from tqdm import tqdm
@@ -219,7 +222,7 @@ class TrainingPool:
 
     def _crop(
         self, rec: Recording, speed: float, rng: np.random.Generator, tracks: list[np.ndarray]
-    ):
+    ) -> list[np.ndarray]:
         """Crop the same span of each array in `tracks`, resampled by `speed`: list of (L,)."""
         length = self.cfg.min_samples
         span = int(np.ceil(length * speed)) + 1

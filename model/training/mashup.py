@@ -40,11 +40,12 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 import soundfile as sf
@@ -58,6 +59,7 @@ from model.manifest import ManifestRow, read_manifest, write_manifest
 from model.mixing import mix_segment
 from model.training.keys import Key, chromagram, segment_keys
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -250,13 +252,16 @@ def analyze_background(
     keys = segment_keys(
         chromagram(y, f.sample_rate, f.hop_length, cfg.chroma), frames, f.segment_frames
     )
-    usable = [i for i, k in enumerate(keys) if k is not None and share[i] >= cfg.bg_min_active]
+    usable_keys = {
+        i: k for i, k in enumerate(keys) if k is not None and share[i] >= cfg.bg_min_active
+    }
+    usable = list(usable_keys)
     info = BackgroundInfo(
         path=str(path),
         tempo=tempo,
         n_samples=len(y),
         window_starts=starts[usable].astype(np.int64),
-        window_keys=np.array([keys[i].index for i in usable], dtype=np.int64),
+        window_keys=np.array([k.index for k in usable_keys.values()], dtype=np.int64),
         audio_cache=str(audio_file),
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -490,6 +495,7 @@ def _mash_vocal(
     row = job.row
     for s, key in zip(starts, keys):
         v0 = int(s) * f.hop_length
+        matches: list[Match]
         if key is None:
             matches, why = [], "no key (flat chroma)"
         else:
@@ -507,6 +513,7 @@ def _mash_vocal(
                 )
             )
             continue
+        assert key is not None  # no key, no matches
         vocal = y[v0 : v0 + length]
         for m_i, m in enumerate(matches):
             info = index.infos[m.background]
@@ -584,7 +591,8 @@ def read_backgrounds(source: str | Path | Sequence[str | Path]) -> list[Path]:
             exts = {"." + e for e in SUPPORTED_FORMATS}
             files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts]
         else:
-            files = [Path(r.accompaniment_path or r.path) for r in read_manifest(p)]
+            # read_manifest: a row has `path` or both stems
+            files = [Path(cast(str, r.accompaniment_path or r.path)) for r in read_manifest(p)]
     else:
         files = [Path(s) for s in source]
     return sorted({f.resolve() for f in files})
@@ -674,10 +682,10 @@ def make_mashups(
         args = [
             (i, j, str(index_file), cfg_dict, seed, str(out / "mixes")) for i, j in enumerate(jobs)
         ]
-        for _, res in _run(pool, _mash_vocal, args):
-            if isinstance(res, BaseException):
-                raise res
-            outcomes.append(res)
+        for _, outcome in _run(pool, _mash_vocal, args):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            outcomes.append(outcome)
             bar.update()
         bar.close()
         index_file.unlink(missing_ok=True)
@@ -723,8 +731,8 @@ def make_mashups(
 
 
 def _run(
-    pool: ProcessPoolExecutor | None, fn, arglist: list[tuple]
-) -> Iterator[tuple[int, object]]:
+    pool: ProcessPoolExecutor | None, fn: Callable[..., T], arglist: list[tuple]
+) -> Iterator[tuple[int, T | BaseException]]:
     """(index, result or exception) for fn(*args) over arglist, in completion order."""
     if pool is None:
         for i, args in enumerate(arglist):
@@ -735,8 +743,8 @@ def _run(
         return
     futures = {pool.submit(fn, *args): i for i, args in enumerate(arglist)}
     for fut in as_completed(futures):
-        err = fut.exception()
-        yield futures[fut], err if err is not None else fut.result()
+        exc = fut.exception()
+        yield futures[fut], exc if exc is not None else fut.result()
 
 
 def _write_report(r: MashupResult, cfg: MashupConfig, seed: int, workers: int) -> None:
