@@ -39,6 +39,7 @@ from model.domains import DOMAINS
 from model.errors import CheckpointError
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder, weights_digest, weights_path
+from model.speaker_precision import served_precision
 from model.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,9 @@ def load_speaker(
 ) -> tuple[SpeakerEncoder, float]:
     """The speaker encoder a fused checkpoint's `meta["fusion"]` names, on `device`, and the
     CROSS weight; with its mixed-domain weights, read from the `checkpoint` file, when the
-    spec names some. Raises CheckpointError when it is not installed or not the same
-    weights."""
+    spec names some; its LSTM at the served precision (`model.speaker_precision`: bfloat16
+    on a CPU that has it, unless $SINGER_SPEAKER_PRECISION=float32). Raises CheckpointError
+    when it is not installed or not the same weights."""
     if spec.get("speaker") != SPEAKER:
         raise CheckpointError(f"unknown speaker encoder {spec.get('speaker')!r} in the fusion")
     try:
@@ -227,8 +229,12 @@ def load_speaker(
         raise CheckpointError(f"this checkpoint fuses a speaker encoder: {err}") from err
     domain_states = _domain_states(spec, checkpoint)
     try:
-        # reads the weights once, digest included
-        encoder = SpeakerEncoder(device, path, domain_states)
+        precision = served_precision()
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    try:
+        # reads the weights once, digest included; bfloat16 where the CPU has it
+        encoder = SpeakerEncoder(device, path, domain_states, precision)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(
             f"the speaker encoder's weights at {path} are not readable ({type(err).__name__})"

@@ -32,6 +32,7 @@ from scipy.fft import next_fast_len
 from torch import nn
 
 from model.features import hann_window, mel_basis
+from model.speaker_precision import lowered, lstm_dtype
 from model.vectors import l2_normalize
 
 SAMPLE_RATE = 16000
@@ -122,7 +123,11 @@ class GE2E(nn.Module):
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(mels)
-        return nn.functional.normalize(torch.relu(self.linear(hidden[-1])), dim=1)
+        return self.head(hidden[-1])
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LSTM's last hidden state (batch, 256) -> the embedding (batch, 256)."""
+        return nn.functional.normalize(torch.relu(self.linear(hidden)), dim=1)
 
 
 def power_mel(wav: torch.Tensor) -> torch.Tensor:
@@ -171,9 +176,15 @@ def fft_resample(wav: torch.Tensor, orig_sr: int, sr: int = SAMPLE_RATE) -> torc
     n = wav.shape[-1]
     periods = next_fast_len(-(-n // down) + 10, real=True)
     padded, out = periods * down, periods * up
-    spectrum = torch.fft.rfft(wav, n=padded)[..., : out // 2 + 1]
-    y = torch.fft.irfft(spectrum, n=out) * (out / padded)
-    return y[..., : resampled_length(n, orig_sr, sr)]
+    rows = wav.reshape(-1, n)
+    if len(rows) == 1:
+        # MKL rounds a lone transform differently (1e-7) from the same row in a batch, and
+        # the bfloat16 LSTM after it (`model.speaker_precision`) turns that into 1e-3: a
+        # crop is transformed as one of two, so its vector is the same in any batch.
+        rows = rows.repeat(2, 1)
+    spectrum = torch.fft.rfft(rows, n=padded)[..., : out // 2 + 1]
+    y = torch.fft.irfft(spectrum, n=out)[: wav[..., :1].numel()] * (out / padded)
+    return y.reshape(*wav.shape[:-1], out)[..., : resampled_length(n, orig_sr, sr)]
 
 
 def normalize_volume(wav: torch.Tensor) -> torch.Tensor:
@@ -202,13 +213,18 @@ def resampled_length(n_samples: int, orig_sr: int, sr: int = SAMPLE_RATE) -> int
 class SpeakerEncoder:
     """GE2E with the packaged weights, on `device`, in eval mode; optionally other weights of
     the same network for some domains (`domain_states`, e.g. {"mixed": a copy tuned for
-    finished songs, `model.training.speaker_tune`}), used by `embed_crops(..., domain=)`."""
+    finished songs, `model.training.speaker_tune`}), used by `embed_crops(..., domain=)`.
+
+    `precision`: `float32`, or `auto` (the served model's, `model.fusion.load_speaker`): the
+    LSTM in bfloat16 on a CPU that has it natively (`model.speaker_precision`). `net` and
+    `domain_nets` stay float32 whichever runs."""
 
     def __init__(
         self,
         device: str | torch.device = "cpu",
         path: str | Path | None = None,
         domain_states: dict[str, dict[str, torch.Tensor]] | None = None,
+        precision: str = "float32",
     ):
         state = model_state(path)
         self.digest = state_digest(state)  # the weights, read once (`weights_digest`)
@@ -221,10 +237,24 @@ class SpeakerEncoder:
             net = GE2E()
             net.load_state_dict(weights)
             self.domain_nets[domain] = net.to(self.device).eval()
+        self.lstm_dtype = lstm_dtype(self.device, precision)
+        # The LSTM each network runs in `lstm_dtype`, made once (requests share them).
+        self._lstms = {
+            id(net): lowered(net.lstm, self.lstm_dtype)
+            for net in (self.net, *self.domain_nets.values())
+        }
 
     def net_for(self, domain: str | None) -> GE2E:
         """The network that embeds `domain`'s crops: its own weights, else the packaged."""
         return self.domain_nets.get(domain, self.net) if domain else self.net
+
+    def run(self, net: GE2E, mels: torch.Tensor) -> torch.Tensor:
+        """`net` (this encoder's) on (n, 160, 40) float32 mels -> (n, 256) float32 partial
+        embeddings, its LSTM in `lstm_dtype` (the rest in float32)."""
+        if self.lstm_dtype == torch.float32:
+            return net(mels)
+        _, (hidden, _) = self._lstms[id(net)](mels.to(self.lstm_dtype))
+        return net.head(hidden[-1].float())
 
     def partial_mels(
         self, wav: np.ndarray, sr: int, rate: float = 1.3, max_partials: int | None = None
@@ -245,7 +275,7 @@ class SpeakerEncoder:
         """(n, 160, 40) partial mels -> (n, 256) float32; large batches keep the LSTM's
         per-step cost small on a CPU."""
         out = [
-            self.net(mels[i : i + batch_size].to(self.device)).cpu()
+            self.run(self.net, mels[i : i + batch_size].to(self.device)).cpu()
             for i in range(0, len(mels), batch_size)
         ]
         return torch.cat(out).numpy().astype(np.float32)
@@ -286,6 +316,6 @@ class SpeakerEncoder:
         for i in range(0, len(crops), batch_size):
             mel = power_mel(front_end(crops[i : i + batch_size].to(self.device), sr, stop))
             parts = torch.stack([mel[:, s : s + PARTIAL_FRAMES] for s in starts], dim=1)
-            emb = net(parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(dim=1)
+            emb = self.run(net, parts.flatten(0, 1)).reshape(len(mel), len(starts), -1).mean(1)
             out.append(nn.functional.normalize(emb, dim=1).cpu())
         return torch.cat(out).numpy().astype(np.float32)

@@ -14,6 +14,7 @@ from model.embedding import Embedder
 from model.errors import CheckpointError
 from model.fusion import FUSION_KEY, MIXED_SPEAKER_KEY, SPEAKER_STATES, fuse_checkpoint
 from model.speaker import GE2E, SpeakerEncoder, model_state, state_digest
+from model.speaker_precision import served_precision
 from model.training.speaker_tune import (
     Pair,
     SplitGE2E,
@@ -48,7 +49,10 @@ def test_mixed_segments_use_the_tuned_weights_and_mono_ones_the_packaged(
     tuned_checkpoint, tuned_weights
 ):
     emb = Embedder.from_checkpoint(tuned_checkpoint, "cpu")
-    packaged, tuned = SpeakerEncoder("cpu"), SpeakerEncoder("cpu", tuned_weights)
+    # at the served precision (model.speaker_precision), as the embedder's encoder runs
+    precision = served_precision()
+    packaged = SpeakerEncoder("cpu", precision=precision)
+    tuned = SpeakerEncoder("cpu", tuned_weights, precision=precision)
     y = render(1, "mixed", seed=3, seconds=9.0)
     sr = emb.features.sample_rate
     for domain, reference in (("mono", packaged), ("mixed", tuned)):
