@@ -50,14 +50,17 @@ def mir1k_takes(n: int, seconds: float, sr: int = UPLOAD_SR) -> list[np.ndarray]
 
 
 def synthetic_take(seconds: float, seed: int, sr: int = UPLOAD_SR) -> np.ndarray:
-    """A sung-like phrase (notes of a harmonic tone with vibrato, peak about 0.5) on the left,
+    """A sung-like phrase (syllables of a harmonic tone with vibrato, peak about 0.5) on the left,
     a quiet drone on the right: float32 (samples, 2)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     notes = 150.0 * 2 ** (rng.integers(-5, 8, size=int(seconds / 0.4) + 1) / 12)
     f0 = notes[(t / 0.4).astype(int)] * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = sum(np.sin(k * phase) / k for k in range(1, 12))
+    # Each note swells and fades as a sung syllable does: a steady tone is refused as not
+    # singing (model/refusal.py's loudness guard), and a voice is not steady.
+    syllable = 0.35 + 0.65 * np.sin(np.pi * ((t / 0.4) % 1.0)) ** 2
+    y = syllable * sum(np.sin(k * phase) / k for k in range(1, 12))
     drone = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 165.0, 220.0)) / 3
     y = np.stack([0.5 * y / np.max(np.abs(y)), 0.2 * drone], axis=1)
     return y.astype(np.float32)
