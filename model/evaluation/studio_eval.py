@@ -249,12 +249,12 @@ def add_studio_arguments(p: argparse.ArgumentParser) -> None:
         "--studio-dir",
         type=Path,
         default=Path("data/studio/heldout"),
-        help="where the held-out studio mixes are (made there on first use)",
+        help="where the held-out studio mixes are, made there on first use (default: %(default)s)",
     )
     g.add_argument(
         "--studio-sets",
         default=",".join(SETS),
-        help="comma-separated sets: mir1k, acappella, pooled",
+        help="comma-separated sets of mir1k, acappella, pooled (default: %(default)s)",
     )
     g.add_argument(
         "--detector",
