@@ -6,12 +6,14 @@
   (`NotMusicError`): silence or DC, or audio the detector hears as neither voice nor
   instruments (P(none)) in most of its frames. Music in which it hears little voice is
   embedded and flagged `low_voice` (`model.segment_selection`).
-- Either: a steady signal, whose loudness read every quarter second hardly changes over the
-  recording (a tone, a chord of tones, a sweep, white noise), is refused whatever the
-  detector hears.
-  The detector shipped before this rule hears some of these as instruments, or even as
-  singing (square waves and noise recorded at 16 kHz): this cheap guard catches them. Sung
-  notes and music move more (measured spreads in docs/refusal.md).
+- Either: a steady signal (a tone, a chord of tones, a sweep, white noise) is refused
+  whatever the detector hears. Its loudness, read every quarter second, hardly changes over
+  the recording. A vocal take is judged by that alone. Mastered music can be as level over
+  quarter seconds (a limiter's work), but its beats and notes still move its loudness read
+  every 23 ms and its spectrum: a finished song is steady only when one of those is still
+  too (measured in docs/refusal.md).
+  The detector shipped before this rule hears some steady signals as instruments, or even
+  as singing (square waves and noise recorded at 16 kHz): this cheap guard catches them.
 
 Without a voice detector (the energy rule) a recording is refused when no segment is voiced
 enough; that is `model.segment_selection`'s, as before.
@@ -39,6 +41,14 @@ STEADY_SONG_DB = 0.6
 #: The same for a vocal take, lower: the steady signals the shipped detector hears as
 #: singing measured 0.02-0.34 dB (a square-wave sweep), sustained sung vowels from 0.6.
 STEADY_TAKE_DB = 0.4
+#: A song under its spread above is steady only if its loudness read every
+#: block (23 ms at 22.05 kHz) also spreads under this (dB): white noise and square waves
+#: measured up to 0.78, studio mixes from 1.15 and sung vowels from 1.0 (docs/refusal.md).
+STEADY_SHORT_DB = 0.9
+#: ... or if its spectrum hardly changes: the mean absolute change of its log-mel from one
+#: frame to the next under this (the features' log10 units). Chords of sines beat (their
+#: short reads spread 1.7 dB) but measured 0.0017; music from 0.026.
+STEADY_FLUX = 0.005
 #: Samples per loudness block, and blocks averaged into one reading (about 0.26 s).
 BLOCK = 512
 BLOCKS_PER_READING = 11
@@ -51,31 +61,56 @@ class SignalStats:
     """What the guard knows of a recording: rms_db, the RMS of the waveform less its mean
     (dBFS); spread_db, the 10th-to-90th percentile range (dB) of its loudness, read as the
     mean square of `BLOCKS_PER_READING` blocks of `BLOCK` samples, over the readings within
-    `LOUDNESS_RANGE_DB` of the loudest."""
+    `LOUDNESS_RANGE_DB` of the loudest; short_spread_db, the same range over single blocks;
+    flux, the mean absolute change of its log-mel from one frame to the next. Recordings
+    measured without the last two (None) are judged by the first."""
 
     rms_db: float
     spread_db: float
+    short_spread_db: float | None = None
+    flux: float | None = None
+
+    def steady_song(self) -> bool:
+        """Whether a finished song is a steady signal (see the module's docstring)."""
+        if self.spread_db >= STEADY_SONG_DB:
+            return False
+        if self.short_spread_db is None or self.flux is None:
+            return True
+        return self.short_spread_db < STEADY_SHORT_DB or self.flux < STEADY_FLUX
 
 
-def signal_stats(ys: Sequence[torch.Tensor]) -> list[SignalStats]:
-    """`SignalStats` of each waveform (samples,), computed where it is (no copy of it), with
-    one copy to the host for all of them (on CUDA, a copy per recording stalls the thread
-    that chooses a batch's segments)."""
+def signal_stats(ys: Sequence[torch.Tensor], mels: Sequence[torch.Tensor]) -> list[SignalStats]:
+    """`SignalStats` of each waveform (samples,) and its log-mel (n_mels, frames), computed
+    where they are (no copy of them), with one copy to the host for all of them (on CUDA, a
+    copy per recording stalls the thread that chooses a batch's segments)."""
     if not ys:
         return []
     rows = []
-    for y in ys:
+    for y, mel in zip(ys, mels, strict=True):
         y = y.float()
         blocks = y[: len(y) - len(y) % BLOCK].view(-1, BLOCK)
         energy = torch.linalg.vector_norm(blocks, dim=1).square() / BLOCK  # (blocks,)
+        readings = energy
         if len(energy) >= BLOCKS_PER_READING:
-            energy = torch.nn.functional.avg_pool1d(energy[None, None], BLOCKS_PER_READING, 1)[0, 0]
-        db = 10.0 * torch.log10(energy + 1e-20)
-        kept = db[db >= db.max() - LOUDNESS_RANGE_DB]
-        q = torch.quantile(kept, torch.tensor([0.1, 0.9], device=kept.device))
-        rows.append(torch.stack([y.var(correction=0), q[1] - q[0]]))
+            readings = torch.nn.functional.avg_pool1d(energy[None, None], BLOCKS_PER_READING, 1)
+            readings = readings[0, 0]
+        change = (mel[:, 1:] - mel[:, :-1]).abs().mean(dim=0)  # (frames - 1,)
+        flux = change.mean() if change.numel() else change.new_zeros(())
+        rows.append(torch.stack([y.var(correction=0), _spread(readings), _spread(energy), flux]))
     host = torch.stack([r.to(rows[0].device) for r in rows]).cpu().numpy()
-    return [SignalStats(float(10.0 * np.log10(var + 1e-20)), float(spread)) for var, spread in host]
+    return [
+        SignalStats(float(10.0 * np.log10(var + 1e-20)), float(spread), float(short), float(flux))
+        for var, spread, short, flux in host
+    ]
+
+
+def _spread(energy: torch.Tensor) -> torch.Tensor:
+    """10th-to-90th percentile range (dB) of mean squares, over those within
+    `LOUDNESS_RANGE_DB` of the loudest."""
+    db = 10.0 * torch.log10(energy + 1e-20)
+    kept = db[db >= db.max() - LOUDNESS_RANGE_DB]
+    q = torch.quantile(kept, torch.tensor([0.1, 0.9], device=kept.device))
+    return q[1] - q[0]
 
 
 def refusal(
@@ -128,7 +163,7 @@ def _not_music(
             f"({_steadiness(stats)})",
             path,
         )
-    if stats.spread_db < STEADY_SONG_DB:
+    if stats.steady_song():
         return NotMusicError(
             f"not music: the {duration_s:.1f}-s recording is a steady tone or noise "
             f"({_steadiness(stats)})",

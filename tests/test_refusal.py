@@ -15,10 +15,12 @@ from model.detector_frames import FrameVerdict
 from model.embedding import Embedder
 from model.errors import AudioError, NotMusicError, NoVoicedSegmentError
 from model.evaluation.refusal_rates import music_corpus, steady_corpus
-from model.features import FeatureConfig, segment_starts
+from model.features import FeatureConfig, log_mel, segment_starts
 from model.refusal import (
     BLOCK,
     BLOCKS_PER_READING,
+    STEADY_FLUX,
+    STEADY_SHORT_DB,
     STEADY_SONG_DB,
     STEADY_TAKE_DB,
     SignalStats,
@@ -97,6 +99,13 @@ def test_a_song_is_refused_when_the_detector_hears_too_little_music(music_s, ref
         (SignalStats(-10.0, STEADY_SONG_DB - 0.01), True, False),  # white-noise steady
         (SignalStats(-10.0, STEADY_TAKE_DB - 0.01), True, True),  # tone steady
         (SignalStats(-10.0, STEADY_SONG_DB + 0.01), False, False),
+        # level over quarter seconds (a limiter's work) but moving within them: music (as a
+        # take, steady: takes are judged by the quarter-second spread alone)
+        (SignalStats(-10.0, STEADY_TAKE_DB - 0.1, STEADY_SHORT_DB + 0.1, 0.05), False, True),
+        # level, and level within quarter seconds too: white noise, squares
+        (SignalStats(-10.0, STEADY_TAKE_DB - 0.1, STEADY_SHORT_DB - 0.1, 0.05), True, True),
+        # beating (a chord of sines) but one spectrum throughout
+        (SignalStats(-10.0, STEADY_TAKE_DB - 0.1, 1.7, STEADY_FLUX / 2), True, True),
     ],
 )
 def test_steady_or_silent_signals_are_refused_whatever_the_detector_hears(stats, song, take):
@@ -113,18 +122,57 @@ def test_signal_stats_against_a_reference_and_batch_against_single():
         np.full(3 * CFG.sample_rate + 77, 0.25, np.float32),
         (0.1 * rng.standard_normal(4 * CFG.sample_rate)).astype(np.float32),
     ]
-    together = signal_stats([torch.from_numpy(y) for y in ys])
-    for y, got in zip(ys, together, strict=True):
-        assert signal_stats([torch.from_numpy(y)]) == [got]
+    mels = [log_mel(y, CFG) for y in ys]
+    together = signal_stats([torch.from_numpy(y) for y in ys], mels)
+    for y, mel, got in zip(ys, mels, together, strict=True):
+        assert signal_stats([torch.from_numpy(y)], [mel]) == [got]
         blocks = y[: len(y) - len(y) % BLOCK].astype(np.float64).reshape(-1, BLOCK)
-        energy = np.convolve((blocks**2).mean(1), np.ones(BLOCKS_PER_READING), "valid")
-        db = 10 * np.log10(energy / BLOCKS_PER_READING + 1e-20)
-        kept = db[db >= db.max() - 40.0]
-        spread = np.quantile(kept, 0.9) - np.quantile(kept, 0.1)
-        assert got.spread_db == pytest.approx(spread, abs=1e-3)
+        energy = (blocks**2).mean(1)
+        readings = np.convolve(energy, np.ones(BLOCKS_PER_READING), "valid") / BLOCKS_PER_READING
+        assert got.spread_db == pytest.approx(_spread(readings), abs=1e-3)
+        assert got.short_spread_db == pytest.approx(_spread(energy), abs=1e-3)
+        m = mel.numpy().astype(np.float64)
+        assert got.flux == pytest.approx(np.abs(np.diff(m, axis=1)).mean(), abs=1e-5)
         assert got.rms_db == pytest.approx(
             10 * np.log10(np.var(y.astype(np.float64)) + 1e-20), abs=0.01
         )
+
+
+def _spread(energy: np.ndarray) -> float:
+    db = 10 * np.log10(energy + 1e-20)
+    kept = db[db >= db.max() - 40.0]
+    return float(np.quantile(kept, 0.9) - np.quantile(kept, 0.1))
+
+
+def test_a_song_mastered_level_is_not_a_steady_signal():
+    """A band levelled as a mastering limiter levels a record (its quarter-second loudness
+    spread under both bars) is not a steady song: its beats still move the 23-ms reads and
+    the spectrum. A chord of sines levelled the same way stays steady. As vocal takes, both
+    are steady (a take is judged by the quarter-second spread alone)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(8 * CFG.sample_rate) / CFG.sample_rate
+    band = 0.3 * np.sin(2 * np.pi * 55.0 * t) + 0.2 * np.sin(2 * np.pi * 220 * t * (1 + (t % 1)))
+    for start in range(0, len(t), CFG.sample_rate // 8):  # a hi-hat every 1/8 s
+        k = min(1500, len(t) - start)
+        band[start : start + k] += rng.standard_normal(k) * np.exp(-np.arange(k) / 200)
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    heard = verdict(8.0, voice=8.0, music=8.0)  # the detector hears music and singing
+    for y, steady in ((band, False), (chord, True)):
+        y = _levelled(y).astype(np.float32)
+        stats = signal_stats([torch.from_numpy(y)], [log_mel(y, CFG)])[0]
+        assert stats.spread_db < STEADY_TAKE_DB, stats  # level over quarter seconds
+        assert (refusal("mixed", heard, stats, RULE, CFG, True) is not None) == steady, stats
+        assert refusal("mono", heard, stats, RULE, CFG, True) is not None
+
+
+def _levelled(y: np.ndarray) -> np.ndarray:
+    """`y` scaled to one loudness over every reading of `BLOCKS_PER_READING` blocks (a
+    slow limiter), peak 0.5."""
+    n = len(y) - len(y) % BLOCK
+    energy = (y[:n].reshape(-1, BLOCK) ** 2).mean(1)
+    smooth = np.convolve(energy, np.ones(BLOCKS_PER_READING) / BLOCKS_PER_READING, "same")
+    out = y[:n] / np.sqrt(np.interp(np.arange(n) / BLOCK - 0.5, np.arange(len(smooth)), smooth))
+    return 0.5 * out / np.abs(out).max()
 
 
 @pytest.mark.parametrize("domain", ["mixed", "mono"])
