@@ -15,8 +15,11 @@ from model.checkpoint import load_checkpoint
 from model.embedding import Embedder
 from model.fusion import FUSION_KEY, MIXED_SPEAKER_KEY
 from model.training.recipe import (
+    ALL_STUDIO,
+    SHIPPED_STUDIO,
     Stage,
     StudioPlan,
+    StudioSteps,
     default_stages,
     finished,
     recipe_rows,
@@ -65,7 +68,9 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
         Stage("stage2", "teacher", tiny_config(distill_weight=1.0)),
     ]
     out = tmp_path / "run"
-    fused = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[], **TINY)
+    fused = train_default(
+        data, out, stages=stages, holdout=["s3"], val_singers=[], steps=ALL_STUDIO, **TINY
+    )
     assert fused == out / "default.pt"
     stage1, stage2 = out / "stage1" / "last.pt", out / "stage2" / "last.pt"
     _, _, meta = load_checkpoint(stage2)
@@ -89,13 +94,36 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
     done = (stage1, stage2, out / "speaker" / "speaker-mixed.pt", out / "voice-detector.pt")
     stamps = [p.stat().st_mtime_ns for p in done]
     vector = embedder.embed_audio(sing(VOICES[0], 4.0, 5), "mono").vector
-    again = train_default(data, out, stages=stages, holdout=["s3"], val_singers=[], **TINY)
+    again = train_default(
+        data, out, stages=stages, holdout=["s3"], val_singers=[], steps=ALL_STUDIO, **TINY
+    )
     assert [p.stat().st_mtime_ns for p in done] == stamps  # nothing retrained
     np.testing.assert_allclose(
         Embedder.from_checkpoint(again, "cpu").embed_audio(sing(VOICES[0], 4.0, 5), "mono").vector,
         vector,
         atol=1e-6,
     )
+
+    # The tuned copy without studio centres: added after centres estimated without it, which
+    # it keeps (same weight); the detector without studio mixes.
+    tuned_only = StudioSteps(mixed_speaker=True)
+    fused = train_default(
+        data, out, stages=stages, holdout=["s3"], val_singers=[], steps=tuned_only, **TINY
+    )
+    fusion = load_checkpoint(fused)[2][FUSION_KEY]
+    assert MIXED_SPEAKER_KEY in fusion and "centres" in fusion and "nuisance" in fusion
+    assert stage2.stat().st_mtime_ns == stamps[1]
+    assert not VoiceDetector.load(out / "voice-detector.pt").meta["train_config"]["studio_manifest"]
+
+
+def test_studio_steps_of_the_command_line():
+    from model.cli.train import studio_steps
+
+    assert studio_steps(None) == SHIPPED_STUDIO
+    assert studio_steps("all") == ALL_STUDIO and not studio_steps("none").any()
+    assert studio_steps("centres, mixed_speaker") == StudioSteps(mixed_speaker=True, centres=True)
+    with pytest.raises(ValueError, match="unknown"):
+        studio_steps("speaker")
 
 
 def test_the_default_stages_are_the_shipped_options():

@@ -14,6 +14,7 @@ from model.shared import shared_dir
 
 if TYPE_CHECKING:
     from model.manifest import ManifestRow
+    from model.training.recipe import StudioSteps
     from model.training.train import TrainConfig
 
 log = logging.getLogger("model.training.train")
@@ -119,6 +120,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="cache of the teacher's embeddings of the training recordings ('' to disable) "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--studio-steps",
+        metavar="STEPS",
+        help="--recipe default: comma-separated studio-mix steps to run (mixed_speaker, "
+        "centres, detector; 'all' or 'none'), instead of those of the shipped default "
+        "(model.training.recipe.SHIPPED_STUDIO)",
+    )
+
+
+def studio_steps(text: str | None) -> StudioSteps:
+    """The `--studio-steps` value as `StudioSteps` (None: the shipped default's). Raises
+    ValueError for an unknown step."""
+    from model.training.recipe import ALL_STUDIO, SHIPPED_STUDIO, StudioSteps
+
+    if text is None:
+        return SHIPPED_STUDIO
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names == {"all"}:
+        return ALL_STUDIO
+    if names == {"none"}:
+        return StudioSteps()
+    unknown = names - {"mixed_speaker", "centres", "detector"}
+    if unknown:
+        raise ValueError(f"--studio-steps: unknown {', '.join(sorted(unknown))}")
+    return StudioSteps(**{n: True for n in names})
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -195,6 +221,7 @@ def train_default(args: argparse.Namespace) -> int:
     holdout = args.holdout or recipe.HOLDOUT
     val_singers = args.val_singers or recipe.VAL_SINGERS
     try:
+        steps = studio_steps(args.studio_steps)
         fused = recipe.train_default(
             args.data_dir,
             args.out,
@@ -205,6 +232,7 @@ def train_default(args: argparse.Namespace) -> int:
             progress=args.progress or sys.stderr.isatty(),
             cache_dir=args.cache_dir or None,
             teacher_cache_dir=args.teacher_cache_dir or None,
+            steps=steps,
         )
     except (ValueError, OSError, CheckpointError) as err:
         log.error("%s", err)

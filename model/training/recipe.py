@@ -2,16 +2,16 @@
 
 `recipe_rows` gives the rows of the `shared` and `teacher` recipes. `train_default`
 (`python -m model train --recipe default`) chains what made `model/weights/cross-default.pt`
-and `model/weights/voice-detector.pt`: the studio mixes of the training takes
-(`model.training.studio_generator`, `STUDIO_MIXES`), stage 1 (`shared`,
-`cross-shared.train.json`), stage 2 (`teacher`, `cross-default.train.json`, started from
-stage 1's last weights), the speaker encoder's copy for mixed segments
-(`model.training.speaker_tune`, `speaker-tune.train.json`), then fusion with the speaker
-encoder at `FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance projection
-estimated with the studio mixes too (`model.training.centres`), and the voice detector
-(`model.training.voice`, `voice-detector.train.json`). Each stage is a folder (or file) of
-its own, so a killed chain resumes inside the stage it was in, and a finished stage is not
-done again.
+and `model/weights/voice-detector.pt`: stage 1 (`shared`, `cross-shared.train.json`), stage 2
+(`teacher`, `cross-default.train.json`, started from stage 1's last weights), fusion with the
+speaker encoder at `FUSION_WEIGHT` (`model.fusion`), the domain centres and the nuisance
+projection (`model.training.centres`), and the voice detector (`model.training.voice`,
+`voice-detector.train.json`). The studio-mix steps (`StudioSteps`: the training takes'
+studio mixes, `model.training.studio_generator`; the speaker encoder's copy for mixed
+segments, `model.training.speaker_tune`, `speaker-tune.train.json`; studio pairs for the
+centres; studio mixes for the detector) run where `SHIPPED_STUDIO` turns them on, or with
+`--studio-steps`. Each stage is a folder (or file) of its own, so a killed chain resumes
+inside the stage it was in, and a finished stage is not done again.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,6 +64,35 @@ class StudioPlan:
     bands: int = 48
     bars: int = 32
     var_passes: int = 1  # the drawn VAR goes into the master (`MixJob.var_passes`)
+
+
+@dataclass(frozen=True)
+class StudioSteps:
+    """Which steps of the chain use the studio mixes (issue 33): tune the speaker encoder's
+    copy for mixed segments (`mixed_speaker`), estimate the domain centres and nuisance
+    directions with studio pairs too (`centres`), train the voice detector with studio mixes
+    (`detector`). `SHIPPED_STUDIO` is what the shipped default used: each was measured on
+    the held-out studio mixes and MIR-1K (model card, "Studio mixes"), and a step stays off
+    until it passes both."""
+
+    mixed_speaker: bool = False
+    centres: bool = False
+    detector: bool = False
+
+    def any(self) -> bool:
+        return self.mixed_speaker or self.centres or self.detector
+
+
+SHIPPED_STUDIO = StudioSteps()
+#: the detector's options with studio mixes (the run measured in the model card), over
+#: `voice-detector.train.json`'s
+STUDIO_DETECTOR: dict[str, Any] = {
+    "steps": 2000,
+    "n_nonvoice": 1200,
+    "studio_every": 1,
+    "band_crops": 3,
+}
+ALL_STUDIO = StudioSteps(mixed_speaker=True, centres=True, detector=True)
 
 
 @dataclass(frozen=True)
@@ -136,18 +166,21 @@ def train_default(
     studio_plan: StudioPlan = StudioPlan(),
     tune: TuneConfig | None = None,
     detector: VoiceTrainConfig | None = None,
+    steps: StudioSteps = SHIPPED_STUDIO,
 ) -> Path:
-    """Make the studio mixes in `out_dir/studio`, train the default's stages in
-    `out_dir/<stage>/`, each from the last weights of the one before, tune the mixed-domain
-    speaker encoder in `out_dir/speaker`, write `out_dir/default.pt` (fused, with its centres
-    and nuisance projection) and the voice detector `out_dir/voice-detector.pt`. Returns the
-    fused checkpoint's path.
+    """Train the default's stages in `out_dir/<stage>/`, each from the last weights of the
+    one before, write `out_dir/default.pt` (fused, with its centres and nuisance projection)
+    and the voice detector `out_dir/voice-detector.pt`. Returns the fused checkpoint's path.
+    With any of the studio `steps`: the training takes' studio mixes in `out_dir/studio`
+    first, and the mixed-domain speaker encoder tuned in `out_dir/speaker` if asked.
 
     stages: default `default_stages()`; tune, detector: default the shipped options
     (`speaker-tune.train.json`, `voice-detector.train.json`); device: overrides the stages'
     own ("auto")."""
     out = Path(out_dir)
-    studio = studio_mixes(data_dir, out / "studio", studio_plan, holdout, val_singers, progress)
+    studio = None
+    if steps.any():
+        studio = studio_mixes(data_dir, out / "studio", studio_plan, holdout, val_singers, progress)
     previous: Path | None = None
     for stage in stages if stages is not None else default_stages():
         config = stage.config
@@ -183,16 +216,33 @@ def train_default(
         previous = run_dir / "last.pt"
     if previous is None:
         raise ValueError("no stages to train")
-    speaker = tune_mixed_speaker(
-        data_dir, studio, out / "speaker", tune, [*holdout, *val_singers], progress
-    )
-    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight, mixed_speaker=speaker)
+    speaker = None
+    if steps.mixed_speaker:
+        assert studio is not None
+        speaker = tune_mixed_speaker(
+            data_dir, studio, out / "speaker", tune, [*holdout, *val_singers], progress
+        )
+    # The tuned copy goes in before the centres only when they are estimated with it.
+    early = speaker if steps.centres else None
+    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight, mixed_speaker=early)
     log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
     fused = centre_checkpoint(
-        fused, data_dir, fused, holdout, val_singers, device, progress, studio=studio
+        fused,
+        data_dir,
+        fused,
+        holdout,
+        val_singers,
+        device,
+        progress,
+        studio=studio if steps.centres else None,
     )
     log.info("domain centres and nuisance directions estimated on training material -> %s", fused)
-    voice = train_detector(data_dir, studio, out / "voice-detector.pt", detector)
+    if speaker is not None and early is None:  # same weight, no new centres: both are kept
+        fused = fuse_checkpoint(fused, fused, fusion_weight, mixed_speaker=speaker)
+        log.info("mixed-domain speaker encoder added -> %s", fused)
+    voice = train_detector(
+        data_dir, studio if steps.detector else None, out / "voice-detector.pt", detector
+    )
     log.info("voice detector -> %s", voice)
     return fused
 
@@ -252,15 +302,18 @@ def tune_mixed_speaker(
 
 
 def train_detector(
-    data_dir: str | Path, studio: Path, out: Path, tc: VoiceTrainConfig | None = None
+    data_dir: str | Path, studio: Path | None, out: Path, tc: VoiceTrainConfig | None = None
 ) -> Path:
-    """The voice detector (`tc`, default `voice-detector.train.json`) trained with the studio
-    mixes of `studio`, unless `out` holds one trained with those options."""
+    """The voice detector (`tc`, default `voice-detector.train.json`, the shipped one's options,
+    with `STUDIO_DETECTOR` on top when `studio` is given) trained with the studio mixes of
+    `studio` (None: without), unless `out` holds one trained with those options."""
     from model.training.voice import run
 
     if tc is None:
         tc = VoiceTrainConfig(**json.loads((WEIGHTS / "voice-detector.train.json").read_text()))
-    tc = replace(tc, studio_manifest=str(studio))
+        if studio is not None:
+            tc = replace(tc, **STUDIO_DETECTOR)
+    tc = replace(tc, studio_manifest=str(studio) if studio is not None else "")
     if out.is_file():
         saved = torch.load(out, map_location="cpu", weights_only=True)
         if saved.get("meta", {}).get("train_config") == tc.to_dict():
