@@ -27,8 +27,10 @@ run: $(STAMP)
 	SINGER_ALLOW_UNAUTHENTICATED_WRITES=$${SINGER_ALLOW_UNAUTHENTICATED_WRITES:-true} $(PY) -m service
 
 # System packages first (Chromium, nginx: installed when running as root, else reported).
+# Three workers on two cores: many tests wait on servers, browsers and subprocesses; a file's
+# tests stay on one worker (module fixtures, order within a file).
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadfile $(PYTEST_ARGS)
 
 system-deps:
 	@scripts/system-deps.sh

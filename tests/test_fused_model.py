@@ -17,6 +17,7 @@ from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError, CheckpointError
 from model.fusion import FUSION_KEY, SPEAKER, fuse_checkpoint
 from model.speaker import WEIGHTS_ENV, SpeakerEncoder, export_weights, weights_digest, weights_path
+from model.speaker_precision import served_precision
 from model.vectors import l2_normalize, normalized_mean
 from tests.support.live import render
 
@@ -36,7 +37,9 @@ def fused(fused_checkpoint) -> Embedder:
 
 @pytest.fixture(scope="module")
 def speaker() -> SpeakerEncoder:
-    return SpeakerEncoder("cpu")
+    """The packaged encoder at the precision the embedder serves it (`model.speaker_precision`:
+    a bfloat16 LSTM on CPUs that multiply it natively)."""
+    return SpeakerEncoder("cpu", precision=served_precision())
 
 
 def test_fused_checkpoint_keeps_the_cross_weights_and_names_the_speaker(
