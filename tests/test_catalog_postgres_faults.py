@@ -17,7 +17,7 @@ from tests.support.postgres import postgres_in
 from tests.support.postgres_crash import crash_trial
 from tests.test_catalog import DIM, fill, unit
 
-TRIALS = 20
+TRIALS = 10  # bench/bench_postgres_faults.py runs 100 (docs/benchmarks/catalog-faults.md)
 
 
 @pytest.fixture

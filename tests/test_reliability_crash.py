@@ -17,7 +17,7 @@ from tests.support.synth import write
 
 pytestmark = pytest.mark.e2e
 
-TRIALS = 5
+TRIALS = 3  # each kills the service mid-write; more trials cost CI about 30 s each
 WRITERS = 3
 
 
