@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# numba (librosa's pitch, beat and chroma kernels) caches what it compiles in files. On a
+# fresh clone the xdist workers compiled the same kernels at once, and one crashed loading
+# an entry another was writing (a segfault in CI): each worker, and the servers and tools
+# it starts, keeps a cache of its own. Set before anything imports numba.
+os.environ["NUMBA_CACHE_DIR"] = str(
+    Path(__file__).resolve().parents[1]
+    / ".pytest_cache"
+    / "numba"
+    / os.environ.get("PYTEST_XDIST_WORKER", "main")
+)
 
 import pytest
 
