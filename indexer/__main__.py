@@ -26,6 +26,7 @@ from pathlib import Path
 from indexer.cli_support import missing_catalogue, open_target
 from indexer.operations import OPERATIONS, add_arguments
 from model.audio import MAX_TRACK_SECONDS
+from model.calibration import EnrolmentCalibration
 from model.cli.options import add_embedding_options
 
 log = logging.getLogger("indexer")
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def _outlier_bars(checkpoint: Path | None, checkpoint_id: str) -> dict[str, float]:
+def _outlier_bars(checkpoint: Path | None, checkpoint_id: str) -> dict[str, EnrolmentCalibration]:
     """The calibration's outlier bars of the checkpoint (none without a usable calibration)."""
     from model import DEFAULT_CHECKPOINT
     from model.calibration import CalibrationError, find_calibration
@@ -194,7 +195,7 @@ def _outlier_bars(checkpoint: Path | None, checkpoint_id: str) -> dict[str, floa
     except CalibrationError as err:
         log.warning("no outlier check of the singers: %s", err)
         return {}
-    return cal.outlier_bars() if cal is not None else {}
+    return dict(cal.enrolment) if cal is not None else {}
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from catalog.hashing import content_hash
 from catalog.vector_index import FLAT_MAX_VECTORS, KINDS, recommended_kind
 from indexer.sources import Listing, SourceItem, read_source
 from model.audio import MAX_TRACK_SECONDS
+from model.calibration import EnrolmentCalibration
 from model.decode_pool import DecodePool
 from model.embedding import Embedder, TrackEmbedding
 from model.enrolment import flagged_tracks
@@ -461,7 +462,7 @@ def finish_report(catalog: CatalogBackend, report: IndexReport, ckpt: str, start
 
 
 def check_enrolment(
-    catalog: CatalogBackend, report: IndexReport, bars: Mapping[str, float]
+    catalog: CatalogBackend, report: IndexReport, bars: Mapping[str, EnrolmentCalibration]
 ) -> None:
     """Flag the outlier tracks of the singers this run embedded (`bars`: domain -> the
     calibration's outlier bar, `model.enrolment`) into `report.outliers`."""

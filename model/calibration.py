@@ -171,21 +171,27 @@ def tier_for(tiers: Sequence[Tier], n_segments: int) -> Tier:
 
 @dataclass(frozen=True)
 class EnrolmentCalibration:
-    """The outlier bar of one domain's singer models: a track whose leave-one-out score is
-    below `outlier_below` is flagged (`model.enrolment`); genuine tracks fell below it at a
+    """The outlier bar of one domain's singer models: a track whose `statistic` ("fit": its
+    leave-one-out score; "relative_fit": that minus the singer's other tracks' mean; see
+    `model.enrolment`) is below `outlier_below` is flagged; genuine tracks fell below it at a
     rate `false_flag_rate`, other singers' tracks planted among them at `detection`."""
 
     outlier_below: float
     false_flag_rate: float
     detection: float | None = None
+    statistic: str = "relative_fit"
 
     @classmethod
     def from_dict(cls, p: dict) -> EnrolmentCalibration:
         det = p.get("detection")
+        statistic = p.get("statistic", "fit")  # files before the relative fit: a bar on fit
+        if statistic not in ("fit", "relative_fit"):
+            raise CalibrationError(f"unknown outlier statistic {statistic!r}")
         return cls(
             float(p["outlier_below"]),
             float(p["false_flag_rate"]),
             None if det is None else float(det),
+            statistic,
         )
 
 
@@ -208,10 +214,6 @@ class Calibration:
 
     def pair(self, query_domain: str, model_domain: str) -> PairCalibration | None:
         return self.pairs.get(pair_key(query_domain, model_domain))
-
-    def outlier_bars(self) -> dict[str, float]:
-        """domain -> the outlier bar of its singer models (`model.enrolment`)."""
-        return {d: e.outlier_below for d, e in self.enrolment.items()}
 
     def cohort_of(self, domain: str) -> np.ndarray | None:
         """The shipped cohort in `domain` (C, dim), or None."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from catalog import CatalogBackend, Singer, Track
-from model.calibration import Calibration
+from model.calibration import Calibration, EnrolmentCalibration
 from model.domains import DOMAINS
 from model.enrolment import SingerReliability, model_without, reliability, singer_tracks
 
@@ -31,7 +31,7 @@ class DomainEnrolment:
     domain: str
     tracks: list[Track]
     reliability: SingerReliability
-    outlier_below: float | None  # the calibration's bar (None: uncalibrated, nothing flagged)
+    bar: EnrolmentCalibration | None  # the calibration's (None: uncalibrated, nothing flagged)
 
 
 def find_singer(catalog: CatalogBackend, singer_id: int) -> Singer | None:
@@ -57,13 +57,18 @@ def singer_enrolment(
         if not ids:
             continue
         bar = cal.enrolment.get(domain) if cal is not None else None
-        bar_value = bar.outlier_below if bar is not None else None
         out.append(
             DomainEnrolment(
                 domain,
                 [catalog.get_track(i) for i in ids],
-                reliability(vectors, n_segments, segment_s, bar_value),
-                bar_value,
+                reliability(
+                    vectors,
+                    n_segments,
+                    segment_s,
+                    bar.outlier_below if bar is not None else None,
+                    bar.statistic if bar is not None else "relative_fit",
+                ),
+                bar,
             )
         )
     return out
@@ -79,19 +84,19 @@ class _CleanModels:
         self._models: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
 
     def get(
-        self, catalog: CatalogBackend, singer: Singer, domain: str, outlier_below: float
+        self, catalog: CatalogBackend, singer: Singer, domain: str, bar: EnrolmentCalibration
     ) -> tuple[np.ndarray, int]:
         model = catalog.singer_vector(singer.id, domain)
         if model is None:
             raise ValueError(f"singer {singer.name!r} has no {domain} tracks")
         digest = hashlib.sha1(np.ascontiguousarray(model, np.float32).tobytes()).hexdigest()
-        key = (singer.id, domain, digest, outlier_below)
+        key = (singer.id, domain, digest, bar.outlier_below, bar.statistic)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
         ids, vectors, n_segments = singer_tracks(catalog, singer.name, domain)
-        fit = reliability(vectors, n_segments, 1.0, outlier_below)
+        fit = reliability(vectors, n_segments, 1.0, bar.outlier_below, bar.statistic)
         clean = model_without(vectors, fit.outliers)
         found = (clean, int((~fit.outliers).sum())) if clean is not None else (model, len(ids))
         with self._lock:
@@ -105,8 +110,8 @@ _CLEAN = _CleanModels()
 
 
 def clean_model(
-    catalog: CatalogBackend, singer: Singer, domain: str, outlier_below: float
+    catalog: CatalogBackend, singer: Singer, domain: str, bar: EnrolmentCalibration
 ) -> tuple[np.ndarray, int]:
-    """(The singer's model in `domain` without the tracks flagged below `outlier_below`,
-    float32 (dim,) unit; the number of tracks it averages). Cached."""
-    return _CLEAN.get(catalog, singer, domain, outlier_below)
+    """(The singer's model in `domain` without the tracks that `bar` flags, float32 (dim,)
+    unit; the number of tracks it averages). Cached."""
+    return _CLEAN.get(catalog, singer, domain, bar)

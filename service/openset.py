@@ -71,7 +71,7 @@ def rank_singers(
     q = l2_normalize(np.asarray(vector, dtype=np.float32))
     out = []
     for h in hits:
-        model, n = clean_model(catalog, h.singer, domain, cal.enrolment[domain].outlier_below)
+        model, n = clean_model(catalog, h.singer, domain, cal.enrolment[domain])
         out.append(SingerHit(h.singer, float(q @ model), h.domain, n))
     return sorted(out, key=lambda h: -h.score)[:k]
 
@@ -130,7 +130,7 @@ def _scores(
         if model is not None and policy is not None and policy.exclude_outliers:
             bar = cal.enrolment.get(models_domain)
             if bar is not None:
-                model = clean_model(catalog, h.singer, models_domain, bar.outlier_below)[0]
+                model = clean_model(catalog, h.singer, models_domain, bar)[0]
         if model is None:
             model_cohort.append(np.array([]))
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,9 +23,14 @@ class TrackFitOut(BaseModel):
         "domain (null: the singer's only track there)",
         examples=[0.71],
     )
+    relative_fit: float | None = Field(
+        description="fit minus the mean fit of the singer's other tracks: how much worse "
+        "than its siblings the track fits (null: the singer's only track there)",
+        examples=[-0.02],
+    )
     outlier: bool = Field(
         description="far from the singer's other tracks (a wrong label, a featured artist): "
-        "fit below the calibration's bar"
+        "its outlier_statistic below the calibration's bar"
     )
 
 
@@ -42,8 +48,13 @@ class SingerModelOut(BaseModel):
         examples=[0.21],
     )
     outlier_bar: float | None = Field(
-        description="fit below which a track is an outlier, from the calibration (null: "
-        "uncalibrated, nothing flagged; a singer needs 3 tracks in a domain before any is)"
+        description="value of outlier_statistic below which a track is an outlier, from the "
+        "calibration (null: uncalibrated, nothing flagged; a singer needs 3 tracks in a "
+        "domain before any is)"
+    )
+    outlier_statistic: Literal["fit", "relative_fit"] | None = Field(
+        description="the track field the bar applies to: relative_fit, or fit for a "
+        "calibration file older than it (null: uncalibrated)"
     )
     n_outliers: int
     outliers_excluded: bool = Field(
@@ -65,7 +76,8 @@ class SingerModelOut(BaseModel):
             n_tracks=r.n_tracks,
             voiced_minutes=round(r.voiced_s / 60.0, 2),
             spread=round(r.spread, 4),
-            outlier_bar=e.outlier_below,
+            outlier_bar=e.bar.outlier_below if e.bar is not None else None,
+            outlier_statistic=e.bar.statistic if e.bar is not None else None,
             n_outliers=int(r.outliers.sum()),
             outliers_excluded=excluded and bool(r.outliers.any()),
             tracks=[
@@ -74,13 +86,21 @@ class SingerModelOut(BaseModel):
                     title=t.title,
                     path=shown_path(t.path, expose_paths),
                     n_segments=t.n_segments,
-                    fit=None if math.isnan(s) else round(float(s), 4),
+                    fit=_rounded(s),
+                    relative_fit=_rounded(rel),
                     outlier=bool(o),
                 )
-                for t, s, o in zip(e.tracks, r.loo_scores, r.outliers, strict=True)
+                for t, s, rel, o in zip(
+                    e.tracks, r.loo_scores, r.relative_fits, r.outliers, strict=True
+                )
             ],
         )
 
 
 class SingerDetail(SingerOut):
     models: list[SingerModelOut] = Field(description="one per domain with tracks")
+
+
+def _rounded(x: float) -> float | None:
+    """A statistic for the answer: 4 decimals, None where undefined (NaN)."""
+    return None if math.isnan(x) else round(float(x), 4)

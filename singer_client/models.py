@@ -131,7 +131,8 @@ class TrackFit(_Answer):
     path: str | None = None
     n_segments: int
     fit: float | None = None  # cosine to the model of the other tracks; None: the only one
-    outlier: bool  # fit below the calibration's bar: a wrong label, a featured artist
+    relative_fit: float | None = None  # fit minus the other tracks' mean fit
+    outlier: bool  # below the calibration's bar: a wrong label, a featured artist
 
 
 class SingerModel(_Answer):
@@ -142,6 +143,7 @@ class SingerModel(_Answer):
     voiced_minutes: float
     spread: float  # mean of 1 - cosine of each track to the model
     outlier_bar: float | None = None  # None: uncalibrated, nothing flagged
+    outlier_statistic: str | None = None  # the TrackFit field the bar applies to
     n_outliers: int
     outliers_excluded: bool  # whether /identify ranks the singer without them
     tracks: list[TrackFit] = Field(default_factory=list)

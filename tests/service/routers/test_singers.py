@@ -56,6 +56,8 @@ def test_a_singer_s_models_and_how_well_each_track_fits(client, catalog):
         a, b = (runtime.catalog.get_vector(i) for i in sorted(ids))
         for track in model["tracks"]:
             assert track["fit"] == pytest.approx(float(a @ b), abs=1e-4)
+            # two tracks fit each other equally: neither fits worse than its sibling
+            assert track["relative_fit"] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_an_unknown_singer_is_a_404(client, catalog):
