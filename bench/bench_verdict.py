@@ -72,9 +72,12 @@ from model.evaluation.runner import collect_segments
 from model.evaluation.splits import EvalClip, mir1k_split
 from model.shared import shared_dir
 from model.vectors import normalized_mean
+from service.settings import Settings
 
 #: The service's defaults (SINGER_TARGET_FALSE_ALARM, SINGER_LIKELY_FALSE_ALARM).
-TARGET_FA, LIKELY_FA = 0.01, 0.07
+TARGET_FA, LIKELY_FA = (
+    Settings.model_fields[name].default for name in ("target_false_alarm", "likely_false_alarm")
+)
 #: The issue's test: catalogue singers, takes per singer, impostor takes per held-out singer.
 N_CATALOGUE, TAKES_PER_SINGER, IMPOSTOR_TAKES = 8, 3, 3
 

@@ -169,6 +169,10 @@ def tier_for(tiers: Sequence[Tier], n_segments: int) -> Tier:
     return [t for t in tiers if t.min_segments <= max(1, n_segments)][-1]
 
 
+#: What an outlier bar applies to (`model.enrolment.outlier_scores`); fits write the last.
+OUTLIER_STATISTICS = ("fit", "relative_fit")
+
+
 @dataclass(frozen=True)
 class EnrolmentCalibration:
     """The outlier bar of one domain's singer models: a track whose `statistic` ("fit": its
@@ -185,7 +189,7 @@ class EnrolmentCalibration:
     def from_dict(cls, p: dict) -> EnrolmentCalibration:
         det = p.get("detection")
         statistic = p.get("statistic", "fit")  # files before the relative fit: a bar on fit
-        if statistic not in ("fit", "relative_fit"):
+        if statistic not in OUTLIER_STATISTICS:
             raise CalibrationError(f"unknown outlier statistic {statistic!r}")
         return cls(
             float(p["outlier_below"]),

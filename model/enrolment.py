@@ -25,13 +25,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from model.calibration import EnrolmentCalibration
+from model.calibration import OUTLIER_STATISTICS, EnrolmentCalibration
 from model.vectors import l2_normalize
 
 #: Fewest tracks of a singer (in one domain) before a track can be called an outlier.
 MIN_TRACKS = 3
-#: What an outlier bar applies to (`outlier_scores`); the calibration fits the last.
-OUTLIER_STATISTICS = ("fit", "relative_fit")
 
 
 def leave_one_out_scores(vectors: np.ndarray) -> np.ndarray:

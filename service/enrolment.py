@@ -90,7 +90,7 @@ class _CleanModels:
         if model is None:
             raise ValueError(f"singer {singer.name!r} has no {domain} tracks")
         digest = hashlib.sha1(np.ascontiguousarray(model, np.float32).tobytes()).hexdigest()
-        key = (singer.id, domain, digest, bar.outlier_below, bar.statistic)
+        key = (singer.id, domain, digest, bar)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
