@@ -40,6 +40,18 @@ _SCALE = {"u8": 2.0**-7, "s16": 2.0**-15, "s32": 2.0**-31, "s64": 2.0**-63}
 # header): not a declared length to refuse a file by; decoding still counts every sample.
 _ESTIMATED_LENGTH = frozenset({MP3.name, AAC.name})
 _FRAME_POINTERS = 8  # AV_NUM_DATA_POINTERS: plane pointers an AVFrame holds itself
+# FFmpeg's sample formats (planar or packed) as numpy types, in the machine's byte order.
+_DTYPES = {
+    name: np.dtype(t)
+    for name, t in [
+        ("u8", np.uint8),
+        ("s16", np.int16),
+        ("s32", np.int32),
+        ("s64", np.int64),
+        ("flt", np.float32),
+        ("dbl", np.float64),
+    ]
+}
 
 
 def _options(container: Container) -> dict[str, str]:
@@ -122,7 +134,7 @@ def _mono_blocks(
     sample format and channel count are joined before converting: a frame is 1,024 to 4,096
     frames, too few to convert one at a time). Undecodable packets are counted in
     `skipped[0]` and skipped."""
-    pending: list[np.ndarray] = []
+    pending: list[list[np.ndarray]] = []
     kind: tuple[str, bool, int] | None = None
     count = 0
     for frame in _planes_safe(_frames(opened, stream, skipped)):
@@ -137,7 +149,7 @@ def _mono_blocks(
             if pending and kind is not None:
                 yield _to_mono(pending, *kind)
             pending, kind, count = [], this, 0
-        pending.append(frame.to_ndarray())
+        pending.append(_planes(frame, *this))
         count += frame.samples
     if pending and kind is not None:
         yield _to_mono(pending, *kind)
@@ -192,10 +204,18 @@ def _frames(
         yield from frames
 
 
-def _to_mono(parts: list[np.ndarray], fmt: str, planar: bool, channels: int) -> np.ndarray:
-    """Frames' samples (planar: (channels, n) each; packed: (1, n * channels)) as one float32
-    mono block: the mean over channels, integers scaled as libsndfile scales them."""
-    joined = np.concatenate(parts, axis=1)
+def _planes(frame: av.AudioFrame, fmt: str, planar: bool, channels: int) -> list[np.ndarray]:
+    """A frame's samples as views of its planes: planar, one (n,) array per channel; packed,
+    one (n * channels,). Why not `to_ndarray`: it stacks the planes into a new array, 6 us
+    a frame against 1, and an 8-s Opus clip has 400 frames of 20 ms."""
+    count = frame.samples * (1 if planar else channels)
+    return [np.frombuffer(memoryview(plane), _DTYPES[fmt], count) for plane in frame.planes]
+
+
+def _to_mono(parts: list[list[np.ndarray]], fmt: str, planar: bool, channels: int) -> np.ndarray:
+    """Frames' samples (`_planes` of each) as one float32 mono block: the mean over channels,
+    integers scaled as libsndfile scales them."""
+    joined = np.stack([np.concatenate(plane) for plane in zip(*parts, strict=True)])
     samples = joined if planar else joined.reshape(-1, channels).T  # (channels, frames)
     if fmt == "u8":
         samples = samples.astype(np.float32) - np.float32(128)

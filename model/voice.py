@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from model.checkpoint import checkpoint_id, save_payload
 from model.errors import CheckpointError
@@ -116,6 +117,26 @@ class VoiceNet(nn.Module):
         return self.head(self.dropout(torch.cat([h.mean(-1), h.amax(-1)], dim=1)))
 
 
+def inference_copy(net: VoiceNet) -> VoiceNet:
+    """A copy of `net` (in eval mode) that computes the same probabilities faster: each
+    convolution with its batch norm folded in (`torch.nn.utils.fusion.fuse_conv_bn_eval`),
+    ReLU in place and, on the CPU, channels-last memory, oneDNN's fast layout for these small
+    convolutions. On a CPU core, 2.2 times faster over many recordings' windows and 1.2
+    times over one clip's, probabilities within 1e-6 (tests/test_voice.py;
+    docs/benchmarks/indexing.md). Made once: later changes to `net` do not reach it."""
+    fast = copy.deepcopy(net).eval()
+    layers: list[nn.Module] = []
+    for layer in fast.body:
+        if isinstance(layer, nn.BatchNorm2d) and isinstance(layers[-1], nn.Conv2d):
+            layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+        else:
+            layers.append(nn.ReLU(inplace=True) if isinstance(layer, nn.ReLU) else layer)
+    fast.body = nn.Sequential(*layers)
+    if next(fast.parameters()).device.type == "cpu":
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return fast
+
+
 def save_detector(
     net: VoiceNet, path: str | Path, features: FeatureConfig, rule: DetectorRule, meta: dict
 ) -> Path:
@@ -145,6 +166,8 @@ class VoiceDetector:
         detector_id: str = "",
     ):
         self.net = net.eval()
+        # What frame_probs runs: the same network, rearranged for inference (`inference_copy`).
+        self.runner = inference_copy(self.net)
         self.features = features
         self.rule = rule
         self.meta = meta
@@ -226,7 +249,7 @@ class VoiceDetector:
                 lo, hi = max(a, offsets[f]) - offsets[f], min(b, offsets[f + 1]) - offsets[f]
                 parts.append(views[f][torch.from_numpy(picks[f][lo:hi]).to(dev)])
             x = parts[0] if len(parts) == 1 else torch.cat(parts)
-            out.append(self.net(x).softmax(-1).float())
+            out.append(self.runner(x).softmax(-1).float())
         probs = torch.cat(out).cpu().numpy()
         return [
             _cover_mean(probs[offsets[f] : offsets[f + 1]], picks[f], w, n)

@@ -12,7 +12,7 @@ import torch
 from model.audio import load_audio
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import CheckpointError, NoVoicedSegmentError
-from model.features import FeatureConfig
+from model.features import FeatureConfig, log_mel
 from model.mixing import nominal_mix
 from model.quality_flags import clipped_share, clipped_shares
 from model.segment_selection import select_segments
@@ -219,6 +219,23 @@ def test_indexer_warns_about_a_declared_domain_the_audio_contradicts(
 def test_fast_max_pool_equals_torch_max_pool(shape):
     x = torch.randn(*shape)
     assert torch.equal(MaxPool2x2()(x), torch.nn.MaxPool2d(2)(x))
+
+
+def test_inference_copy_gives_the_trained_networks_probabilities(shared_dir, detector):
+    """frame_probs runs a rearranged copy (batch norm folded, channels-last): the same
+    probabilities as the network itself, on a take, its mix and its backing."""
+    vocals, backing = mir1k(shared_dir, "bobon_5_01")
+    mels = [log_mel(y, detector.features) for y in (vocals, nominal_mix(vocals, backing), backing)]
+    fast = detector.frame_probs_many(mels)
+    with torch.inference_mode():
+        trained = VoiceDetector(detector.net, detector.features, detector.rule, {})
+        trained.runner = detector.net  # the network as trained, not the copy
+        reference = trained.frame_probs_many(mels)
+    assert detector.runner is not detector.net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in detector.runner.modules())
+    for a, b in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert {int(p[:, 1:3].sum(1).mean() > 0.5) for p in fast} == {0, 1}  # voice and none
 
 
 def test_clipped_share_one_chunk_equals_chunked():
