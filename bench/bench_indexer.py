@@ -1,6 +1,6 @@
 """Batch indexing throughput next to a decode-only pass over the same files, in one run.
 
-    python bench/bench_indexer.py [--limit 300] [--workers 2] [--batch-size 64]
+    python bench/bench_indexer.py [--limit 300] [--workers 2] [--batch-size N]
                                   [--checkpoint CKPT] [--source FOLDER|CSV] [--json out.json]
 
 Files: by default the first `--limit` MIR-1K vocal clips (../shared/data/mir1k/vocals, Ogg
@@ -119,7 +119,11 @@ def main() -> int:
         help="with --processes: where segments are chosen (default: as the indexer, on the "
         "device where it chooses them in batches (CUDA), else in the workers)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="segments per encoder batch (default: each checkout's indexer default)",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: as python -m indexer)")
     p.add_argument("--device", default="cpu", help="embedding device: cpu, cuda[:N] or auto")
     p.add_argument("--checkpoint", type=Path, help="default: the project's, else random weights")
@@ -215,7 +219,7 @@ def main() -> int:
         "workers": args.workers,
         "processes": args.processes,
         "features_in": ("workers" if in_workers else "device") if args.processes else "threads",
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or "each checkout's indexer default",
         "rounds": args.rounds,
         "decode_only": {
             "median_s": round(dec, 2),

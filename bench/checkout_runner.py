@@ -11,6 +11,8 @@ what it is asked, one request at a time:
   `bench/bench_indexer.py` times it);
 - `embed`: one upload's bytes decoded and embedded in the worker (`load_audio` then
   `embed_audio`, mono);
+- `upload`: one upload embedded by the checkout's service code (`UploadEmbedder` with
+  default settings, as its service embeds a lone upload);
 - `vectors`: the track vectors of some files, to compare two checkouts' answers.
 
 Each reply gives wall seconds and the worker's CPU seconds (user + system, all its
@@ -89,6 +91,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.embedder: Any = None
+        self.service: Any = None  # the checkout's UploadEmbedder, made on first use
         self.tmp = tempfile.TemporaryDirectory(prefix="checkout-runner-")
         self.rounds = 0
 
@@ -102,9 +105,9 @@ class _Worker:
         return {"checkpoint_id": self.embedder.checkpoint_id, "module": _module_root()}
 
     def index(
-        self, files: list[tuple[str, str]], domain: str, workers: int, batch_size: int
+        self, files: list[tuple[str, str]], domain: str, workers: int, batch_size: int | None
     ) -> dict:
-        """files: (path, singer) pairs."""
+        """files: (path, singer) pairs; batch_size None: the checkout's indexer default."""
         from catalog import Catalog
         from indexer.run import IndexOptions, index_listing
         from indexer.sources import Listing, SourceItem
@@ -114,7 +117,8 @@ class _Worker:
         path = Path(self.tmp.name) / f"index-{self.rounds}"
         with Catalog.open(path, dim=self.embedder.embed_dim) as catalog:
             start, cpu = time.perf_counter(), _cpu_s()
-            options = IndexOptions(workers=workers, processes=0, batch_size=batch_size)
+            sizes = {} if batch_size is None else {"batch_size": batch_size}
+            options = IndexOptions(workers=workers, processes=0, **sizes)
             report = index_listing(catalog, self.embedder, listing, options)
             seconds, cpu = time.perf_counter() - start, _cpu_s() - cpu
         return {
@@ -131,6 +135,22 @@ class _Worker:
         start, cpu = time.perf_counter(), _cpu_s()
         y = load_audio(data, self.embedder.features.sample_rate)
         self.embedder.embed_audio(y, "mono")
+        return {"seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu}
+
+    def upload(self, upload: str) -> dict:
+        """One upload embedded as CHECKOUT's service embeds a lone upload: its
+        `UploadEmbedder` with default settings (its decoding pieces, torch threads and, where
+        it has them, encoding runs on this machine's idle cores)."""
+        import asyncio
+
+        from service.settings import Settings
+        from service.upload_embedder import UploadEmbedder
+
+        if self.service is None:
+            self.service = UploadEmbedder(self.embedder, Settings(), lambda *_: None)
+        data = Path(upload).read_bytes()
+        start, cpu = time.perf_counter(), _cpu_s()
+        asyncio.run(self.service.embed(data, "mono"))
         return {"seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu}
 
     def vectors(self, files: list[str], domain: str, out: str) -> dict:

@@ -10,10 +10,13 @@ encoder; each alone, then the same stages run by 8 threads at once (wall time fo
 
     python bench/request_stages.py --against CHECKOUT [--uploads 4] [--repeat 10]
 
-instead times one upload's embedding alone (decoding whole in the calling thread, segment
-choice, encoders; 1 torch thread, as the service gives each of its 2 inference workers on
-2 cores) with this checkout's code and another's (e.g. a worktree of the commit before a
-change), in `bench/checkout_runner.py` workers, the order alternating upload by upload:
+instead times one upload's embedding alone with this checkout's code and another's (e.g. a
+worktree of the commit before a change), in `bench/checkout_runner.py` workers, the order
+alternating upload by upload. `--path service` (default): as each checkout's service embeds
+a lone upload (its `UploadEmbedder` with default settings: decoding in pieces and, since
+2026-12-07, encoding in runs over the idle cores); `--path model`: decoding whole in the
+calling thread, segment choice and encoders in that thread (1 torch thread, as the service
+gives each of its 2 inference workers on 2 cores).
 `p50_ratio` is this p50 over that p50 (issue 38's target: <= 0.5), `cpu_p50_ratio` the
 same for CPU seconds. Real MIR-1K uploads
 (voice left, accompaniment right) when the data set is there. Not part of the test suite.
@@ -68,9 +71,12 @@ def together(fn: Callable[[int], object], n: int, repeat: int) -> float:
     return statistics.median(walls)
 
 
-def against(checkout: Path, seconds: float, n: int, repeat: int, threads: int) -> dict:
+def against(checkout: Path, seconds: float, n: int, repeat: int, path: str) -> dict:
     """Embedding-only seconds of `n` uploads, `repeat` times each, by this checkout and
-    `checkout` in turn (the order alternating): medians and their ratio."""
+    `checkout` in turn (the order alternating): medians and their ratio. path: `service`,
+    each checkout's `UploadEmbedder` with default settings; `model`, `load_audio` and
+    `embed_audio` in the worker's thread."""
+    op, threads = ("upload" if path == "service" else "embed"), 1
     data, source = uploads(n, seconds)
     times: dict[str, list[float]] = {"this": [], "that": []}
     cpu: dict[str, list[float]] = {"this": [], "that": []}
@@ -82,11 +88,11 @@ def against(checkout: Path, seconds: float, n: int, repeat: int, threads: int) -
         with CheckoutRunner(REPO, threads) as this, CheckoutRunner(checkout, threads) as that:
             runners = {"this": this, "that": that}
             for runner in runners.values():  # first-call costs
-                runner.call("embed", upload=str(files[0]))
+                runner.call(op, upload=str(files[0]))
             for i in range(repeat * n):
                 order = ("this", "that") if i % 2 == 0 else ("that", "this")
                 for side in order:
-                    got = runners[side].call("embed", upload=str(files[i % n]))
+                    got = runners[side].call(op, upload=str(files[i % n]))
                     times[side].append(got["seconds"])
                     cpu[side].append(got["cpu_s"])
             loaded = {side: runner.loaded for side, runner in runners.items()}
@@ -94,6 +100,7 @@ def against(checkout: Path, seconds: float, n: int, repeat: int, threads: int) -
     return {
         "upload_s": seconds,
         "source": source,
+        "path": path,
         "torch_threads": threads,
         "requests_per_side": len(times["this"]),
         "loaded": loaded,
@@ -114,9 +121,15 @@ def main() -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--against", type=Path, help="another checkout: paired embedding-only p50")
     p.add_argument("--uploads", type=int, default=4, help="with --against: distinct uploads")
+    p.add_argument(
+        "--path",
+        choices=["service", "model"],
+        default="service",
+        help="with --against: each checkout's service code (default) or the model alone",
+    )
     args = p.parse_args()
     if args.against:
-        out = against(args.against, args.seconds, args.uploads, args.repeat, 1)
+        out = against(args.against, args.seconds, args.uploads, args.repeat, args.path)
         print(json.dumps(out, indent=2))
         if args.json:
             args.json.write_text(json.dumps(out, indent=2) + "\n")

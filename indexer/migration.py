@@ -48,7 +48,7 @@ class MigrationOptions:
     switch: bool = True  # False: build the shadow only
     workers: int = 2  # decoding threads
     processes: int | None = None  # decoding processes (None: as the indexer chooses)
-    batch_size: int = 64
+    batch_size: int | None = None  # segments per encoder batch (None: the device's default)
     all_segments: bool = False
     commit_every: int = 64
     max_seconds: float | None = MAX_TRACK_SECONDS

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from catalog import CatalogBackend
 from indexer.run import (
@@ -43,6 +44,7 @@ from indexer.run import (
     start_run,
 )
 from indexer.sources import Listing, read_source
+from model.devices import batch_segments
 from model.embedding import Embedder
 from model.errors import AudioError
 from model.features import FeatureConfig
@@ -96,8 +98,6 @@ class _EmbedActor:
     """Holds the model; `embed_batch` over the waveforms or selections of a batch of files."""
 
     def __init__(self, checkpoint: str | None, device: str, batch_size: int, all_segments: bool):
-        import torch
-
         torch.set_num_threads(1)  # one core per actor: scale with actors, not threads
         self.embedder = Embedder.from_checkpoint(checkpoint, device)
         self.batch_size = batch_size
@@ -230,7 +230,7 @@ def _pipeline(
         fn_constructor_kwargs={
             "checkpoint": str(checkpoint) if checkpoint else None,
             "device": "cuda" if gpus else "cpu",
-            "batch_size": o.batch_size,
+            "batch_size": o.batch_size or batch_segments(torch.device("cuda" if gpus else "cpu")),
             "all_segments": o.all_segments,
         },
         concurrency=max(1, actors),

@@ -146,7 +146,7 @@ class IndexOptions:
     # 0: decode in the threads; None: `auto_processes`. Threads queue on the GIL once there
     # are many cores; processes do not.
     processes: int | None = None
-    batch_size: int = 64  # segments per encoder batch
+    batch_size: int | None = None  # segments per encoder batch (None: the device's default)
     all_segments: bool = False  # every 3-s segment, not only the voiced ones (the paper's)
     progress: bool = False  # a progress bar on stderr
     commit_every: int = 64  # tracks per catalogue transaction ...

@@ -26,9 +26,10 @@ from typing import BinaryIO
 import numpy as np
 
 from model.audio_containers import SUPPORTED_FORMATS, Container, sniff, unsupported_message
+from model.concurrency import Split
 from model.errors import AudioError, UnsupportedFormatError
 from model.pyav_decoder import decode_av
-from model.sndfile_decoder import SndfileRefused, Split, decode_sndfile
+from model.sndfile_decoder import SndfileRefused, decode_sndfile
 
 __all__ = ["SUPPORTED_FORMATS", "AudioSource", "decode", "load_audio", "resample", "rms"]
 

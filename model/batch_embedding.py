@@ -17,6 +17,7 @@ import numpy as np
 from model.audio import AudioSource, load_audio
 from model.concurrency import completed_in_threads
 from model.decode_pool import DecodePool
+from model.devices import batch_segments
 from model.errors import AudioError
 from model.segment_selection import SegmentSelection
 from model.track_embedding import TrackEmbedding
@@ -34,7 +35,7 @@ def embed_many(
     domain: str,
     all_segments: bool = False,
     workers: int = 2,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = False,
     max_seconds: float | None = None,
     pool: DecodePool | None = None,
@@ -43,7 +44,8 @@ def embed_many(
 
     Decoding, features and voice detection run in `workers` threads with a bounded queue
     (on CUDA, decoding only: `embed_batch` chooses the segments of several files at once);
-    the files are embedded together, `embed_batch` over about `batch_size` segments, in a
+    the files are embedded together, `embed_batch` over about `batch_size` segments (None:
+    `model.devices.batch_segments` of the model's device), in a
     thread of their own. Results come in completion order, not input order, and a prepared
     file waits until `batch_size` segments are buffered (or the input ends): use the index
     to place each result. In memory at once: the files in flight, the batch being gathered
@@ -57,6 +59,7 @@ def embed_many(
     from tqdm import tqdm
 
     sr = embedder.features.sample_rate
+    batch_size = batch_size or batch_segments(embedder.device)
     in_workers = pool is not None and pool.features is not None
     # On CUDA, waveforms come back from the threads and the encoder thread chooses their
     # segments many at a time, beside the encoder (`selects_in_batches`).

@@ -1,10 +1,12 @@
-"""A thread pool with bounded look-ahead: memory stays flat however long the input is."""
+"""Threads: a pool with bounded look-ahead (memory stays flat however long the input is), and
+one recording's work split over idle cores (`Split`)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import pairwise
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,3 +41,26 @@ def completed_in_threads(
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 yield running.pop(fut), fut
+
+
+class Split(NamedTuple):
+    """One recording's work in at most `parts` pieces at once, the later ones run by
+    `executor` (the service's lone uploads on idle cores: decoding, features, the voice
+    detector and the encoders, each giving what it gives in one piece)."""
+
+    parts: int
+    executor: cf.Executor
+
+    def run(self, fn: Callable[..., R], calls: Sequence[tuple[Any, ...]]) -> list[R]:
+        """`fn(*args)` for each args of `calls`, in order: the first in this thread, the
+        others at once on the executor."""
+        later = [self.executor.submit(fn, *args) for args in calls[1:]]
+        return [fn(*calls[0]), *(f.result() for f in later)]
+
+
+def pieces(n: int, split: Split | None) -> list[tuple[int, int]]:
+    """[start, stop) bounds of `n` items in `split.parts` near-equal runs (one run without a
+    split, or for fewer than 2 items)."""
+    k = 1 if split is None else max(1, min(split.parts, n))
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return list(pairwise(edges))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from model.concurrency import Split
 from model.features import DEFAULT_CHUNK_FRAMES, FeatureConfig, log_mel_chunked
 
 
@@ -23,7 +24,9 @@ class FrameDetector(Protocol):
     features: FeatureConfig
     rule: Any  # model.voice.DetectorRule
 
-    def frame_probs_many(self, mels: Sequence[torch.Tensor]) -> list[np.ndarray]: ...
+    def frame_probs_many(
+        self, mels: Sequence[torch.Tensor], split: Split | None = None
+    ) -> list[np.ndarray]: ...
     def voice_probability(self, probs: np.ndarray) -> np.ndarray: ...
     def domain_probability(self, probs: np.ndarray) -> np.ndarray: ...
     def music_probability(self, probs: np.ndarray) -> np.ndarray: ...
@@ -71,19 +74,22 @@ def detect_voice_many(
     cfg: FeatureConfig,
     detector: FrameDetector,
     chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    split: Split | None = None,
 ) -> list[FrameVerdict]:
     """The `FrameVerdict` of each of several recordings, on the frames of its log-mel in
-    `mels`, the detector run over all their windows at once."""
+    `mels`, the detector run over all their windows at once (with a `split`, in pieces at
+    once)."""
     dcfg = detector.features
     if all(getattr(dcfg, f) == getattr(cfg, f) for f in _MEL_FIELDS):
-        return [_verdict(detector, p) for p in detector.frame_probs_many(mels)]
+        return [_verdict(detector, p) for p in detector.frame_probs_many(mels, split)]
     if dcfg.sample_rate != cfg.sample_rate:
         raise ValueError("the voice detector and the model need audio at the same sample rate")
     own = [
-        log_mel_chunked(y, dcfg, mel.device, chunk_frames) for y, mel in zip(ys, mels, strict=True)
+        log_mel_chunked(y, dcfg, mel.device, chunk_frames, split)
+        for y, mel in zip(ys, mels, strict=True)
     ]
     out = []
-    for probs, mel in zip(detector.frame_probs_many(own), mels, strict=True):
+    for probs, mel in zip(detector.frame_probs_many(own, split), mels, strict=True):
         t_det = np.arange(len(probs)) * dcfg.hop_length
         t_mel = np.arange(mel.shape[-1]) * cfg.hop_length
         out.append(FrameVerdict(*(np.interp(t_mel, t_det, p) for p in _verdict(detector, probs))))

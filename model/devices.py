@@ -27,6 +27,14 @@ def inference_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) - max(1, workers))
 
 
+def batch_segments(device: torch.device) -> int:
+    """Segments gathered from many files for one encoder pass when batching (`embed_many`):
+    16 on a CPU, 64 on CUDA. On a CPU, smaller passes interleave the decoding threads and the
+    encoder thread more finely: 2 cores indexed MIR-1K clips 13-18 % faster with 16 than with
+    64 (bench/bench_indexer.py, docs/benchmarks/indexing.md); a GPU wants its passes full."""
+    return 64 if device.type == "cuda" else 16
+
+
 def to_device(t: torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
     """`t` on `device`; a host tensor bound for CUDA goes through pinned (page-locked) memory,
     so the copy is one DMA transfer that does not block the host thread."""

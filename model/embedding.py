@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from model.audio import AudioSource, load_audio
+from model.concurrency import Split, pieces
 from model.decode_pool import DecodePool
 from model.devices import full_float32, resolve_device, to_device
 from model.domains import DOMAINS, choose_branch
@@ -109,18 +110,26 @@ class Embedder:
         return self.net.dims.embed_dim + (SPEAKER_DIM if self.speaker is not None else 0)
 
     def encode(
-        self, selections: Sequence[SegmentSelection], domain: str, batch_size: int = 256
+        self,
+        selections: Sequence[SegmentSelection],
+        domain: str,
+        batch_size: int = 256,
+        split: Split | None = None,
     ) -> np.ndarray:
         """The segment vectors of some selections, in order: (total segments, embed_dim)
-        float32 (`encode_segments` of their features and, fused, their audio)."""
+        float32 (`encode_segments` of their features and, fused, their audio); with a
+        `split`, in runs at once (a segment's vector does not depend on its pass)."""
         feats = [s.features for s in selections]
         audio = [s.audio for s in selections if s.audio is not None]
-        return self.encode_segments(
-            feats[0] if len(feats) == 1 else torch.cat(feats),
-            domain,
-            (audio[0] if len(audio) == 1 else torch.cat(audio)) if audio else None,
-            batch_size,
-        )
+        features = feats[0] if len(feats) == 1 else torch.cat(feats)
+        waves = (audio[0] if len(audio) == 1 else torch.cat(audio)) if audio else None
+        runs = [
+            (features[a:b], domain, None if waves is None else waves[a:b], batch_size)
+            for a, b in pieces(len(features), split)
+        ]
+        if split is None or len(runs) < 2:
+            return self.encode_segments(*runs[0])
+        return np.concatenate(split.run(self.encode_segments, runs))
 
     def encode_segments(
         self,
@@ -186,10 +195,11 @@ class Embedder:
         all_segments: bool = False,
         paths: Sequence[str | None] | None = None,
         domains: Sequence[str | None] | None = None,
+        split: Split | None = None,
     ) -> list[SegmentSelection | AudioError]:
         """`select` of several waveforms together (`model.segment_selection.select_many`: one
         copy to the device, one voice-detector pass): a selection or the recording's
-        AudioError each."""
+        AudioError each. `split`: features and detector in pieces at once."""
         with full_float32(self.device):
             return select_many(
                 ys,
@@ -199,6 +209,7 @@ class Embedder:
                 paths=paths,
                 detector=self.detector,
                 domains=domains,
+                split=split,
             )
 
     def segments(
@@ -215,6 +226,7 @@ class Embedder:
         all_segments: bool = False,
         names: Sequence[str | None] | None = None,
         batch_size: int = 256,
+        split: Split | None = None,
     ) -> list[TrackEmbedding | AudioError]:
         """THE path from audio to track vectors: every caller (`embed_audio`, `embed_file`,
         `embed_many`, the service, the Ray indexer, the evaluation) goes through here.
@@ -224,6 +236,8 @@ class Embedder:
         declared domain (mono, mixed or auto) for all, or one per wave. all_segments: every
         full segment (the paper's protocol), not the voice detector's choice. names: file
         names for error messages (None: none). batch_size: segments per encoder pass.
+        split: one recording's features, voice detection and encoding in pieces at once (the
+        service's lone uploads on idle cores; the same vectors).
 
         Here and only here: the segments are chosen (`select_many`: the voice detector, the
         refusal of recordings without singing, quality flags), `auto` picks its branch
@@ -260,11 +274,12 @@ class Embedder:
                 all_segments,
                 [labels[i] for i in ys],
                 [doms[i] for i in ys],
+                split,
             )
             for i, sel in zip(ys, picked, strict=True):
                 chosen(i, sel)
         for branch, items in sorted(branches.items()):
-            vectors = self.encode([s for _, s in items], branch, batch_size)
+            vectors = self.encode([s for _, s in items], branch, batch_size, split)
             start = 0
             for i, sel in items:
                 emb = TrackEmbedding.of(sel, vectors[start : start + len(sel)], branch)
@@ -302,7 +317,7 @@ class Embedder:
         domain: str,
         all_segments: bool = False,
         workers: int = 2,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         progress: bool = False,
         max_seconds: float | None = None,
         pool: DecodePool | None = None,

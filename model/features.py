@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from model.concurrency import Split, pieces
 from model.devices import as_tensor
 from model.stored import Stored
 
@@ -106,40 +107,50 @@ def log_mel_chunked(
     cfg: FeatureConfig,
     device: str | torch.device | None = None,
     chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    split: Split | None = None,
 ) -> torch.Tensor:
     """`log_mel` of one waveform (samples,) computed `chunk_frames` frames at a time.
 
-    Same frames as `log_mel` (centred framing: frame i covers samples i * hop - n_fft / 2 ...
-    + n_fft, padded at the true ends only), but the linear spectrogram, 4 x larger than the
-    mel one and 8 x for its complex form, never exists for more than one chunk: a 30-minute
-    file needs ~40 MB of mel frames, not ~0.5 GB of STFT. None: one shot.
+    Same frames as `log_mel`, bit for bit (centred framing: frame i covers samples i * hop -
+    n_fft / 2 ... + n_fft, padded at the true ends only), but the linear spectrogram, 4 x
+    larger than the mel one and 8 x for its complex form, never exists for more than one
+    chunk: a 30-minute file needs ~40 MB of mel frames, not ~0.5 GB of STFT. None: one shot.
+    `split`: the frames in pieces computed at once (chunks no longer than a piece).
     """
     n = int(y.shape[-1])
     n_frames = 1 + n // cfg.hop_length
+    runs = pieces(n_frames, split)
+    if split is not None and len(runs) > 1:
+        longest = max(b - a for a, b in runs)
+        chunk_frames = longest if chunk_frames is None else min(chunk_frames, longest)
     if chunk_frames is None or n_frames <= chunk_frames:
         return log_mel(y, cfg, device)
     y = as_tensor(y, device)
-    half = cfg.n_fft // 2
-    window = hann_window(cfg.n_fft, y.device)
+    bounds = [(a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
+    calls = [(y, cfg, a, b) for a, b in bounds]
+    if split is not None and len(calls) > 1:
+        return torch.cat(split.run(_log_mel_frames, calls), dim=-1)
+    return torch.cat([_log_mel_frames(*call) for call in calls], dim=-1)
+
+
+def _log_mel_frames(y: torch.Tensor, cfg: FeatureConfig, a: int, b: int) -> torch.Tensor:
+    """Frames [a, b) of `log_mel(y, cfg)`: (n_mels, b - a), from the samples they cover."""
+    n, half = int(y.shape[-1]), cfg.n_fft // 2
+    lo, hi = a * cfg.hop_length - half, (b - 1) * cfg.hop_length + half
+    part = y[max(lo, 0) : min(hi, n)]
+    part = torch.nn.functional.pad(
+        part[None, None], (max(-lo, 0), max(hi - n, 0)), mode=cfg.pad_mode
+    )[0, 0]
+    spec = torch.stft(
+        part,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        window=hann_window(cfg.n_fft, y.device),
+        center=False,
+        return_complex=True,
+    ).abs()
     basis = mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax, y.device)
-    out = []
-    for a in range(0, n_frames, chunk_frames):
-        b = min(a + chunk_frames, n_frames)
-        lo, hi = a * cfg.hop_length - half, (b - 1) * cfg.hop_length + half
-        part = y[max(lo, 0) : min(hi, n)]
-        part = torch.nn.functional.pad(
-            part[None, None], (max(-lo, 0), max(hi - n, 0)), mode=cfg.pad_mode
-        )[0, 0]
-        spec = torch.stft(
-            part,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            window=window,
-            center=False,
-            return_complex=True,
-        ).abs()
-        out.append(torch.log10(1.0 + cfg.log_scale * torch.matmul(basis, spec)))
-    return torch.cat(out, dim=-1)
+    return torch.log10(1.0 + cfg.log_scale * torch.matmul(basis, spec))
 
 
 def segment_starts(n_frames: int, cfg: FeatureConfig, hop: int | None = None) -> np.ndarray:

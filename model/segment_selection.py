@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.concurrency import Split
 from model.detector_frames import FrameDetector, FrameVerdict, detect_voice_many
 from model.devices import as_tensor, as_tensors, to_device
 from model.domains import selection_domain
@@ -108,9 +109,11 @@ def select_many(
     detector: FrameDetector | None = None,
     domains: Sequence[str | None] | None = None,
     chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    split: Split | None = None,
 ) -> list[SegmentSelection | AudioError]:
     """`select_segments` of several waveforms: a selection, or the AudioError that recording
-    raises alone, for each, in order.
+    raises alone, for each, in order. `split`: each recording's features and the detector's
+    windows in pieces at once (the same frames and probabilities).
 
     The waveforms go to `device` in one pinned copy and the voice detector runs over the
     windows of all of them together, with one copy of its probabilities back: on a GPU, one
@@ -128,11 +131,11 @@ def select_many(
         else:
             ok.append(i)
     on_device = as_tensors([ys[i] for i in ok], device)
-    mels = [log_mel_chunked(y, cfg, None, chunk_frames) for y in on_device]
+    mels = [log_mel_chunked(y, cfg, None, chunk_frames, split) for y in on_device]
     voicing: Sequence[FrameVerdict | None] = [None] * len(ok)
     stats: Sequence[SignalStats | None] = [None] * len(ok)
     if detector is not None and ok:
-        voicing = detect_voice_many(on_device, mels, cfg, detector, chunk_frames)
+        voicing = detect_voice_many(on_device, mels, cfg, detector, chunk_frames, split)
         stats = signal_stats(on_device, mels)
     # The waveforms are on the device: their clipping shares are computed there too, with
     # one copy back for all (on CUDA, not one host pass per recording).

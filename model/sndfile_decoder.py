@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from itertools import pairwise
-from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +31,7 @@ from model.audio_bounds import (
     check_stream_params,
     downmix_weights,
 )
+from model.concurrency import Split
 
 # libsndfile's major formats decoded in pieces (its names for WAV, W64, AIFF and FLAC files).
 SPLIT_FORMATS = frozenset({"FLAC", "WAV", "WAVEX", "W64", "AIFF", "RF64"})
@@ -48,13 +48,6 @@ Opener = Callable[[], AbstractContextManager[Handle]]
 
 class SndfileRefused(Exception):
     """libsndfile cannot read this file (another decoder may)."""
-
-
-class Split(NamedTuple):
-    """How to decode one file in pieces: at most `parts`, the later ones run by `executor`."""
-
-    parts: int
-    executor: Executor
 
 
 class _SplitMismatch(Exception):

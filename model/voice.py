@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from model.checkpoint import checkpoint_id, save_payload
+from model.concurrency import Split
 from model.errors import CheckpointError
 from model.features import FeatureConfig
 from model.stored import Stored
@@ -214,16 +215,17 @@ class VoiceDetector:
         end); each frame gets the mean of the windows that cover it. A recording shorter than
         one window is classified as one zero-padded window.
         """
-        return self.frame_probs_many([mel], batch_size)[0]
+        return self.frame_probs_many([mel], batch_size=batch_size)[0]
 
     @torch.inference_mode()
     def frame_probs_many(
-        self, mels: Sequence[torch.Tensor], batch_size: int = 512
+        self, mels: Sequence[torch.Tensor], split: Split | None = None, batch_size: int = 512
     ) -> list[np.ndarray]:
         """`frame_probs` of several recordings, their windows run through the network
         together, `batch_size` at a time, with one copy of the probabilities to the host: on
         a GPU, one recording's few windows per pass would leave it idle between launches.
-        Windows are gathered batch by batch, never all at once (bounded memory)."""
+        Windows are gathered batch by batch, never all at once (bounded memory); with a
+        `split`, up to `split.parts` smaller batches run at once."""
         w, hop = self.net.dims.window_frames, self.rule.hop_frames
         dev = next(self.net.parameters()).device
         views, picks, lengths = [], [], []
@@ -238,23 +240,33 @@ class VoiceDetector:
             views.append(mel.unfold(-1, w, 1).permute(1, 0, 2))  # (positions, n_mels, w)
             picks.append(np.asarray(starts))
         offsets = np.cumsum([0] + [len(s) for s in picks])
-        out = []
-        for a in range(0, int(offsets[-1]), batch_size):
-            b = min(a + batch_size, int(offsets[-1]))
-            first = int(np.searchsorted(offsets, a, side="right")) - 1
-            parts = []
-            for f in range(first, len(views)):
+        total, k = int(offsets[-1]), 1 if split is None else split.parts
+        step = max(1, min(batch_size, -(-total // k)))
+
+        def windows(a: int) -> torch.Tensor:  # windows a ... a + step of all recordings
+            b, parts = min(a + step, total), []
+            for f in range(int(np.searchsorted(offsets, a, side="right")) - 1, len(views)):
                 if offsets[f] >= b:
                     break
                 lo, hi = max(a, offsets[f]) - offsets[f], min(b, offsets[f + 1]) - offsets[f]
                 parts.append(views[f][torch.from_numpy(picks[f][lo:hi]).to(dev)])
-            x = parts[0] if len(parts) == 1 else torch.cat(parts)
-            out.append(self.runner(x).softmax(-1).float())
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        out: list[torch.Tensor] = []
+        starts = list(range(0, total, step))
+        for g in range(0, len(starts), k):  # k batches at a time, at once with a split
+            calls = [(windows(a),) for a in starts[g : g + k]]
+            out += split.run(self._probs, calls) if split else [self._probs(*c) for c in calls]
         probs = torch.cat(out).cpu().numpy()
         return [
             _cover_mean(probs[offsets[f] : offsets[f + 1]], picks[f], w, n)
             for f, n in enumerate(lengths)
         ]
+
+    @torch.inference_mode()  # thread-local: a split's helper threads need it too
+    def _probs(self, windows: torch.Tensor) -> torch.Tensor:
+        """(n, n_mels, window_frames) windows -> (n, 4) class probabilities, float32."""
+        return self.runner(windows).softmax(-1).float()
 
     def voice_probability(self, probs: np.ndarray) -> np.ndarray:
         """(frames, 4) class probabilities -> (frames,) P(singing voice, solo or mixed)."""

@@ -37,6 +37,14 @@ def max_decode_parts(perf: Performance) -> int:
     return perf.decode_parts or cores()
 
 
+def model_parts(parts: int, threads: int) -> int:
+    """Pieces an upload's features, voice detection and encoders run in at once, given its
+    share of the cores (`decode_parts`) and torch's threads per piece: only the cores its
+    torch threads leave idle, so a lone upload on 2 cores (1 torch thread) uses both, and
+    one on 16 cores (14 torch threads) runs in one piece."""
+    return max(1, parts // max(1, threads))
+
+
 def decode_parts(max_parts: int, running: int) -> int:
     """Pieces for the upload about to be decoded: its fair share of the cores among the
     `running` embeddings (itself included), at most `max_parts`. Under load every core is

@@ -48,7 +48,9 @@ class Performance(BaseSettings):
         ge=1,
         description="the most pieces one upload's decoding is split into, decoded at once on "
         "its share of the cores (cores / embeddings running; FLAC, WAV and AIFF; same "
-        "samples); 1: never split; empty: the machine's cores",
+        "samples), and on the CPU its features, voice detection and encoders too (as many "
+        "pieces as that share leaves cores beside its torch threads); 1: never split; "
+        "empty: the machine's cores",
     )
 
 

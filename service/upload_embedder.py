@@ -3,7 +3,8 @@
 Each upload is decoded (in a decoding process when there are some, else in its inference
 thread, in pieces over its share of idle cores) and embedded alone by the model's embedding
 primitive (`Embedder.embed_batch`, as the indexer and `embed_file` are), in the bounded
-inference pool. How many processes, pieces and threads: see
+inference pool; on the CPU its features, voice detection and encoders run in pieces over
+the idle cores its torch threads leave. How many processes, pieces and threads: see
 `service.performance`.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from model.audio import load_audio
+from model.concurrency import Split
 from model.decode_pool import DecodePool
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError
@@ -39,8 +41,11 @@ class UploadEmbedder:
         self.max_query_seconds = settings.max_query_seconds
         self.observe = observe
         perf, workers = settings.performance, settings.inference_workers
+        # Torch threads per run on the CPU (None on a GPU: its segments are one pass there).
+        self.threads: int | None = None
         if embedder.device.type == "cpu":
-            torch.set_num_threads(performance.torch_threads(perf, workers))
+            self.threads = performance.torch_threads(perf, workers)
+            torch.set_num_threads(self.threads)
         self.pool = InferencePool(workers, settings.max_pending)
         # Device constants and lazy imports (librosa's filters: about 1 s on the first CPU
         # request) once, before the inference threads share them; then each thread's own.
@@ -53,7 +58,8 @@ class UploadEmbedder:
             self.decoder = DecodePool(processes)
             self.decoder.warm_up()
         # Threads that decode the later pieces of an upload while its inference thread
-        # decodes the first (decoding processes have their own).
+        # decodes the first (decoding processes have their own), and on the CPU run pieces
+        # of its features, detector and encoders beside it (`_split`).
         self.decode_helpers: ThreadPoolExecutor | None = None
         if self.decoder is None and self.max_decode_parts > 1:
             self.decode_helpers = ThreadPoolExecutor(
@@ -76,8 +82,10 @@ class UploadEmbedder:
 
         def job() -> TrackEmbedding:
             start = time.perf_counter()
+            parts = performance.decode_parts(self.max_decode_parts, self.pool.running)
             try:
-                (emb,) = self.embedder.embed_batch([self._decode(data, limit)], domain)
+                y = self._decode(data, limit, parts)
+                (emb,) = self.embedder.embed_batch([y], domain, split=self._split(parts))
             except torch.OutOfMemoryError as err:
                 raise self._out_of_memory(err) from err
             if isinstance(emb, AudioError):  # too short, no singing, no usable vector
@@ -87,11 +95,19 @@ class UploadEmbedder:
 
         return await self.pool.run(job)
 
-    def _decode(self, data: bytes, max_seconds: float) -> np.ndarray:
-        """Encoded bytes -> mono float32 waveform at the model's rate (this thread waits
-        without holding the GIL while a decoding process works)."""
+    def _split(self, parts: int) -> Split | None:
+        """How this upload's features, detector and encoders share its `parts` cores: on the
+        CPU, in pieces over the cores its torch threads leave idle; else None (one piece)."""
+        pieces = 1 if self.threads is None else performance.model_parts(parts, self.threads)
+        if pieces < 2 or self.decode_helpers is None:
+            return None
+        return Split(pieces, self.decode_helpers)
+
+    def _decode(self, data: bytes, max_seconds: float, parts: int) -> np.ndarray:
+        """Encoded bytes -> mono float32 waveform at the model's rate, decoded in up to
+        `parts` pieces (this thread waits without holding the GIL while a decoding process
+        works)."""
         sr = self.embedder.features.sample_rate
-        parts = performance.decode_parts(self.max_decode_parts, self.pool.running)
         if self.decoder is not None:
             return self.decoder.load_audio(data, sr, max_seconds, parts)
         # No helpers only where max_decode_parts < 2, so parts is 1 there.

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import torch
 
-from model.devices import as_tensors, full_float32, inference_threads
+from model.devices import as_tensors, batch_segments, full_float32, inference_threads
 
 CUDA = torch.device("cuda")
 
@@ -72,3 +72,8 @@ def test_as_tensors_keeps_each_waveform():
 def test_inference_threads_leave_a_core_per_worker(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     assert [inference_threads(w) for w in (0, 1, 2, 7, 8, 20)] == [7, 7, 6, 1, 1, 1]
+
+
+def test_files_are_gathered_into_small_passes_on_a_cpu_and_full_ones_on_cuda():
+    assert batch_segments(torch.device("cpu")) == 16
+    assert batch_segments(CUDA) == 64

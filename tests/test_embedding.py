@@ -70,10 +70,10 @@ def test_embed_many_gathers_while_a_batch_encodes(embedder, songs, tmp_path, mon
 
     first: list[bool] = []
 
-    def slow_encode(selections, domain, batch_size=256):
+    def slow_encode(selections, domain, *args):
         if not first:  # the first batch (file 0) waits for file 2 to be chosen meanwhile
             first.append(third_chosen.wait(timeout=20))
-        return encode(selections, domain, batch_size)
+        return encode(selections, domain, *args)
 
     monkeypatch.setattr(embedder, "select", spy_select)
     monkeypatch.setattr(embedder, "encode", slow_encode)

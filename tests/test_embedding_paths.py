@@ -3,7 +3,8 @@ vector gives the same vector for the same file, in both domains, on a fused chec
 (CROSS and the speaker encoder, as the default).
 
 The reference is `embed_audio` of the decoded waveform. Against it: the file's path and its
-bytes (`embed_file`), a batch of every file at once (`embed_batch`), the service's upload
+bytes (`embed_file`), a batch of every file at once (`embed_batch`), one recording in pieces on
+other threads (`embed_batch(split=...)`, what the service does on idle cores), the service's upload
 path (`service.upload_embedder.UploadEmbedder`), the local indexer (`indexer.run`, vectors
 read back from a real catalogue), the evaluation (`runner.collect_segments`, the track
 vector of its segment embeddings) and the Ray indexer (its own test below: it starts Ray).
@@ -20,12 +21,14 @@ from catalog import Catalog
 from catalog.hashing import content_hash
 from indexer.run import index_source
 from model.audio import load_audio
+from model.concurrency import Split
 from model.embedding import Embedder
 from model.evaluation.runner import collect_segments
 from model.evaluation.splits import EvalClip
 from model.track_embedding import TrackEmbedding, track_vector
 from service.settings import Settings
 from service.upload_embedder import UploadEmbedder
+from tests.support.executors import CountingExecutor
 from tests.support.synth import VOICES, backing, sing, write
 
 DOMAINS = ("mono", "mixed")
@@ -74,6 +77,25 @@ def test_file_bytes_and_batch_give_the_array_s_vector(embedder, songs, reference
         for i, got in enumerate(batch):
             assert isinstance(got, TrackEmbedding) and got.n_segments == reference[i, d].n_segments
             same(got.vector, reference[i, d])
+
+
+@pytest.mark.parametrize("parts", [2, 3, 8])
+def test_a_recording_in_pieces_gives_the_same_segments_and_vector(
+    embedder, songs, reference, parts
+):
+    sr = embedder.features.sample_rate
+    with CountingExecutor(parts - 1) as helpers:
+        for d in DOMAINS:
+            for i, path in enumerate(songs):
+                (got,) = embedder.embed_batch(
+                    [load_audio(path, sr)], d, split=Split(parts, helpers)
+                )
+                ref = reference[i, d]
+                np.testing.assert_array_equal(got.starts_s, ref.starts_s)
+                assert got.flags == ref.flags and got.voiced_fraction == ref.voiced_fraction
+                np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-6)
+                same(got.vector, ref)
+        assert helpers.submitted >= 2 * len(songs) * 2  # log-mel and detector pieces at least
 
 
 def test_the_service_s_upload_path_gives_the_same_vector(embedder, songs, reference):

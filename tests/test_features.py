@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
+from model.concurrency import Split, pieces
 from model.energy_vad import frame_voicing
 from model.errors import AudioTooShortError, NoVoicedSegmentError
 from model.features import FeatureConfig, log_mel, log_mel_chunked, segment
 from model.segment_selection import extract_segments, select_segments
+from tests.support.executors import CountingExecutor
 from tests.support.synth import VOICES, sing
 
 CFG = FeatureConfig()
@@ -112,6 +114,31 @@ def test_chunked_log_mel_equals_one_shot(pad_mode):
     whole = log_mel(y, cfg)
     for chunk in (2, 37, 100, whole.shape[-1] - 1):
         torch.testing.assert_close(log_mel_chunked(y, cfg, chunk_frames=chunk), whole)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_log_mel_in_pieces_on_other_threads_equals_one_shot(parts):
+    y = sing(VOICES[2], 6.1, seed=4)
+    whole = log_mel(y, CFG)
+    with CountingExecutor(parts - 1) as helpers:
+        for chunk in (None, 40):  # pieces, and chunks smaller than a piece
+            got = log_mel_chunked(y, CFG, chunk_frames=chunk, split=Split(parts, helpers))
+            assert torch.equal(got, whole)
+        assert helpers.submitted >= 2 * (parts - 1)
+
+
+def test_pieces_cover_every_item_once_in_near_equal_runs():
+    helpers = CountingExecutor(1)
+    for n, parts in [(10, 3), (2, 8), (1, 2), (0, 2), (129, 1)]:
+        runs = pieces(n, Split(parts, helpers))
+        assert [i for a, b in runs for i in range(a, b)] == list(range(n))
+        assert len(runs) == max(1, min(parts, n))
+        assert max(b - a for a, b in runs) - min(b - a for a, b in runs) <= 1
+    assert pieces(5, None) == [(0, 5)]
+    # The first call runs here, the others on the executor, results in order.
+    assert Split(3, helpers).run(lambda a, b: a * b, [(1, 2), (3, 4), (5, 6)]) == [2, 12, 30]
+    assert helpers.submitted == 2
+    helpers.shutdown()
 
 
 def test_select_segments_over_chunks_equals_one_shot():

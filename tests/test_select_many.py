@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from model.concurrency import Split
 from model.embedding import Embedder, TrackEmbedding
 from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
 from model.features import FeatureConfig, log_mel
 from model.segment_selection import SegmentSelection, select_many, select_segments
 from model.voice import VoiceDetector
+from tests.support.executors import CountingExecutor
 from tests.support.live import render
 from tests.support.synth import VOICES, sing, write
 
@@ -92,6 +94,17 @@ def test_frame_probs_of_many_equal_each_alone(detector):
     for mel, got in zip(mels, many, strict=True):
         assert got.shape == (mel.shape[-1], 4)
         np.testing.assert_allclose(got, detector.frame_probs(mel), atol=1e-6, rtol=0)
+
+
+def test_frame_probs_in_pieces_on_other_threads_equal_one_pass(detector):
+    mels = [log_mel(sing(VOICES[i], s, seed=i), CFG) for i, s in enumerate([0.5, 9.0, 21.0])]
+    whole = detector.frame_probs_many(mels)
+    with CountingExecutor(2) as helpers:
+        for parts in (2, 3):
+            got = detector.frame_probs_many(mels, Split(parts, helpers))
+            for a, b in zip(got, whole, strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+        assert helpers.submitted >= 1 + 2
 
 
 @pytest.mark.parametrize("all_segments", [False, True])

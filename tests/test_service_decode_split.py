@@ -1,7 +1,10 @@
-"""The service decodes an upload in pieces on idle cores, and answers as if it had not.
+"""The service decodes an upload in pieces on idle cores, runs its features, detector and
+encoders in pieces there too, and answers as if it had not.
 
 The service's own embedding path (`UploadEmbedder`: inference pool, decode helper threads),
-real decoding and a random-weight model; `embed_file` (whole decoding) is the reference.
+real decoding and a random-weight model; `embed_file` (whole decoding, one piece) is the
+reference: the same segments, vectors within float rounding (a piece's matrix products are
+summed in another order).
 """
 
 from __future__ import annotations
@@ -46,9 +49,15 @@ def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_check
         for data, domain in uploads:  # one at a time: the other cores are idle
             got = asyncio.run(runtime.embed(data, domain))
             ref = runtime.embedder.embed_file(data, domain)
-            np.testing.assert_array_equal(got.vector, ref.vector)
-            np.testing.assert_array_equal(got.segment_vectors, ref.segment_vectors)
-        assert counting.submitted >= 3  # 2 pieces elsewhere for the first, 1 for the second
+            np.testing.assert_array_equal(got.starts_s, ref.starts_s)
+            np.testing.assert_allclose(got.vector, ref.vector, atol=1e-6)
+            np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-6)
+            assert got.flags == ref.flags
+        # Decoding: 2 pieces elsewhere for the first upload, 1 for the second; then, in 3
+        # pieces (1 torch thread), at least 2 elsewhere of each upload's log-mel frames and
+        # of its detector windows (its segments too, where it has 2 or more).
+        assert counting.submitted >= 3 + 2 * (2 + 2)
+        assert runtime._split(3) == (3, counting)
         # Pieces: the upload's share of the cores among running embeddings, at most 3.
         for running, parts in [(1, 3), (2, 2), (3, 1), (4, 1), (6, 1)]:
             assert performance.decode_parts(runtime.max_decode_parts, running) == parts

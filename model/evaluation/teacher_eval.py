@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from model.concurrency import Split
 from model.devices import resolve_device
 from model.embedding import Embedder
 from model.features import FeatureConfig
@@ -48,8 +49,13 @@ class TeacherEmbedder(Embedder):
         return EMBED_DIM
 
     def encode(
-        self, selections: Sequence[SegmentSelection], domain: str, batch_size: int = 256
+        self,
+        selections: Sequence[SegmentSelection],
+        domain: str,
+        batch_size: int = 256,
+        split: Split | None = None,
     ) -> np.ndarray:
-        """The selections' segments -> (n, 256) teacher embeddings (domain unused)."""
+        """The selections' segments -> (n, 256) teacher embeddings in one run (domain and
+        split unused: the evaluation embeds many files a pass)."""
         audio = torch.cat([s.audio for s in selections if s.audio is not None])
         return self.teacher.embed_crops(audio, self.features.sample_rate)

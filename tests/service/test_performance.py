@@ -44,3 +44,8 @@ def test_an_upload_is_decoded_on_its_share_of_the_cores(cores):
 def test_torch_threads_leave_the_workers_their_cores():
     assert performance.torch_threads(Performance(), 2) == inference_threads(2)
     assert performance.torch_threads(Performance(torch_threads=5), 2) == 5
+
+
+def test_an_upload_runs_in_pieces_only_on_cores_its_torch_threads_leave(cores):
+    assert [performance.model_parts(p, 1) for p in (1, 2, 4)] == [1, 2, 4]
+    assert [performance.model_parts(16, t) for t in (14, 8, 5, 16)] == [1, 2, 3, 1]
