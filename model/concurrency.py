@@ -44,16 +44,20 @@ def completed_in_threads(
 
 
 class Split(NamedTuple):
-    """One recording's work in at most `parts` pieces at once, the later ones run by
-    `executor` (the service's lone uploads on idle cores: decoding, features, the voice
-    detector and the encoders, each giving what it gives in one piece)."""
+    """One recording's work in at most `parts` pieces, the later ones run at once by
+    `executor` (None: one after another in the calling thread). The service's lone uploads
+    on idle cores: decoding, features, the voice detector and the encoders, each giving
+    what it gives in one piece; the pieces, not where they run, decide the arithmetic, so a
+    service that always cuts the same pieces answers the same bits under any load."""
 
     parts: int
-    executor: cf.Executor
+    executor: cf.Executor | None
 
     def run(self, fn: Callable[..., R], calls: Sequence[tuple[Any, ...]]) -> list[R]:
         """`fn(*args)` for each args of `calls`, in order: the first in this thread, the
-        others at once on the executor."""
+        others at once on the executor (without one, here, in turn)."""
+        if self.executor is None:
+            return [fn(*args) for args in calls]
         later = [self.executor.submit(fn, *args) for args in calls[1:]]
         return [fn(*calls[0]), *(f.result() for f in later)]
 

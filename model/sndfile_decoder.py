@@ -94,7 +94,7 @@ def _decode(
             return block[:, 0] if channels == 1 else block @ weights
 
         try:
-            if split is not None and (pieces := _pieces(f, split.parts)):
+            if split and split.executor and (pieces := _pieces(f, split.parts)):
                 out = Collector(rate, sr, max_seconds, name, declared)
                 try:
                     _read_split(f, pieces, split.executor, opener, mono, out.add)

@@ -3,9 +3,9 @@
 Each upload is decoded (in a decoding process when there are some, else in its inference
 thread, in pieces over its share of idle cores) and embedded alone by the model's embedding
 primitive (`Embedder.embed_batch`, as the indexer and `embed_file` are), in the bounded
-inference pool; on the CPU its features, voice detection and encoders run in pieces over
-the idle cores its torch threads leave. How many processes, pieces and threads: see
-`service.performance`.
+inference pool; on the CPU its features, voice detection and encoders run in fixed pieces,
+at once on the idle cores its torch threads leave, one after another under load. How many
+processes, pieces and threads: see `service.performance`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class UploadEmbedder:
             self.decoder.warm_up()
         # Threads that decode the later pieces of an upload while its inference thread
         # decodes the first (decoding processes have their own), and on the CPU run pieces
-        # of its features, detector and encoders beside it (`_split`).
+        # of its features, detector and encoders beside it while cores are idle (`_split`).
         self.decode_helpers: ThreadPoolExecutor | None = None
         if self.decoder is None and self.max_decode_parts > 1:
             self.decode_helpers = ThreadPoolExecutor(
@@ -96,12 +96,18 @@ class UploadEmbedder:
         return await self.pool.run(job)
 
     def _split(self, parts: int) -> Split | None:
-        """How this upload's features, detector and encoders share its `parts` cores: on the
-        CPU, in pieces over the cores its torch threads leave idle; else None (one piece)."""
-        pieces = 1 if self.threads is None else performance.model_parts(parts, self.threads)
-        if pieces < 2 or self.decode_helpers is None:
+        """How this upload's features, detector and encoders run, its share of the cores
+        being `parts`. On the CPU always in the same pieces, as many as an idle machine's
+        cores beside the torch threads (`model_parts`), so an upload gets the same answer,
+        bit for bit, under any load; at once on the helper threads while its share has the
+        cores, else one after another here. None (one piece) on a GPU or without helpers."""
+        if self.threads is None or self.decode_helpers is None:
             return None
-        return Split(pieces, self.decode_helpers)
+        pieces = performance.model_parts(self.max_decode_parts, self.threads)
+        if pieces < 2:
+            return None
+        now = performance.model_parts(parts, self.threads) >= 2
+        return Split(pieces, self.decode_helpers if now else None)
 
     def _decode(self, data: bytes, max_seconds: float, parts: int) -> np.ndarray:
         """Encoded bytes -> mono float32 waveform at the model's rate, decoded in up to

@@ -15,6 +15,7 @@ import io
 import numpy as np
 import soundfile as sf
 
+from model.audio import load_audio
 from service import performance
 from service.telemetry import Telemetry
 from service.upload_embedder import UploadEmbedder
@@ -53,11 +54,17 @@ def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_check
             np.testing.assert_allclose(got.vector, ref.vector, atol=1e-6)
             np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-6)
             assert got.flags == ref.flags
+            # Under load (no idle core) the same pieces run one after another, in this
+            # thread: the same answer, bit for bit, whatever the load.
+            y = load_audio(data, runtime.embedder.features.sample_rate)
+            (loaded,) = runtime.embedder.embed_batch([y], domain, split=runtime._split(1))
+            np.testing.assert_array_equal(loaded.segment_vectors, got.segment_vectors)
+            np.testing.assert_array_equal(loaded.vector, got.vector)
         # Decoding: 2 pieces elsewhere for the first upload, 1 for the second; then, in 3
         # pieces (1 torch thread), at least 2 elsewhere of each upload's log-mel frames and
         # of its detector windows (its segments too, where it has 2 or more).
         assert counting.submitted >= 3 + 2 * (2 + 2)
-        assert runtime._split(3) == (3, counting)
+        assert runtime._split(3) == (3, counting) and runtime._split(1) == (3, None)
         # Pieces: the upload's share of the cores among running embeddings, at most 3.
         for running, parts in [(1, 3), (2, 2), (3, 1), (4, 1), (6, 1)]:
             assert performance.decode_parts(runtime.max_decode_parts, running) == parts
