@@ -51,8 +51,8 @@ def test_uploads_decoded_in_pieces_embed_as_whole(tmp_path_factory, random_check
             got = asyncio.run(runtime.embed(data, domain))
             ref = runtime.embedder.embed_file(data, domain)
             np.testing.assert_array_equal(got.starts_s, ref.starts_s)
-            np.testing.assert_allclose(got.vector, ref.vector, atol=1e-6)
-            np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-6)
+            np.testing.assert_allclose(got.vector, ref.vector, atol=1e-5)
+            np.testing.assert_allclose(got.segment_vectors, ref.segment_vectors, atol=1e-5)
             assert got.flags == ref.flags
             # Under load (no idle core) the same pieces run one after another, in this
             # thread: the same answer, bit for bit, whatever the load.
