@@ -62,6 +62,13 @@ class Split(NamedTuple):
         return [fn(*calls[0]), *(f.result() for f in later)]
 
 
+def in_pieces(
+    fn: Callable[..., R], calls: Sequence[tuple[Any, ...]], split: Split | None
+) -> list[R]:
+    """`fn(*args)` for each args of `calls`, in order: by `split.run`, else here in turn."""
+    return split.run(fn, calls) if split is not None else [fn(*args) for args in calls]
+
+
 def pieces(n: int, split: Split | None) -> list[tuple[int, int]]:
     """[start, stop) bounds of `n` items in `split.parts` near-equal runs (one run without a
     split, or for fewer than 2 items)."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.audio import AudioSource, load_audio
-from model.concurrency import Split, pieces
+from model.concurrency import Split, in_pieces, pieces
 from model.decode_pool import DecodePool
 from model.devices import full_float32, resolve_device, to_device
 from model.domains import DOMAINS, choose_branch
@@ -127,9 +127,8 @@ class Embedder:
             (features[a:b], domain, None if waves is None else waves[a:b], batch_size)
             for a, b in pieces(len(features), split)
         ]
-        if split is None or len(runs) < 2:
-            return self.encode_segments(*runs[0])
-        return np.concatenate(split.run(self.encode_segments, runs))
+        vectors = in_pieces(self.encode_segments, runs, split)
+        return vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
 
     def encode_segments(
         self,

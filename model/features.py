@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from model.concurrency import Split, pieces
+from model.concurrency import Split, in_pieces
 from model.devices import as_tensor
 from model.stored import Stored
 
@@ -119,18 +119,13 @@ def log_mel_chunked(
     """
     n = int(y.shape[-1])
     n_frames = 1 + n // cfg.hop_length
-    runs = pieces(n_frames, split)
-    if split is not None and len(runs) > 1:
-        longest = max(b - a for a, b in runs)
-        chunk_frames = longest if chunk_frames is None else min(chunk_frames, longest)
+    if split is not None:  # no chunk longer than a piece
+        chunk_frames = min(chunk_frames or n_frames, -(-n_frames // split.parts))
     if chunk_frames is None or n_frames <= chunk_frames:
         return log_mel(y, cfg, device)
     y = as_tensor(y, device)
-    bounds = [(a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
-    calls = [(y, cfg, a, b) for a, b in bounds]
-    if split is not None and len(calls) > 1:
-        return torch.cat(split.run(_log_mel_frames, calls), dim=-1)
-    return torch.cat([_log_mel_frames(*call) for call in calls], dim=-1)
+    calls = [(y, cfg, a, min(a + chunk_frames, n_frames)) for a in range(0, n_frames, chunk_frames)]
+    return torch.cat(in_pieces(_log_mel_frames, calls, split), dim=-1)
 
 
 def _log_mel_frames(y: torch.Tensor, cfg: FeatureConfig, a: int, b: int) -> torch.Tensor:

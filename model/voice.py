@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from model.checkpoint import checkpoint_id, save_payload
-from model.concurrency import Split
+from model.concurrency import Split, in_pieces
 from model.errors import CheckpointError
 from model.features import FeatureConfig
 from model.stored import Stored
@@ -256,7 +256,7 @@ class VoiceDetector:
         starts = list(range(0, total, step))
         for g in range(0, len(starts), k):  # k batches at a time, at once with a split
             calls = [(windows(a),) for a in starts[g : g + k]]
-            out += split.run(self._probs, calls) if split else [self._probs(*c) for c in calls]
+            out += in_pieces(self._probs, calls, split)
         probs = torch.cat(out).cpu().numpy()
         return [
             _cover_mean(probs[offsets[f] : offsets[f + 1]], picks[f], w, n)

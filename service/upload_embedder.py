@@ -65,6 +65,10 @@ class UploadEmbedder:
             self.decode_helpers = ThreadPoolExecutor(
                 self.max_decode_parts - 1, thread_name_prefix="decode"
             )
+        # The pieces of every upload's model work: an idle machine's, whatever the load.
+        self.model_pieces = 1
+        if self.threads is not None and self.decode_helpers is not None:
+            self.model_pieces = performance.model_parts(self.max_decode_parts, self.threads)
 
     def describe(self) -> str:
         """Where uploads are decoded, for the start-up log."""
@@ -97,17 +101,13 @@ class UploadEmbedder:
 
     def _split(self, parts: int) -> Split | None:
         """How this upload's features, detector and encoders run, its share of the cores
-        being `parts`. On the CPU always in the same pieces, as many as an idle machine's
-        cores beside the torch threads (`model_parts`), so an upload gets the same answer,
-        bit for bit, under any load; at once on the helper threads while its share has the
-        cores, else one after another here. None (one piece) on a GPU or without helpers."""
-        if self.threads is None or self.decode_helpers is None:
-            return None
-        pieces = performance.model_parts(self.max_decode_parts, self.threads)
-        if pieces < 2:
+        being `parts`: always in `model_pieces`, so an upload gets the same answer, bit for
+        bit, under any load; at once on the helper threads while its share has the cores,
+        else one after another here. None (one piece) on a GPU or without helpers."""
+        if self.model_pieces < 2 or self.threads is None:
             return None
         now = performance.model_parts(parts, self.threads) >= 2
-        return Split(pieces, self.decode_helpers if now else None)
+        return Split(self.model_pieces, self.decode_helpers if now else None)
 
     def _decode(self, data: bytes, max_seconds: float, parts: int) -> np.ndarray:
         """Encoded bytes -> mono float32 waveform at the model's rate, decoded in up to
