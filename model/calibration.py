@@ -8,9 +8,12 @@ calibrate`) holds, per (query domain, model domain) pair:
   beside it (`<checkpoint_id>.cohort.npz`: one unit vector per voice and domain, from the
   training material), so that a catalogue of one singer has a cohort too;
 - `confidence`: P(the best singer is the one singing), a logistic regression on the best
-  singer's score s, the query's length l = log(segments) and s * l (a longer query's scores
-  separate better), fitted on calibration queries of known singers and of singers outside
-  the catalogue, each half of the weight (`prior_known`);
+  singer's score s, the query's length l = log(segments), s * l (a longer query's scores
+  separate better) and s^2 (right and wrong answers' scores spread differently, so their
+  log-likelihood ratio is quadratic in s, as with two Gaussians of unequal variances),
+  fitted on calibration queries of known singers and of singers outside the catalogue, each
+  half of the weight (`prior_known`); files fitted before 2026-12-07 (evening) have no s^2
+  term;
 - length tiers (by number of embedded segments): a track vector is the normalised mean of its
   segments, and the longer the query, the less noise that mean carries and the higher *every*
   cosine it scores, an unknown singer's best one included. Each tier stores the quantiles of
@@ -120,7 +123,7 @@ class PairCalibration:
     """One (query domain, model domain) pair: the confidence model and the length tiers (by
     increasing `min_segments`, the first at 1)."""
 
-    weights: tuple[float, float, float]  # on (score s, l = log segments, s * l)
+    weights: tuple[float, ...]  # on (score s, l = log segments, s * l[, s^2])
     intercept: float
     tiers: tuple[Tier, ...]
     firm_answer_segments: int | None = None
@@ -129,14 +132,23 @@ class PairCalibration:
         starts = [t.min_segments for t in self.tiers]
         if not starts or starts[0] != 1 or any(b <= a for a, b in pairwise(starts)):
             raise CalibrationError(f"length tiers must start at 1 and increase, got {starts}")
+        if len(self.weights) not in (3, 4):
+            raise CalibrationError(f"confidence weights: 3 or 4 expected, got {len(self.weights)}")
 
     def confidence(self, scores: np.ndarray | float, n_segments: int) -> np.ndarray:
         """P(same singer) of score(s) of the calibrated kind for a query of `n_segments`
-        segments; NaN where a score is NaN."""
+        segments; NaN where a score is NaN. Never falls as the score rises: a quadratic's
+        other branch (scores below its vertex, far below any calibration query's) reads as
+        the vertex."""
         s = np.asarray(scores, dtype=np.float64)
-        a, b, c = self.weights
+        a, b, c, q = (*self.weights, 0.0)[:4]
         length = np.log(max(1, n_segments))
-        return sigmoid((a + c * length) * s + b * length + self.intercept)
+        slope = a + c * length
+        if q > 0:  # convex: rising right of the vertex
+            s = np.maximum(s, -slope / (2 * q))
+        elif q < 0:  # concave: rising left of it
+            s = np.minimum(s, -slope / (2 * q))
+        return sigmoid(q * s * s + slope * s + b * length + self.intercept)
 
     def tier(self, n_segments: int) -> Tier:
         """The tier of a query of `n_segments` segments: the last one whose start it reaches."""
@@ -152,11 +164,11 @@ class PairCalibration:
     @classmethod
     def from_dict(cls, p: dict) -> PairCalibration:
         w = [float(x) for x in p["confidence"]["weights"]]
-        if len(w) != 3:
-            raise ValueError(f"confidence weights: 3 expected, got {len(w)}")
+        if len(w) not in (3, 4):
+            raise ValueError(f"confidence weights: 3 or 4 expected, got {len(w)}")
         firm = p.get("firm_answer_segments")
         return cls(
-            weights=(w[0], w[1], w[2]),
+            weights=tuple(w),
             intercept=float(p["confidence"]["intercept"]),
             tiers=tuple(Tier.from_dict(t) for t in p["tiers"]),
             firm_answer_segments=None if firm is None else int(firm),

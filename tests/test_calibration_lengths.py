@@ -186,6 +186,59 @@ def test_confidence_is_calibrated_on_queries_like_its_own():
     assert np.all(np.diff(grid) > 0)
 
 
+def test_confidence_follows_right_and_wrong_scores_of_unequal_spread():
+    """Right answers' scores spread wider than impostors' (as AS-norm scores do): the true
+    P(right) is the sigmoid of a quadratic in the score. The fitted confidence follows it
+    within 0.03 where the scores lie (a logistic on the score alone misses it by more than
+    0.05), and never falls as the score rises, far below the data included."""
+    from sklearn.linear_model import LogisticRegression
+
+    from model.evaluation.openset import ScoredQueries, fit_confidence
+    from model.evaluation.openset_figures import Scores
+
+    rng = np.random.default_rng(3)
+    right_mu, right_sd, wrong_sd = 3.0, 1.5, 0.6
+    s = np.concatenate([rng.normal(right_mu, right_sd, 4000), rng.normal(0.0, wrong_sd, 4000)])
+    truth = np.repeat([0, -1], 4000)  # one catalogue singer: a known query's best is right
+    col = s[:, None]
+    queries = ScoredQueries(
+        Scores(["a"], col, col, truth),
+        np.ones(len(s), int),
+        np.where(truth == 0, "known", "singer"),
+    )
+    weights, intercept = fit_confidence([queries], "raw")
+    pair = PairCalibration(weights, intercept, (_tier(0.0),))
+    grid = np.linspace(-0.5, 5.0, 56)
+
+    def log_normal(x, mu, sd):
+        return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd)
+
+    truth_p = 1 / (
+        1 + np.exp(log_normal(grid, 0.0, wrong_sd) - log_normal(grid, right_mu, right_sd))
+    )
+    assert np.abs(pair.confidence(grid, 1) - truth_p).max() < 0.03
+    linear = LogisticRegression(C=1e3).fit(col, truth == 0)
+    assert np.abs(linear.predict_proba(grid[:, None])[:, 1] - truth_p).max() > 0.05
+    wide = pair.confidence(np.linspace(-30.0, 30.0, 601), 1)
+    assert np.all(np.diff(wide) >= 0) and wide[-1] > 0.99
+
+
+def test_a_calibration_file_of_three_confidence_weights_reads_as_before():
+    """Files fitted before the s^2 term: (s, l, s * l) only, the same confidence as then."""
+    pair = PairCalibration.from_dict(
+        {
+            "confidence": {"weights": [1.5, -0.5, 0.25], "intercept": -2.0},
+            "tiers": [_tier(0.0).to_dict()],
+        }
+    )
+    s, n = np.array([-3.0, 0.0, 2.0, 7.0]), 4
+    length = np.log(n)
+    want = 1 / (1 + np.exp(-((1.5 + 0.25 * length) * s - 0.5 * length - 2.0)))
+    np.testing.assert_allclose(pair.confidence(s, n), want)
+    with pytest.raises(CalibrationError):
+        PairCalibration((1.0, 0.0), 0.0, (_tier(0.0),))
+
+
 def test_reliability_and_ece_match_a_hand_computation():
     from model.evaluation.openset_figures import prior_weights, reliability
 

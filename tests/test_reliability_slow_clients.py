@@ -167,11 +167,14 @@ def _slow_upload(url: str, path, first: int, sent: threading.Event, go: threadin
 def test_slow_uploads_above_the_floor_leave_the_reserve_to_fast_ones(
     tmp_path_factory, random_checkpoint, clip
 ):
-    """Three uploads that send 80 KiB at 40 KiB/s and then pause (above the 4 KiB/s floor
-    for 20 s more, but past the 0.5-s grace period before their first 64 KiB: "slow")
+    """Three uploads that send 80 KiB at 40 KiB/s and then pause (above the 1 KiB/s floor
+    for 80 s more, but past the 0.5-s grace period before their first 64 KiB: "slow")
     against 3 slots with a reserve of 1: two take the shared slots, the third waits for
     one. A genuine /identify sent meanwhile takes the reserve and is answered 200 (before:
-    503 `too_many_uploads`). Then the slow ones finish, each answered 200 too."""
+    503 `too_many_uploads`). Then the slow ones finish, each answered 200 too.
+    The floor is 1 KiB/s, not the default 4, so that the pause outlasts a fast /identify
+    on a loaded machine: at 4 KiB/s it left 20 s, and a loaded CI run once closed one slow
+    upload 408 within them."""
     settings = live_settings(
         tmp_path_factory,
         random_checkpoint,
@@ -179,6 +182,7 @@ def test_slow_uploads_above_the_floor_leave_the_reserve_to_fast_ones(
         upload_reserve=1,
         max_uploads_per_client=3,
         upload_grace_s=0.5,
+        min_upload_rate_kib=1.0,
     )
     go = threading.Event()
     sent = [threading.Event() for _ in range(3)]

@@ -15,10 +15,10 @@ The fit (`fit_pair`), on queries of several lengths (`model.evaluation.lengths`)
 - per length tier, the quantiles of impostor queries' best scores, per kind of impostor (the
   stored quantile is the highest of the kinds', so the false-alarm rate holds for each);
 - the confidence: P(best singer right) by logistic regression on (best score, log segments,
-  their product), known queries weighted to `prior_known`, impostors to the rest, each kind
-  alike; recordings from outside the dataset (role "impostor") are left out of it when
-  singers are there: they are easy to reject, and with them the confidence was too sure on
-  unknown singers (docs/open-set.md).
+  their product, the score squared), known queries weighted to `prior_known`, impostors to
+  the rest, each kind alike; recordings from outside the dataset (role "impostor") are left
+  out of it when singers are there: they are easy to reject, and with them the confidence
+  was too sure on unknown singers (docs/open-set.md).
 
 Figures per scenario (`openset_figures`): trial EER and minDCF, oracle DIR at 1 % / 5 % false
 alarm (raw and s-norm), the shipped-style calibration's operating points ("known" at the
@@ -195,22 +195,24 @@ def confidence_queries(
 
 def fit_confidence(
     sets: Sequence[ScoredQueries], norm: str, prior_known: float = 0.5
-) -> tuple[tuple[float, float, float], float]:
+) -> tuple[tuple[float, ...], float]:
     """Logistic regression of "the best singer is right" on (best score s, l = log segments,
-    s * l) of `confidence_queries`, weighted by `kind_weights` (module docstring).
-    Returns ((weights of s, l, s * l), intercept)."""
+    s * l, s^2) of `confidence_queries`, weighted by `kind_weights` (module docstring).
+    Returns ((weights of s, l, s * l, s^2), intercept)."""
     from sklearn.linear_model import LogisticRegression
 
     top, right, n, kinds = confidence_queries(sets, norm)
     if right.sum() < 2 or (~right).sum() < 2:
         raise ValueError("too few queries to fit the confidence (need right and wrong answers)")
     length = np.log(np.maximum(n, 1))
-    x = np.column_stack([top, length, top * length])
-    lr = LogisticRegression(C=1e3, max_iter=5000).fit(
+    # s^2: right and wrong answers' scores spread differently (an unequal-variance pair of
+    # Gaussians has a quadratic log-likelihood ratio); without it the confidence was too
+    # sure at 0.3-0.7 and not sure enough above (docs/open-set.md)
+    x = np.column_stack([top, length, top * length, top * top])
+    lr = LogisticRegression(C=1e3, max_iter=20000).fit(
         x, right, sample_weight=kind_weights(kinds, prior_known)
     )
-    a, b, c = (float(v) for v in lr.coef_[0])
-    return (a, b, c), float(lr.intercept_[0])
+    return tuple(float(v) for v in lr.coef_[0]), float(lr.intercept_[0])
 
 
 def fit_tier(sets: Sequence[ScoredQueries], norm: str, n_candidates: int) -> Tier:
