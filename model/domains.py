@@ -45,9 +45,16 @@ def choose_branch(selection: SegmentSelection, domain: str) -> tuple[SegmentSele
     detector: `bench/bleed_branches.py`). `domain_mismatch` is dropped, since the branch
     follows the audio; `mostly_accompaniment` stays, to say why.
     """
-    if domain != AUTO:
-        return selection, domain
-    if "mostly_accompaniment" not in selection.flags:
-        return selection, "mono"
+    branch = branch_of(selection, domain)
+    if domain != AUTO or branch == "mono":
+        return selection, branch
     flags = tuple(f for f in selection.flags if f != "domain_mismatch")
-    return replace(selection, flags=flags), "mixed"
+    return replace(selection, flags=flags), branch
+
+
+def branch_of(selection: SegmentSelection, domain: str) -> str:
+    """The encoder branch of `choose_branch`: the declared domain, or for `auto` mixed when
+    the voice detector heard mostly accompaniment, else mono."""
+    if domain != AUTO:
+        return domain
+    return "mixed" if "mostly_accompaniment" in selection.flags else "mono"

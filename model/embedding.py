@@ -28,7 +28,7 @@ from model.segment_selection import SegmentSelection, select_many
 from model.speaker import EMBED_DIM as SPEAKER_DIM
 from model.speaker import SpeakerEncoder
 from model.track_embedding import TrackEmbedding
-from model.vectors import fuse
+from model.vectors import fuse, l2_normalize
 from model.voice import VoiceDetector
 
 _NO_VECTOR = "the model produced no usable vector for this audio"
@@ -279,6 +279,10 @@ class Embedder:
                 chosen(i, sel)
         for branch, items in sorted(branches.items()):
             vectors = self.encode([s for _, s in items], branch, batch_size, split)
+            twins = [s.without_band for _, s in items]
+            if all(t is not None for t in twins):  # the blend: both views, summed
+                other = self.encode(twins, branch, batch_size, split)  # type: ignore[arg-type]
+                vectors = l2_normalize(vectors + other)
             start = 0
             for i, sel in items:
                 emb = TrackEmbedding.of(sel, vectors[start : start + len(sel)], branch)

@@ -49,6 +49,15 @@ class FeatureConfig(Stored):
     # Keep each chosen segment's waveform too (`SegmentSelection.audio`): for a fused
     # checkpoint, whose speaker encoder reads audio through its own front end.
     segment_audio: bool = False
+    # The mixed branch's front end, off in the shipped default (model card, "A front end for
+    # the mixed branch"): each segment of a song is also read from the song without its
+    # repeating band (`model.repeating_background`) and its two vectors are summed; the voice
+    # detector, the refusal and the flags read the song itself. 0: off. The voice is kept
+    # where it stands `margin` times above the band; neighbour frames at least `width_s`
+    # apart, searched within blocks of `block_s` seconds.
+    mix_background_margin: float = 0.0
+    mix_background_width_s: float = 1.0
+    mix_background_block_s: float = 20.0
 
     @property
     def min_samples(self) -> int:

@@ -159,6 +159,7 @@ def fuse_checkpoint(
     centres: DomainCentres | None = None,
     nuisance: NuisanceProjection | None = None,
     mixed_speaker: str | Path | None = None,
+    mix_background_margin: float | None = None,
 ) -> Path:
     """Write `out`: the CROSS checkpoint `cross` fused with the installed speaker encoder,
     CROSS weighing `weight` in [0, 1] of every cosine. A fused `cross` is re-weighted and keeps
@@ -169,10 +170,15 @@ def fuse_checkpoint(
     the CROSS model alone, unfused (no speaker encoder, centres or projection).
     `mixed_speaker`: a file of speaker-encoder weights (`{"model_state": ...}`) for mixed
     segments, stored in the checkpoint; else a fused `cross` keeps its own, if any.
-    Raises CheckpointError."""
+    `mix_background_margin`: the mixed branch's front end (`FeatureConfig`, 0: off; None:
+    `cross`'s own). Raises CheckpointError."""
     if not 0.0 <= weight <= 1.0:
         raise CheckpointError(f"fusion weight {weight} is outside [0, 1]")
     net, features, meta = load_checkpoint(cross)
+    if mix_background_margin is not None:
+        if mix_background_margin < 0:
+            raise CheckpointError(f"background margin {mix_background_margin} is negative")
+        features = replace(features, mix_background_margin=float(mix_background_margin))
     if net.model_type != "cross":
         raise CheckpointError(f"{cross}: a {net.model_type} checkpoint; fusion needs CROSS")
     payload = torch.load(cross, map_location="cpu", weights_only=True)

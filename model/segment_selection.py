@@ -9,7 +9,7 @@ the detector (`select_many`); each recording's choice is its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,12 +18,13 @@ import torch
 from model.concurrency import Split
 from model.detector_frames import FrameDetector, FrameVerdict, detect_voice_many
 from model.devices import as_tensor, as_tensors, to_device
-from model.domains import selection_domain
+from model.domains import branch_of, selection_domain
 from model.energy_vad import frame_voicing
 from model.errors import AudioError, AudioTooShortError, NoVoicedSegmentError
 from model.features import DEFAULT_CHUNK_FRAMES, FeatureConfig, log_mel_chunked, segment_shares
 from model.quality_flags import clipped_shares, quality_flags
 from model.refusal import SignalStats, refusal, signal_stats
+from model.repeating_background import remove_repeating_background
 
 
 @dataclass
@@ -51,6 +52,10 @@ class SegmentSelection:
     flags: tuple[str, ...] = ()
     domain_score: float | None = None
     audio: torch.Tensor | None = None
+    # The mixed branch's front end (blend): the same segments from the mix without its
+    # repeating band, (features, audio); each segment is embedded both ways and the two
+    # vectors summed (`Embedder.embed_batch`).
+    without_band: SegmentSelection | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -121,7 +126,8 @@ def select_many(
     from many threads, queueing for the GIL). Each recording's choice is then its own.
     """
     paths = list(paths) if paths is not None else [None] * len(ys)
-    domains = [selection_domain(d) if d else None for d in domains or [None] * len(ys)]
+    raw_domains = list(domains) if domains is not None else [None] * len(ys)
+    domains = [selection_domain(d) if d else None for d in raw_domains]
     out: dict[int, SegmentSelection | AudioError] = {}
     ok = []
     for i, y in enumerate(ys):
@@ -142,7 +148,7 @@ def select_many(
     clipped = clipped_shares(on_device)
     for k, (i, y, mel) in enumerate(zip(ok, on_device, mels, strict=True)):
         try:
-            out[i] = _choose(
+            chosen = _choose(
                 y,
                 mel,
                 voicing[k],
@@ -157,7 +163,33 @@ def select_many(
             )
         except AudioError as err:
             out[i] = err
+            continue
+        declared = raw_domains[i]
+        if cfg.mix_background_margin > 0 and declared and branch_of(chosen, declared) == "mixed":
+            chosen = _without_repeating_background(chosen, y, cfg, chunk_frames, split)
+        out[i] = chosen
     return [out[i] for i in range(len(ys))]
+
+
+def _without_repeating_background(
+    selection: SegmentSelection,
+    y: torch.Tensor,
+    cfg: FeatureConfig,
+    chunk_frames: int | None,
+    split: Split | None,
+) -> SegmentSelection:
+    """The mixed branch's front end: `selection` (chosen, refused and flagged on the mix
+    itself) with, as `without_band`, the same segments' features and audio taken from the
+    mix without its repeating background (`model.repeating_background`)."""
+    fg = remove_repeating_background(y, cfg)
+    mel = log_mel_chunked(fg, cfg, None, chunk_frames, split)
+    starts = np.rint(selection.starts_s * cfg.sample_rate / cfg.hop_length).astype(np.int64)
+    idx = to_device(torch.from_numpy(starts), mel.device)
+    features = mel.unfold(-1, cfg.segment_frames, 1)[:, idx].permute(1, 0, 2).contiguous()
+    audio = None
+    if selection.audio is not None:
+        audio = fg.unfold(0, cfg.min_samples, cfg.hop_length)[idx].contiguous()
+    return replace(selection, without_band=replace(selection, features=features, audio=audio))
 
 
 def _choose(

@@ -67,6 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="speaker-encoder weights for mixed segments (`python -m model tune-speaker`), "
         "stored in the checkpoint (default: the fused checkpoint's own, if any)",
     )
+    p.add_argument(
+        "--mix-background-margin",
+        type=float,
+        metavar="MARGIN",
+        help="the mixed branch's front end (off in the shipped default): each segment of a "
+        "song is also embedded from the song without its repeating band, the voice kept "
+        "where it stands MARGIN times above it, and the two vectors summed; with --centres, "
+        "the centres are estimated with it (model/repeating_background.py; 0: off; default: "
+        "the checkpoint's own)",
+    )
     add_device(p)
 
 
@@ -76,7 +86,11 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         out = fuse_checkpoint(
-            args.checkpoint, args.out, args.weight, mixed_speaker=args.mixed_speaker
+            args.checkpoint,
+            args.out,
+            args.weight,
+            mixed_speaker=args.mixed_speaker,
+            mix_background_margin=args.mix_background_margin,
         )
         if args.centres is not None:
             from model.training.centres import NUISANCE_DIMS, centre_checkpoint

@@ -167,10 +167,21 @@ def embed_parts(
         except AudioError as err:
             log.info("skipped: %s", err)
             continue
-        assert selection.audio is not None  # a fused checkpoint keeps the segments' audio
-        cross = embedder.embed_segments(selection.features, rec.domain)
-        voices = embedder.speaker.embed_crops(selection.audio, sr, domain=rec.domain)
-        out.append(RecordingParts(rec.performance, rec.domain, *unit_parts(cross, voices)))
+        views = [selection] + ([selection.without_band] if selection.without_band else [])
+        cross, voices = [], []
+        for view in views:  # the blend: both views are samples of the domain
+            assert view.audio is not None  # a fused checkpoint keeps the segments' audio
+            c, v = unit_parts(
+                embedder.embed_segments(view.features, rec.domain),
+                embedder.speaker.embed_crops(view.audio, sr, domain=rec.domain),
+            )
+            cross.append(c)
+            voices.append(v)
+        out.append(
+            RecordingParts(
+                rec.performance, rec.domain, np.concatenate(cross), np.concatenate(voices)
+            )
+        )
     return out
 
 
