@@ -184,12 +184,24 @@ def _without_repeating_background(
     fg = remove_repeating_background(y, cfg)
     mel = log_mel_chunked(fg, cfg, None, chunk_frames, split)
     starts = np.rint(selection.starts_s * cfg.sample_rate / cfg.hop_length).astype(np.int64)
+    features, audio = _segments_at(mel, fg, starts, cfg)
+    return replace(selection, without_band=replace(selection, features=features, audio=audio))
+
+
+def _segments_at(
+    mel: torch.Tensor, y: np.ndarray | torch.Tensor, starts: np.ndarray, cfg: FeatureConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The segments starting at frames `starts` (n,): their log-mel (n, n_mels,
+    segment_frames) from `mel` and, when the recipe keeps it, their waveform (n, min_samples)
+    from `y`. Unfolded views are indexed, so only these segments are copied."""
     idx = to_device(torch.from_numpy(starts), mel.device)
     features = mel.unfold(-1, cfg.segment_frames, 1)[:, idx].permute(1, 0, 2).contiguous()
-    audio = None
-    if selection.audio is not None:
-        audio = fg.unfold(0, cfg.min_samples, cfg.hop_length)[idx].contiguous()
-    return replace(selection, without_band=replace(selection, features=features, audio=audio))
+    if not cfg.segment_audio:
+        return features, None
+    # A segment's frames are centred on samples start * hop ... + min_samples (its last frame).
+    y_t = as_tensor(y, None)
+    windows = y_t.unfold(0, cfg.min_samples, cfg.hop_length)
+    return features, windows[to_device(torch.from_numpy(starts), y_t.device)].contiguous()
 
 
 def _choose(
@@ -238,17 +250,8 @@ def _choose(
                 "little voice",
                 path,
             )
-    # Index the unfolded view: only the kept segments are copied.
-    view = mel.unfold(-1, cfg.segment_frames, hop or cfg.segment_hop).permute(1, 0, 2)
-    segs = view[to_device(torch.from_numpy(keep), view.device)].contiguous()
+    segs, audio = _segments_at(mel, y, starts[keep], cfg)
     starts_s = starts[keep] * frame_s
-    audio = None
-    if cfg.segment_audio:
-        # A segment's frames are centred on samples start * hop ... + min_samples (its
-        # last frame); index the unfolded view so only the kept segments are copied.
-        y_t = as_tensor(y, None)
-        windows = y_t.unfold(0, cfg.min_samples, cfg.hop_length)
-        audio = windows[to_device(torch.from_numpy(starts[keep]), y_t.device)].contiguous()
     selection = SegmentSelection(
         features=segs,
         starts_s=starts_s,
