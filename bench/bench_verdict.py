@@ -146,8 +146,9 @@ def issue_test(
         pair = cal.pair("mono", "mixed")
         if pair is None:
             continue
+        norm = cal.norm_of("mono", "mixed")
         cohort = None
-        if cal.norm == "snorm" and cohort_idx:
+        if norm == "snorm" and cohort_idx:
             cohort = (
                 np.stack([vectors["mixed"][i] for i in cohort_idx]),
                 np.stack([vectors["mono"][i] for i in cohort_idx]),
@@ -173,7 +174,7 @@ def issue_test(
                 cal.cohort_top_k,
                 cohort,
             )
-            scores = sc.get(cal.norm)
+            scores = sc.get(norm)
             accepted, correct = [], []
             for row, i, truth in zip(scores, q_idx, sc.truth, strict=True):
                 order = np.argsort(-np.where(np.isfinite(row), row, -np.inf))
@@ -273,7 +274,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
         "likely_false_alarm": args.likely_false_alarm,
-        "shipped_calibration": {"norm": shipped.norm, "fitted_on": shipped.fitted_on},
+        "shipped_calibration": {"norm": shipped.norms(), "fitted_on": shipped.fitted_on},
         "n_failed_renderings": len(failures),
         "embed_s": round(embed_s, 1),
         "scenarios": {},
@@ -284,7 +285,7 @@ def main() -> int:
             tuple(HELD_OUT_SINGERS),
             tuple(VALIDATION_SINGERS),
             TARGET_FA,
-            shipped.norm,
+            shipped.norm_of(qd, md),
             shipped.cohort_top_k,
             args.likely_false_alarm,
             shipped.prior_known,

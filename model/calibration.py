@@ -6,7 +6,8 @@ calibrate`) holds, per (query domain, model domain) pair:
 - the score's kind (`norm`): raw cosine, or adaptive s-norm (`model.score_norm`) against a
   cohort made of the catalogue's other singers *and* the voices of the cohort file shipped
   beside it (`<checkpoint_id>.cohort.npz`: one unit vector per voice and domain, from the
-  training material), so that a catalogue of one singer has a cohort too;
+  training material), so that a catalogue of one singer has a cohort too; each pair may have
+  its own (the one that identified more of its calibration queries), else the file's;
 - `confidence`: P(the best singer is the one singing), a logistic regression on the best
   singer's score s, the query's length l = log(segments), s * l (a longer query's scores
   separate better) and s^2 (right and wrong answers' scores spread differently, so their
@@ -127,6 +128,7 @@ class PairCalibration:
     intercept: float
     tiers: tuple[Tier, ...]
     firm_answer_segments: int | None = None
+    norm: str | None = None  # the score it is calibrated on; None: the file's `norm`
 
     def __post_init__(self) -> None:
         starts = [t.min_segments for t in self.tiers]
@@ -155,7 +157,9 @@ class PairCalibration:
         return tier_for(self.tiers, n_segments)
 
     def to_dict(self) -> dict:
+        own = {} if self.norm is None else {"norm": self.norm}
         return {
+            **own,
             "confidence": {"weights": list(self.weights), "intercept": self.intercept},
             "firm_answer_segments": self.firm_answer_segments,
             "tiers": [t.to_dict() for t in self.tiers],
@@ -172,6 +176,7 @@ class PairCalibration:
             intercept=float(p["confidence"]["intercept"]),
             tiers=tuple(Tier.from_dict(t) for t in p["tiers"]),
             firm_answer_segments=None if firm is None else int(firm),
+            norm=_norm(p["norm"]) if "norm" in p else None,  # files before 2026-12-08: none
         )
 
 
@@ -219,7 +224,7 @@ class Calibration:
     `norm` "raw" or when none ships); its file and SHA-256 are `cohort_file`."""
 
     checkpoint_id: str
-    norm: str  # "raw" (cosine) or "snorm": the score the pairs are calibrated on
+    norm: str  # "raw" (cosine) or "snorm": the score of the pairs without a norm of their own
     cohort_top_k: int
     pairs: dict[str, PairCalibration]
     fitted_on: dict
@@ -230,6 +235,15 @@ class Calibration:
 
     def pair(self, query_domain: str, model_domain: str) -> PairCalibration | None:
         return self.pairs.get(pair_key(query_domain, model_domain))
+
+    def norm_of(self, query_domain: str, model_domain: str) -> str:
+        """The score kind a pair is calibrated on: its own, else the file's."""
+        pair = self.pair(query_domain, model_domain)
+        return pair.norm if pair is not None and pair.norm is not None else self.norm
+
+    def norms(self) -> dict[str, str]:
+        """Pair key -> the score kind it is calibrated on."""
+        return {k: p.norm or self.norm for k, p in sorted(self.pairs.items())}
 
     def cohort_of(self, domain: str) -> np.ndarray | None:
         """The shipped cohort in `domain` (C, dim), or None."""
@@ -380,7 +394,7 @@ def read_scores(
 ) -> Reading:
     """Confidence of each ranked hit and the verdict on the best one.
 
-    scores: (n,) calibrated-kind scores (raw cosine or s-norm, as `Calibration.norm`), best
+    scores: (n,) calibrated-kind scores (raw cosine or s-norm, as `Calibration.norm_of`), best
     first; n_candidates: singers the query competed against (the catalogue's singers in the
     models' domain); n_segments: the query's embedded segments; target_fa / likely_fa: wanted
     rates of "known" / "known or likely" verdicts for singers not in the catalogue.

@@ -112,7 +112,7 @@ def _scores(
 ) -> np.ndarray:
     """The hits' scores of the kind the calibration was fitted on (raw cosine or s-norm)."""
     raw = np.array([h.score for h in hits], dtype=np.float64)
-    if cal.norm == "raw" or not hits:
+    if cal.norm_of(query_domain, models_domain) == "raw" or not hits:
         return raw
     k = cal.cohort_top_k
     q = l2_normalize(np.asarray(vector, dtype=np.float32))

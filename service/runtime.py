@@ -49,7 +49,8 @@ def load_calibration(checkpoint: Path, checkpoint_id: str) -> tuple[Calibration 
             f"no calibration for checkpoint {checkpoint_id} ({path.name} absent): answers "
             "carry no verdict; fit one with `python -m model calibrate`"
         )
-    return calibration, f"loaded {path.name} ({calibration.norm} scores)"
+    kinds = ", ".join(f"{k} {norm}" for k, norm in calibration.norms().items())
+    return calibration, f"loaded {path.name} (scores: {kinds})"
 
 
 class Runtime:

@@ -243,7 +243,7 @@ class IdentifyResponse(QueryInfo):
         None, description="score the best singer had to exceed for a 'likely' verdict"
     )
     likely_false_alarm: float | None = Field(
-        None, description="looser operating point (SINGER_LIKELY_FALSE_ALARM)", examples=[0.07]
+        None, description="looser operating point (SINGER_LIKELY_FALSE_ALARM)", examples=[0.10]
     )
     singing_s: float = Field(
         description="singing the answer rests on: embedded voiced segments x 3 s", examples=[24.0]

@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         "generation's checkpoint and swaps model and catalogue without a restart",
     )
     likely_false_alarm: float = Field(
-        0.07,
+        0.10,
         gt=0.0,
         lt=1.0,
         description="looser operating point of the /identify verdict: wanted share of queries "

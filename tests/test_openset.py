@@ -37,6 +37,7 @@ from tests.support.live import (
     upload,
 )
 from tests.support.synth import VOICES, write
+from tests.support.tracks import add_tracks
 
 CAL_SEEDS = (10, 11, 12, 13)  # takes the calibration is fitted on (not in any catalogue)
 QUERY_SEED = 5
@@ -138,7 +139,7 @@ def test_verdict_flips_to_unknown_when_the_singer_is_deleted(
     # How much singing the answer rests on: its embedded segments of 3 s.
     segment_s = Embedder.from_checkpoint(calibrated_checkpoint, "cpu").features.segment_seconds
     assert body["singing_s"] == pytest.approx(body["n_segments"] * segment_s)
-    assert body["likely_false_alarm"] == 0.07 and body["likely_threshold"] <= body["threshold"]
+    assert body["likely_false_alarm"] == 0.10 and body["likely_threshold"] <= body["threshold"]
 
     mine = [t for t in tracks.values() if t["singer"] == singer_name(voice)]
     try:
@@ -345,16 +346,7 @@ def test_service_snorm_matches_the_evaluation_protocol(tmp_path):
     pair = PairCalibration((1.0, 0.0, 0.0), 0.0, (tier,))
     cal = Calibration("ck", "snorm", 3, {"mono->mixed": pair}, {}, cohort=cohort)
     with Catalog.open(tmp_path / "cat", dim=8) as cat:
-        for i, (v, s) in enumerate(zip(vecs, singers, strict=True)):
-            cat.add_track(
-                v,
-                singer=s,
-                domain="mixed",
-                content_hash=f"{i:064x}",
-                checkpoint_id="ck",
-                duration_s=3.0,
-                n_segments=1,
-            )
+        add_tracks(cat, vecs, singers, "mixed")
         hits = cat.search_singers(q, 6, "mixed")
         got = _scores(cat, q, hits, "mono", "mixed", cal)
         ranked, reading = identify_hits(

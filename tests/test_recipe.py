@@ -16,6 +16,7 @@ from model.embedding import Embedder
 from model.fusion import FUSION_KEY, MIXED_SPEAKER_KEY
 from model.training.recipe import (
     ALL_STUDIO,
+    MIX_BACKGROUND_MARGIN,
     SHIPPED_STUDIO,
     Stage,
     StudioPlan,
@@ -77,6 +78,8 @@ def test_default_chain_trains_stage_two_from_stage_one_and_fuses(data, tmp_path)
     assert meta["train_config"]["init_checkpoint"] == str(stage1)
     embedder = Embedder.from_checkpoint(fused, "cpu")
     assert embedder.speaker is not None and embedder.fusion_weight == pytest.approx(0.1)
+    # the mixed branch's front end, set before the centres (estimated with it)
+    assert embedder.features.mix_background_margin == MIX_BACKGROUND_MARGIN > 0
     # estimated on the layout's training material
     assert embedder.centres is not None and embedder.nuisance is not None
     # the speaker encoder's own weights for mixed segments, tuned on the studio mixes

@@ -46,11 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--norm",
-        choices=("raw", "snorm"),
-        default="snorm",
-        help="score to calibrate: raw cosine or adaptive s-norm against the catalogue (and the "
-        "cohort); s-norm measured better for the default model (docs/open-set.md) "
-        "(default: %(default)s)",
+        choices=("auto", "raw", "snorm"),
+        default="auto",
+        help="score to calibrate: raw cosine, adaptive s-norm against the catalogue (and the "
+        "cohort), or auto: per domain pair, the one that identifies more of the calibration "
+        "queries at 1%% false alarm (docs/open-set.md) (default: %(default)s)",
     )
     p.add_argument(
         "--prior-known",

@@ -53,7 +53,7 @@ def calibrate(
     checkpoint: str | Path,
     *,
     impostors: Sequence[str] = (),
-    norm: str = "snorm",
+    norm: str = "auto",
     dataset: str = "",
     cache_dir: str | Path | None = None,
     all_segments: bool = False,
@@ -64,8 +64,9 @@ def calibrate(
     prior_known: float = 0.5,
     false_flag_rate: float = DEFAULT_FALSE_FLAG_RATE,
 ) -> Calibration:
-    """Embed the clips (cached) and fit the calibration of `checkpoint`. Raises ValueError
-    when a pair has too few queries."""
+    """Embed the clips (cached) and fit the calibration of `checkpoint`; `norm`: "raw",
+    "snorm" or "auto" (each pair the score that identifies more, `fit_pair`). Raises
+    ValueError when a pair has too few queries."""
     clips = list(clips)
     imp = set(impostors)
     unknown = imp - {c.singer for c in clips}
@@ -127,7 +128,7 @@ def calibrate(
         "dataset": dataset,
         "impostors": sorted(imp) or "leave-one-singer-out only",
         "impostor_recordings": len({c.singer for c in clips if c.role == "impostor"}),
-        "cohort_recordings": len(c_idx) if norm == "snorm" else 0,
+        "cohort_recordings": len(c_idx) if norm != "raw" else 0,
         "n_clips": len(clips),
         "n_failed_renderings": len(failures),
         "segments": "all" if all_segments else "voiced (the service's selection)",

@@ -35,6 +35,7 @@ import numpy as np
 
 from model.calibration import (
     FIRM_TARGET_FA,
+    NORMS,
     Calibration,
     EnrolmentCalibration,
     PairCalibration,
@@ -253,13 +254,30 @@ def fit_pair(
     tiers: Sequence[int] = LENGTH_TIERS,
     prior_known: float = 0.5,
 ) -> PairCalibration:
-    """One pair's calibration from queries of several lengths against a catalogue.
+    """One pair's calibration from queries of several lengths against a catalogue, on the
+    scores `norm` ("raw", "snorm", or "auto": whichever identifies more of these known
+    queries at FIRM_TARGET_FA, `identified_at_target`; its choice is the pair's `norm`).
+    Raises ValueError when the first tier has too few queries."""
+    sets = scored_calibration_queries(queries, t_vecs, t_singers, top_k, cohort)
+    if norm != "auto":
+        return fit_scored_pair(sets, norm, tiers, prior_known)
+    fits = [fit_scored_pair(sets, kind, tiers, prior_known) for kind in NORMS]
+    # on a tie s-norm, whose operating point holds across catalogue sizes (docs/open-set.md)
+    return max(fits, key=lambda p: (identified_at_target(sets, p), p.norm == "snorm"))
+
+
+def fit_scored_pair(
+    sets: Sequence[ScoredQueries],
+    norm: str,
+    tiers: Sequence[int] = LENGTH_TIERS,
+    prior_known: float = 0.5,
+) -> PairCalibration:
+    """`fit_pair` on scored queries, for one score kind `norm` ("raw" or "snorm").
 
     A tier with fewer than MIN_TIER_IMPOSTORS impostor queries is merged into the one below.
     A longer query's best score only rises (a less noisy mean), so each tier's impostor
     quantiles are kept at least those of the tier below: a small top tier cannot lower the bar.
     Raises ValueError when the first tier has too few queries."""
-    sets = scored_calibration_queries(queries, t_vecs, t_singers, top_k, cohort)
     n_candidates = len(sets[0].scores.names)
     weights, intercept = fit_confidence(sets, norm, prior_known)
     bands = [tier_members(q.n_segments, tiers) for q in sets]
@@ -280,7 +298,22 @@ def fit_pair(
             )
         tier = replace(tier, min_segments=tiers[start] if fitted else 1)
         fitted.append(replace(tier, identified=_identified(mine, norm, tier)))
-    return PairCalibration(weights, intercept, tuple(fitted), firm_answer_segments(fitted))
+    return PairCalibration(
+        weights, intercept, tuple(fitted), firm_answer_segments(fitted), norm=norm
+    )
+
+
+def identified_at_target(sets: Sequence[ScoredQueries], pair: PairCalibration) -> float:
+    """The share of the known queries of `sets` that `pair` answers right and "known" at
+    FIRM_TARGET_FA, each at its own length tier's threshold, on `pair.norm`'s scores."""
+    top, right, n, kinds = _pooled(sets, pair.norm or "snorm")
+    known = kinds == KNOWN
+    if not known.any():
+        return 0.0
+    bars = np.array(
+        [pair.tier(int(k)).threshold(FIRM_TARGET_FA, pair.tier(int(k)).n_candidates) for k in n]
+    )
+    return float((right & (top > bars))[known].mean())
 
 
 def firm_answer_segments(tiers: Sequence[Tier]) -> int | None:
@@ -307,18 +340,22 @@ def fit_calibration(
     prior_known: float = 0.5,
 ) -> Calibration:
     """A Calibration from, per (query domain, model domain): (queries of several lengths,
-    catalogue track vectors, their singers); `cohort`: domain -> (C, dim) shipped voices
-    (used with s-norm only)."""
-    cohort = cohort if norm == "snorm" and cohort else {}
+    catalogue track vectors, their singers); `norm`: "raw", "snorm" or "auto" (each pair
+    its own, `fit_pair`); `cohort`: domain -> (C, dim) shipped voices (kept when a pair uses
+    s-norm)."""
+    cohort = cohort if norm != "raw" and cohort else {}
     fitted = {}
     for (qd, md), (queries, tv, ts) in pairs.items():
         c = (cohort[md], cohort[qd]) if md in cohort and qd in cohort else None
         fitted[pair_key(qd, md)] = fit_pair(
             queries, tv, ts, norm, top_k, c, prior_known=prior_known
         )
+    kinds = {p.norm for p in fitted.values()}
+    if "snorm" not in kinds:
+        cohort = {}
     return Calibration(
         checkpoint_id,
-        norm,
+        "snorm" if "snorm" in kinds else "raw",
         top_k,
         fitted,
         dict(fitted_on),

@@ -51,6 +51,11 @@ VAL_SINGERS = ("ariel", "stool")
 #: CROSS's share of every cosine in the default; chosen on the a cappella dev figure
 #: (model/weights/MODEL_CARD.md).
 FUSION_WEIGHT = 0.1
+#: The mixed branch's front end: each segment of a song also read without the song's
+#: repeating band, the voice kept where it stands this many times above it
+#: (`model.repeating_background`; model card, "Stage 6"). Set before the centres, which are
+#: estimated with it.
+MIX_BACKGROUND_MARGIN = 4.0
 WEIGHTS = DEFAULT_CHECKPOINT.parent
 
 
@@ -167,6 +172,7 @@ def train_default(
     tune: TuneConfig | None = None,
     detector: VoiceTrainConfig | None = None,
     steps: StudioSteps = SHIPPED_STUDIO,
+    mix_background_margin: float = MIX_BACKGROUND_MARGIN,
 ) -> Path:
     """Train the default's stages in `out_dir/<stage>/`, each from the last weights of the
     one before, write `out_dir/default.pt` (fused, with its centres and nuisance projection)
@@ -176,7 +182,7 @@ def train_default(
 
     stages: default `default_stages()`; tune, detector: default the shipped options
     (`speaker-tune.train.json`, `voice-detector.train.json`); device: overrides the stages'
-    own ("auto")."""
+    own ("auto"); mix_background_margin: the mixed branch's front end (0: none)."""
     out = Path(out_dir)
     studio = None
     if steps.any():
@@ -224,7 +230,13 @@ def train_default(
         )
     # The tuned copy goes in before the centres only when they are estimated with it.
     early = speaker if steps.centres else None
-    fused = fuse_checkpoint(previous, out / "default.pt", fusion_weight, mixed_speaker=early)
+    fused = fuse_checkpoint(
+        previous,
+        out / "default.pt",
+        fusion_weight,
+        mixed_speaker=early,
+        mix_background_margin=mix_background_margin,
+    )
     log.info("fused %s at CROSS weight %g -> %s", previous, fusion_weight, fused)
     fused = centre_checkpoint(
         fused,
