@@ -1,29 +1,22 @@
 """Open-set calibration of a checkpoint: scores, a calibrated confidence, a graded verdict.
 
-The file `<checkpoint_id>.calibration.json` beside the checkpoint (fitted by `python -m model
-calibrate`) holds, per (query domain, model domain) pair:
+The file `<checkpoint_id>.calibration.json` beside the checkpoint (`python -m model
+calibrate`; docs/open-set.md) holds, per (query domain, model domain) pair:
 
-- the score's kind (`norm`): raw cosine, or adaptive s-norm (`model.score_norm`) against a
-  cohort made of the catalogue's other singers *and* the voices of the cohort file shipped
-  beside it (`<checkpoint_id>.cohort.npz`: one unit vector per voice and domain, from the
-  training material), so that a catalogue of one singer has a cohort too; each pair may have
-  its own (the one that identified more of its calibration queries), else the file's;
+- the score's kind (`norm`, the pair's own or the file's): raw cosine, or adaptive s-norm
+  (`model.score_norm`) against the catalogue's other singers *and* the cohort file shipped
+  beside it (`<checkpoint_id>.cohort.npz`: one unit vector per voice and domain), so that a
+  catalogue of one singer has a cohort too;
 - `confidence`: P(the best singer is the one singing), a logistic regression on the best
-  singer's score s, the query's length l = log(segments), s * l (a longer query's scores
-  separate better) and s^2 (right and wrong answers' scores spread differently, so their
-  log-likelihood ratio is quadratic in s, as with two Gaussians of unequal variances),
-  fitted on calibration queries of known singers and of singers outside the catalogue, each
-  half of the weight (`prior_known`); files fitted before 2026-12-07 (evening) have no s^2
-  term;
-- length tiers (by number of embedded segments): a track vector is the normalised mean of its
-  segments, and the longer the query, the less noise that mean carries and the higher *every*
-  cosine it scores, an unknown singer's best one included. Each tier stores the quantiles of
-  impostor queries' best scores: the verdict is "known" when the best singer's score exceeds
-  the quantile for the target false-alarm rate, "likely" for a looser one, else "unknown". A
-  query is read at the tier of the longest queries it is at least as long as;
-- `firm_answer_segments`: the query length beyond which more singing helps little: the
-  shortest tier whose known-singer queries were answered "known" (at the 1 % target) at
-  least 80 % as often as in the best tier; what the service tells a short query.
+  singer's score s, the query's length l = log(segments), s * l and s^2 (right and wrong
+  answers' scores spread differently: a quadratic log-likelihood ratio), known and
+  impostor queries each half of the weight (`prior_known`); older files have no s^2 term;
+- length tiers (by embedded segments): the longer the query, the less noisy its mean vector
+  and the higher *every* cosine it scores, a stranger's best one included. Each tier stores
+  the quantiles of impostor queries' best scores: "known" above the quantile of the target
+  false-alarm rate, "likely" above a looser one's, else "unknown";
+- `firm_answer_segments`: the shortest tier whose known queries were answered "known" (1 %
+  target) at least 80 % as often as in the best tier: what the service tells a short query.
 
 Per domain, `enrolment` holds the outlier bar of a singer's tracks (`model.enrolment`).
 """
@@ -33,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -154,7 +146,7 @@ class PairCalibration:
 
     def tier(self, n_segments: int) -> Tier:
         """The tier of a query of `n_segments` segments: the last one whose start it reaches."""
-        return tier_for(self.tiers, n_segments)
+        return [t for t in self.tiers if t.min_segments <= max(1, n_segments)][-1]
 
     def to_dict(self) -> dict:
         own = {} if self.norm is None else {"norm": self.norm}
@@ -178,12 +170,6 @@ class PairCalibration:
             firm_answer_segments=None if firm is None else int(firm),
             norm=_norm(p["norm"]) if "norm" in p else None,  # files before 2026-12-08: none
         )
-
-
-def tier_for(tiers: Sequence[Tier], n_segments: int) -> Tier:
-    """The tier of a query of `n_segments` segments: the last of `tiers` (by increasing
-    `min_segments`, the first at 1) whose `min_segments` it reaches."""
-    return [t for t in tiers if t.min_segments <= max(1, n_segments)][-1]
 
 
 #: What an outlier bar applies to (`model.enrolment.outlier_scores`); fits write the last.

@@ -90,38 +90,78 @@ def remove_repeating_background(
     y: np.ndarray | torch.Tensor, cfg: FeatureConfig, device: str | torch.device | None = None
 ) -> torch.Tensor:
     """Waveform (samples,) at cfg.sample_rate -> the same length with its repeating
-    background taken out: STFT of the features' n_fft and hop, each block of about
-    cfg.mix_background_block_s seconds filtered on its own (a last block shorter than half of
-    one joins the one before; a block too short for the width is kept whole), the soft mask of
-    S - B against margin x B where B = min(S, `repeating_spectrum`), inverse STFT.
-    float32 on `device` (None: where y is)."""
+    background taken out: STFT of the features' n_fft and hop (centred, as the features'),
+    each block of about cfg.mix_background_block_s seconds filtered on its own (a last block
+    shorter than half of one joins the one before; a block too short for the width is kept
+    whole), the soft mask of S - B against margin x B where B = min(S, `repeating_spectrum`),
+    inverse STFT. float32 on `device` (None: where y is).
+
+    The same as `torch.istft(stft(y) * mask)` of the whole recording, block by block: a
+    30-minute track never holds its whole spectrogram (about 1 GB at once), only one block's
+    and the output."""
     y_t = as_tensor(y, device)
-    window = hann_window(cfg.n_fft, y_t.device)
-    spec = torch.stft(
-        y_t,
-        cfg.n_fft,
-        cfg.hop_length,
-        window=window,
-        center=True,
-        pad_mode=cfg.pad_mode,
-        return_complex=True,
-    )
-    mag = spec.abs()
-    t = mag.shape[1]
-    frame_s = cfg.hop_length / cfg.sample_rate
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    window = hann_window(n_fft, y_t.device)
+    t = 1 + y_t.shape[-1] // hop  # frames of a centred STFT
+    frame_s = hop / cfg.sample_rate
     width = max(1, round(cfg.mix_background_width_s / frame_s))
     block = max(1, round(cfg.mix_background_block_s / frame_s))
     edges = list(range(0, t, block))
     if len(edges) > 1 and t - edges[-1] < block // 2:
         edges.pop()
     edges.append(t)
-    mask = torch.ones_like(mag)
+    pad = n_fft // 2
+    out = torch.empty(y_t.shape[-1] + 2 * pad, device=y_t.device)  # the padded signal's span
+    overlap = n_fft - hop  # samples a block's last frames share with the next block's first
+    carry = torch.zeros(2, overlap, device=y_t.device)  # (sum, window^2 sum) carried over
+    squares: dict[int, torch.Tensor] = {}  # frames -> their squared windows overlap-added
     for a, b in pairwise(edges):
-        if width >= (b - a - 1) // 2:  # too short to hold a repeat: kept whole
-            continue
-        part = mag[:, a:b]
-        background = torch.minimum(part, repeating_spectrum(part, width))
-        mask[:, a:b] = soft_mask(part - background, cfg.mix_background_margin * background)
-    return torch.istft(
-        spec * mask, cfg.n_fft, cfg.hop_length, window=window, center=True, length=y_t.shape[-1]
-    )
+        spec = torch.stft(
+            _padded_span(y_t, a * hop - pad, (b - 1) * hop + n_fft - pad, cfg.pad_mode),
+            n_fft,
+            hop,
+            window=window,
+            center=False,
+            return_complex=True,
+        )
+        if width < (b - a - 1) // 2:  # else too short to hold a repeat: kept whole
+            mag = spec.abs()
+            background = torch.minimum(mag, repeating_spectrum(mag, width))
+            spec = spec * soft_mask(mag - background, cfg.mix_background_margin * background)
+        frames = torch.fft.irfft(spec, n=n_fft, dim=0) * window[:, None]
+        n = b - a
+        if n not in squares:  # every block but the last has the same number of frames
+            squares[n] = _overlap_add((window**2)[:, None].expand(n_fft, n), hop)
+        added = torch.stack([_overlap_add(frames, hop), squares[n]])
+        added[:, :overlap] += carry
+        done = added.shape[1] - (overlap if b < t else 0)
+        # istft's normalisation: the sum of the squared windows over each sample's frames
+        out[a * hop : a * hop + done] = added[0, :done] / added[1, :done].clamp_min(1e-11)
+        carry = added[:, done:]
+    return out[pad : pad + y_t.shape[-1]]
+
+
+def _padded_span(y: torch.Tensor, start: int, stop: int, pad_mode: str) -> torch.Tensor:
+    """y[start:stop] where the span may reach past either end by less than one frame: the
+    missing samples as a centred STFT pads them (`pad_mode`)."""
+    before, after = max(0, -start), max(0, stop - y.shape[-1])
+    span = y[max(0, start) : min(stop, y.shape[-1])]
+    if not before and not after:
+        return span
+    return torch.nn.functional.pad(span[None, None], (before, after), mode=pad_mode)[0, 0]
+
+
+def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """(n_fft, n) frames `hop` apart -> ((n - 1) hop + n_fft,), summed where they overlap."""
+    n_fft, n = frames.shape
+    length = (n - 1) * hop + n_fft
+    if n_fft % hop:
+        return torch.nn.functional.fold(
+            frames[None], output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop)
+        ).reshape(length)
+    # hop-long pieces: the j-th piece of every frame lands j hops on (n_fft / hop vector adds,
+    # where fold's general scatter took 3x the time)
+    out = frames.new_zeros(length)
+    for j in range(n_fft // hop):
+        out[j * hop : j * hop + n * hop] += frames[j * hop : (j + 1) * hop].T.reshape(-1)
+    return out

@@ -130,6 +130,62 @@ def test_blocks_are_filtered_on_their_own_and_too_short_ones_kept_whole():
     np.testing.assert_allclose(remove_repeating_background(mix, wide), mix, atol=1e-4)
 
 
+def _whole_recording_reference(y: np.ndarray, cfg: FeatureConfig) -> torch.Tensor:
+    """The separation of the module docstring done at once: the STFT of the whole recording,
+    each block's mask, `torch.istft` of the masked whole."""
+    window = torch.hann_window(cfg.n_fft)
+    spec = torch.stft(
+        torch.from_numpy(y),
+        cfg.n_fft,
+        cfg.hop_length,
+        window=window,
+        center=True,
+        pad_mode=cfg.pad_mode,
+        return_complex=True,
+    )
+    mag, t = spec.abs(), spec.shape[1]
+    frame_s = cfg.hop_length / SR
+    width = max(1, round(cfg.mix_background_width_s / frame_s))
+    block = max(1, round(cfg.mix_background_block_s / frame_s))
+    edges = list(range(0, t, block))
+    if len(edges) > 1 and t - edges[-1] < block // 2:
+        edges.pop()
+    mask = torch.ones_like(mag)
+    for a, b in zip(edges, [*edges[1:], t], strict=True):
+        if width < (b - a - 1) // 2:
+            part = mag[:, a:b]
+            bg = torch.minimum(part, repeating_spectrum(part, width))
+            mask[:, a:b] = soft_mask(part - bg, cfg.mix_background_margin * bg)
+    return torch.istft(
+        spec * mask, cfg.n_fft, cfg.hop_length, window=window, center=True, length=len(y)
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "pad_mode", "block_s", "hop"),
+    [
+        (24.0, "constant", 12.0, 512),
+        (23.3, "reflect", 5.0, 512),
+        (6.1, "constant", 20.0, 512),
+        (0.3, "reflect", 20.0, 512),
+        (14.2, "constant", 5.0, 384),  # a hop that does not divide the window
+    ],
+)
+def test_block_by_block_is_the_whole_recordings_inverse_stft(seconds, pad_mode, block_s, hop):
+    """Blocks are transformed, masked and overlap-added one at a time (bounded memory): the
+    same samples as the inverse STFT of the whole masked spectrogram, across block edges,
+    at both ends (either padding), for lengths that are no multiple of the hop."""
+    band, voice = _band_and_voice(24.0)
+    mix = (band + voice)[: int(seconds * SR) + 77]
+    cfg = replace(CFG, pad_mode=pad_mode, mix_background_block_s=block_s, hop_length=hop)
+    got = remove_repeating_background(mix, cfg)
+    want = _whole_recording_reference(mix, cfg)
+    assert got.shape == want.shape == mix.shape
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    if seconds > 5:  # the mask did change the mix
+        assert not torch.allclose(got, torch.from_numpy(mix), atol=1e-2)
+
+
 @pytest.fixture(scope="module")
 def detector() -> VoiceDetector:
     return VoiceDetector.load()
