@@ -1,11 +1,11 @@
 """Open-set reading of /identify: confidence, graded verdict, evidence and timeline.
 
 Blocking catalogue work (run through `Runtime.catalog_call`); the scoring rules are in
-`model.calibration` and `model.score_norm`. With s-norm, the cohort of each side is the
-catalogue's other singers joined by the voices shipped with the calibration, so that a
-catalogue of one or two singers has a cohort too. With SINGER_EXCLUDE_OUTLIERS, each ranked
-singer is scored against their model without the tracks flagged as outliers
-(`service.enrolment.clean_model`).
+`model.calibration` and `model.score_norm`. Where a pair is scored with s-norm
+(`Calibration.norm_of`), the cohort of each side is the catalogue's other singers joined by
+the voices shipped with the calibration, so that a catalogue of one or two singers has a
+cohort too. With SINGER_EXCLUDE_OUTLIERS, each ranked singer is scored against their model
+without the tracks flagged as outliers (`service.enrolment.clean_model`).
 """
 
 from __future__ import annotations

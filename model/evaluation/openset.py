@@ -262,7 +262,7 @@ def fit_pair(
     if norm != "auto":
         return fit_scored_pair(sets, norm, tiers, prior_known)
     fits = [fit_scored_pair(sets, kind, tiers, prior_known) for kind in NORMS]
-    # on a tie s-norm, whose operating point holds across catalogue sizes (docs/open-set.md)
+    # on a tie s-norm: its cohort puts the scores of small and large catalogues on one scale
     return max(fits, key=lambda p: (identified_at_target(sets, p), p.norm == "snorm"))
 
 
@@ -310,9 +310,8 @@ def identified_at_target(sets: Sequence[ScoredQueries], pair: PairCalibration) -
     known = kinds == KNOWN
     if not known.any():
         return 0.0
-    bars = np.array(
-        [pair.tier(int(k)).threshold(FIRM_TARGET_FA, pair.tier(int(k)).n_candidates) for k in n]
-    )
+    tiers = [pair.tier(int(k)) for k in n]
+    bars = np.array([t.threshold(FIRM_TARGET_FA, t.n_candidates) for t in tiers])
     return float((right & (top > bars))[known].mean())
 
 
