@@ -45,6 +45,18 @@ def test_log_mel_on_cuda_equals_cpu():
     torch.testing.assert_close(gpu.cpu(), log_mel(y, cfg), rtol=1e-4, atol=1e-4)
 
 
+def test_the_mixed_branchs_front_end_on_cuda_equals_cpu():
+    """The separation (similarities, top k, the sparse geometric mean, block overlap-add) on
+    the device gives the CPU's samples, across block edges."""
+    from model.repeating_background import remove_repeating_background
+
+    y = render(1, "mixed", seed=3, seconds=14.0)
+    cfg = FeatureConfig(mix_background_margin=4.0, mix_background_block_s=5.0)
+    gpu = remove_repeating_background(y, cfg, device="cuda")
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), remove_repeating_background(y, cfg), atol=1e-4, rtol=0)
+
+
 def test_pinned_copy_to_cuda_keeps_values():
     t = torch.randn(64, 128, 129)
     moved = to_device(t, "cuda")
