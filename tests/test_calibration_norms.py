@@ -122,3 +122,31 @@ def test_the_service_scores_a_pair_with_its_own_kind(tmp_path, norm):
     assert got == pytest.approx(want, abs=1e-5)
     if norm == "snorm":  # s-norm is not the cosine: the kind really changed the scores
         assert got != pytest.approx([h.score for h in hits], abs=1e-3)
+
+
+def test_the_protocol_with_auto_reports_the_kind_it_kept():
+    """`python -m model evaluate --open-set --norm auto`: each scenario's figures are those
+    of asking for the kind `fit_pair` keeps, and say which it was."""
+    from model.evaluation.openset import OpenSetConfig, open_set_scenario
+    from model.evaluation.splits import EvalClip
+
+    rng = np.random.default_rng(4)
+    centres = {s: rng.normal(size=16) for s in "abcdefgh"}
+    clips = [
+        EvalClip(f"{s}{i}", s, role, song=f"{s}-{i // 2}")
+        for s in "abcdefgh"
+        for i, role in enumerate(["model"] * 4 + ["query"] * 6)
+    ]
+    vectors = {
+        i: l2_normalize(centres[c.singer] + 0.6 * rng.normal(size=16)) for i, c in enumerate(clips)
+    }
+    runs = {}
+    for norm in ("auto", "raw", "snorm"):
+        cfg = OpenSetConfig(impostors=("g", "h"), norm=norm)
+        runs[norm] = open_set_scenario(clips, vectors, vectors, cfg)[0]
+    kept = runs["auto"]["norm"]
+    assert kept in ("raw", "snorm") and runs["auto"]["calibration"]["norm"] == kept
+    assert runs["raw"]["clips"] != runs["snorm"]["clips"]  # the kind shows in the figures
+    assert runs["auto"]["clips"] == runs[kept]["clips"]
+    assert runs["auto"]["calibration"] == runs[kept]["calibration"]
+    assert runs["raw"]["norm"] == "raw" and runs["snorm"]["norm"] == "snorm"

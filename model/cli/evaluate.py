@@ -264,10 +264,11 @@ def add_open_set_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--norm",
-        choices=("raw", "snorm"),
-        default="snorm",
-        help="score calibrated: raw cosine or adaptive s-norm against the catalogue and the "
-        "cohort (default: %(default)s)",
+        choices=("auto", "raw", "snorm"),
+        default="auto",
+        help="score calibrated: raw cosine, adaptive s-norm against the catalogue and the "
+        "cohort, or auto: per scenario the one that identifies more of the calibration "
+        "queries at 1%% false alarm, as `calibrate` (default: %(default)s)",
     )
 
 

@@ -394,8 +394,8 @@ class OpenSetConfig:
     """impostors: singers left out of the catalogue, whose every clip is an evaluation query;
     calibration_impostors: singers left out too, whose clips are the calibration's impostors
     (with leave-one-singer-out rotations, always); target_fa / likely_fa: the operating
-    points; norm: the score calibrated ("raw" cosine or "snorm"); prior_known: the share of
-    known-singer queries the confidence assumes."""
+    points; norm: the score calibrated ("raw" cosine, "snorm", or "auto": the one `fit_pair`
+    keeps); prior_known: the share of known-singer queries the confidence assumes."""
 
     impostors: tuple[str, ...]
     calibration_impostors: tuple[str, ...] = ()
@@ -467,7 +467,7 @@ def open_set_scenario(
     c_idx = [i for i in sorted(q_vecs) if clips[i].role == "cohort" and i in t_vecs]
     cohort = (
         (np.stack([t_vecs[i] for i in c_idx]), np.stack([q_vecs[i] for i in c_idx]))
-        if c_idx and cfg.norm == "snorm"
+        if c_idx and cfg.norm != "raw"
         else None
     )
     cal += [i for i in sorted(q_vecs) if clips[i].singer in cal_imp or clips[i].role == "impostor"]
@@ -488,6 +488,8 @@ def open_set_scenario(
         pair = fit_pair(
             queries(cal), tv, ts, cfg.norm, cfg.cohort_top_k, cohort, prior_known=cfg.prior_known
         )
+    # the figures read the pair's own score (a file's pair without one: the asked, else s-norm)
+    cfg = replace(cfg, norm=pair.norm or (cfg.norm if cfg.norm != "auto" else "snorm"))
     ev_clips = [i for i in ev if q_segments is None or i in q_segments]
     n_clip = np.array([len(q_segments[i]) if q_segments is not None else 1 for i in ev_clips])
     sc = score_queries(
@@ -498,7 +500,11 @@ def open_set_scenario(
         cfg.cohort_top_k,
         cohort,
     )
-    out: dict = {"clips": scenario_figures(sc, n_clip, pair, cfg), "calibration": pair.to_dict()}
+    out: dict = {
+        "norm": cfg.norm,
+        "clips": scenario_figures(sc, n_clip, pair, cfg),
+        "calibration": pair.to_dict(),
+    }
     if q_segments is not None:
         composed = compose_queries(clips, q_segments, ev_clips)
         n = np.array([q.n_segments for q in composed])

@@ -305,7 +305,7 @@ def evaluate(
                 )
                 entry["open_set"][s] = got[0] if got else None
                 if got:
-                    det[f"{name} {s}"] = open_set_curve(got[1], open_set.norm)
+                    det[f"{name} {s}"] = open_set_curve(got[1], got[0]["norm"])
         result["models"].append(entry)
     if open_set is not None:
         result["settings"]["open_set"] = {
