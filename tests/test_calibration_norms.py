@@ -101,6 +101,13 @@ def test_each_pair_reads_its_own_score_kind_back_and_old_files_the_files():
     assert back.pairs["mono->mono"].norm is None
     assert back.norm_of("mono", "mono") == "snorm"
     assert back.norms() == {"mono->mixed": "raw", "mono->mono": "snorm"}
+    # version 4 names a pair's own score; a version-3 file (none named) still reads
+    assert cal.to_dict()["version"] == 4
+    old = cal.to_dict()
+    old["version"] = 3
+    for pair in old["pairs"].values():
+        pair.pop("norm", None)
+    assert Calibration.from_dict(old).norms() == {"mono->mixed": "snorm", "mono->mono": "snorm"}
 
 
 @pytest.mark.parametrize("norm", ["raw", "snorm"])
