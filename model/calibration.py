@@ -170,7 +170,7 @@ class PairCalibration:
             intercept=float(p["confidence"]["intercept"]),
             tiers=tuple(Tier.from_dict(t) for t in p["tiers"]),
             firm_answer_segments=None if firm is None else int(firm),
-            norm=_norm(p["norm"]) if "norm" in p else None,  # files before 2026-12-08: none
+            norm=_norm(p["norm"]) if "norm" in p else None,  # version 3: none of its own
         )
 
 
@@ -279,7 +279,7 @@ class Calibration:
         """The calibration of a file's contents; `folder`: where to find its cohort file."""
         if data.get("version") not in READABLE_VERSIONS:
             raise CalibrationError(
-                f"calibration version {data.get('version')!r}, expected {CALIBRATION_VERSION}: "
+                f"calibration version {data.get('version')!r}, expected {READABLE_VERSIONS}: "
                 "refit it with `python -m model calibrate`"
             )
         try:

@@ -49,8 +49,8 @@ class FeatureConfig(Stored):
     # Keep each chosen segment's waveform too (`SegmentSelection.audio`): for a fused
     # checkpoint, whose speaker encoder reads audio through its own front end.
     segment_audio: bool = False
-    # The mixed branch's front end, off in the shipped default (model card, "A front end for
-    # the mixed branch"): each segment of a song is also read from the song without its
+    # The mixed branch's front end (the shipped default's margin is 4 since 2026-12-08;
+    # model card, "Stage 6"): each segment of a song is also read from the song without its
     # repeating band (`model.repeating_background`) and its two vectors are summed; the voice
     # detector, the refusal and the flags read the song itself. 0: off. The voice is kept
     # where it stands `margin` times above the band; neighbour frames at least `width_s`

@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mix-background-margin",
         type=float,
         metavar="MARGIN",
-        help="the mixed branch's front end (off in the shipped default): each segment of a "
+        help="the mixed branch's front end (4 in the shipped default): each segment of a "
         "song is also embedded from the song without its repeating band, the voice kept "
         "where it stands MARGIN times above it, and the two vectors summed; with --centres, "
         "the centres are estimated with it (model/repeating_background.py; 0: off; default: "
