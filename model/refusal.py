@@ -11,7 +11,9 @@
   the recording. A vocal take is judged by that alone. Mastered music can be as level over
   quarter seconds (a limiter's work), but its beats and notes still move its loudness read
   every 23 ms and its spectrum: a finished song is steady only when one of those is still
-  too (measured in docs/refusal.md).
+  too. A brick-walled master can be nearly as level every 23 ms as white noise is; its
+  instruments still move the level of each mel band from one quarter second to the next,
+  which noise's bands do not (measured in docs/refusal.md).
   The detector shipped before this rule hears some steady signals as instruments, or even
   as singing (square waves and noise recorded at 16 kHz): this cheap guard catches them.
 
@@ -49,6 +51,13 @@ STEADY_SHORT_DB = 0.9
 #: frame to the next under this (the features' log10 units). Chords of sines beat (their
 #: short reads spread 1.7 dB) but measured 0.0017; music from 0.026.
 STEADY_FLUX = 0.005
+#: Under STEADY_SHORT_DB, a song is steady outright when its 23-ms reads spread under this
+#: (dB): tones, squares and sweeps measured 0.00-0.34; studio mixes from 0.80.
+STEADY_TONE_SHORT_DB = 0.5
+#: ... and otherwise only when its mel bands' levels hardly move either: the median over
+#: bands of each band's quarter-second level spread (dB, `band_spread_db`) under this. White
+#: noise measured 1.1-1.2, the 2339 studio mixes of issue 33 from 3.6 (docs/refusal.md).
+STEADY_BAND_DB = 2.0
 #: Samples per loudness block, and blocks averaged into one reading (about 0.26 s).
 BLOCK = 512
 BLOCKS_PER_READING = 11
@@ -62,13 +71,16 @@ class SignalStats:
     (dBFS); spread_db, the 10th-to-90th percentile range (dB) of its loudness, read as the
     mean square of `BLOCKS_PER_READING` blocks of `BLOCK` samples, over the readings within
     `LOUDNESS_RANGE_DB` of the loudest; short_spread_db, the same range over single blocks;
-    flux, the mean absolute change of its log-mel from one frame to the next. Recordings
-    measured without the last two (None) are judged by the first."""
+    flux, the mean absolute change of its log-mel from one frame to the next; band_spread_db,
+    the median over mel bands (those within `LOUDNESS_RANGE_DB` of the loudest band) of the
+    same range of each band's power read over `BLOCKS_PER_READING` frames. Recordings
+    measured without the later ones (None) are judged by the earlier ones."""
 
     rms_db: float
     spread_db: float
     short_spread_db: float | None = None
     flux: float | None = None
+    band_spread_db: float | None = None
 
     def steady_song(self) -> bool:
         """Whether a finished song is a steady signal (see the module's docstring)."""
@@ -76,13 +88,20 @@ class SignalStats:
             return False
         if self.short_spread_db is None or self.flux is None:
             return True
-        return self.short_spread_db < STEADY_SHORT_DB or self.flux < STEADY_FLUX
+        if self.flux < STEADY_FLUX or self.short_spread_db < STEADY_TONE_SHORT_DB:
+            return True
+        if self.short_spread_db >= STEADY_SHORT_DB:
+            return False
+        return self.band_spread_db is None or self.band_spread_db < STEADY_BAND_DB
 
 
-def signal_stats(ys: Sequence[torch.Tensor], mels: Sequence[torch.Tensor]) -> list[SignalStats]:
-    """`SignalStats` of each waveform (samples,) and its log-mel (n_mels, frames), computed
-    where they are (no copy of them), with one copy to the host for all of them (on CUDA, a
-    copy per recording stalls the thread that chooses a batch's segments)."""
+def signal_stats(
+    ys: Sequence[torch.Tensor], mels: Sequence[torch.Tensor], log_scale: float
+) -> list[SignalStats]:
+    """`SignalStats` of each waveform (samples,) and its log-mel (n_mels, frames; the
+    features' `log10(1 + log_scale * mel)`), computed where they are (no copy of them), with
+    one copy to the host for all of them (on CUDA, a copy per recording stalls the thread
+    that chooses a batch's segments)."""
     if not ys:
         return []
     rows = []
@@ -96,12 +115,12 @@ def signal_stats(ys: Sequence[torch.Tensor], mels: Sequence[torch.Tensor]) -> li
             readings = readings[0, 0]
         change = (mel[:, 1:] - mel[:, :-1]).abs().mean(dim=0)  # (frames - 1,)
         flux = change.mean() if change.numel() else change.new_zeros(())
-        rows.append(torch.stack([y.var(correction=0), _spread(readings), _spread(energy), flux]))
+        bands = _band_spread(mel, log_scale)
+        rows.append(
+            torch.stack([y.var(correction=0), _spread(readings), _spread(energy), flux, bands])
+        )
     host = torch.stack([r.to(rows[0].device) for r in rows]).cpu().numpy()
-    return [
-        SignalStats(float(10.0 * np.log10(var + 1e-20)), float(spread), float(short), float(flux))
-        for var, spread, short, flux in host
-    ]
+    return [SignalStats(float(10.0 * np.log10(r[0] + 1e-20)), *map(float, r[1:])) for r in host]
 
 
 def _spread(energy: torch.Tensor) -> torch.Tensor:
@@ -111,6 +130,19 @@ def _spread(energy: torch.Tensor) -> torch.Tensor:
     kept = db[db >= db.max() - LOUDNESS_RANGE_DB]
     q = torch.quantile(kept, torch.tensor([0.1, 0.9], device=kept.device))
     return q[1] - q[0]
+
+
+def _band_spread(mel: torch.Tensor, log_scale: float) -> torch.Tensor:
+    """`SignalStats.band_spread_db` of a log-mel (n_mels, frames) in the features' units."""
+    power = (torch.pow(10.0, mel.float()) - 1.0).clamp_min(0.0) / log_scale
+    k = min(BLOCKS_PER_READING, power.shape[1])
+    readings = torch.nn.functional.avg_pool1d(power[None], k, 1)[0]  # (n_mels, readings)
+    level = 10.0 * torch.log10(power.mean(dim=1) + 1e-20)
+    db = 10.0 * torch.log10(readings[level >= level.max() - LOUDNESS_RANGE_DB] + 1e-20)
+    q = torch.tensor([0.1, 0.9], device=db.device)
+    # bands in slices: torch.quantile takes at most 2**24 values (a 30-min song is 10M)
+    spreads = torch.cat([part.quantile(q, dim=1).diff(dim=0)[0] for part in db.split(32)])
+    return spreads.median()
 
 
 def refusal(

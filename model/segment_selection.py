@@ -142,7 +142,7 @@ def select_many(
     stats: Sequence[SignalStats | None] = [None] * len(ok)
     if detector is not None and ok:
         voicing = detect_voice_many(on_device, mels, cfg, detector, chunk_frames, split)
-        stats = signal_stats(on_device, mels)
+        stats = signal_stats(on_device, mels, cfg.log_scale)
     # The waveforms are on the device: their clipping shares are computed there too, with
     # one copy back for all (on CUDA, not one host pass per recording).
     clipped = clipped_shares(on_device)

@@ -19,10 +19,12 @@ from model.features import FeatureConfig, log_mel, segment_starts
 from model.refusal import (
     BLOCK,
     BLOCKS_PER_READING,
+    STEADY_BAND_DB,
     STEADY_FLUX,
     STEADY_SHORT_DB,
     STEADY_SONG_DB,
     STEADY_TAKE_DB,
+    STEADY_TONE_SHORT_DB,
     SignalStats,
     refusal,
     signal_stats,
@@ -106,6 +108,12 @@ def test_a_song_is_refused_when_the_detector_hears_too_little_music(music_s, ref
         (SignalStats(-10.0, STEADY_TAKE_DB - 0.1, STEADY_SHORT_DB - 0.1, 0.05), True, True),
         # beating (a chord of sines) but one spectrum throughout
         (SignalStats(-10.0, STEADY_TAKE_DB - 0.1, 1.7, STEADY_FLUX / 2), True, True),
+        # as level within quarter seconds as white noise, but its bands move: a brick-walled
+        # master; its bands as steady as noise's: noise
+        (SignalStats(-10.0, 0.3, STEADY_SHORT_DB - 0.1, 0.05, STEADY_BAND_DB + 0.1), False, True),
+        (SignalStats(-10.0, 0.3, STEADY_SHORT_DB - 0.1, 0.05, STEADY_BAND_DB - 0.1), True, True),
+        # level even over 23 ms (a tone, a square sweep): steady whatever its bands do
+        (SignalStats(-10.0, 0.3, STEADY_TONE_SHORT_DB - 0.1, 0.05, 20.0), True, True),
     ],
 )
 def test_steady_or_silent_signals_are_refused_whatever_the_detector_hears(stats, song, take):
@@ -123,9 +131,9 @@ def test_signal_stats_against_a_reference_and_batch_against_single():
         (0.1 * rng.standard_normal(4 * CFG.sample_rate)).astype(np.float32),
     ]
     mels = [log_mel(y, CFG) for y in ys]
-    together = signal_stats([torch.from_numpy(y) for y in ys], mels)
+    together = signal_stats([torch.from_numpy(y) for y in ys], mels, CFG.log_scale)
     for y, mel, got in zip(ys, mels, together, strict=True):
-        assert signal_stats([torch.from_numpy(y)], [mel]) == [got]
+        assert signal_stats([torch.from_numpy(y)], [mel], CFG.log_scale) == [got]
         blocks = y[: len(y) - len(y) % BLOCK].astype(np.float64).reshape(-1, BLOCK)
         energy = (blocks**2).mean(1)
         readings = np.convolve(energy, np.ones(BLOCKS_PER_READING), "valid") / BLOCKS_PER_READING
@@ -133,6 +141,7 @@ def test_signal_stats_against_a_reference_and_batch_against_single():
         assert got.short_spread_db == pytest.approx(_spread(energy), abs=1e-3)
         m = mel.numpy().astype(np.float64)
         assert got.flux == pytest.approx(np.abs(np.diff(m, axis=1)).mean(), abs=1e-5)
+        assert got.band_spread_db == pytest.approx(_band_spread(m), abs=1e-3)
         assert got.rms_db == pytest.approx(
             10 * np.log10(np.var(y.astype(np.float64)) + 1e-20), abs=0.01
         )
@@ -142,6 +151,42 @@ def _spread(energy: np.ndarray) -> float:
     db = 10 * np.log10(energy + 1e-20)
     kept = db[db >= db.max() - 40.0]
     return float(np.quantile(kept, 0.9) - np.quantile(kept, 0.1))
+
+
+def _band_spread(mel: np.ndarray) -> float:
+    """Each mel band's power (the features' log undone) read over quarter seconds, the
+    range of each band's readings in dB, the median (lower middle) over the bands within
+    40 dB of the loudest band."""
+    power = np.maximum(10.0**mel - 1.0, 0.0) / CFG.log_scale
+    k = min(BLOCKS_PER_READING, power.shape[1])
+    kernel = np.ones(k) / k
+    readings = np.stack([np.convolve(band, kernel, "valid") for band in power])
+    level = 10 * np.log10(power.mean(1) + 1e-20)
+    db = 10 * np.log10(readings[level >= level.max() - 40.0] + 1e-20)
+    spreads = np.sort(np.quantile(db, 0.9, axis=1) - np.quantile(db, 0.1, axis=1))
+    return float(spreads[(len(spreads) - 1) // 2])
+
+
+def test_a_melody_as_level_as_noise_is_music_and_the_noise_is_not():
+    """A brick-walled master can be as level as white noise even over 23 ms (both between
+    the tone bar and STEADY_SHORT_DB here). Its notes still move the level of each mel band
+    from one quarter second to the next; noise's bands stay level. So the melody is music
+    and the noise is refused, whatever the detector hears."""
+    sr = CFG.sample_rate
+    t = np.arange(8 * sr) / sr
+    rng = np.random.default_rng(3)
+    notes = 220.0 * 2 ** (rng.choice([0, 2, 4, 5, 7, 9, 11, 12], size=32) / 12)
+    phase = 2 * np.pi * np.cumsum(notes[np.minimum((t * 4).astype(int), 31)]) / sr
+    tremolo = 1 + 0.03 * np.sin(2 * np.pi * 6 * t)  # a new note every 1/4 s, one loudness
+    melody = sum(np.sin(k * phase) / k for k in range(1, 6)) * tremolo
+    noise = rng.standard_normal(len(t)) * tremolo
+    heard = verdict(8.0, voice=8.0, music=8.0)
+    for y, steady in ((melody, False), (noise, True)):
+        y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+        stats = signal_stats([torch.from_numpy(y)], [log_mel(y, CFG)], CFG.log_scale)[0]
+        assert stats.spread_db < STEADY_SONG_DB, stats
+        assert STEADY_TONE_SHORT_DB < stats.short_spread_db < STEADY_SHORT_DB, stats
+        assert (refusal("mixed", heard, stats, RULE, CFG, True) is not None) == steady, stats
 
 
 def test_a_song_mastered_level_is_not_a_steady_signal():
@@ -159,7 +204,7 @@ def test_a_song_mastered_level_is_not_a_steady_signal():
     heard = verdict(8.0, voice=8.0, music=8.0)  # the detector hears music and singing
     for y, steady in ((band, False), (chord, True)):
         y = _levelled(y).astype(np.float32)
-        stats = signal_stats([torch.from_numpy(y)], [log_mel(y, CFG)])[0]
+        stats = signal_stats([torch.from_numpy(y)], [log_mel(y, CFG)], CFG.log_scale)[0]
         assert stats.spread_db < STEADY_TAKE_DB, stats  # level over quarter seconds
         assert (refusal("mixed", heard, stats, RULE, CFG, True) is not None) == steady, stats
         assert refusal("mono", heard, stats, RULE, CFG, True) is not None
