@@ -111,6 +111,12 @@ def log_mel(
     return torch.log10(1.0 + cfg.log_scale * mel)
 
 
+def mel_magnitude(log_mel: torch.Tensor, log_scale: float) -> torch.Tensor:
+    """The features' log-mel (…, n_mels, frames) undone: the mel-weighted STFT magnitude
+    that `log_mel` took `log10(1 + log_scale * x)` of (float32, never below 0)."""
+    return (torch.pow(10.0, log_mel.float()) - 1.0).clamp_min(0.0) / log_scale
+
+
 def log_mel_chunked(
     y: np.ndarray | torch.Tensor,
     cfg: FeatureConfig,

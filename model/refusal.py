@@ -32,7 +32,7 @@ import torch
 
 from model.detector_frames import FrameVerdict
 from model.errors import NotMusicError, NoVoicedSegmentError
-from model.features import FeatureConfig
+from model.features import FeatureConfig, mel_magnitude
 
 #: RMS (the waveform less its mean, dBFS) below which a recording is silence or DC.
 SILENT_DB = -60.0
@@ -56,8 +56,10 @@ STEADY_FLUX = 0.005
 STEADY_TONE_SHORT_DB = 0.5
 #: ... and otherwise only when its mel bands' levels hardly move either: the median over
 #: bands of each band's quarter-second level spread (dB, `band_spread_db`) under this. White
-#: noise measured 1.0-1.2, the 2339 studio mixes of issue 33 from 3.3 (docs/refusal.md).
-STEADY_BAND_DB = 2.0
+#: noise measured 2.1-2.4, the 2339 studio mixes of issue 33 from 6.5 (docs/refusal.md).
+STEADY_BAND_DB = 4.0
+#: Bands this far (dB) under the loudest band are left out of `band_spread_db`.
+BAND_RANGE_DB = 80.0
 #: Samples per loudness block, and blocks averaged into one reading (about 0.26 s).
 BLOCK = 512
 BLOCKS_PER_READING = 11
@@ -72,9 +74,9 @@ class SignalStats:
     mean square of `BLOCKS_PER_READING` blocks of `BLOCK` samples, over the readings within
     `LOUDNESS_RANGE_DB` of the loudest; short_spread_db, the same range over single blocks;
     flux, the mean absolute change of its log-mel from one frame to the next; band_spread_db,
-    the median over mel bands (those within `LOUDNESS_RANGE_DB` of the loudest band) of the
-    same range of each band's power read over successive runs of `BLOCKS_PER_READING`
-    frames. Recordings
+    the median over mel bands (those within `BAND_RANGE_DB` of the loudest band) of the
+    same range of each band's level (its mel magnitude, 20 log10) read over successive runs
+    of `BLOCKS_PER_READING` frames. Recordings
     measured without the later ones (None) are judged by the earlier ones."""
 
     rms_db: float
@@ -135,12 +137,12 @@ def _spread(energy: torch.Tensor) -> torch.Tensor:
 
 def _band_spread(mel: torch.Tensor, log_scale: float) -> torch.Tensor:
     """`SignalStats.band_spread_db` of a log-mel (n_mels, frames) in the features' units."""
-    power = (torch.pow(10.0, mel.float()) - 1.0).clamp_min(0.0) / log_scale
-    k = min(BLOCKS_PER_READING, power.shape[1])
+    magnitude = mel_magnitude(mel, log_scale)
+    k = min(BLOCKS_PER_READING, magnitude.shape[1])
     # side by side, not sliding: a tenth of the values to sort, for the same percentiles
-    readings = torch.nn.functional.avg_pool1d(power[None], k)[0]  # (n_mels, frames // k)
-    level = 10.0 * torch.log10(power.mean(dim=1) + 1e-20)
-    db = 10.0 * torch.log10(readings[level >= level.max() - LOUDNESS_RANGE_DB] + 1e-20)
+    readings = torch.nn.functional.avg_pool1d(magnitude[None], k)[0]  # (n_mels, frames // k)
+    level = 20.0 * torch.log10(magnitude.mean(dim=1) + 1e-20)
+    db = 20.0 * torch.log10(readings[level >= level.max() - BAND_RANGE_DB] + 1e-20)
     q = torch.tensor([0.1, 0.9], device=db.device)
     # bands in slices: torch.quantile takes at most 2**24 values (a 30-min song is 10M)
     spreads = torch.cat([part.quantile(q, dim=1).diff(dim=0)[0] for part in db.split(32)])

@@ -154,15 +154,15 @@ def _spread(energy: np.ndarray) -> float:
 
 
 def _band_spread(mel: np.ndarray) -> float:
-    """Each mel band's power (the features' log undone) read over successive quarter
+    """Each mel band's magnitude (the features' log undone) read over successive quarter
     seconds, the range of each band's readings in dB, the median (lower middle) over the
-    bands within 40 dB of the loudest band."""
-    power = np.maximum(10.0**mel - 1.0, 0.0) / CFG.log_scale
-    k = min(BLOCKS_PER_READING, power.shape[1])
-    n = power.shape[1] // k * k
-    readings = power[:, :n].reshape(len(power), -1, k).mean(axis=2)
-    level = 10 * np.log10(power.mean(1) + 1e-20)
-    db = 10 * np.log10(readings[level >= level.max() - 40.0] + 1e-20)
+    bands within 80 dB of the loudest band."""
+    magnitude = np.maximum(10.0**mel - 1.0, 0.0) / CFG.log_scale
+    k = min(BLOCKS_PER_READING, magnitude.shape[1])
+    n = magnitude.shape[1] // k * k
+    readings = magnitude[:, :n].reshape(len(magnitude), -1, k).mean(axis=2)
+    level = 20 * np.log10(magnitude.mean(1) + 1e-20)
+    db = 20 * np.log10(readings[level >= level.max() - 80.0] + 1e-20)
     spreads = np.sort(np.quantile(db, 0.9, axis=1) - np.quantile(db, 0.1, axis=1))
     return float(spreads[(len(spreads) - 1) // 2])
 
